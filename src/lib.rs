@@ -1,0 +1,20 @@
+//! resnet: deep residual networks (He, Zhang, Ren, Sun 2015) on a dedicated
+//! CPU engine. See ARCHITECTURE.md for the map.
+//!
+//! ```
+//! use resnet::arch::{ArchOptions, ArchSpec};
+//! use resnet::net::Net;
+//! let spec = ArchSpec::parse("resnet20", &ArchOptions::default()).unwrap();
+//! let mut net = Net::new(&spec, 2, 32, 32, false, 0).unwrap();
+//! net.forward(2, false);
+//! assert_eq!(net.logits_of(0).len(), 10);
+//! ```
+
+pub mod arch;
+pub mod init;
+pub mod net;
+pub mod ops;
+pub mod optim;
+pub mod par;
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,0 +1,170 @@
+//! Backward pass, in the reverse order of forward.rs. Writes every parameter
+//! gradient (overwrites, no zeroing needed).
+//!
+//! Gradient buffers: gy (block output), gx (block input), t1 (a unit's conv
+//! output = BN input), t2 (a unit's output / the shortcut's dz), t3 (a
+//! projection's conv output).
+
+use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan};
+use crate::ops::bn;
+use crate::ops::{pool, shortcut};
+use crate::par::Dims;
+
+/// BN (+act) backward of a unit: dy at the unit output -> t1 = dL/d(pre).
+fn unit_bn_backward(
+    u: &UnitPlan,
+    b: &UnitBufs,
+    params: &[f32],
+    grads: &mut [f32],
+    n: usize,
+    dy: &[f32],
+    t1: &mut [f32],
+    dz_out: Option<&mut [f32]>,
+) {
+    let yd = Dims { n, ..u.yd };
+    let c = yd.c;
+    let (dgamma, dbeta) = grads[u.gamma..u.gamma + 2 * c].split_at_mut(c);
+    debug_assert_eq!(u.beta, u.gamma + c);
+    bn::backward(
+        &params[u.gamma..u.gamma + c],
+        &b.saved,
+        &b.pre[..yd.len()],
+        yd,
+        &b.out[..yd.len()],
+        &dy[..yd.len()],
+        u.act,
+        &mut t1[..yd.len()],
+        dgamma,
+        dbeta,
+        dz_out.map(|d| &mut d[..yd.len()]),
+    );
+}
+
+/// Conv backward of a unit: t1 = dL/d(pre) -> dW, and dx (= or += ) if asked.
+#[allow(clippy::too_many_arguments)]
+fn unit_conv_backward(
+    u: &UnitPlan,
+    params: &[f32],
+    grads: &mut [f32],
+    x: &[f32],
+    n: usize,
+    t1: &[f32],
+    dx: Option<(&mut [f32], bool)>,
+    wt: &mut [f32],
+    partials: &mut [Vec<f32>],
+) {
+    let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
+    let wl = u.conv.weight_len();
+    u.conv.backward_weight(&x[..xd.len()], xd, &t1[..yd.len()], &mut grads[u.w..u.w + wl], partials);
+    if let Some((dx, accumulate)) = dx {
+        u.conv.backward_data(&params[u.w..u.w + wl], &t1[..yd.len()], xd, &mut dx[..xd.len()], accumulate, wt);
+    }
+}
+
+struct Scratch<'a> {
+    t1: &'a mut [f32],
+    t2: &'a mut [f32],
+    t3: Option<&'a mut [f32]>,
+    wt: &'a mut [f32],
+    partials: &'a mut [Vec<f32>],
+}
+
+/// One block: gy (grad at the block output) -> gx (grad at the block input x).
+#[allow(clippy::too_many_arguments)]
+fn block_backward(
+    bp: &super::plan::BlockPlan,
+    bb: &BlockBufs,
+    params: &[f32],
+    grads: &mut [f32],
+    x: &[f32],
+    n: usize,
+    gy: &[f32],
+    gx: &mut [f32],
+    s: &mut Scratch,
+) {
+    let last = bp.units.len() - 1;
+    let (xd, yd) = (Dims { n, ..bp.xd }, Dims { n, ..bp.yd });
+    for j in (0..=last).rev() {
+        let (u, b) = (&bp.units[j], &bb.units[j]);
+        if j == last {
+            match &bp.shortcut {
+                ShortcutPlan::None => unit_bn_backward(u, b, params, grads, n, gy, s.t1, None),
+                // dz flows unchanged to the block input
+                ShortcutPlan::Identity => unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(gx)),
+                ShortcutPlan::PadA { stride } => {
+                    unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(s.t2));
+                    shortcut::pad_a_backward(&s.t2[..yd.len()], yd, &mut gx[..xd.len()], xd, *stride);
+                }
+                ShortcutPlan::Proj(pu) => {
+                    unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(s.t2));
+                    let pb = bb.proj.as_ref().expect("projection buffers");
+                    let t3 = s.t3.as_deref_mut().expect("projection scratch");
+                    unit_bn_backward(pu, pb, params, grads, n, s.t2, t3, None);
+                    unit_conv_backward(pu, params, grads, x, n, t3, Some((gx, false)), s.wt, s.partials);
+                }
+            }
+        } else {
+            unit_bn_backward(u, b, params, grads, n, s.t2, s.t1, None);
+        }
+        let input: &[f32] = if j == 0 { x } else { &bb.units[j - 1].out };
+        let dx = if j == 0 {
+            Some((&mut *gx, !matches!(bp.shortcut, ShortcutPlan::None)))
+        } else {
+            Some((&mut *s.t2, false))
+        };
+        unit_conv_backward(u, params, grads, input, n, s.t1, dx, s.wt, s.partials);
+    }
+}
+
+impl Net {
+    /// Backward through the last training forward of `n` images, from the
+    /// gradient [`Net::loss`] left at the logits. Fills `self.grads`.
+    pub fn backward(&mut self, n: usize) {
+        assert!(self.train, "backward on a net built for inference");
+        let Net { plan, params, grads, input, stem, pool_out, pool_arg, blocks, feat, dlogits, dfeat, g, wt, partials, .. } =
+            self;
+        let (fin, fout) = (plan.fc.fin, plan.fc.fout);
+        let (dw, db) = grads[plan.fc_w..plan.fc_b + fout].split_at_mut(fin * fout);
+        debug_assert_eq!(plan.fc_b, plan.fc_w + fin * fout);
+        plan.fc.backward(
+            &params[plan.fc_w..plan.fc_w + fin * fout],
+            &feat[..n * fin],
+            &dlogits[..n * fout],
+            dw,
+            db,
+            Some(&mut dfeat[..n * fin]),
+        );
+        let (mut iy, mut ix) = (0usize, 1usize);
+        let last = Dims { n, ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd) };
+        pool::gap_backward(&dfeat[..n * fin], last, &mut g[iy][..last.len()]);
+        let (gbufs, rest) = g.split_at_mut(2);
+        let (t1, rest) = rest.split_at_mut(1);
+        let (t2, rest) = rest.split_at_mut(1);
+        let mut s = Scratch {
+            t1: &mut t1[0],
+            t2: &mut t2[0],
+            t3: rest.first_mut().map(|v| &mut v[..]),
+            wt,
+            partials,
+        };
+        for i in (0..blocks.len()).rev() {
+            let x: &[f32] = match i.checked_sub(1) {
+                Some(p) => &blocks[p].units.last().unwrap().out,
+                None if plan.pool.is_some() => pool_out,
+                None => &stem.out,
+            };
+            let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
+            block_backward(&plan.blocks[i], &blocks[i], params, grads, x, n, gy, gx, &mut s);
+            std::mem::swap(&mut iy, &mut ix);
+        }
+        if let Some((mp, d)) = plan.pool {
+            let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
+            let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
+            mp.backward(&gy[..od.len()], &pool_arg[..od.len()], sd, &mut gx[..sd.len()]);
+            std::mem::swap(&mut iy, &mut ix);
+        }
+        let gy = &gbufs[iy];
+        unit_bn_backward(&plan.stem, stem, params, grads, n, gy, s.t1, None);
+        unit_conv_backward(&plan.stem, params, grads, input, n, s.t1, None, s.wt, s.partials);
+    }
+}

@@ -1,0 +1,128 @@
+//! Forward pass: stem -> [max pool] -> blocks -> global average pool -> fc.
+
+use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan};
+use crate::ops::bn::{self, Act, BnParams};
+use crate::ops::loss::{self, LossOut};
+use crate::ops::pool;
+use crate::ops::shortcut::ShortcutSrc;
+use crate::par::Dims;
+
+/// conv -> BN (batch or running statistics) -> act [with the shortcut added].
+/// x: (N, H, W, Cin) -> b.pre, b.out: (N, OH, OW, Cout)
+pub(crate) fn unit_forward(
+    u: &UnitPlan,
+    b: &mut UnitBufs,
+    params: &[f32],
+    stats: &mut [f32],
+    x: &[f32],
+    n: usize,
+    train: bool,
+    shortcut: Option<ShortcutSrc>,
+) {
+    let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
+    let c = yd.c;
+    u.conv.forward(&params[u.w..u.w + u.conv.weight_len()], &x[..xd.len()], xd, &mut b.pre[..yd.len()]);
+    let p = BnParams { gamma: &params[u.gamma..u.gamma + c], beta: &params[u.beta..u.beta + c] };
+    let (rmean, rvar) = stats[u.rmean..u.rvar + c].split_at_mut(c);
+    let (pre, out) = (&b.pre[..yd.len()], &mut b.out[..yd.len()]);
+    if train {
+        bn::forward_train(&p, rmean, rvar, &mut b.saved, pre, yd, u.act, shortcut, out);
+    } else {
+        bn::forward_eval(&p, rmean, rvar, pre, yd, u.act, shortcut, out);
+    }
+}
+
+/// One residual (or plain) block. x: the block input (N, H, W, Cin).
+fn block_forward(
+    bp: &super::plan::BlockPlan,
+    bb: &mut BlockBufs,
+    params: &[f32],
+    stats: &mut [f32],
+    x: &[f32],
+    n: usize,
+    train: bool,
+) {
+    let last = bp.units.len() - 1;
+    for j in 0..=last {
+        let (before, rest) = bb.units.split_at_mut(j);
+        let input: &[f32] = if j == 0 { x } else { &before[j - 1].out };
+        let shortcut = if j < last {
+            None
+        } else {
+            match &bp.shortcut {
+                ShortcutPlan::None => None,
+                ShortcutPlan::Identity => Some(ShortcutSrc::Identity(&x[..bp.xd.len() * n])),
+                ShortcutPlan::PadA { stride } => Some(ShortcutSrc::PadA {
+                    x,
+                    xd: Dims { n, ..bp.xd },
+                    yd: Dims { n, ..bp.yd },
+                    stride: *stride,
+                }),
+                ShortcutPlan::Proj(pu) => {
+                    let pb = bb.proj.as_mut().expect("projection buffers");
+                    unit_forward(pu, pb, params, stats, x, n, train, None);
+                    Some(ShortcutSrc::Identity(&pb.out[..pu.yd.len() * n]))
+                }
+            }
+        };
+        debug_assert_eq!(shortcut.is_some(), bp.units[j].act == Act::AddRelu);
+        unit_forward(&bp.units[j], &mut rest[0], params, stats, input, n, train, shortcut);
+    }
+}
+
+impl Net {
+    /// Run the first `n` images of `self.input` forward; the logits land in
+    /// `self.logits[..n * classes]`. `train` uses batch statistics and updates
+    /// the running ones (and requires a net built for training).
+    pub fn forward(&mut self, n: usize, train: bool) {
+        assert!(n >= 1 && n <= self.batch, "batch {n} outside 1..={}", self.batch);
+        assert!(!train || self.train, "training forward on a net built for inference");
+        let Net { plan, params, stats, input, stem, pool_out, pool_arg, blocks, feat, logits, .. } = self;
+        unit_forward(&plan.stem, stem, params, stats, input, n, train, None);
+        if let Some((mp, d)) = plan.pool {
+            let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
+            mp.forward(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()], &mut pool_arg[..od.len()]);
+        }
+        for i in 0..blocks.len() {
+            let (before, rest) = blocks.split_at_mut(i);
+            let x: &[f32] = match before.last() {
+                Some(prev) => &prev.units.last().unwrap().out,
+                None if plan.pool.is_some() => pool_out,
+                None => &stem.out,
+            };
+            block_forward(&plan.blocks[i], &mut rest[0], params, stats, x, n, train);
+        }
+        let last = Dims { n, ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd) };
+        let out: &[f32] = match blocks.last() {
+            Some(b) => &b.units.last().unwrap().out,
+            None => &stem.out,
+        };
+        let (fin, fout) = (plan.fc.fin, plan.fc.fout);
+        pool::gap_forward(&out[..last.len()], last, &mut feat[..n * fin]);
+        plan.fc.forward(
+            &params[plan.fc_w..plan.fc_w + fin * fout],
+            &params[plan.fc_b..plan.fc_b + fout],
+            &feat[..n * fin],
+            &mut logits[..n * fout],
+        );
+    }
+
+    /// Softmax cross-entropy of the last forward's logits against `labels`
+    /// (one per image); keeps dL/dlogits for [`Net::backward`].
+    pub fn loss(&mut self, labels: &[u32]) -> LossOut {
+        let (n, k) = (labels.len(), self.classes());
+        loss::cross_entropy(&self.logits[..n * k], labels, k, &mut self.dlogits[..n * k])
+    }
+
+    /// Logits of image `i` of the last forward.
+    pub fn logits_of(&self, i: usize) -> &[f32] {
+        let k = self.classes();
+        &self.logits[i * k..(i + 1) * k]
+    }
+
+    /// Features after global average pooling, image `i` of the last forward.
+    pub fn features_of(&self, i: usize) -> &[f32] {
+        let f = self.plan.fc.fin;
+        &self.feat[i * f..(i + 1) * f]
+    }
+}

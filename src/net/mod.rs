@@ -1,0 +1,254 @@
+//! A network built once for a batch capacity: the plan plus every buffer it
+//! needs (parameters, gradients, running statistics, activations kept for
+//! backward, gradient scratch), allocated here and never in a step.
+//!
+//! Buffer plan (training, batch N): per unit (conv + BN + act) the conv output
+//! `pre` (BN's input, needed by BN backward) and the unit output `out` (the
+//! next conv's input, needed by its weight gradient; its sign is the ReLU
+//! mask). Nothing else is kept: BN's normalised values are recomputed in
+//! backward from `pre` and the saved mean / inverse std; the option-A shortcut
+//! reads the block input directly. Backward runs through four (five with
+//! projections) gradient buffers of the largest activation size, rotated
+//! block by block.
+
+mod backward;
+mod forward;
+pub mod plan;
+
+use crate::arch::ArchSpec;
+use crate::ops::bn::BnSaved;
+use crate::par::Dims;
+pub use plan::{ParamKind, Plan, ShortcutPlan, TensorInfo, UnitPlan};
+
+/// Activation buffers of one unit.
+#[derive(Default)]
+pub(crate) struct UnitBufs {
+    pub pre: Vec<f32>,
+    pub out: Vec<f32>,
+    pub saved: BnSaved,
+}
+
+pub(crate) struct BlockBufs {
+    pub units: Vec<UnitBufs>,
+    pub proj: Option<UnitBufs>,
+}
+
+/// Errors building a network.
+#[derive(Debug)]
+pub enum BuildError {
+    TooLarge { need_bytes: u64, available_bytes: u64, batch: usize },
+    Invalid(String),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::TooLarge { need_bytes, available_bytes, batch } => write!(
+                f,
+                "batch {batch} needs about {:.1} GiB of memory for this network, but only {:.1} GiB is available; use a smaller --batch (about {} would fit)",
+                *need_bytes as f64 / (1u64 << 30) as f64,
+                *available_bytes as f64 / (1u64 << 30) as f64,
+                (*batch as u64 * available_bytes / need_bytes.max(&1)).max(1) * 9 / 10
+            ),
+            BuildError::Invalid(s) => f.write_str(s),
+        }
+    }
+}
+impl std::error::Error for BuildError {}
+
+/// A network with its buffers.
+pub struct Net {
+    pub plan: Plan,
+    /// batch capacity
+    pub batch: usize,
+    pub train: bool,
+    pub params: Vec<f32>,
+    pub grads: Vec<f32>,
+    /// BN running mean / var
+    pub stats: Vec<f32>,
+    /// input (N, H, W, Cin), NHWC
+    pub input: Vec<f32>,
+    pub(crate) stem: UnitBufs,
+    pub(crate) pool_out: Vec<f32>,
+    pub(crate) pool_arg: Vec<u32>,
+    pub(crate) blocks: Vec<BlockBufs>,
+    /// (N, features) after global average pooling
+    pub(crate) feat: Vec<f32>,
+    /// (N, classes)
+    pub logits: Vec<f32>,
+    pub(crate) dlogits: Vec<f32>,
+    pub(crate) dfeat: Vec<f32>,
+    /// gradient buffers (backward only)
+    pub(crate) g: Vec<Vec<f32>>,
+    /// scratch: transposed conv weights, per-task weight-gradient partials
+    pub(crate) wt: Vec<f32>,
+    pub(crate) partials: Vec<Vec<f32>>,
+}
+
+fn unit_bufs(u: &UnitPlan, n: usize) -> UnitBufs {
+    UnitBufs { pre: vec![0.0; u.yd.len() * n], out: vec![0.0; u.yd.len() * n], saved: BnSaved::default() }
+}
+
+/// Our layout -> torchvision's (conv weights HWIO -> OIHW; others as they are).
+fn to_torch_layout(kind: ParamKind, data: &[f32]) -> Vec<f32> {
+    match kind {
+        ParamKind::ConvWeight { k, cin, cout } => {
+            let mut out = vec![0.0; data.len()];
+            for o in 0..cout {
+                for i in 0..cin {
+                    for kk in 0..k * k {
+                        out[(o * cin + i) * k * k + kk] = data[(kk * cin + i) * cout + o];
+                    }
+                }
+            }
+            out
+        }
+        _ => data.to_vec(),
+    }
+}
+
+/// Memory the system says is available (Linux MemAvailable), if known.
+pub fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+impl Net {
+    /// Build `spec` for batches of up to `batch` images of `h` x `w` pixels.
+    /// `train` allocates what backward needs. Parameters are He-initialised
+    /// (see [`crate::init`]) from `seed`.
+    pub fn new(spec: &ArchSpec, batch: usize, h: usize, w: usize, train: bool, seed: u64) -> Result<Net, BuildError> {
+        if batch == 0 {
+            return Err(BuildError::Invalid("batch size must be at least 1".into()));
+        }
+        let min = if spec.has_maxpool() { 32 } else { 8 };
+        if h < min || w < min {
+            return Err(BuildError::Invalid(format!(
+                "input {h}x{w} is too small for {}: at least {min}x{min}",
+                spec.name
+            )));
+        }
+        let plan = Plan::new(spec, h, w);
+        let threads = crate::par::threads();
+        let need = plan.memory_bytes(batch, train, threads);
+        if let Some(avail) = available_memory() {
+            if need > avail {
+                return Err(BuildError::TooLarge { need_bytes: need, available_bytes: avail, batch });
+            }
+        }
+        let n = batch;
+        let pool_len = plan.pool.map(|(_, d)| d.len() * n).unwrap_or(0);
+        let blocks = plan
+            .blocks
+            .iter()
+            .map(|b| BlockBufs {
+                units: b.units.iter().map(|u| unit_bufs(u, n)).collect(),
+                proj: match &b.shortcut {
+                    ShortcutPlan::Proj(u) => Some(unit_bufs(u, n)),
+                    _ => None,
+                },
+            })
+            .collect();
+        let gmax = plan.max_activation_per_image() * n;
+        let ng = if !train {
+            0
+        } else if plan.has_projection() {
+            5
+        } else {
+            4
+        };
+        let mut net = Net {
+            batch,
+            train,
+            params: vec![0.0; plan.n_params],
+            grads: vec![0.0; if train { plan.n_params } else { 0 }],
+            stats: vec![0.0; plan.n_stats],
+            input: vec![0.0; plan.input.len() * n],
+            stem: unit_bufs(&plan.stem, n),
+            pool_out: vec![0.0; pool_len],
+            pool_arg: vec![0; pool_len],
+            blocks,
+            feat: vec![0.0; plan.fc.fin * n],
+            logits: vec![0.0; plan.fc.fout * n],
+            dlogits: vec![0.0; plan.fc.fout * n],
+            dfeat: vec![0.0; if train { plan.fc.fin * n } else { 0 }],
+            g: (0..ng).map(|_| vec![0.0; gmax]).collect(),
+            wt: vec![0.0; if train { plan.max_conv_weights() } else { 0 }],
+            partials: (0..if train { threads } else { 0 }).map(|_| vec![0.0; plan.max_conv_weights()]).collect(),
+            plan,
+        };
+        crate::init::he_init(&mut net, seed);
+        Ok(net)
+    }
+
+    pub fn spec(&self) -> &ArchSpec {
+        &self.plan.spec
+    }
+
+    /// Shape of the input for `n` images.
+    pub fn input_dims(&self, n: usize) -> Dims {
+        Dims { n, ..self.plan.input }
+    }
+
+    pub fn classes(&self) -> usize {
+        self.plan.fc.fout
+    }
+
+    /// Parameter / statistics entry by torchvision name.
+    pub fn tensor_info(&self, name: &str) -> Option<(&TensorInfo, bool)> {
+        if let Some(t) = self.plan.params.iter().find(|t| t.name == name) {
+            return Some((t, true));
+        }
+        self.plan.stats.iter().find(|t| t.name == name).map(|t| (t, false))
+    }
+
+    /// Every tensor's name, in torchvision state_dict order (params, then stats per layer).
+    pub fn tensor_names(&self) -> Vec<String> {
+        self.plan.params.iter().chain(&self.plan.stats).map(|t| t.name.clone()).collect()
+    }
+
+    /// A tensor in torchvision layout (convs OIHW), from params or stats.
+    pub fn get_torch(&self, name: &str) -> Option<Vec<f32>> {
+        let (t, is_param) = self.tensor_info(name)?;
+        let src = if is_param { &self.params } else { &self.stats };
+        Some(to_torch_layout(t.kind, &src[t.offset..t.offset + t.len]))
+    }
+
+    /// The gradient of a parameter in torchvision layout.
+    pub fn grad_torch(&self, name: &str) -> Option<Vec<f32>> {
+        let (t, is_param) = self.tensor_info(name)?;
+        if !is_param || self.grads.is_empty() {
+            return None;
+        }
+        Some(to_torch_layout(t.kind, &self.grads[t.offset..t.offset + t.len]))
+    }
+
+    /// Set a tensor from torchvision layout. Errors name the tensor and the shapes.
+    pub fn set_torch(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<(), String> {
+        let (t, is_param) = self.tensor_info(name).ok_or_else(|| format!("unexpected tensor '{name}'"))?;
+        if t.shape != shape || data.len() != t.len {
+            return Err(format!("tensor '{name}': expected shape {:?}, got {:?}", t.shape, shape));
+        }
+        let (offset, len, kind) = (t.offset, t.len, t.kind);
+        let dst = if is_param { &mut self.params } else { &mut self.stats };
+        let dst = &mut dst[offset..offset + len];
+        match kind {
+            ParamKind::ConvWeight { k, cin, cout } => {
+                for o in 0..cout {
+                    for i in 0..cin {
+                        for kk in 0..k * k {
+                            dst[(kk * cin + i) * cout + o] = data[(o * cin + i) * k * k + kk];
+                        }
+                    }
+                }
+            }
+            _ => dst.copy_from_slice(data),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

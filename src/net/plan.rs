@@ -1,0 +1,275 @@
+//! The static shape of a network: every unit (conv + BN + activation) with its
+//! shapes, the parameter table (torchvision names, offsets into one flat
+//! buffer) and the running-statistics table. Built from an [`ArchSpec`]
+//! without allocating activations, so that summaries, FLOP counts and memory
+//! estimates cost nothing.
+
+use crate::arch::{ArchSpec, BlockKind, ShortcutOpt, StrideIn};
+use crate::ops::bn::Act;
+use crate::ops::conv::Conv;
+use crate::ops::fc::Fc;
+use crate::ops::pool::MaxPool;
+use crate::par::Dims;
+
+/// What a parameter is, and how it is laid out in our flat buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// Stored HWIO (kh, kw, in, out); torchvision's is OIHW.
+    ConvWeight { k: usize, cin: usize, cout: usize },
+    BnWeight,
+    BnBias,
+    FcWeight,
+    FcBias,
+    RunningMean,
+    RunningVar,
+}
+
+/// One named tensor in a flat buffer.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    /// torchvision state_dict name, e.g. `layer2.0.downsample.0.weight`.
+    pub name: String,
+    /// Shape in torchvision's order (OIHW for convs).
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub len: usize,
+    pub kind: ParamKind,
+}
+
+/// conv + BN + activation. Offsets point into the parameter / statistics buffers.
+#[derive(Clone, Debug)]
+pub struct UnitPlan {
+    pub conv: Conv,
+    pub act: Act,
+    /// input / output shapes for one image
+    pub xd: Dims,
+    pub yd: Dims,
+    pub w: usize,
+    pub gamma: usize,
+    pub beta: usize,
+    pub rmean: usize,
+    pub rvar: usize,
+    /// torchvision names of the conv and the BN, e.g. `layer1.0.conv1`, `layer1.0.bn1`
+    pub conv_name: String,
+    pub bn_name: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum ShortcutPlan {
+    /// plain network: no shortcut
+    None,
+    Identity,
+    /// option A: subsample by `stride`, zero-pad channels
+    PadA { stride: usize },
+    /// options B/C: 1x1 conv + BN
+    Proj(UnitPlan),
+}
+
+#[derive(Clone, Debug)]
+pub struct BlockPlan {
+    /// e.g. `layer2.0`
+    pub name: String,
+    pub stage: usize,
+    pub units: Vec<UnitPlan>,
+    pub shortcut: ShortcutPlan,
+    pub xd: Dims,
+    pub yd: Dims,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub spec: ArchSpec,
+    /// input shape for one image (H, W, Cin)
+    pub input: Dims,
+    pub stem: UnitPlan,
+    pub pool: Option<(MaxPool, Dims)>,
+    pub blocks: Vec<BlockPlan>,
+    pub fc: Fc,
+    pub fc_w: usize,
+    pub fc_b: usize,
+    /// trainable parameters, in torchvision state_dict order
+    pub params: Vec<TensorInfo>,
+    pub n_params: usize,
+    /// BN running mean / var
+    pub stats: Vec<TensorInfo>,
+    pub n_stats: usize,
+}
+
+struct Builder {
+    params: Vec<TensorInfo>,
+    n_params: usize,
+    stats: Vec<TensorInfo>,
+    n_stats: usize,
+}
+
+impl Builder {
+    fn param(&mut self, name: String, shape: Vec<usize>, kind: ParamKind) -> usize {
+        let len = shape.iter().product();
+        let offset = self.n_params;
+        self.params.push(TensorInfo { name, shape, offset, len, kind });
+        self.n_params += len;
+        offset
+    }
+    fn stat(&mut self, name: String, c: usize, kind: ParamKind) -> usize {
+        let offset = self.n_stats;
+        self.stats.push(TensorInfo { name, shape: vec![c], offset, len: c, kind });
+        self.n_stats += c;
+        offset
+    }
+    /// conv (no bias) + BN, named like torchvision.
+    fn unit(&mut self, conv_name: String, bn_name: String, conv: Conv, act: Act, xd: Dims) -> UnitPlan {
+        let (k, cin, cout) = (conv.k, conv.cin, conv.cout);
+        let w = self.param(
+            format!("{conv_name}.weight"),
+            vec![cout, cin, k, k],
+            ParamKind::ConvWeight { k, cin, cout },
+        );
+        let gamma = self.param(format!("{bn_name}.weight"), vec![cout], ParamKind::BnWeight);
+        let beta = self.param(format!("{bn_name}.bias"), vec![cout], ParamKind::BnBias);
+        let rmean = self.stat(format!("{bn_name}.running_mean"), cout, ParamKind::RunningMean);
+        let rvar = self.stat(format!("{bn_name}.running_var"), cout, ParamKind::RunningVar);
+        UnitPlan { conv, act, xd, yd: conv.out_dims(xd), w, gamma, beta, rmean, rvar, conv_name, bn_name }
+    }
+}
+
+impl Plan {
+    /// Lay out `spec` for an input of `h` x `w` pixels.
+    pub fn new(spec: &ArchSpec, h: usize, w: usize) -> Plan {
+        let mut b = Builder { params: vec![], n_params: 0, stats: vec![], n_stats: 0 };
+        let input = Dims::new(1, h, w, spec.in_channels);
+        let (k, s, p, width) = spec.stem();
+        let stem = b.unit(
+            "conv1".into(),
+            "bn1".into(),
+            Conv::new(spec.in_channels, width, k, s, p),
+            Act::Relu,
+            input,
+        );
+        let mut d = stem.yd;
+        let pool = spec.has_maxpool().then(|| {
+            let mp = MaxPool { k: 3, stride: 2, pad: 1 };
+            d = mp.out_dims(d);
+            (mp, d)
+        });
+        let exp = spec.expansion();
+        let mut blocks = vec![];
+        for (si, stage) in spec.stages.iter().enumerate() {
+            for bi in 0..stage.blocks {
+                let name = format!("layer{}.{bi}", si + 1);
+                let stride = if bi == 0 { stage.stride } else { 1 };
+                let (cin, cout, wd) = (d.c, stage.width * exp, stage.width);
+                let xd = d;
+                let last_act = if spec.shortcut.is_some() { Act::AddRelu } else { Act::Relu };
+                let convs: Vec<Conv> = match spec.block {
+                    BlockKind::Basic => vec![Conv::new(cin, wd, 3, stride, 1), Conv::new(wd, cout, 3, 1, 1)],
+                    BlockKind::Bottleneck => {
+                        let (s1, s3) = match spec.stride_in {
+                            StrideIn::OneByOne => (stride, 1),
+                            StrideIn::ThreeByThree => (1, stride),
+                        };
+                        vec![Conv::new(cin, wd, 1, s1, 0), Conv::new(wd, wd, 3, s3, 1), Conv::new(wd, cout, 1, 1, 0)]
+                    }
+                };
+                let nconv = convs.len();
+                let mut units = vec![];
+                let mut ud = xd;
+                for (j, conv) in convs.into_iter().enumerate() {
+                    let act = if j + 1 == nconv { last_act } else { Act::Relu };
+                    let u = b.unit(format!("{name}.conv{}", j + 1), format!("{name}.bn{}", j + 1), conv, act, ud);
+                    ud = u.yd;
+                    units.push(u);
+                }
+                let changes = stride != 1 || cin != cout;
+                let shortcut = match spec.shortcut {
+                    None => ShortcutPlan::None,
+                    Some(ShortcutOpt::A) if changes => ShortcutPlan::PadA { stride },
+                    Some(ShortcutOpt::C) | Some(ShortcutOpt::B) if changes || spec.shortcut == Some(ShortcutOpt::C) => {
+                        ShortcutPlan::Proj(b.unit(
+                            format!("{name}.downsample.0"),
+                            format!("{name}.downsample.1"),
+                            Conv::new(cin, cout, 1, stride, 0),
+                            Act::None,
+                            xd,
+                        ))
+                    }
+                    Some(_) => ShortcutPlan::Identity,
+                };
+                blocks.push(BlockPlan { name, stage: si, units, shortcut, xd, yd: ud });
+                d = ud;
+            }
+        }
+        let fc = Fc { fin: d.c, fout: spec.classes };
+        let fc_w = b.param("fc.weight".into(), vec![spec.classes, d.c], ParamKind::FcWeight);
+        let fc_b = b.param("fc.bias".into(), vec![spec.classes], ParamKind::FcBias);
+        Plan {
+            spec: spec.clone(),
+            input,
+            stem,
+            pool,
+            blocks,
+            fc,
+            fc_w,
+            fc_b,
+            params: b.params,
+            n_params: b.n_params,
+            stats: b.stats,
+            n_stats: b.n_stats,
+        }
+    }
+
+    /// Every unit in forward order (stem, then per block its main path and projection).
+    pub fn units(&self) -> impl Iterator<Item = &UnitPlan> {
+        std::iter::once(&self.stem).chain(self.blocks.iter().flat_map(|b| {
+            b.units.iter().chain(match &b.shortcut {
+                ShortcutPlan::Proj(u) => Some(u),
+                _ => None,
+            })
+        }))
+    }
+
+    /// Forward multiply-adds for one image: convolutions + fc.
+    pub fn macs(&self) -> u64 {
+        self.units().map(|u| u.conv.macs(u.xd.h, u.xd.w)).sum::<u64>() + (self.fc.fin * self.fc.fout) as u64
+    }
+
+    /// Bytes of f32 activations kept per image in training (conv outputs and
+    /// unit outputs) — the dominant term of the buffer plan.
+    pub fn activation_floats_per_image(&self) -> usize {
+        let mut n = self.input.len();
+        for u in self.units() {
+            n += 2 * u.yd.len();
+        }
+        if let Some((_, d)) = self.pool {
+            n += 2 * d.len(); // output + argmax
+        }
+        n
+    }
+
+    /// Largest activation of one image (sizes the gradient and scratch buffers).
+    pub fn max_activation_per_image(&self) -> usize {
+        self.units().map(|u| u.yd.len().max(u.xd.len())).max().unwrap_or(0)
+    }
+
+    pub fn max_conv_weights(&self) -> usize {
+        self.units().map(|u| u.conv.weight_len()).max().unwrap_or(0)
+    }
+
+    /// Whether any block has a projection shortcut (needs one more scratch buffer).
+    pub fn has_projection(&self) -> bool {
+        self.blocks.iter().any(|b| matches!(b.shortcut, ShortcutPlan::Proj(_)))
+    }
+
+    /// Bytes the engine allocates for a batch of `n` (training if `train`).
+    pub fn memory_bytes(&self, n: usize, train: bool, threads: usize) -> u64 {
+        let act = self.activation_floats_per_image() as u64 * n as u64;
+        let grads = if train {
+            let bufs = if self.has_projection() { 5 } else { 4 };
+            bufs as u64 * self.max_activation_per_image() as u64 * n as u64
+        } else {
+            0
+        };
+        let params = self.n_params as u64 * if train { 3 } else { 1 }; // weights, grads, momentum
+        let scratch = self.max_conv_weights() as u64 * (threads as u64 + 1);
+        4 * (act + grads + params + scratch + self.n_stats as u64)
+    }
+}

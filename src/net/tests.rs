@@ -1,0 +1,144 @@
+//! Whole-network checks: parameter counts, FLOPs, gradients of every tensor.
+
+use super::*;
+use crate::arch::{ArchOptions, Family, ShortcutOpt, StrideIn};
+use crate::testutil::rand_vec;
+
+fn spec(a: &str, o: ArchOptions) -> ArchSpec {
+    ArchSpec::parse(a, &o).unwrap()
+}
+
+#[test]
+fn parameter_counts_match_the_paper_and_torchvision() {
+    for (a, n) in [
+        ("resnet20", 269_722),
+        ("resnet32", 464_154),
+        ("resnet44", 658_586),
+        ("resnet56", 853_018),
+        ("resnet110", 1_727_962),
+        ("resnet1202", 19_421_274),
+        ("resnet18", 11_689_512),
+        ("resnet34", 21_797_672),
+        ("resnet50", 25_557_032),
+        ("resnet101", 44_549_160),
+        ("resnet152", 60_192_808),
+    ] {
+        let s = spec(a, ArchOptions::default());
+        let p = Plan::new(&s, s.input_size, s.input_size);
+        assert_eq!(p.n_params, n, "{a}");
+        // stride placement moves FLOPs, not parameters
+        if s.block == crate::arch::BlockKind::Bottleneck {
+            let o = ArchOptions { stride_in: Some(StrideIn::ThreeByThree), ..Default::default() };
+            assert_eq!(Plan::new(&spec(a, o), 224, 224).n_params, n);
+        }
+    }
+    // plain nets equal their option-A twins
+    for d in ["20", "56", "110", "18", "34"] {
+        let a = ArchOptions { shortcut: Some(ShortcutOpt::A), ..Default::default() };
+        let r = Plan::new(&spec(&format!("resnet{d}"), a), 32, 32).n_params;
+        let p = Plan::new(&spec(&format!("plain{d}"), ArchOptions::default()), 32, 32).n_params;
+        assert_eq!(r, p, "depth {d}");
+    }
+    // option C adds a projection to every block
+    let c = ArchOptions { shortcut: Some(ShortcutOpt::C), ..Default::default() };
+    assert!(Plan::new(&spec("resnet34", c), 224, 224).n_params > 21_797_672);
+}
+
+#[test]
+fn flops_match_table_1() {
+    for (a, f) in [("resnet18", 1.8e9), ("resnet34", 3.6e9), ("resnet50", 3.8e9), ("resnet101", 7.6e9), ("resnet152", 11.3e9)] {
+        let s = spec(a, ArchOptions::default());
+        let m = Plan::new(&s, 224, 224).macs() as f64;
+        assert!((m / f - 1.0).abs() < 0.03, "{a}: {m:e} vs {f:e}");
+    }
+    let s = spec("resnet20", ArchOptions::default());
+    let m = Plan::new(&s, 32, 32).macs() as f64;
+    assert!((m / 40.55e6 - 1.0).abs() < 0.001, "resnet20 {m}");
+    // torchvision's v1.5 ResNet-50: 4.09 GFLOPs
+    let o = ArchOptions { stride_in: Some(StrideIn::ThreeByThree), ..Default::default() };
+    let m = Plan::new(&spec("resnet50", o), 224, 224).macs() as f64;
+    assert!((m / 4.09e9 - 1.0).abs() < 0.01, "v1.5 {m:e}");
+}
+
+/// Loss of the net on fixed data in training mode (batch statistics).
+fn train_loss(net: &mut Net, n: usize, labels: &[u32]) -> f64 {
+    net.forward(n, true);
+    net.loss(labels).loss as f64
+}
+
+/// For every parameter tensor: central differences at a few coordinates
+/// equal the analytic gradient. A coordinate passes at eps = 1e-3 or 2e-4.
+/// ReLU kinks inside the step (and BN over a handful of values per channel)
+/// can spoil a finite difference without any bug, so up to 1 in 8 coordinates
+/// may miss; a wiring error misses far more (every coordinate of a tensor).
+fn check_net_gradients(s: &ArchSpec, n: usize, hw: usize, per_tensor: usize) {
+    let mut net = Net::new(s, n, hw, hw, true, 7).unwrap();
+    let x = rand_vec(net.input.len(), 1);
+    net.input.copy_from_slice(&x);
+    // random BN affine parameters so that no gradient vanishes by symmetry
+    let infos = net.plan.params.clone();
+    for t in &infos {
+        if matches!(t.kind, ParamKind::BnWeight | ParamKind::BnBias | ParamKind::FcBias) {
+            let r = rand_vec(t.len, t.offset as u64);
+            let base = if t.kind == ParamKind::BnWeight { 1.0 } else { 0.0 };
+            for (p, v) in net.params[t.offset..t.offset + t.len].iter_mut().zip(r) {
+                *p = base + 0.3 * v;
+            }
+        }
+    }
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % s.classes as u32).collect();
+    train_loss(&mut net, n, &labels);
+    net.backward(n);
+    let grads = net.grads.clone();
+    let scale = grads.iter().fold(0.0f32, |m, g| m.max(g.abs())) as f64;
+    let (mut checked, mut misses) = (0usize, vec![]);
+    for t in &infos {
+        for c in 0..per_tensor {
+            let j = t.offset + (c * 7919 + t.len / 3) % t.len;
+            let (o, ana) = (net.params[j], grads[j] as f64);
+            let mut nums = vec![];
+            for eps in [1e-3f32, 2e-4] {
+                net.params[j] = o + eps;
+                let lp = train_loss(&mut net, n, &labels);
+                net.params[j] = o - eps;
+                let lm = train_loss(&mut net, n, &labels);
+                net.params[j] = o;
+                let num = (lp - lm) / (2.0 * eps as f64);
+                nums.push(num);
+                if (num - ana).abs() <= 3e-2 * ana.abs().max(num.abs()) + 2e-3 * scale {
+                    break;
+                }
+            }
+            let num = *nums.last().unwrap();
+            checked += 1;
+            if (num - ana).abs() > 3e-2 * ana.abs().max(num.abs()) + 2e-3 * scale {
+                misses.push(format!("{}[{}]: analytic {ana} vs numeric {nums:?}", t.name, j - t.offset));
+            }
+        }
+    }
+    assert!(misses.len() * 8 <= checked, "{}: {} of {checked} coordinates off:\n{}", s.name, misses.len(), misses.join("\n"));
+}
+
+#[test]
+fn cifar_option_a_gradients() {
+    let mut s = spec("resnet8", ArchOptions::default());
+    s.classes = 5;
+    check_net_gradients(&s, 3, 9, 4); // odd size: stride-2 convs and subsampling meet edges
+}
+
+#[test]
+fn plain_and_projection_gradients() {
+    check_net_gradients(&spec("plain8", ArchOptions { classes: Some(4), ..Default::default() }), 2, 8, 4);
+    for o in [ShortcutOpt::B, ShortcutOpt::C] {
+        let a = ArchOptions { shortcut: Some(o), classes: Some(3), in_channels: Some(1), ..Default::default() };
+        check_net_gradients(&spec("resnet8", a), 2, 10, 3);
+    }
+}
+
+#[test]
+fn imagenet_basic_and_bottleneck_gradients() {
+    check_net_gradients(&spec("resnet18", ArchOptions { classes: Some(6), ..Default::default() }), 2, 33, 2);
+    let a = ArchOptions { classes: Some(6), family: Some(Family::Imagenet), ..Default::default() };
+    check_net_gradients(&spec("resnet50", a), 2, 64, 1); // 2x2 final maps: BN over 8 values
+}
+

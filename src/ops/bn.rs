@@ -1,0 +1,340 @@
+//! Batch normalisation over the channels of an NHWC tensor, with the
+//! activation that follows it fused in: nothing, ReLU, or residual add + ReLU
+//! (the end of a residual block, eq. 1: y = relu(BN(x) + shortcut)).
+//!
+//! Training: batch statistics (biased variance for normalising), running
+//! mean/var updated with momentum 0.1 using the unbiased variance, as PyTorch
+//! does. Eval: running statistics.  x, y, dz: (M, C) with M = N*H*W.
+
+use super::Dims;
+use super::shortcut::ShortcutSrc;
+use crate::par;
+
+pub const EPS: f32 = 1e-5;
+pub const MOMENTUM: f32 = 0.1;
+
+/// What follows the normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    Relu,
+    /// y = relu(bn(x) + shortcut)
+    AddRelu,
+}
+
+/// Per-channel statistics of the last training forward, kept for backward.
+#[derive(Clone, Debug, Default)]
+pub struct BnSaved {
+    pub mean: Vec<f32>,
+    pub invstd: Vec<f32>,
+}
+
+/// gamma, beta, running mean, running var of one BN layer.
+pub struct BnParams<'a> {
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+}
+
+// ---------------------------------------------------------------- forward
+/// Training-mode forward. Updates the running statistics and `saved`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_train(
+    p: &BnParams,
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+    saved: &mut BnSaved,
+    x: &[f32],
+    xd: Dims,
+    act: Act,
+    shortcut: Option<ShortcutSrc>,
+    y: &mut [f32],
+) {
+    let c = xd.c;
+    let m = xd.pixels();
+    // one pass: sums and sums of squares, f32 within blocks of 64 rows, f64 across
+    let sums = par::reduce_rows(m, 2 * c, |rows, acc| {
+        let mut s = vec![0.0f32; 2 * c];
+        let mut count = 0;
+        for r in rows {
+            let xr = &x[r * c..(r + 1) * c];
+            let (s1, s2) = s.split_at_mut(c);
+            for ((a, b), v) in s1.iter_mut().zip(s2.iter_mut()).zip(xr) {
+                *a += v;
+                *b += v * v;
+            }
+            count += 1;
+            if count == 64 {
+                acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+                s.fill(0.0);
+                count = 0;
+            }
+        }
+        acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+    });
+    saved.mean.resize(c, 0.0);
+    saved.invstd.resize(c, 0.0);
+    let mf = m as f64;
+    for ch in 0..c {
+        let mean = sums[ch] / mf;
+        let var = (sums[c + ch] / mf - mean * mean).max(0.0);
+        saved.mean[ch] = mean as f32;
+        saved.invstd[ch] = (1.0 / (var + EPS as f64).sqrt()) as f32;
+        let unbiased = if m > 1 { var * mf / (mf - 1.0) } else { var };
+        running_mean[ch] = (1.0 - MOMENTUM) * running_mean[ch] + MOMENTUM * mean as f32;
+        running_var[ch] = (1.0 - MOMENTUM) * running_var[ch] + MOMENTUM * unbiased as f32;
+    }
+    normalize(p, &saved.mean, &saved.invstd, x, xd, act, shortcut, y);
+}
+
+/// Eval-mode forward with the running statistics.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_eval(
+    p: &BnParams,
+    running_mean: &[f32],
+    running_var: &[f32],
+    x: &[f32],
+    xd: Dims,
+    act: Act,
+    shortcut: Option<ShortcutSrc>,
+    y: &mut [f32],
+) {
+    let invstd: Vec<f32> = running_var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
+    normalize(p, running_mean, &invstd, x, xd, act, shortcut, y);
+}
+
+/// y = act(gamma * (x - mean) * invstd + beta [+ shortcut]).
+#[allow(clippy::too_many_arguments)]
+fn normalize(
+    p: &BnParams,
+    mean: &[f32],
+    invstd: &[f32],
+    x: &[f32],
+    xd: Dims,
+    act: Act,
+    shortcut: Option<ShortcutSrc>,
+    y: &mut [f32],
+) {
+    let c = xd.c;
+    // y = x * scale + shift
+    let scale: Vec<f32> = p.gamma.iter().zip(invstd).map(|(g, s)| g * s).collect();
+    let shift: Vec<f32> =
+        p.beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    assert_eq!(act == Act::AddRelu, shortcut.is_some(), "AddRelu needs a shortcut");
+    par::for_rows(y, c, 64, |first, chunk| {
+        for (r, yr) in chunk.chunks_exact_mut(c).enumerate() {
+            let row = first + r;
+            let xr = &x[row * c..(row + 1) * c];
+            for (((o, v), s), t) in yr.iter_mut().zip(xr).zip(&scale).zip(&shift) {
+                *o = v * s + t;
+            }
+            match act {
+                Act::None => {}
+                Act::Relu => yr.iter_mut().for_each(|o| *o = o.max(0.0)),
+                Act::AddRelu => {
+                    let src = shortcut.as_ref().unwrap().row(row, c);
+                    for (o, sv) in yr.iter_mut().zip(src) {
+                        *o += sv;
+                    }
+                    yr.iter_mut().for_each(|o| *o = o.max(0.0));
+                }
+            }
+        }
+    });
+}
+
+// --------------------------------------------------------------- backward
+/// Backward of y = act(BN(x) [+ s]).  `dy` is the gradient at y, `y` the
+/// forward output (its sign is the ReLU mask).  Writes dx, dgamma, dbeta; with
+/// `Act::AddRelu` also writes dz = dy * (y > 0) (the shortcut's gradient).
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    gamma: &[f32],
+    saved: &BnSaved,
+    x: &[f32],
+    xd: Dims,
+    y: &[f32],
+    dy: &[f32],
+    act: Act,
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    mut dz_out: Option<&mut [f32]>,
+) {
+    let c = xd.c;
+    let m = xd.pixels();
+    let (mean, invstd) = (&saved.mean[..c], &saved.invstd[..c]);
+    let masked = act != Act::None;
+    if act == Act::AddRelu {
+        let dz = dz_out.as_deref_mut().expect("AddRelu backward needs a dz buffer");
+        dz.iter_mut().zip(dy).zip(y).for_each(|((d, g), v)| *d = if *v > 0.0 { *g } else { 0.0 });
+    }
+    // the gradient at BN's output: dz (stored), or dy masked on the fly
+    let g_src: &[f32] = match &dz_out {
+        Some(d) => d,
+        None => dy,
+    };
+    let mask = masked && act != Act::AddRelu;
+    // pass 1: sum(g), sum(g * xhat) per channel
+    let sums = par::reduce_rows(m, 2 * c, |rows, acc| {
+        let mut s = vec![0.0f32; 2 * c];
+        let mut count = 0;
+        for r in rows {
+            let (xr, gr, yr) = (&x[r * c..][..c], &g_src[r * c..][..c], &y[r * c..][..c]);
+            let (s1, s2) = s.split_at_mut(c);
+            for ch in 0..c {
+                let g = if mask && yr[ch] <= 0.0 { 0.0 } else { gr[ch] };
+                s1[ch] += g;
+                s2[ch] += g * (xr[ch] - mean[ch]) * invstd[ch];
+            }
+            count += 1;
+            if count == 64 {
+                acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+                s.fill(0.0);
+                count = 0;
+            }
+        }
+        acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+    });
+    for ch in 0..c {
+        dbeta[ch] = sums[ch] as f32;
+        dgamma[ch] = sums[c + ch] as f32;
+    }
+    // pass 2: dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
+    let mf = m as f64;
+    let k: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
+    let mg: Vec<f32> = (0..c).map(|ch| (sums[ch] / mf) as f32).collect();
+    let mgx: Vec<f32> = (0..c).map(|ch| (sums[c + ch] / mf) as f32).collect();
+    par::for_rows(dx, c, 64, |first, chunk| {
+        for (r, dxr) in chunk.chunks_exact_mut(c).enumerate() {
+            let row = first + r;
+            let (xr, gr, yr) = (&x[row * c..][..c], &g_src[row * c..][..c], &y[row * c..][..c]);
+            for ch in 0..c {
+                let g = if mask && yr[ch] <= 0.0 { 0.0 } else { gr[ch] };
+                let xhat = (xr[ch] - mean[ch]) * invstd[ch];
+                dxr[ch] = k[ch] * (g - mg[ch] - xhat * mgx[ch]);
+            }
+        }
+    });
+}
+
+/// Backward of eval-mode BN (fixed statistics), used for analysis and tests:
+/// dx = dy * gamma / sqrt(running_var + eps).
+pub fn backward_eval_data(gamma: &[f32], running_var: &[f32], dy: &[f32], c: usize, dx: &mut [f32]) {
+    let k: Vec<f32> = gamma.iter().zip(running_var).map(|(g, v)| g / (v + EPS).sqrt()).collect();
+    for (dxr, dyr) in dx.chunks_exact_mut(c).zip(dy.chunks_exact(c)) {
+        for ((o, g), kk) in dxr.iter_mut().zip(dyr).zip(&k) {
+            *o = g * kk;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::shortcut::ShortcutSrc;
+    use crate::testutil::{check_grad, rand_vec};
+
+    fn run(x: &[f32], xd: Dims, gamma: &[f32], beta: &[f32], act: Act, s: Option<&[f32]>) -> Vec<f32> {
+        let c = xd.c;
+        let mut rm = vec![0.0; c];
+        let mut rv = vec![1.0; c];
+        let mut saved = BnSaved::default();
+        let mut y = vec![0.0; xd.len()];
+        forward_train(
+            &BnParams { gamma, beta },
+            &mut rm,
+            &mut rv,
+            &mut saved,
+            x,
+            xd,
+            act,
+            s.map(ShortcutSrc::Identity),
+            &mut y,
+        );
+        y
+    }
+
+    #[test]
+    fn train_forward_normalises_and_tracks_running_stats() {
+        let xd = Dims::new(3, 5, 4, 6);
+        let x: Vec<f32> = rand_vec(xd.len(), 1).iter().map(|v| 3.0 * v + 2.0).collect();
+        let gamma = vec![1.0; 6];
+        let beta = vec![0.0; 6];
+        let mut rm = vec![0.0; 6];
+        let mut rv = vec![1.0; 6];
+        let mut saved = BnSaved::default();
+        let mut y = vec![0.0; xd.len()];
+        let p = BnParams { gamma: &gamma, beta: &beta };
+        forward_train(&p, &mut rm, &mut rv, &mut saved, &x, xd, Act::None, None, &mut y);
+        let m = xd.pixels() as f64;
+        for ch in 0..6 {
+            let col: Vec<f64> = (0..xd.pixels()).map(|r| y[r * 6 + ch] as f64).collect();
+            let mean = col.iter().sum::<f64>() / m;
+            let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / m;
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3, "{mean} {var}");
+            let xc: Vec<f64> = (0..xd.pixels()).map(|r| x[r * 6 + ch] as f64).collect();
+            let xm = xc.iter().sum::<f64>() / m;
+            let xv = xc.iter().map(|v| (v - xm).powi(2)).sum::<f64>() / (m - 1.0);
+            assert!((rm[ch] as f64 - 0.1 * xm).abs() < 1e-5);
+            assert!((rv[ch] as f64 - (0.9 + 0.1 * xv)).abs() < 1e-4);
+        }
+        // eval with the running statistics
+        let mut ye = vec![0.0; xd.len()];
+        forward_eval(&p, &rm, &rv, &x, xd, Act::Relu, None, &mut ye);
+        let expect = ((x[0] - rm[0]) / (rv[0] + EPS).sqrt()).max(0.0);
+        assert!((ye[0] - expect).abs() < 1e-5);
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        for (i, act) in [Act::None, Act::AddRelu, Act::Relu].into_iter().enumerate() {
+            let xd = Dims::new(2, 9, 9, 7);
+            let c = xd.c;
+            let x = rand_vec(xd.len(), 40 + i as u64);
+            let gamma: Vec<f32> = rand_vec(c, 50).iter().map(|v| 1.0 + 0.5 * v).collect();
+            let beta = rand_vec(c, 51);
+            // keep bn(x) + s away from the ReLU kink, where finite differences see half a slope
+            let z = run(&x, xd, &gamma, &beta, Act::None, None);
+            let s: Vec<f32> = rand_vec(xd.len(), 52)
+                .iter()
+                .zip(&z)
+                .map(|(s, z)| if (s + z).abs() < 0.05 { s + 0.1f32.copysign(s + z) } else { *s })
+                .collect();
+            let proj = rand_vec(xd.len(), 53);
+            let sc = (act == Act::AddRelu).then_some(&s[..]);
+            let loss = |x: &[f32], g: &[f32], b: &[f32], s: Option<&[f32]>| -> f64 {
+                let y = run(x, xd, g, b, act, s);
+                y.iter().zip(&proj).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+            };
+            let y = run(&x, xd, &gamma, &beta, act, sc);
+            let mut saved = BnSaved::default();
+            let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+            let mut yy = vec![0.0; xd.len()];
+            forward_train(
+                &BnParams { gamma: &gamma, beta: &beta },
+                &mut rm,
+                &mut rv,
+                &mut saved,
+                &x,
+                xd,
+                act,
+                sc.map(ShortcutSrc::Identity),
+                &mut yy,
+            );
+            let mut dx = vec![0.0; xd.len()];
+            let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+            let mut dz = vec![0.0; xd.len()];
+            let dz_out = (act == Act::AddRelu).then_some(&mut dz[..]);
+            backward(&gamma, &saved, &x, xd, &y, &proj, act, &mut dx, &mut dg, &mut db, dz_out);
+            let name = format!("bn {act:?}");
+            check_grad(&format!("{name} dx"), &x, &dx, 1e-3, 5e-3, |xp| loss(xp, &gamma, &beta, sc));
+            check_grad(&format!("{name} dgamma"), &gamma, &dg, 1e-3, 5e-3, |g| loss(&x, g, &beta, sc));
+            check_grad(&format!("{name} dbeta"), &beta, &db, 1e-3, 5e-3, |b| loss(&x, &gamma, b, sc));
+            if act == Act::AddRelu {
+                check_grad(&format!("{name} dshortcut"), &s, &dz, 1e-3, 5e-3, |sp| {
+                    loss(&x, &gamma, &beta, Some(sp))
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! 2-D convolution, no bias (every conv of the paper is followed by BN).
+//!
+//! x: (N, H, W, Cin) NHWC, w: (KH, KW, Cin, Cout) HWIO, y: (N, OH, OW, Cout).
+//! OH = (H + 2 pad - K) / stride + 1. Square kernels, symmetric padding: the
+//! paper's 7x7/2, 3x3/1, 3x3/2, 1x1/1, 1x1/2 (and anything else square).
+
+use super::Dims;
+use crate::par;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv {
+    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Conv {
+        Conv { cin, cout, k, stride, pad }
+    }
+
+    /// Number of weights (KH * KW * Cin * Cout).
+    pub fn weight_len(&self) -> usize {
+        self.k * self.k * self.cin * self.cout
+    }
+
+    /// Output shape for an input shape.
+    pub fn out_dims(&self, x: Dims) -> Dims {
+        let o = |s: usize| (s + 2 * self.pad).saturating_sub(self.k) / self.stride + 1;
+        Dims::new(x.n, o(x.h), o(x.w), self.cout)
+    }
+
+    /// Multiply-adds for one image of input size (h, w).
+    pub fn macs(&self, h: usize, w: usize) -> u64 {
+        let o = self.out_dims(Dims::new(1, h, w, self.cin));
+        (o.h * o.w * self.weight_len()) as u64
+    }
+
+    /// Input index range of kernel offsets valid for output coordinate `o`:
+    /// returns (first kernel tap, first input coordinate, number of taps).
+    #[inline]
+    fn taps(&self, o: usize, size: usize) -> (usize, usize, usize) {
+        let start = (o * self.stride) as isize - self.pad as isize;
+        let k0 = (-start).max(0) as usize;
+        let k1 = ((size as isize - start).min(self.k as isize)).max(0) as usize;
+        let i0 = (start + k0 as isize) as usize;
+        (k0, i0, k1.saturating_sub(k0))
+    }
+
+    // ---------------------------------------------------------------- forward
+    /// y = conv(x, w).  x: (N,H,W,Cin), y: (N,OH,OW,Cout).
+    pub fn forward(&self, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
+        let yd = self.out_dims(xd);
+        debug_assert_eq!(w.len(), self.weight_len());
+        debug_assert_eq!(x.len(), xd.len());
+        debug_assert_eq!(y.len(), yd.len());
+        let (cin, cout, k) = (self.cin, self.cout, self.k);
+        // one task row = one output row (OW * Cout values) of one image
+        par::for_rows(y, yd.w * cout, 1, |first, chunk| {
+            for (r, yrow) in chunk.chunks_exact_mut(yd.w * cout).enumerate() {
+                let row = first + r;
+                let (n, oh) = (row / yd.h, row % yd.h);
+                let (kh0, ih0, nkh) = self.taps(oh, xd.h);
+                for ow in 0..yd.w {
+                    let acc = &mut yrow[ow * cout..(ow + 1) * cout];
+                    acc.fill(0.0);
+                    let (kw0, iw0, nkw) = self.taps(ow, xd.w);
+                    for dh in 0..nkh {
+                        let xbase = ((n * xd.h + ih0 + dh) * xd.w + iw0) * cin;
+                        let wbase = ((kh0 + dh) * k + kw0) * cin * cout;
+                        // the taps of one kernel row are contiguous in both x and w
+                        let xs = &x[xbase..xbase + nkw * cin];
+                        let ws = &w[wbase..wbase + nkw * cin * cout];
+                        for (a, wrow) in xs.iter().zip(ws.chunks_exact(cout)) {
+                            for (o, wv) in acc.iter_mut().zip(wrow) {
+                                *o += a * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    // --------------------------------------------------------------- backward
+    /// dx (=|+=) conv^T(dy, w).  `wt` is scratch of `weight_len()` for the
+    /// weights transposed to (KH, KW, Cout, Cin).
+    pub fn backward_data(
+        &self,
+        w: &[f32],
+        dy: &[f32],
+        xd: Dims,
+        dx: &mut [f32],
+        accumulate: bool,
+        wt: &mut [f32],
+    ) {
+        let yd = self.out_dims(xd);
+        let (cin, cout, k, s) = (self.cin, self.cout, self.k, self.stride);
+        debug_assert_eq!(dy.len(), yd.len());
+        debug_assert_eq!(dx.len(), xd.len());
+        let wt = &mut wt[..self.weight_len()];
+        for t in 0..k * k {
+            for i in 0..cin {
+                for o in 0..cout {
+                    wt[(t * cout + o) * cin + i] = w[(t * cin + i) * cout + o];
+                }
+            }
+        }
+        let wt = &*wt;
+        // gather form: every dx row is written by one task, no atomics
+        par::for_rows(dx, xd.w * cin, 1, |first, chunk| {
+            for (r, dxrow) in chunk.chunks_exact_mut(xd.w * cin).enumerate() {
+                let row = first + r;
+                let (n, ih) = (row / xd.h, row % xd.h);
+                if !accumulate {
+                    dxrow.fill(0.0);
+                }
+                for kh in 0..k {
+                    let t = ih as isize + self.pad as isize - kh as isize;
+                    if t < 0 || t % s as isize != 0 || (t as usize / s) >= yd.h {
+                        continue;
+                    }
+                    let oh = t as usize / s;
+                    for iw in 0..xd.w {
+                        let acc = &mut dxrow[iw * cin..(iw + 1) * cin];
+                        for kw in 0..k {
+                            let u = iw as isize + self.pad as isize - kw as isize;
+                            if u < 0 || u % s as isize != 0 || (u as usize / s) >= yd.w {
+                                continue;
+                            }
+                            let ow = u as usize / s;
+                            let g = &dy[((n * yd.h + oh) * yd.w + ow) * cout..][..cout];
+                            let wb = &wt[(kh * k + kw) * cout * cin..][..cout * cin];
+                            for (gv, wrow) in g.iter().zip(wb.chunks_exact(cin)) {
+                                for (a, wv) in acc.iter_mut().zip(wrow) {
+                                    *a += gv * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// dw = sum over the batch of x (x) dy.  `partials` holds one buffer per
+    /// task (each at least `weight_len()`); the sum is written to dw.
+    pub fn backward_weight(
+        &self,
+        x: &[f32],
+        xd: Dims,
+        dy: &[f32],
+        dw: &mut [f32],
+        partials: &mut [Vec<f32>],
+    ) {
+        let yd = self.out_dims(xd);
+        let (cin, cout, k) = (self.cin, self.cout, self.k);
+        let wl = self.weight_len();
+        let tasks = partials.len().min(xd.n).max(1);
+        par::for_partials(&mut partials[..tasks], xd.n, |imgs, p| {
+            let p = &mut p[..wl];
+            p.fill(0.0);
+            for n in imgs {
+                for oh in 0..yd.h {
+                    let (kh0, ih0, nkh) = self.taps(oh, xd.h);
+                    for ow in 0..yd.w {
+                        let (kw0, iw0, nkw) = self.taps(ow, xd.w);
+                        let g = &dy[((n * yd.h + oh) * yd.w + ow) * cout..][..cout];
+                        for dh in 0..nkh {
+                            let xbase = ((n * xd.h + ih0 + dh) * xd.w + iw0) * cin;
+                            let wbase = ((kh0 + dh) * k + kw0) * cin * cout;
+                            let xs = &x[xbase..xbase + nkw * cin];
+                            let ps = &mut p[wbase..wbase + nkw * cin * cout];
+                            for (a, prow) in xs.iter().zip(ps.chunks_exact_mut(cout)) {
+                                for (d, gv) in prow.iter_mut().zip(g) {
+                                    *d += a * gv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        dw.copy_from_slice(&partials[0][..wl]);
+        for p in &partials[1..tasks] {
+            dw.iter_mut().zip(&p[..wl]).for_each(|(d, v)| *d += v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{check_grad, rand_vec};
+
+    /// Direct definition, used as the reference.
+    fn naive(c: &Conv, w: &[f32], x: &[f32], xd: Dims) -> Vec<f32> {
+        let yd = c.out_dims(xd);
+        let mut y = vec![0.0; yd.len()];
+        for n in 0..xd.n {
+            for oh in 0..yd.h {
+                for ow in 0..yd.w {
+                    for o in 0..c.cout {
+                        let mut s = 0.0f64;
+                        for kh in 0..c.k {
+                            for kw in 0..c.k {
+                                let ih = (oh * c.stride + kh) as isize - c.pad as isize;
+                                let iw = (ow * c.stride + kw) as isize - c.pad as isize;
+                                if ih < 0 || iw < 0 || ih >= xd.h as isize || iw >= xd.w as isize {
+                                    continue;
+                                }
+                                for i in 0..c.cin {
+                                    s += (x[((n * xd.h + ih as usize) * xd.w + iw as usize) * c.cin + i]
+                                        * w[((kh * c.k + kw) * c.cin + i) * c.cout + o])
+                                        as f64;
+                                }
+                            }
+                        }
+                        y[((n * yd.h + oh) * yd.w + ow) * c.cout + o] = s as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    const CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+        // n, h, w, cin, cout, k, stride, pad
+        (2, 7, 5, 3, 4, 3, 1, 1),
+        (2, 9, 8, 5, 3, 3, 2, 1),
+        (1, 11, 9, 2, 3, 7, 2, 3),
+        (3, 5, 6, 4, 5, 1, 1, 0),
+        (2, 7, 7, 3, 6, 1, 2, 0),
+        (1, 4, 4, 2, 2, 3, 1, 0),
+    ];
+
+    #[test]
+    fn forward_matches_definition() {
+        for (i, &(n, h, w, ci, co, k, s, p)) in CASES.iter().enumerate() {
+            let c = Conv::new(ci, co, k, s, p);
+            let xd = Dims::new(n, h, w, ci);
+            let x = rand_vec(xd.len(), i as u64);
+            let wt = rand_vec(c.weight_len(), 100 + i as u64);
+            let mut y = vec![0.0; c.out_dims(xd).len()];
+            c.forward(&wt, &x, xd, &mut y);
+            let r = naive(&c, &wt, &x, xd);
+            for (a, b) in y.iter().zip(&r) {
+                assert!((a - b).abs() < 1e-4, "case {i}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        for (i, &(n, h, w, ci, co, k, s, p)) in CASES.iter().enumerate() {
+            let c = Conv::new(ci, co, k, s, p);
+            let xd = Dims::new(n, h, w, ci);
+            let yd = c.out_dims(xd);
+            let x = rand_vec(xd.len(), 10 + i as u64);
+            let wts = rand_vec(c.weight_len(), 20 + i as u64);
+            let proj = rand_vec(yd.len(), 30 + i as u64); // loss = <y, proj>
+            let loss = |x: &[f32], w: &[f32]| -> f64 {
+                let mut y = vec![0.0; yd.len()];
+                c.forward(w, x, xd, &mut y);
+                y.iter().zip(&proj).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+            };
+            let mut dx = vec![1.0; xd.len()];
+            let mut scratch = vec![0.0; c.weight_len()];
+            c.backward_data(&wts, &proj, xd, &mut dx, false, &mut scratch);
+            let mut dw = vec![0.0; c.weight_len()];
+            let mut parts = vec![vec![0.0; c.weight_len()]; 3];
+            c.backward_weight(&x, xd, &proj, &mut dw, &mut parts);
+            check_grad(&format!("conv case {i} dx"), &x, &dx, 1e-2, 2e-3, |xp| loss(xp, &wts));
+            check_grad(&format!("conv case {i} dw"), &wts, &dw, 1e-2, 2e-3, |wp| loss(&x, wp));
+            // accumulate mode adds to what is there
+            let mut dx2 = vec![1.0; xd.len()];
+            c.backward_data(&wts, &proj, xd, &mut dx2, true, &mut scratch);
+            for (a, b) in dx2.iter().zip(&dx) {
+                assert!((a - b - 1.0).abs() < 1e-5);
+            }
+        }
+    }
+}

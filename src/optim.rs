@@ -1,0 +1,52 @@
+//! SGD with momentum and weight decay, as Caffe and PyTorch do it:
+//! v = m * v + (g + wd * w);  w = w - lr * v.
+
+use rayon::prelude::*;
+
+pub struct Sgd {
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// momentum buffer, one value per parameter
+    pub velocity: Vec<f32>,
+}
+
+impl Sgd {
+    /// The paper's settings: momentum 0.9, weight decay 1e-4.
+    pub fn new(n_params: usize) -> Sgd {
+        Sgd { momentum: 0.9, weight_decay: 1e-4, velocity: vec![0.0; n_params] }
+    }
+
+    /// One step at learning rate `lr`.
+    pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        let (m, wd) = (self.momentum, self.weight_decay);
+        params.par_chunks_mut(1 << 14).zip(grads.par_chunks(1 << 14)).zip(self.velocity.par_chunks_mut(1 << 14)).for_each(
+            |((w, g), v)| {
+                for ((w, g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+                    *v = m * *v + g + wd * *w;
+                    *w -= lr * *v;
+                }
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_update_rule() {
+        let mut w = vec![1.0f32, -2.0];
+        let g = vec![0.5f32, 0.25];
+        let mut s = Sgd::new(2);
+        s.step(&mut w, &g, 0.1);
+        // v = g + wd w
+        let v0 = [0.5 + 1e-4, 0.25 - 2e-4];
+        assert!((w[0] - (1.0 - 0.1 * v0[0])).abs() < 1e-7);
+        assert!((w[1] - (-2.0 - 0.1 * v0[1])).abs() < 1e-7);
+        let w1 = w.clone();
+        s.step(&mut w, &g, 0.1);
+        let v1 = 0.9 * v0[0] + 0.5 + 1e-4 * w1[0];
+        assert!((w[0] - (w1[0] - 0.1 * v1)).abs() < 1e-7);
+    }
+}

@@ -1,0 +1,92 @@
+//! Shapes and the parallel loops every layer uses.
+//!
+//! All parallelism in the engine goes through these few helpers, so that the
+//! thread pool can be swapped (a persistent spin-barrier pool is planned for
+//! the speed work) without touching a layer.
+
+use rayon::prelude::*;
+
+/// Shape of an NHWC activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Dims {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+}
+
+impl Dims {
+    pub const fn new(n: usize, h: usize, w: usize, c: usize) -> Dims {
+        Dims { n, h, w, c }
+    }
+    /// Number of f32 values.
+    pub const fn len(&self) -> usize {
+        self.n * self.h * self.w * self.c
+    }
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Number of pixels (rows of `c` channels) over the whole batch.
+    pub const fn pixels(&self) -> usize {
+        self.n * self.h * self.w
+    }
+}
+
+/// Threads the current pool runs.
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Run `f(first_row, chunk)` over `out` split into rows of `row_len` values,
+/// in parallel, at least `min_rows` rows per task.
+pub fn for_rows<F>(out: &mut [f32], row_len: usize, min_rows: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    if out.is_empty() || row_len == 0 {
+        return;
+    }
+    let rows = out.len() / row_len;
+    let per_task = rows.div_ceil(threads() * 4).max(min_rows).max(1);
+    out.par_chunks_mut(per_task * row_len)
+        .enumerate()
+        .for_each(|(i, chunk)| f(i * per_task, chunk));
+}
+
+/// Split `0..rows` into about one range per thread and reduce `f(range, acc)`
+/// into per-channel f64 sums of width `width` (summed over tasks).
+pub fn reduce_rows<F>(rows: usize, width: usize, f: F) -> Vec<f64>
+where
+    F: Fn(std::ops::Range<usize>, &mut [f64]) + Sync + Send,
+{
+    let tasks = threads().max(1);
+    let per = rows.div_ceil(tasks).max(1);
+    (0..rows.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let mut acc = vec![0.0f64; width];
+            f(t * per..((t + 1) * per).min(rows), &mut acc);
+            acc
+        })
+        .reduce(
+            || vec![0.0f64; width],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
+}
+
+/// Each of `partials` (one per task) gets a contiguous share of `0..items`.
+pub fn for_partials<F>(partials: &mut [Vec<f32>], items: usize, f: F)
+where
+    F: Fn(std::ops::Range<usize>, &mut Vec<f32>) + Sync + Send,
+{
+    let tasks = partials.len().max(1);
+    let per = items.div_ceil(tasks).max(1);
+    partials.par_iter_mut().enumerate().for_each(|(t, p)| {
+        let lo = (t * per).min(items);
+        let hi = ((t + 1) * per).min(items);
+        f(lo..hi, p)
+    });
+}
