@@ -18,3 +18,6 @@ pub mod optim;
 pub mod par;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod analysis;
+pub mod bench;
+pub mod cli;

@@ -1,0 +1,3 @@
+//! Analyses of networks: parameter / FLOP summaries.
+
+pub mod summary;

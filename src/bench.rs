@@ -1,0 +1,105 @@
+//! Throughput benchmark on random data: the engine's own timing harness.
+
+use crate::arch::ArchSpec;
+use crate::init::counter_uniform;
+use crate::net::{BuildError, Net};
+use crate::optim::Sgd;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// forward (batch statistics) + loss + backward + SGD step
+    Train,
+    /// forward with running statistics
+    Infer,
+}
+
+#[derive(Serialize, Debug)]
+pub struct BenchResult {
+    pub arch: String,
+    pub mode: Mode,
+    pub batch: usize,
+    pub input: [usize; 3],
+    pub threads: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub img_per_s: f64,
+    pub ms_per_step: f64,
+    /// median step time
+    pub ms_per_step_median: f64,
+    /// achieved GFLOP/s, counting 2 FLOPs per multiply-add and a training
+    /// step as 3 forward passes (forward, backward-data, backward-weights)
+    pub gflops: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// Peak resident memory of this process so far (Linux VmHWM), MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Build `spec` for `batch` images of `size` x `size` and time `steps` steps after `warmup`.
+/// `progress` is called after each step with (step, total).
+pub fn run(
+    spec: &ArchSpec,
+    batch: usize,
+    size: usize,
+    mode: Mode,
+    steps: usize,
+    warmup: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<BenchResult, BuildError> {
+    let train = mode == Mode::Train;
+    let mut net = Net::new(spec, batch, size, size, train, 0)?;
+    for (i, v) in net.input.iter_mut().enumerate() {
+        *v = 2.0 * counter_uniform("bench/input", i as u64) - 1.0;
+    }
+    let labels: Vec<u32> =
+        (0..batch).map(|i| (counter_uniform("bench/labels", i as u64) * spec.classes as f32) as u32).collect();
+    let mut sgd = if train { Some(Sgd::new(net.params.len())) } else { None };
+    let mut times = Vec::with_capacity(steps);
+    for s in 0..warmup + steps {
+        let t = Instant::now();
+        net.forward(batch, train);
+        if let Some(sgd) = sgd.as_mut() {
+            net.loss(&labels);
+            net.backward(batch);
+            sgd.step(&mut net.params, &net.grads, 0.01);
+        }
+        if s >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+        progress(s + 1, warmup + steps);
+    }
+    let total: f64 = times.iter().sum();
+    let mean = total / steps.max(1) as f64;
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    let macs = net.plan.macs() as f64;
+    let img_per_s = batch as f64 / mean;
+    Ok(BenchResult {
+        arch: spec.name.clone(),
+        mode,
+        batch,
+        input: [size, size, spec.in_channels],
+        threads: crate::par::threads(),
+        steps,
+        warmup,
+        img_per_s,
+        ms_per_step: mean * 1e3,
+        ms_per_step_median: median * 1e3,
+        gflops: macs * 2.0 * if train { 3.0 } else { 1.0 } * img_per_s / 1e9,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}

@@ -1,0 +1,88 @@
+//! `resnet bench`: time steps on random data.
+
+use super::arch_args::ArchArgs;
+use crate::bench::{self, Mode};
+use clap::ValueEnum;
+use std::io::IsTerminal;
+
+#[derive(Copy, Clone, ValueEnum)]
+enum ModeArg {
+    Train,
+    Infer,
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  resnet bench --arch resnet20 --batch 128 --steps 20\n  \
+resnet bench --arch resnet50 --stride-in 3x3 --mode infer --batch 16 --steps 5 --json\n\n\
+A training step is forward (batch statistics) + softmax cross-entropy + backward + SGD update. \
+\"gflops\" counts 2 FLOPs per multiply-add and a training step as 3 forward passes.")]
+pub struct Args {
+    #[command(flatten)]
+    arch: ArchArgs,
+    /// Images per step
+    #[arg(long, short = 'b', default_value_t = 128)]
+    batch: usize,
+    /// Timed steps
+    #[arg(long, short = 's', default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps first
+    #[arg(long, short = 'w', default_value_t = 3)]
+    warmup: usize,
+    #[arg(long, value_enum, default_value_t = ModeArg::Train)]
+    mode: ModeArg,
+    /// Worker threads (default: every core)
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Print one JSON object (img_per_s, ms_per_step, gflops, peak_rss_mib, ...)
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let (spec, size) = a.arch.resolve()?;
+    if a.batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
+    }
+    if a.steps == 0 {
+        anyhow::bail!("--steps must be at least 1");
+    }
+    if let Some(t) = a.threads {
+        if t == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+    }
+    let mode = match a.mode {
+        ModeArg::Train => Mode::Train,
+        ModeArg::Infer => Mode::Infer,
+    };
+    let show = !a.json && std::io::stderr().is_terminal();
+    let r = bench::run(&spec, a.batch, size, mode, a.steps, a.warmup, |s, n| {
+        if show {
+            eprint!("\rstep {s}/{n}");
+        }
+    })?;
+    if show {
+        eprintln!();
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} {:?} batch {} input {}x{}x{}, {} threads: {:.1} img/s, {:.1} ms/step (median {:.1}), {:.1} GFLOP/s, peak RSS {:.0} MiB",
+            r.arch,
+            r.mode,
+            r.batch,
+            r.input[0],
+            r.input[1],
+            r.input[2],
+            r.threads,
+            r.img_per_s,
+            r.ms_per_step,
+            r.ms_per_step_median,
+            r.gflops,
+            r.peak_rss_mib
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! The `resnet` command line: clap subcommands, parse then validate, then
+//! call the library. One file per subcommand.
+
+mod arch_args;
+mod bench;
+mod summary;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "resnet",
+    version,
+    about = "Deep residual networks (He et al. 2015) on a dedicated CPU engine",
+    long_about = "Build, inspect and benchmark every network of \"Deep Residual Learning for Image \
+Recognition\": the CIFAR family resnetD / plainD (D = 6n+2: 20, 32, 44, 56, 110, 1202, ...) and the \
+ImageNet family resnet18/34/50/101/152 and plain18/34/50/101/152, with shortcut options A/B/C.",
+    after_help = "Examples:\n  resnet summary --arch resnet20\n  resnet summary --arch resnet50 --json\n  \
+resnet bench --arch resnet20 --batch 128 --steps 20\n  resnet bench --arch resnet50 --stride-in 3x3 --mode infer --batch 16 --steps 5"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Per-stage table of a network: output sizes, blocks, parameters, multiply-adds
+    Summary(summary::Args),
+    /// Time training or inference steps on random data (img/s, GFLOP/s, peak memory)
+    Bench(bench::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Summary(a) => summary::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
