@@ -1,6 +1,7 @@
 //! Throughput benchmark on random data: the engine's own timing harness.
 
 use crate::arch::ArchSpec;
+use crate::backend::Backend;
 use crate::init::counter_uniform;
 use crate::net::{BuildError, Net};
 use crate::optim::Sgd;
@@ -60,21 +61,22 @@ pub fn run(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BenchResult, BuildError> {
     let train = mode == Mode::Train;
-    let mut net = Net::new(spec, batch, size, size, train, 0)?;
-    for (i, v) in net.input.iter_mut().enumerate() {
+    let net = Net::new(spec, batch, size, size, train, 0)?;
+    let (macs, n_params) = (net.plan.macs() as f64, net.params.len());
+    let mut net: Box<dyn Backend> = Box::new(net);
+    for (i, v) in net.input_mut().iter_mut().enumerate() {
         *v = 2.0 * counter_uniform("bench/input", i as u64) - 1.0;
     }
     let labels: Vec<u32> =
         (0..batch).map(|i| (counter_uniform("bench/labels", i as u64) * spec.classes as f32) as u32).collect();
-    let mut sgd = if train { Some(Sgd::new(net.params.len())) } else { None };
+    let mut sgd = if train { Some(Sgd::new(n_params)) } else { None };
     let mut times = Vec::with_capacity(steps);
     for s in 0..warmup + steps {
         let t = Instant::now();
         net.forward(batch, train);
         if let Some(sgd) = sgd.as_mut() {
-            net.loss(&labels);
-            net.backward(batch);
-            sgd.step(&mut net.params, &net.grads, 0.01);
+            net.loss_backward(&labels);
+            net.sgd_step(sgd, 0.01);
         }
         if s >= warmup {
             times.push(t.elapsed().as_secs_f64());
@@ -86,7 +88,6 @@ pub fn run(
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
-    let macs = net.plan.macs() as f64;
     let img_per_s = batch as f64 / mean;
     Ok(BenchResult {
         arch: spec.name.clone(),

@@ -21,3 +21,4 @@ pub(crate) mod testutil;
 pub mod analysis;
 pub mod bench;
 pub mod cli;
+pub mod backend;
