@@ -1,0 +1,3 @@
+//! Support code for tests/onnx_ops.rs.
+
+pub mod pb;
