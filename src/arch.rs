@@ -112,7 +112,7 @@ fn imagenet_blocks(depth: usize) -> Option<([usize; 4], BlockKind)> {
 
 /// n of a CIFAR depth 6n+2.
 fn cifar_n(depth: usize) -> Option<usize> {
-    (depth >= 8 && (depth - 2) % 6 == 0).then_some((depth - 2) / 6)
+    (depth >= 8 && (depth - 2).is_multiple_of(6)).then_some((depth - 2) / 6)
 }
 
 impl ArchSpec {
@@ -124,7 +124,9 @@ impl ArchSpec {
         } else if let Some(d) = lower.strip_prefix("plain") {
             (false, d)
         } else {
-            return Err(ArchError(format!("unknown architecture '{arch}'; {VALID_FORMS}")));
+            return Err(ArchError(format!(
+                "unknown architecture '{arch}'; {VALID_FORMS}"
+            )));
         };
         let depth: usize = digits
             .parse()
@@ -148,7 +150,11 @@ impl ArchSpec {
                 })?;
                 let stages = [(16, 1), (32, 2), (64, 2)]
                     .iter()
-                    .map(|&(width, stride)| Stage { blocks: n, width, stride })
+                    .map(|&(width, stride)| Stage {
+                        blocks: n,
+                        width,
+                        stride,
+                    })
                     .collect();
                 (stages, BlockKind::Basic)
             }
@@ -161,7 +167,11 @@ impl ArchSpec {
                 let stages = blocks
                     .iter()
                     .zip([(64, 1), (128, 2), (256, 2), (512, 2)])
-                    .map(|(&b, (width, stride))| Stage { blocks: b, width, stride })
+                    .map(|(&b, (width, stride))| Stage {
+                        blocks: b,
+                        width,
+                        stride,
+                    })
                     .collect();
                 (stages, kind)
             }
@@ -263,7 +273,10 @@ mod tests {
         assert_eq!(p("resnet152").unwrap().family, Family::Imagenet);
         let c = ArchSpec::parse(
             "resnet50",
-            &ArchOptions { family: Some(Family::Cifar), ..Default::default() },
+            &ArchOptions {
+                family: Some(Family::Cifar),
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(c.stages[0].blocks, 8);
@@ -279,12 +292,31 @@ mod tests {
         let e = p("resnet21").unwrap_err().0;
         assert!(e.contains("valid forms"), "{e}");
         assert!(p("vgg19").is_err());
-        let o = ArchOptions { shortcut: Some(ShortcutOpt::A), ..Default::default() };
-        assert!(ArchSpec::parse("resnet50", &o).unwrap_err().0.contains("bottleneck"));
-        assert!(ArchSpec::parse("plain20", &o).unwrap_err().0.contains("plain"));
-        let o = ArchOptions { classes: Some(0), ..Default::default() };
+        let o = ArchOptions {
+            shortcut: Some(ShortcutOpt::A),
+            ..Default::default()
+        };
+        assert!(
+            ArchSpec::parse("resnet50", &o)
+                .unwrap_err()
+                .0
+                .contains("bottleneck")
+        );
+        assert!(
+            ArchSpec::parse("plain20", &o)
+                .unwrap_err()
+                .0
+                .contains("plain")
+        );
+        let o = ArchOptions {
+            classes: Some(0),
+            ..Default::default()
+        };
         assert!(ArchSpec::parse("resnet20", &o).is_err());
-        let o = ArchOptions { stride_in: Some(StrideIn::ThreeByThree), ..Default::default() };
+        let o = ArchOptions {
+            stride_in: Some(StrideIn::ThreeByThree),
+            ..Default::default()
+        };
         assert!(ArchSpec::parse("resnet18", &o).is_err());
         assert!(ArchSpec::parse("resnet50", &o).is_ok());
     }

@@ -67,9 +67,14 @@ pub fn run(
     for (i, v) in net.input_mut().iter_mut().enumerate() {
         *v = 2.0 * counter_uniform("bench/input", i as u64) - 1.0;
     }
-    let labels: Vec<u32> =
-        (0..batch).map(|i| (counter_uniform("bench/labels", i as u64) * spec.classes as f32) as u32).collect();
-    let mut sgd = if train { Some(Sgd::new(n_params)) } else { None };
+    let labels: Vec<u32> = (0..batch)
+        .map(|i| (counter_uniform("bench/labels", i as u64) * spec.classes as f32) as u32)
+        .collect();
+    let mut sgd = if train {
+        Some(Sgd::new(n_params))
+    } else {
+        None
+    };
     let mut times = Vec::with_capacity(steps);
     for s in 0..warmup + steps {
         let t = Instant::now();

@@ -10,7 +10,11 @@
 //! assert_eq!(net.logits_of(0).len(), 10);
 //! ```
 
+pub mod analysis;
 pub mod arch;
+pub mod backend;
+pub mod bench;
+pub mod cli;
 pub mod init;
 pub mod net;
 pub mod ops;
@@ -18,7 +22,3 @@ pub mod optim;
 pub mod par;
 #[cfg(test)]
 pub(crate) mod testutil;
-pub mod analysis;
-pub mod bench;
-pub mod cli;
-pub mod backend;

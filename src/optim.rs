@@ -13,20 +13,26 @@ pub struct Sgd {
 impl Sgd {
     /// The paper's settings: momentum 0.9, weight decay 1e-4.
     pub fn new(n_params: usize) -> Sgd {
-        Sgd { momentum: 0.9, weight_decay: 1e-4, velocity: vec![0.0; n_params] }
+        Sgd {
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            velocity: vec![0.0; n_params],
+        }
     }
 
     /// One step at learning rate `lr`.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         let (m, wd) = (self.momentum, self.weight_decay);
-        params.par_chunks_mut(1 << 14).zip(grads.par_chunks(1 << 14)).zip(self.velocity.par_chunks_mut(1 << 14)).for_each(
-            |((w, g), v)| {
+        params
+            .par_chunks_mut(1 << 14)
+            .zip(grads.par_chunks(1 << 14))
+            .zip(self.velocity.par_chunks_mut(1 << 14))
+            .for_each(|((w, g), v)| {
                 for ((w, g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
                     *v = m * *v + g + wd * *w;
                     *w -= lr * *v;
                 }
-            },
-        );
+            });
     }
 }
 

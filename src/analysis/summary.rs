@@ -40,12 +40,24 @@ pub fn summarize(spec: &ArchSpec, h: usize, w: usize) -> Summary {
         flops: plan.stem.conv.macs(h, w),
     }];
     if let Some((_, d)) = plan.pool {
-        stages.push(StageRow { name: "maxpool".into(), output: [d.h, d.w, d.c], blocks: 0, params: 0, flops: 0 });
+        stages.push(StageRow {
+            name: "maxpool".into(),
+            output: [d.h, d.w, d.c],
+            blocks: 0,
+            params: 0,
+            flops: 0,
+        });
     }
     let mut projections = 0;
     for (si, _) in spec.stages.iter().enumerate() {
         let blocks: Vec<_> = plan.blocks.iter().filter(|b| b.stage == si).collect();
-        let mut row = StageRow { name: format!("layer{}", si + 1), output: [0; 3], blocks: blocks.len(), params: 0, flops: 0 };
+        let mut row = StageRow {
+            name: format!("layer{}", si + 1),
+            output: [0; 3],
+            blocks: blocks.len(),
+            params: 0,
+            flops: 0,
+        };
         for b in blocks {
             let proj = match &b.shortcut {
                 ShortcutPlan::Proj(u) => {
@@ -99,13 +111,20 @@ pub fn render(s: &Summary) -> String {
         s.input[1],
         s.input[2]
     );
-    out += &format!("{:<12} {:>14} {:>7} {:>14} {:>16}\n", "stage", "output", "blocks", "params", "mult-adds");
+    out += &format!(
+        "{:<12} {:>14} {:>7} {:>14} {:>16}\n",
+        "stage", "output", "blocks", "params", "mult-adds"
+    );
     for r in &s.stages {
         out += &format!(
             "{:<12} {:>14} {:>7} {:>14} {:>16}\n",
             r.name,
             format!("{}x{}x{}", r.output[0], r.output[1], r.output[2]),
-            if r.blocks > 0 { r.blocks.to_string() } else { "-".into() },
+            if r.blocks > 0 {
+                r.blocks.to_string()
+            } else {
+                "-".into()
+            },
             thousands(r.params as u64),
             thousands(r.flops)
         );
@@ -118,7 +137,11 @@ pub fn render(s: &Summary) -> String {
         thousands(s.params as u64),
         thousands(s.flops)
     );
-    out += &format!("= {:.3} M parameters, {:.4} G multiply-adds per image\n", s.params as f64 / 1e6, s.flops as f64 / 1e9);
+    out += &format!(
+        "= {:.3} M parameters, {:.4} G multiply-adds per image\n",
+        s.params as f64 / 1e6,
+        s.flops as f64 / 1e9
+    );
     out
 }
 
@@ -126,7 +149,7 @@ fn thousands(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -4,9 +4,11 @@ use super::arch_args::ArchArgs;
 use crate::analysis::summary;
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  resnet summary --arch resnet110\n  resnet summary --arch resnet34 --shortcut c\n  \
+#[command(
+    after_help = "Examples:\n  resnet summary --arch resnet110\n  resnet summary --arch resnet34 --shortcut c\n  \
 resnet summary --arch resnet50 --json | jq .flops\n\n\"flops\" counts forward multiply-adds for one image \
-(convolutions + fc), as Table 1 of the paper does.")]
+(convolutions + fc), as Table 1 of the paper does."
+)]
 pub struct Args {
     #[command(flatten)]
     arch: ArchArgs,

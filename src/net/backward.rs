@@ -10,6 +10,7 @@ use crate::ops::bn;
 use crate::ops::{pool, shortcut};
 use crate::par::Dims;
 
+#[allow(clippy::too_many_arguments)]
 /// BN (+act) backward of a unit: dy at the unit output -> t1 = dL/d(pre).
 fn unit_bn_backward(
     u: &UnitPlan,
@@ -55,9 +56,22 @@ fn unit_conv_backward(
 ) {
     let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
     let wl = u.conv.weight_len();
-    u.conv.backward_weight(&x[..xd.len()], xd, &t1[..yd.len()], &mut grads[u.w..u.w + wl], partials);
+    u.conv.backward_weight(
+        &x[..xd.len()],
+        xd,
+        &t1[..yd.len()],
+        &mut grads[u.w..u.w + wl],
+        partials,
+    );
     if let Some((dx, accumulate)) = dx {
-        u.conv.backward_data(&params[u.w..u.w + wl], &t1[..yd.len()], xd, &mut dx[..xd.len()], accumulate, wt);
+        u.conv.backward_data(
+            &params[u.w..u.w + wl],
+            &t1[..yd.len()],
+            xd,
+            &mut dx[..xd.len()],
+            accumulate,
+            wt,
+        );
     }
 }
 
@@ -90,17 +104,35 @@ fn block_backward(
             match &bp.shortcut {
                 ShortcutPlan::None => unit_bn_backward(u, b, params, grads, n, gy, s.t1, None),
                 // dz flows unchanged to the block input
-                ShortcutPlan::Identity => unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(gx)),
+                ShortcutPlan::Identity => {
+                    unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(gx))
+                }
                 ShortcutPlan::PadA { stride } => {
                     unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(s.t2));
-                    shortcut::pad_a_backward(&s.t2[..yd.len()], yd, &mut gx[..xd.len()], xd, *stride);
+                    shortcut::pad_a_backward(
+                        &s.t2[..yd.len()],
+                        yd,
+                        &mut gx[..xd.len()],
+                        xd,
+                        *stride,
+                    );
                 }
                 ShortcutPlan::Proj(pu) => {
                     unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(s.t2));
                     let pb = bb.proj.as_ref().expect("projection buffers");
                     let t3 = s.t3.as_deref_mut().expect("projection scratch");
                     unit_bn_backward(pu, pb, params, grads, n, s.t2, t3, None);
-                    unit_conv_backward(pu, params, grads, x, n, t3, Some((gx, false)), s.wt, s.partials);
+                    unit_conv_backward(
+                        pu,
+                        params,
+                        grads,
+                        x,
+                        n,
+                        t3,
+                        Some((gx, false)),
+                        s.wt,
+                        s.partials,
+                    );
                 }
             }
         } else {
@@ -121,8 +153,23 @@ impl Net {
     /// gradient [`Net::loss`] left at the logits. Fills `self.grads`.
     pub fn backward(&mut self, n: usize) {
         assert!(self.train, "backward on a net built for inference");
-        let Net { plan, params, grads, input, stem, pool_out, pool_arg, blocks, feat, dlogits, dfeat, g, wt, partials, .. } =
-            self;
+        let Net {
+            plan,
+            params,
+            grads,
+            input,
+            stem,
+            pool_out,
+            pool_arg,
+            blocks,
+            feat,
+            dlogits,
+            dfeat,
+            g,
+            wt,
+            partials,
+            ..
+        } = self;
         let (fin, fout) = (plan.fc.fin, plan.fc.fout);
         let (dw, db) = grads[plan.fc_w..plan.fc_b + fout].split_at_mut(fin * fout);
         debug_assert_eq!(plan.fc_b, plan.fc_w + fin * fout);
@@ -135,7 +182,10 @@ impl Net {
             Some(&mut dfeat[..n * fin]),
         );
         let (mut iy, mut ix) = (0usize, 1usize);
-        let last = Dims { n, ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd) };
+        let last = Dims {
+            n,
+            ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd)
+        };
         pool::gap_backward(&dfeat[..n * fin], last, &mut g[iy][..last.len()]);
         let (gbufs, rest) = g.split_at_mut(2);
         let (t1, rest) = rest.split_at_mut(1);
@@ -154,17 +204,34 @@ impl Net {
                 None => &stem.out,
             };
             let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
-            block_backward(&plan.blocks[i], &blocks[i], params, grads, x, n, gy, gx, &mut s);
+            block_backward(
+                &plan.blocks[i],
+                &blocks[i],
+                params,
+                grads,
+                x,
+                n,
+                gy,
+                gx,
+                &mut s,
+            );
             std::mem::swap(&mut iy, &mut ix);
         }
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
             let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
-            mp.backward(&gy[..od.len()], &pool_arg[..od.len()], sd, &mut gx[..sd.len()]);
+            mp.backward(
+                &gy[..od.len()],
+                &pool_arg[..od.len()],
+                sd,
+                &mut gx[..sd.len()],
+            );
             std::mem::swap(&mut iy, &mut ix);
         }
         let gy = &gbufs[iy];
         unit_bn_backward(&plan.stem, stem, params, grads, n, gy, s.t1, None);
-        unit_conv_backward(&plan.stem, params, grads, input, n, s.t1, None, s.wt, s.partials);
+        unit_conv_backward(
+            &plan.stem, params, grads, input, n, s.t1, None, s.wt, s.partials,
+        );
     }
 }

@@ -7,6 +7,7 @@ use crate::ops::pool;
 use crate::ops::shortcut::ShortcutSrc;
 use crate::par::Dims;
 
+#[allow(clippy::too_many_arguments)]
 /// conv -> BN (batch or running statistics) -> act [with the shortcut added].
 /// x: (N, H, W, Cin) -> b.pre, b.out: (N, OH, OW, Cout)
 pub(crate) fn unit_forward(
@@ -21,8 +22,16 @@ pub(crate) fn unit_forward(
 ) {
     let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
     let c = yd.c;
-    u.conv.forward(&params[u.w..u.w + u.conv.weight_len()], &x[..xd.len()], xd, &mut b.pre[..yd.len()]);
-    let p = BnParams { gamma: &params[u.gamma..u.gamma + c], beta: &params[u.beta..u.beta + c] };
+    u.conv.forward(
+        &params[u.w..u.w + u.conv.weight_len()],
+        &x[..xd.len()],
+        xd,
+        &mut b.pre[..yd.len()],
+    );
+    let p = BnParams {
+        gamma: &params[u.gamma..u.gamma + c],
+        beta: &params[u.beta..u.beta + c],
+    };
     let (rmean, rvar) = stats[u.rmean..u.rvar + c].split_at_mut(c);
     let (pre, out) = (&b.pre[..yd.len()], &mut b.out[..yd.len()]);
     if train {
@@ -66,7 +75,16 @@ fn block_forward(
             }
         };
         debug_assert_eq!(shortcut.is_some(), bp.units[j].act == Act::AddRelu);
-        unit_forward(&bp.units[j], &mut rest[0], params, stats, input, n, train, shortcut);
+        unit_forward(
+            &bp.units[j],
+            &mut rest[0],
+            params,
+            stats,
+            input,
+            n,
+            train,
+            shortcut,
+        );
     }
 }
 
@@ -75,13 +93,37 @@ impl Net {
     /// `self.logits[..n * classes]`. `train` uses batch statistics and updates
     /// the running ones (and requires a net built for training).
     pub fn forward(&mut self, n: usize, train: bool) {
-        assert!(n >= 1 && n <= self.batch, "batch {n} outside 1..={}", self.batch);
-        assert!(!train || self.train, "training forward on a net built for inference");
-        let Net { plan, params, stats, input, stem, pool_out, pool_arg, blocks, feat, logits, .. } = self;
+        assert!(
+            n >= 1 && n <= self.batch,
+            "batch {n} outside 1..={}",
+            self.batch
+        );
+        assert!(
+            !train || self.train,
+            "training forward on a net built for inference"
+        );
+        let Net {
+            plan,
+            params,
+            stats,
+            input,
+            stem,
+            pool_out,
+            pool_arg,
+            blocks,
+            feat,
+            logits,
+            ..
+        } = self;
         unit_forward(&plan.stem, stem, params, stats, input, n, train, None);
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
-            mp.forward(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()], &mut pool_arg[..od.len()]);
+            mp.forward(
+                &stem.out[..sd.len()],
+                sd,
+                &mut pool_out[..od.len()],
+                &mut pool_arg[..od.len()],
+            );
         }
         for i in 0..blocks.len() {
             let (before, rest) = blocks.split_at_mut(i);
@@ -92,7 +134,10 @@ impl Net {
             };
             block_forward(&plan.blocks[i], &mut rest[0], params, stats, x, n, train);
         }
-        let last = Dims { n, ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd) };
+        let last = Dims {
+            n,
+            ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd)
+        };
         let out: &[f32] = match blocks.last() {
             Some(b) => &b.units.last().unwrap().out,
             None => &stem.out,

@@ -18,7 +18,13 @@ pub struct Conv {
 
 impl Conv {
     pub fn new(cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Conv {
-        Conv { cin, cout, k, stride, pad }
+        Conv {
+            cin,
+            cout,
+            k,
+            stride,
+            pad,
+        }
     }
 
     /// Number of weights (KH * KW * Cin * Cout).
@@ -212,7 +218,9 @@ mod tests {
                                     continue;
                                 }
                                 for i in 0..c.cin {
-                                    s += (x[((n * xd.h + ih as usize) * xd.w + iw as usize) * c.cin + i]
+                                    s += (x[((n * xd.h + ih as usize) * xd.w + iw as usize)
+                                        * c.cin
+                                        + i]
                                         * w[((kh * c.k + kw) * c.cin + i) * c.cout + o])
                                         as f64;
                                 }
@@ -226,7 +234,8 @@ mod tests {
         y
     }
 
-    const CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+    type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+    const CASES: &[Case] = &[
         // n, h, w, cin, cout, k, stride, pad
         (2, 7, 5, 3, 4, 3, 1, 1),
         (2, 9, 8, 5, 3, 3, 2, 1),
@@ -264,7 +273,10 @@ mod tests {
             let loss = |x: &[f32], w: &[f32]| -> f64 {
                 let mut y = vec![0.0; yd.len()];
                 c.forward(w, x, xd, &mut y);
-                y.iter().zip(&proj).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+                y.iter()
+                    .zip(&proj)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum()
             };
             let mut dx = vec![1.0; xd.len()];
             let mut scratch = vec![0.0; c.weight_len()];
@@ -272,8 +284,12 @@ mod tests {
             let mut dw = vec![0.0; c.weight_len()];
             let mut parts = vec![vec![0.0; c.weight_len()]; 3];
             c.backward_weight(&x, xd, &proj, &mut dw, &mut parts);
-            check_grad(&format!("conv case {i} dx"), &x, &dx, 1e-2, 2e-3, |xp| loss(xp, &wts));
-            check_grad(&format!("conv case {i} dw"), &wts, &dw, 1e-2, 2e-3, |wp| loss(&x, wp));
+            check_grad(&format!("conv case {i} dx"), &x, &dx, 1e-2, 2e-3, |xp| {
+                loss(xp, &wts)
+            });
+            check_grad(&format!("conv case {i} dw"), &wts, &dw, 1e-2, 2e-3, |wp| {
+                loss(&x, wp)
+            });
             // accumulate mode adds to what is there
             let mut dx2 = vec![1.0; xd.len()];
             c.backward_data(&wts, &proj, xd, &mut dx2, true, &mut scratch);
