@@ -11,9 +11,7 @@ use resnet::par::Dims;
 use std::time::Instant;
 
 fn rand(n: usize, seed: u64) -> Vec<f32> {
-    (0..n)
-        .map(|i| 2.0 * resnet::init::counter_uniform(&seed.to_string(), i as u64) - 1.0)
-        .collect()
+    (0..n).map(|i| 2.0 * resnet::init::counter_uniform(&seed.to_string(), i as u64) - 1.0).collect()
 }
 
 /// Best of `reps` runs, seconds.
@@ -30,16 +28,7 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 
 #[allow(clippy::too_many_arguments)]
 /// NCHW: im2col (C*9, H*W) then GEMM (Cout, C*9) x (C*9, H*W), axpy over H*W.
-fn nchw_im2col(
-    x: &[f32],
-    w: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    co: usize,
-    y: &mut [f32],
-    col: &mut [f32],
-) {
+fn nchw_im2col(x: &[f32], w: &[f32], n: usize, c: usize, h: usize, co: usize, y: &mut [f32], col: &mut [f32]) {
     let hw = h * h;
     for b in 0..n {
         let xi = &x[b * c * hw..(b + 1) * c * hw];
@@ -49,14 +38,12 @@ fn nchw_im2col(
                     let row = &mut col[((ci * 3 + kh) * 3 + kw) * hw..][..hw];
                     for oy in 0..h {
                         for ox in 0..h {
-                            let (iy, ix) =
-                                (oy as isize + kh as isize - 1, ox as isize + kw as isize - 1);
-                            row[oy * h + ox] =
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= h as isize {
-                                    0.0
-                                } else {
-                                    xi[(ci * h + iy as usize) * h + ix as usize]
-                                };
+                            let (iy, ix) = (oy as isize + kh as isize - 1, ox as isize + kw as isize - 1);
+                            row[oy * h + ox] = if iy < 0 || ix < 0 || iy >= h as isize || ix >= h as isize {
+                                0.0
+                            } else {
+                                xi[(ci * h + iy as usize) * h + ix as usize]
+                            };
                         }
                     }
                 }
@@ -93,8 +80,7 @@ fn nchw_direct(x: &[f32], w: &[f32], n: usize, c: usize, h: usize, co: usize, y:
                             if iy < 0 || iy >= h as isize {
                                 continue;
                             }
-                            let (x0, x1) =
-                                (if kw == 0 { 1 } else { 0 }, if kw == 2 { h - 1 } else { h });
+                            let (x0, x1) = (if kw == 0 { 1 } else { 0 }, if kw == 2 { h - 1 } else { h });
                             let src = &xp[iy as usize * h..][..h];
                             for ox in x0..x1 {
                                 yr[oy * h + ox] += a * src[ox + kw - 1];
@@ -142,10 +128,7 @@ fn nhwc_avx512(xp: &[f32], w: &[f32], n: usize, c: usize, h: usize, co: usize, y
 }
 
 fn main() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let n = 32;
     println!(
         "ResNet-20 3x3/1 convolutions, forward, batch {n}, 1 thread, best of 5 (GFLOP/s; 2 FLOPs per multiply-add)"
@@ -202,18 +185,13 @@ fn main() {
                 for yy in 0..h {
                     for xx in 0..h {
                         let s = ((b * h + yy) * h + xx) * c;
-                        xp[((b * hp + yy + 1) * hp + xx + 1) * c..][..c]
-                            .copy_from_slice(&xh[s..s + c]);
+                        xp[((b * hp + yy + 1) * hp + xx + 1) * c..][..c].copy_from_slice(&xh[s..s + c]);
                     }
                 }
             }
             let mut ys = vec![0.0; x.len()];
             t_simd = time(5, || unsafe { nhwc_avx512(&xp, &wh, n, c, h, c, &mut ys) });
-            let e = ys
-                .iter()
-                .zip(&yh)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let e = ys.iter().zip(&yh).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(e < 1e-3, "avx512 kernel disagrees: {e}");
         }
         println!(

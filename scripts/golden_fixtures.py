@@ -17,9 +17,16 @@ stream name "golden/<tensor name>". Values per tensor kind:
     bn running_var   0.5 + u
     fc weight        (2u - 1) / sqrt(fan_in)
     fc bias          (2u - 1) * 0.1
-    input image      2u - 1       (stream "golden/input", NCHW order)
+    input image      2u - 1       (stream "golden/input/<k>", NCHW order; k in the fixture)
     label            floor(u * classes)   (stream "golden/labels")
 Sampled gradient entries: index floor(u * numel) of stream "golden/sample/<name>", 16 per tensor.
+
+Choice of input: a ReLU input within float32 rounding of zero flips its mask
+in any float32 engine (ours or PyTorch's) and moves every upstream gradient
+by far more than the tolerance: a property of the data, not of an engine.
+So among 64 candidate input streams the fixture takes the one whose smallest
+|ReLU input| (relative to the largest in that call, training mode, float64) is
+largest, and records it as "input_stream" with its "relu_margin".
 
 The reference runs in float64, so the tolerance the tests apply
 (max|ours - ref| <= 1e-4 * max|ref| per tensor) measures our float32 engine alone.
@@ -124,10 +131,37 @@ def fill(model):
             t.copy_(golden_tensor(name, list(t.shape)))
 
 
+def relu_margin(model, x):
+    """Smallest |ReLU input| / largest, over every ReLU call of a training-mode forward."""
+    margins = []
+    relu = F.relu
+
+    def recording_relu(t, inplace=False):
+        margins.append((t.abs().min() / t.abs().max()).item())
+        return relu(t, inplace=inplace)
+
+    F.relu = recording_relu
+    try:
+        model.train()
+        with torch.no_grad():
+            model(x)
+    finally:
+        F.relu = relu
+    return min(margins)
+
+
+def golden_input(stream, batch, size):
+    return (2 * uniform(stream, batch * 3 * size * size) - 1).reshape(batch, 3, size, size)
+
+
 def fixture(model, name, batch, size, classes):
     model = model.double()
     fill(model)
-    x = (2 * uniform("golden/input", batch * 3 * size * size) - 1).reshape(batch, 3, size, size)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    candidates = [f"golden/input/{k}" for k in range(64)]
+    margin, stream = max((relu_margin(model, golden_input(c, batch, size)), c) for c in candidates)
+    model.load_state_dict(state)  # undo the running-statistics updates of the search
+    x = golden_input(stream, batch, size)
     labels = (uniform("golden/labels", batch) * classes).floor().long()
     model.eval()
     with torch.no_grad():
@@ -150,6 +184,8 @@ def fixture(model, name, batch, size, classes):
         "generator": "see scripts/golden_fixtures.py",
         "torch": torch.__version__,
         "batch": batch,
+        "input_stream": stream,
+        "relu_margin": margin,
         "size": size,
         "classes": classes,
         "labels": labels.tolist(),
@@ -161,15 +197,15 @@ def fixture(model, name, batch, size, classes):
     path = os.path.join(os.path.dirname(__file__), "..", "tests", "golden", name + ".json")
     with open(path, "w") as f:
         json.dump(out, f, indent=0)
-    print(f"{path}: loss {loss.item():.6f}, {len(grads)} parameter tensors")
+    print(f"{path}: loss {loss.item():.6f}, {len(grads)} parameter tensors, input {stream}, ReLU margin {margin:.2e}")
 
 
 def main():
     torch.manual_seed(0)
-    fixture(CifarResNet(3), "resnet20", batch=8, size=32, classes=10)
+    fixture(CifarResNet(3), "resnet20", batch=4, size=32, classes=10)
     import torchvision
 
-    fixture(torchvision.models.resnet18(num_classes=10), "resnet18_64", batch=4, size=64, classes=10)
+    fixture(torchvision.models.resnet18(num_classes=10), "resnet18_64", batch=2, size=64, classes=10)
 
 
 if __name__ == "__main__":

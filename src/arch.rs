@@ -124,21 +124,16 @@ impl ArchSpec {
         } else if let Some(d) = lower.strip_prefix("plain") {
             (false, d)
         } else {
-            return Err(ArchError(format!(
-                "unknown architecture '{arch}'; {VALID_FORMS}"
-            )));
+            return Err(ArchError(format!("unknown architecture '{arch}'; {VALID_FORMS}")));
         };
-        let depth: usize = digits
-            .parse()
-            .map_err(|_| ArchError(format!("unknown architecture '{arch}'; {VALID_FORMS}")))?;
+        let depth: usize =
+            digits.parse().map_err(|_| ArchError(format!("unknown architecture '{arch}'; {VALID_FORMS}")))?;
         let family = match opts.family {
             Some(f) => f,
             None if imagenet_blocks(depth).is_some() => Family::Imagenet,
             None if cifar_n(depth).is_some() => Family::Cifar,
             None => {
-                return Err(ArchError(format!(
-                    "no network of depth {depth} ('{arch}'); {VALID_FORMS}"
-                )));
+                return Err(ArchError(format!("no network of depth {depth} ('{arch}'); {VALID_FORMS}")));
             }
         };
         let (stages, block) = match family {
@@ -150,11 +145,7 @@ impl ArchSpec {
                 })?;
                 let stages = [(16, 1), (32, 2), (64, 2)]
                     .iter()
-                    .map(|&(width, stride)| Stage {
-                        blocks: n,
-                        width,
-                        stride,
-                    })
+                    .map(|&(width, stride)| Stage { blocks: n, width, stride })
                     .collect();
                 (stages, BlockKind::Basic)
             }
@@ -167,11 +158,7 @@ impl ArchSpec {
                 let stages = blocks
                     .iter()
                     .zip([(64, 1), (128, 2), (256, 2), (512, 2)])
-                    .map(|(&b, (width, stride))| Stage {
-                        blocks: b,
-                        width,
-                        stride,
-                    })
+                    .map(|(&b, (width, stride))| Stage { blocks: b, width, stride })
                     .collect();
                 (stages, kind)
             }
@@ -210,9 +197,7 @@ impl ArchSpec {
         }
         let in_channels = opts.in_channels.unwrap_or(3);
         if in_channels == 0 {
-            return Err(ArchError(
-                "--in-channels must be at least 1 (3 for RGB, 1 for grey-scale)".into(),
-            ));
+            return Err(ArchError("--in-channels must be at least 1 (3 for RGB, 1 for grey-scale)".into()));
         }
         Ok(ArchSpec {
             name: format!("{}{depth}", if residual { "resnet" } else { "plain" }),
@@ -271,14 +256,8 @@ mod tests {
         assert_eq!(p("resnet20").unwrap().family, Family::Cifar);
         assert_eq!(p("resnet50").unwrap().family, Family::Imagenet);
         assert_eq!(p("resnet152").unwrap().family, Family::Imagenet);
-        let c = ArchSpec::parse(
-            "resnet50",
-            &ArchOptions {
-                family: Some(Family::Cifar),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let c =
+            ArchSpec::parse("resnet50", &ArchOptions { family: Some(Family::Cifar), ..Default::default() }).unwrap();
         assert_eq!(c.stages[0].blocks, 8);
         assert_eq!(c.block, BlockKind::Basic);
         assert_eq!(p("resnet1202").unwrap().stages[2].blocks, 200);
@@ -292,31 +271,12 @@ mod tests {
         let e = p("resnet21").unwrap_err().0;
         assert!(e.contains("valid forms"), "{e}");
         assert!(p("vgg19").is_err());
-        let o = ArchOptions {
-            shortcut: Some(ShortcutOpt::A),
-            ..Default::default()
-        };
-        assert!(
-            ArchSpec::parse("resnet50", &o)
-                .unwrap_err()
-                .0
-                .contains("bottleneck")
-        );
-        assert!(
-            ArchSpec::parse("plain20", &o)
-                .unwrap_err()
-                .0
-                .contains("plain")
-        );
-        let o = ArchOptions {
-            classes: Some(0),
-            ..Default::default()
-        };
+        let o = ArchOptions { shortcut: Some(ShortcutOpt::A), ..Default::default() };
+        assert!(ArchSpec::parse("resnet50", &o).unwrap_err().0.contains("bottleneck"));
+        assert!(ArchSpec::parse("plain20", &o).unwrap_err().0.contains("plain"));
+        let o = ArchOptions { classes: Some(0), ..Default::default() };
         assert!(ArchSpec::parse("resnet20", &o).is_err());
-        let o = ArchOptions {
-            stride_in: Some(StrideIn::ThreeByThree),
-            ..Default::default()
-        };
+        let o = ArchOptions { stride_in: Some(StrideIn::ThreeByThree), ..Default::default() };
         assert!(ArchSpec::parse("resnet18", &o).is_err());
         assert!(ArchSpec::parse("resnet50", &o).is_ok());
     }

@@ -41,9 +41,7 @@ pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
@@ -67,14 +65,9 @@ pub fn run(
     for (i, v) in net.input_mut().iter_mut().enumerate() {
         *v = 2.0 * counter_uniform("bench/input", i as u64) - 1.0;
     }
-    let labels: Vec<u32> = (0..batch)
-        .map(|i| (counter_uniform("bench/labels", i as u64) * spec.classes as f32) as u32)
-        .collect();
-    let mut sgd = if train {
-        Some(Sgd::new(n_params))
-    } else {
-        None
-    };
+    let labels: Vec<u32> =
+        (0..batch).map(|i| (counter_uniform("bench/labels", i as u64) * spec.classes as f32) as u32).collect();
+    let mut sgd = if train { Some(Sgd::new(n_params)) } else { None };
     let mut times = Vec::with_capacity(steps);
     for s in 0..warmup + steps {
         let t = Instant::now();

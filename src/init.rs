@@ -48,33 +48,22 @@ fn counter_normal(name: &str, i: u64) -> f32 {
 
 /// He-initialise every parameter of `net` from `seed` (see the module docs).
 pub fn he_init(net: &mut Net, seed: u64) {
-    let infos: Vec<_> = net
-        .plan
-        .params
-        .iter()
-        .chain(&net.plan.stats)
-        .cloned()
-        .collect();
+    let infos: Vec<_> = net.plan.params.iter().chain(&net.plan.stats).cloned().collect();
     for t in infos {
         let stream = format!("{seed}/{}", t.name);
         let data: Vec<f32> = match t.kind {
             ParamKind::ConvWeight { k, cin, .. } => {
                 let std = (2.0 / (k * k * cin) as f32).sqrt();
-                (0..t.len)
-                    .map(|i| std * counter_normal(&stream, i as u64))
-                    .collect()
+                (0..t.len).map(|i| std * counter_normal(&stream, i as u64)).collect()
             }
             ParamKind::FcWeight => {
                 let bound = 1.0 / (t.shape[1] as f32).sqrt();
-                (0..t.len)
-                    .map(|i| bound * (2.0 * counter_uniform(&stream, i as u64) - 1.0))
-                    .collect()
+                (0..t.len).map(|i| bound * (2.0 * counter_uniform(&stream, i as u64) - 1.0)).collect()
             }
             ParamKind::BnWeight | ParamKind::RunningVar => vec![1.0; t.len],
             ParamKind::BnBias | ParamKind::FcBias | ParamKind::RunningMean => vec![0.0; t.len],
         };
-        net.set_torch(&t.name, &t.shape, &data)
-            .expect("own tensor table");
+        net.set_torch(&t.name, &t.shape, &data).expect("own tensor table");
     }
 }
 

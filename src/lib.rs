@@ -16,6 +16,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod init;
+pub mod kernels;
 pub mod net;
 pub mod ops;
 pub mod optim;

@@ -13,11 +13,7 @@ pub struct Sgd {
 impl Sgd {
     /// The paper's settings: momentum 0.9, weight decay 1e-4.
     pub fn new(n_params: usize) -> Sgd {
-        Sgd {
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            velocity: vec![0.0; n_params],
-        }
+        Sgd { momentum: 0.9, weight_decay: 1e-4, velocity: vec![0.0; n_params] }
     }
 
     /// One step at learning rate `lr`.

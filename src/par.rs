@@ -48,9 +48,7 @@ where
     }
     let rows = out.len() / row_len;
     let per_task = rows.div_ceil(threads() * 4).max(min_rows).max(1);
-    out.par_chunks_mut(per_task * row_len)
-        .enumerate()
-        .for_each(|(i, chunk)| f(i * per_task, chunk));
+    out.par_chunks_mut(per_task * row_len).enumerate().for_each(|(i, chunk)| f(i * per_task, chunk));
 }
 
 /// Split `0..rows` into about one range per thread and reduce `f(range, acc)`

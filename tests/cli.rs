@@ -4,19 +4,12 @@ use serde_json::Value;
 use std::process::{Command, Output};
 
 fn resnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resnet"))
-        .args(args)
-        .output()
-        .expect("run resnet")
+    Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().expect("run resnet")
 }
 
 fn json(args: &[&str]) -> Value {
     let o = resnet(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).expect("one JSON object")
 }
 
@@ -62,14 +55,7 @@ fn summary_table_names_the_stages() {
     let o = resnet(&["summary", "--arch", "resnet152"]);
     let t = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
-    for s in [
-        "conv1",
-        "maxpool",
-        "layer4",
-        "avgpool+fc",
-        "60,192,808",
-        "7x7x2048",
-    ] {
+    for s in ["conv1", "maxpool", "layer4", "avgpool+fc", "60,192,808", "7x7x2048"] {
         assert!(t.contains(s), "{s} missing:\n{t}");
     }
 }
@@ -78,76 +64,29 @@ fn summary_table_names_the_stages() {
 fn bench_json_reports_throughput() {
     for mode in ["train", "infer"] {
         let v = json(&[
-            "bench", "--arch", "resnet8", "--batch", "4", "--steps", "2", "--warmup", "1",
-            "--mode", mode, "--json",
+            "bench", "--arch", "resnet8", "--batch", "4", "--steps", "2", "--warmup", "1", "--mode", mode, "--json",
         ]);
         for k in ["img_per_s", "ms_per_step", "gflops", "peak_rss_mib"] {
             assert!(v[k].as_f64().unwrap() > 0.0, "{mode} {k}: {v}");
         }
         assert_eq!(v["batch"], 4);
     }
-    let v = json(&[
-        "bench",
-        "--arch",
-        "resnet20",
-        "--batch",
-        "2",
-        "--steps",
-        "1",
-        "--threads",
-        "1",
-        "--json",
-    ]);
+    let v = json(&["bench", "--arch", "resnet20", "--batch", "2", "--steps", "1", "--threads", "1", "--json"]);
     assert_eq!(v["threads"], 1);
 }
 
 #[test]
 fn bad_arguments_get_clear_errors() {
-    fails_with(
-        &["summary", "--arch", "resnet21"],
-        &["resnet21", "valid forms", "6n+2"],
-    );
+    fails_with(&["summary", "--arch", "resnet21"], &["resnet21", "valid forms", "6n+2"]);
     fails_with(&["summary", "--arch", "vgg16"], &["valid forms"]);
-    fails_with(
-        &["summary", "--arch", "resnet50", "--shortcut", "a"],
-        &["bottleneck", "--shortcut b"],
-    );
-    fails_with(
-        &["summary", "--arch", "plain34", "--shortcut", "b"],
-        &["plain", "--shortcut"],
-    );
-    fails_with(
-        &["summary", "--arch", "resnet20", "--classes", "0"],
-        &["--classes"],
-    );
-    fails_with(
-        &["summary", "--arch", "resnet20", "--stride-in", "3x3"],
-        &["bottleneck"],
-    );
-    fails_with(
-        &["summary", "--arch", "resnet18", "--input-size", "16"],
-        &["too small"],
-    );
-    fails_with(
-        &["bench", "--arch", "resnet20", "--batch", "0"],
-        &["--batch"],
-    );
+    fails_with(&["summary", "--arch", "resnet50", "--shortcut", "a"], &["bottleneck", "--shortcut b"]);
+    fails_with(&["summary", "--arch", "plain34", "--shortcut", "b"], &["plain", "--shortcut"]);
+    fails_with(&["summary", "--arch", "resnet20", "--classes", "0"], &["--classes"]);
+    fails_with(&["summary", "--arch", "resnet20", "--stride-in", "3x3"], &["bottleneck"]);
+    fails_with(&["summary", "--arch", "resnet18", "--input-size", "16"], &["too small"]);
+    fails_with(&["bench", "--arch", "resnet20", "--batch", "0"], &["--batch"]);
     // a batch that cannot fit: says how much it would need
-    fails_with(
-        &[
-            "bench",
-            "--arch",
-            "resnet152",
-            "--batch",
-            "100000",
-            "--steps",
-            "1",
-        ],
-        &["GiB", "--batch"],
-    );
+    fails_with(&["bench", "--arch", "resnet152", "--batch", "100000", "--steps", "1"], &["GiB", "--batch"]);
     // clap's own errors use exit code 2 as well
-    fails_with(
-        &["summary", "--arch", "resnet20", "--shortcut", "d"],
-        &["--shortcut"],
-    );
+    fails_with(&["summary", "--arch", "resnet20", "--shortcut", "d"], &["--shortcut"]);
 }

@@ -63,8 +63,7 @@ fn load_case(name: &'static str) -> Case {
             model_path.display()
         )
     });
-    let model =
-        pb::decode_model(&bytes).unwrap_or_else(|e| panic!("{}: {e}", model_path.display()));
+    let model = pb::decode_model(&bytes).unwrap_or_else(|e| panic!("{}: {e}", model_path.display()));
     assert_eq!(model.node_count, 1, "{name}: expected a one-node graph");
     let data = dir.join("test_data_set_0");
     let series = |prefix: &str| -> Vec<Tensor> {
@@ -75,12 +74,7 @@ fn load_case(name: &'static str) -> Case {
             .collect()
     };
     let (inputs, outputs) = (series("input"), series("output"));
-    Case {
-        name,
-        model,
-        inputs,
-        outputs,
-    }
+    Case { name, model, inputs, outputs }
 }
 
 /// Loads each case, checks its op_type, runs `check` on it; reports every
@@ -94,22 +88,14 @@ fn run_cases(op_type: &str, names: &[&'static str], check: impl Fn(&Case) -> Che
             check(&c).err().map(|e| format!("{name}: {e}"))
         })
         .collect();
-    assert!(
-        failures.is_empty(),
-        "{} case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// Compares dims and values of one output (ONNX's name for it: Y, ...);
 /// prints the max error.
 fn compare(c: &Case, output: &str, ours: &Tensor, reference: &Tensor) -> Check {
     if ours.dims != reference.dims {
-        return Err(format!(
-            "{output}: shape {:?}, reference {:?}",
-            ours.dims, reference.dims
-        ));
+        return Err(format!("{output}: shape {:?}, reference {:?}", ours.dims, reference.dims));
     }
     let scale = reference.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let tol = TOL * scale;
@@ -119,16 +105,9 @@ fn compare(c: &Case, output: &str, ours: &Tensor, reference: &Tensor) -> Check {
         .iter()
         .zip(&reference.data)
         .map(|(a, b)| (a - b).abs())
-        .fold(
-            0.0f32,
-            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-        );
+        .fold(0.0f32, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) });
     println!("{} {output}: max err {err:e} (tol {tol:e})", c.name);
-    if err <= tol {
-        Ok(())
-    } else {
-        Err(format!("{output}: max err {err:e} > tol {tol:e}"))
-    }
+    if err <= tol { Ok(()) } else { Err(format!("{output}: max err {err:e} > tol {tol:e}")) }
 }
 
 // ---------------------------------------------------------------- layouts
@@ -148,8 +127,7 @@ fn to_nhwc(t: &Tensor) -> Result<(Vec<f32>, Dims), String> {
         for c in 0..d.c {
             for h in 0..d.h {
                 for w in 0..d.w {
-                    out[((n * d.h + h) * d.w + w) * d.c + c] =
-                        t.data[((n * d.c + c) * d.h + h) * d.w + w];
+                    out[((n * d.h + h) * d.w + w) * d.c + c] = t.data[((n * d.c + c) * d.h + h) * d.w + w];
                 }
             }
         }
@@ -164,31 +142,22 @@ fn to_nchw(x: &[f32], d: Dims) -> Tensor {
         for c in 0..d.c {
             for h in 0..d.h {
                 for w in 0..d.w {
-                    data[((n * d.c + c) * d.h + h) * d.w + w] =
-                        x[((n * d.h + h) * d.w + w) * d.c + c];
+                    data[((n * d.c + c) * d.h + h) * d.w + w] = x[((n * d.h + h) * d.w + w) * d.c + c];
                 }
             }
         }
     }
-    Tensor {
-        dims: vec![d.n, d.c, d.h, d.w],
-        data,
-    }
+    Tensor { dims: vec![d.n, d.c, d.h, d.w], data }
 }
 
 /// `data` with the dims of `like`.
 fn shaped(like: &Tensor, data: Vec<f32>) -> Tensor {
-    Tensor {
-        dims: like.dims.clone(),
-        data,
-    }
+    Tensor { dims: like.dims.clone(), data }
 }
 
 /// (rows, cols) row-major -> its transpose.
 fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    (0..cols * rows)
-        .map(|i| x[(i % rows) * cols + i / rows])
-        .collect()
+    (0..cols * rows).map(|i| x[(i % rows) * cols + i / rows]).collect()
 }
 
 fn matrix_dims(t: &Tensor) -> Result<(usize, usize), String> {
@@ -269,14 +238,11 @@ fn window(m: &Model, xd: Dims, kernel: Option<[i64; 2]>) -> Result<(usize, usize
         },
         "VALID" => 0,
         "SAME_UPPER" | "SAME_LOWER" => {
-            let total =
-                |size: usize| ((size.div_ceil(stride) - 1) * stride + k).saturating_sub(size);
+            let total = |size: usize| ((size.div_ceil(stride) - 1) * stride + k).saturating_sub(size);
             match (total(xd.h), total(xd.w)) {
                 (a, b) if a == b && a % 2 == 0 => a / 2,
                 (a, b) => {
-                    return Err(format!(
-                        "auto_pad SAME gives total pads {a}, {b}: asymmetric (unsupported)"
-                    ));
+                    return Err(format!("auto_pad SAME gives total pads {a}, {b}: asymmetric (unsupported)"));
                 }
             }
         }
@@ -291,11 +257,8 @@ fn window(m: &Model, xd: Dims, kernel: Option<[i64; 2]>) -> Result<(usize, usize
 /// different pads for H and W). test_convinteger_* / test_convtranspose_*
 /// are other operators. (All test_conv_* of 1.12.0 have no bias, no group,
 /// no dilation.)
-const CONV_CASES: &[&str] = &[
-    "test_conv_with_strides_padding",
-    "test_conv_with_strides_no_padding",
-    "test_conv_with_autopad_same",
-];
+const CONV_CASES: &[&str] =
+    &["test_conv_with_strides_padding", "test_conv_with_strides_no_padding", "test_conv_with_autopad_same"];
 
 fn check_conv(c: &Case) -> Check {
     let [x, w] = &c.inputs[..] else {
@@ -352,21 +315,9 @@ fn check_bn(c: &Case) -> Check {
         // Our eval BN uses the constant EPS; ONNX's epsilon is folded into
         // the variance: 1/sqrt((var + eps - EPS) + EPS) = 1/sqrt(var + eps).
         let var_folded: Vec<f32> = var.data.iter().map(|v| v + eps - EPS).collect();
-        let p = BnParams {
-            gamma: &gamma.data,
-            beta: &beta.data,
-        };
+        let p = BnParams { gamma: &gamma.data, beta: &beta.data };
         let mut y = vec![0.0; xd.len()];
-        bn::forward_eval(
-            &p,
-            &mean.data,
-            &var_folded,
-            &xs,
-            xd,
-            Act::None,
-            None,
-            &mut y,
-        );
+        bn::forward_eval(&p, &mean.data, &var_folded, &xs, xd, Act::None, None, &mut y);
         return compare(c, "Y", &to_nchw(&y, xd), &c.outputs[0]);
     }
     let [y_ref, rm_ref, rv_ref] = &c.outputs[..] else {
@@ -376,21 +327,8 @@ fn check_bn(c: &Case) -> Check {
     let train = |gamma: &[f32]| {
         let (mut rm, mut rv) = (mean.data.clone(), var.data.clone());
         let (mut saved, mut y) = (BnSaved::default(), vec![0.0; xd.len()]);
-        let p = BnParams {
-            gamma,
-            beta: &beta.data,
-        };
-        bn::forward_train(
-            &p,
-            &mut rm,
-            &mut rv,
-            &mut saved,
-            &xs,
-            xd,
-            Act::None,
-            None,
-            &mut y,
-        );
+        let p = BnParams { gamma, beta: &beta.data };
+        bn::forward_train(&p, &mut rm, &mut rv, &mut saved, &xs, xd, Act::None, None, &mut y);
         (y, rm, rv, saved.invstd)
     };
     let (mut y, rm, rv, invstd) = train(&gamma.data);
@@ -399,19 +337,15 @@ fn check_bn(c: &Case) -> Check {
         // epsilon into gamma, using the batch variance our forward saved:
         // var = 1/invstd^2 - EPS, gamma' = gamma * invstd_eps / invstd with
         // invstd_eps = 1/sqrt(var + eps). Y comes from this second pass.
-        let g: Vec<f32> = (gamma.data.iter().zip(&invstd))
-            .map(|(g, s)| g / (s * (1.0 / (s * s) - EPS + eps).sqrt()))
-            .collect();
+        let g: Vec<f32> =
+            (gamma.data.iter().zip(&invstd)).map(|(g, s)| g / (s * (1.0 / (s * s) - EPS + eps).sqrt())).collect();
         y = train(&g).0;
     }
     compare(c, "Y", &to_nchw(&y, xd), y_ref)?;
     // ONNX: running = momentum * running + (1 - momentum) * batch statistic;
     // ours: (1 - MOMENTUM) * running + MOMENTUM * batch statistic.
     if (1.0 - momentum - MOMENTUM).abs() > 1e-6 {
-        println!(
-            "{}: momentum {momentum} != 1 - MOMENTUM: running stats not comparable, skipped",
-            c.name
-        );
+        println!("{}: momentum {momentum} != 1 - MOMENTUM: running stats not comparable, skipped", c.name);
         return Ok(());
     }
     compare(c, "running_mean", &shaped(rm_ref, rm), rm_ref)?;
@@ -420,15 +354,9 @@ fn check_bn(c: &Case) -> Check {
     // Rewrite the reference in our convention from its own input and output:
     // momentum * var + (rv_ref - momentum * var) * M/(M-1).
     let m = xd.pixels() as f32;
-    let rv_conv: Vec<f32> = (rv_ref.data.iter().zip(&var.data))
-        .map(|(r, v)| momentum * v + (r - momentum * v) * m / (m - 1.0))
-        .collect();
-    compare(
-        c,
-        "running_var",
-        &shaped(rv_ref, rv),
-        &shaped(rv_ref, rv_conv),
-    )
+    let rv_conv: Vec<f32> =
+        (rv_ref.data.iter().zip(&var.data)).map(|(r, v)| momentum * v + (r - momentum * v) * m / (m - 1.0)).collect();
+    compare(c, "running_var", &shaped(rv_ref, rv), &shaped(rv_ref, rv_conv))
 }
 
 #[test]
@@ -490,11 +418,7 @@ fn check_maxpool(c: &Case) -> Check {
             let a = a as usize;
             let (ch, pix) = (a % xd.c, a / xd.c);
             let (w, h, n) = (pix % xd.w, pix / xd.w % xd.h, pix / (xd.w * xd.h));
-            let within = if column_major {
-                h + w * xd.h
-            } else {
-                h * xd.w + w
-            };
+            let within = if column_major { h + w * xd.h } else { h * xd.w + w };
             ((n * xd.c + ch) * xd.h * xd.w + within) as f32
         })
         .collect();
@@ -510,25 +434,13 @@ fn onnx_maxpool() {
 
 #[test]
 fn onnx_globalaveragepool() {
-    run_cases(
-        "GlobalAveragePool",
-        &[
-            "test_globalaveragepool",
-            "test_globalaveragepool_precomputed",
-        ],
-        |c| {
-            let (xs, xd) = to_nhwc(&c.inputs[0])?;
-            let mut y = vec![0.0; xd.n * xd.c];
-            gap_forward(&xs, xd, &mut y);
-            // (N, C) -> ONNX's (N, C, 1, 1)
-            compare(
-                c,
-                "Y",
-                &to_nchw(&y, Dims::new(xd.n, 1, 1, xd.c)),
-                &c.outputs[0],
-            )
-        },
-    );
+    run_cases("GlobalAveragePool", &["test_globalaveragepool", "test_globalaveragepool_precomputed"], |c| {
+        let (xs, xd) = to_nhwc(&c.inputs[0])?;
+        let mut y = vec![0.0; xd.n * xd.c];
+        gap_forward(&xs, xd, &mut y);
+        // (N, C) -> ONNX's (N, C, 1, 1)
+        compare(c, "Y", &to_nchw(&y, Dims::new(xd.n, 1, 1, xd.c)), &c.outputs[0])
+    });
 }
 
 // ------------------------------------------------------------------- Gemm
@@ -549,10 +461,7 @@ const GEMM_CASES: &[&str] = &[
 ];
 
 fn check_gemm(c: &Case) -> Check {
-    let (alpha, beta) = (
-        attr_float(&c.model, "alpha", 1.0)?,
-        attr_float(&c.model, "beta", 1.0)?,
-    );
+    let (alpha, beta) = (attr_float(&c.model, "alpha", 1.0)?, attr_float(&c.model, "beta", 1.0)?);
     if alpha != 1.0 || beta != 1.0 {
         return Err(format!("alpha {alpha}, beta {beta} (unsupported)"));
     }
@@ -575,22 +484,14 @@ fn check_gemm(c: &Case) -> Check {
     let bias = match c.inputs.get(2) {
         None => vec![0.0; n],
         Some(t) if t.data.len() == 1 => vec![t.data[0]; n],
-        Some(t) if t.data.len() == n && t.dims.iter().rev().skip(1).all(|&d| d == 1) => {
-            t.data.clone()
-        }
+        Some(t) if t.data.len() == n && t.dims.iter().rev().skip(1).all(|&d| d == 1) => t.data.clone(),
         Some(t) => {
-            return Err(format!(
-                "C {:?} is not a vector over the outputs (unsupported)",
-                t.dims
-            ));
+            return Err(format!("C {:?} is not a vector over the outputs (unsupported)", t.dims));
         }
     };
     let mut y = vec![0.0; m * n];
     Fc { fin: k, fout: n }.forward(&w, &bias, &x, &mut y);
-    let y = Tensor {
-        dims: vec![m, n],
-        data: y,
-    };
+    let y = Tensor { dims: vec![m, n], data: y };
     compare(c, "Y", &y, &c.outputs[0])
 }
 
@@ -621,28 +522,17 @@ const SOFTMAX_CASES: &[&str] = &[
 fn check_softmax(c: &Case) -> Check {
     let x = &c.inputs[0];
     let rank = x.dims.len() as i64;
-    let opset = c
-        .model
-        .opset
-        .ok_or("no opset_import for the default domain")?;
+    let opset = c.model.opset.ok_or("no opset_import for the default domain")?;
     let axis = attr_int(&c.model, "axis", if opset >= 13 { -1 } else { 1 })?;
     let axis = if axis < 0 { axis + rank } else { axis };
     if !(0..rank).contains(&axis) {
         return Err(format!("axis {axis} out of range for {:?}", x.dims));
     }
     let after = &x.dims[axis as usize..];
-    let (k, inner) = if opset >= 13 {
-        (after[0], after[1..].iter().product())
-    } else {
-        (after.iter().product(), 1)
-    };
+    let (k, inner) = if opset >= 13 { (after[0], after[1..].iter().product()) } else { (after.iter().product(), 1) };
     let mut y = vec![0.0; x.data.len()];
     // per outer block: (K, inner) -> (inner, K), softmax of each row, back
-    for (xb, yb) in x
-        .data
-        .chunks_exact(k * inner)
-        .zip(y.chunks_exact_mut(k * inner))
-    {
+    for (xb, yb) in x.data.chunks_exact(k * inner).zip(y.chunks_exact_mut(k * inner)) {
         let xt = transpose(xb, k, inner);
         let mut p = vec![0.0; k * inner];
         softmax(&xt, k, &mut p);

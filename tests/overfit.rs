@@ -15,9 +15,7 @@ fn resnet20_overfits_one_batch() {
     for (i, v) in net.input.iter_mut().enumerate() {
         *v = 2.0 * counter_uniform("overfit/x", i as u64) - 1.0;
     }
-    let labels: Vec<u32> = (0..n)
-        .map(|i| (counter_uniform("overfit/y", i as u64) * 10.0) as u32)
-        .collect();
+    let labels: Vec<u32> = (0..n).map(|i| (counter_uniform("overfit/y", i as u64) * 10.0) as u32).collect();
     let mut sgd = Sgd::new(net.params.len());
     let mut losses = vec![];
     for _ in 0..30 {
@@ -32,8 +30,5 @@ fn resnet20_overfits_one_batch() {
     }
     eprintln!("losses: {losses:?}");
     assert!(losses[0] > 1.5, "starts near ln(10): {}", losses[0]);
-    assert!(
-        *losses.last().unwrap() < 0.05,
-        "did not memorise the batch in 30 steps: {losses:?}"
-    );
+    assert!(*losses.last().unwrap() < 0.05, "did not memorise the batch in 30 steps: {losses:?}");
 }

@@ -40,24 +40,13 @@ pub fn summarize(spec: &ArchSpec, h: usize, w: usize) -> Summary {
         flops: plan.stem.conv.macs(h, w),
     }];
     if let Some((_, d)) = plan.pool {
-        stages.push(StageRow {
-            name: "maxpool".into(),
-            output: [d.h, d.w, d.c],
-            blocks: 0,
-            params: 0,
-            flops: 0,
-        });
+        stages.push(StageRow { name: "maxpool".into(), output: [d.h, d.w, d.c], blocks: 0, params: 0, flops: 0 });
     }
     let mut projections = 0;
     for (si, _) in spec.stages.iter().enumerate() {
         let blocks: Vec<_> = plan.blocks.iter().filter(|b| b.stage == si).collect();
-        let mut row = StageRow {
-            name: format!("layer{}", si + 1),
-            output: [0; 3],
-            blocks: blocks.len(),
-            params: 0,
-            flops: 0,
-        };
+        let mut row =
+            StageRow { name: format!("layer{}", si + 1), output: [0; 3], blocks: blocks.len(), params: 0, flops: 0 };
         for b in blocks {
             let proj = match &b.shortcut {
                 ShortcutPlan::Proj(u) => {
@@ -111,20 +100,13 @@ pub fn render(s: &Summary) -> String {
         s.input[1],
         s.input[2]
     );
-    out += &format!(
-        "{:<12} {:>14} {:>7} {:>14} {:>16}\n",
-        "stage", "output", "blocks", "params", "mult-adds"
-    );
+    out += &format!("{:<12} {:>14} {:>7} {:>14} {:>16}\n", "stage", "output", "blocks", "params", "mult-adds");
     for r in &s.stages {
         out += &format!(
             "{:<12} {:>14} {:>7} {:>14} {:>16}\n",
             r.name,
             format!("{}x{}x{}", r.output[0], r.output[1], r.output[2]),
-            if r.blocks > 0 {
-                r.blocks.to_string()
-            } else {
-                "-".into()
-            },
+            if r.blocks > 0 { r.blocks.to_string() } else { "-".into() },
             thousands(r.params as u64),
             thousands(r.flops)
         );

@@ -77,10 +77,7 @@ impl ArchArgs {
         let size = self.input_size.unwrap_or(spec.input_size);
         let min = if spec.has_maxpool() { 32 } else { 8 };
         if size < min {
-            anyhow::bail!(
-                "--input-size {size} is too small for {}: at least {min}",
-                spec.name
-            );
+            anyhow::bail!("--input-size {size} is too small for {}: at least {min}", spec.name);
         }
         Ok((spec, size))
     }

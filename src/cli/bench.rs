@@ -12,12 +12,10 @@ enum ModeArg {
 }
 
 #[derive(clap::Args)]
-#[command(
-    after_help = "Examples:\n  resnet bench --arch resnet20 --batch 128 --steps 20\n  \
+#[command(after_help = "Examples:\n  resnet bench --arch resnet20 --batch 128 --steps 20\n  \
 resnet bench --arch resnet50 --stride-in 3x3 --mode infer --batch 16 --steps 5 --json\n\n\
 A training step is forward (batch statistics) + softmax cross-entropy + backward + SGD update. \
-\"gflops\" counts 2 FLOPs per multiply-add and a training step as 3 forward passes."
-)]
+\"gflops\" counts 2 FLOPs per multiply-add and a training step as 3 forward passes.")]
 pub struct Args {
     #[command(flatten)]
     arch: ArchArgs,
@@ -52,9 +50,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if t == 0 {
             anyhow::bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()?;
+        rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
     }
     let mode = match a.mode {
         ModeArg::Train => Mode::Train,

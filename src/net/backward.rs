@@ -51,36 +51,39 @@ fn unit_conv_backward(
     n: usize,
     t1: &[f32],
     dx: Option<(&mut [f32], bool)>,
-    wt: &mut [f32],
-    partials: &mut [Vec<f32>],
+    s: &mut ConvScratch,
 ) {
     let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
     let wl = u.conv.weight_len();
-    u.conv.backward_weight(
-        &x[..xd.len()],
-        xd,
-        &t1[..yd.len()],
-        &mut grads[u.w..u.w + wl],
-        partials,
-    );
+    u.conv.backward_weight_with(s.path, &x[..xd.len()], xd, &t1[..yd.len()], &mut grads[u.w..u.w + wl], s.partials);
     if let Some((dx, accumulate)) = dx {
-        u.conv.backward_data(
+        u.conv.backward_data_with(
+            s.path,
             &params[u.w..u.w + wl],
             &t1[..yd.len()],
             xd,
             &mut dx[..xd.len()],
             accumulate,
-            wt,
+            s.wt,
         );
     }
 }
 
+/// What the convolution kernels need besides their operands.
+struct ConvScratch<'a> {
+    /// transposed weights
+    wt: &'a mut [f32],
+    /// per-task weight-gradient partial sums
+    partials: &'a mut [Vec<f32>],
+    path: crate::kernels::Path,
+}
+
+/// Gradient scratch t1..t3 and the kernels' scratch.
 struct Scratch<'a> {
     t1: &'a mut [f32],
     t2: &'a mut [f32],
     t3: Option<&'a mut [f32]>,
-    wt: &'a mut [f32],
-    partials: &'a mut [Vec<f32>],
+    k: ConvScratch<'a>,
 }
 
 /// One block: gy (grad at the block output) -> gx (grad at the block input x).
@@ -104,35 +107,17 @@ fn block_backward(
             match &bp.shortcut {
                 ShortcutPlan::None => unit_bn_backward(u, b, params, grads, n, gy, s.t1, None),
                 // dz flows unchanged to the block input
-                ShortcutPlan::Identity => {
-                    unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(gx))
-                }
+                ShortcutPlan::Identity => unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(gx)),
                 ShortcutPlan::PadA { stride } => {
                     unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(s.t2));
-                    shortcut::pad_a_backward(
-                        &s.t2[..yd.len()],
-                        yd,
-                        &mut gx[..xd.len()],
-                        xd,
-                        *stride,
-                    );
+                    shortcut::pad_a_backward(&s.t2[..yd.len()], yd, &mut gx[..xd.len()], xd, *stride);
                 }
                 ShortcutPlan::Proj(pu) => {
                     unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(s.t2));
                     let pb = bb.proj.as_ref().expect("projection buffers");
                     let t3 = s.t3.as_deref_mut().expect("projection scratch");
                     unit_bn_backward(pu, pb, params, grads, n, s.t2, t3, None);
-                    unit_conv_backward(
-                        pu,
-                        params,
-                        grads,
-                        x,
-                        n,
-                        t3,
-                        Some((gx, false)),
-                        s.wt,
-                        s.partials,
-                    );
+                    unit_conv_backward(pu, params, grads, x, n, t3, Some((gx, false)), &mut s.k);
                 }
             }
         } else {
@@ -144,7 +129,7 @@ fn block_backward(
         } else {
             Some((&mut *s.t2, false))
         };
-        unit_conv_backward(u, params, grads, input, n, s.t1, dx, s.wt, s.partials);
+        unit_conv_backward(u, params, grads, input, n, s.t1, dx, &mut s.k);
     }
 }
 
@@ -168,6 +153,7 @@ impl Net {
             g,
             wt,
             partials,
+            path,
             ..
         } = self;
         let (fin, fout) = (plan.fc.fin, plan.fc.fout);
@@ -182,10 +168,7 @@ impl Net {
             Some(&mut dfeat[..n * fin]),
         );
         let (mut iy, mut ix) = (0usize, 1usize);
-        let last = Dims {
-            n,
-            ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd)
-        };
+        let last = Dims { n, ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd) };
         pool::gap_backward(&dfeat[..n * fin], last, &mut g[iy][..last.len()]);
         let (gbufs, rest) = g.split_at_mut(2);
         let (t1, rest) = rest.split_at_mut(1);
@@ -194,8 +177,7 @@ impl Net {
             t1: &mut t1[0],
             t2: &mut t2[0],
             t3: rest.first_mut().map(|v| &mut v[..]),
-            wt,
-            partials,
+            k: ConvScratch { wt, partials, path: *path },
         };
         for i in (0..blocks.len()).rev() {
             let x: &[f32] = match i.checked_sub(1) {
@@ -204,34 +186,17 @@ impl Net {
                 None => &stem.out,
             };
             let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
-            block_backward(
-                &plan.blocks[i],
-                &blocks[i],
-                params,
-                grads,
-                x,
-                n,
-                gy,
-                gx,
-                &mut s,
-            );
+            block_backward(&plan.blocks[i], &blocks[i], params, grads, x, n, gy, gx, &mut s);
             std::mem::swap(&mut iy, &mut ix);
         }
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
             let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
-            mp.backward(
-                &gy[..od.len()],
-                &pool_arg[..od.len()],
-                sd,
-                &mut gx[..sd.len()],
-            );
+            mp.backward(&gy[..od.len()], &pool_arg[..od.len()], sd, &mut gx[..sd.len()]);
             std::mem::swap(&mut iy, &mut ix);
         }
         let gy = &gbufs[iy];
         unit_bn_backward(&plan.stem, stem, params, grads, n, gy, s.t1, None);
-        unit_conv_backward(
-            &plan.stem, params, grads, input, n, s.t1, None, s.wt, s.partials,
-        );
+        unit_conv_backward(&plan.stem, params, grads, input, n, s.t1, None, &mut s.k);
     }
 }

@@ -1,6 +1,7 @@
 //! Forward pass: stem -> [max pool] -> blocks -> global average pool -> fc.
 
 use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan};
+use crate::kernels::Path;
 use crate::ops::bn::{self, Act, BnParams};
 use crate::ops::loss::{self, LossOut};
 use crate::ops::pool;
@@ -13,8 +14,7 @@ use crate::par::Dims;
 pub(crate) fn unit_forward(
     u: &UnitPlan,
     b: &mut UnitBufs,
-    params: &[f32],
-    stats: &mut [f32],
+    (params, stats, path): (&[f32], &mut [f32], Path),
     x: &[f32],
     n: usize,
     train: bool,
@@ -22,16 +22,8 @@ pub(crate) fn unit_forward(
 ) {
     let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
     let c = yd.c;
-    u.conv.forward(
-        &params[u.w..u.w + u.conv.weight_len()],
-        &x[..xd.len()],
-        xd,
-        &mut b.pre[..yd.len()],
-    );
-    let p = BnParams {
-        gamma: &params[u.gamma..u.gamma + c],
-        beta: &params[u.beta..u.beta + c],
-    };
+    u.conv.forward_with(path, &params[u.w..u.w + u.conv.weight_len()], &x[..xd.len()], xd, &mut b.pre[..yd.len()]);
+    let p = BnParams { gamma: &params[u.gamma..u.gamma + c], beta: &params[u.beta..u.beta + c] };
     let (rmean, rvar) = stats[u.rmean..u.rvar + c].split_at_mut(c);
     let (pre, out) = (&b.pre[..yd.len()], &mut b.out[..yd.len()]);
     if train {
@@ -45,8 +37,7 @@ pub(crate) fn unit_forward(
 fn block_forward(
     bp: &super::plan::BlockPlan,
     bb: &mut BlockBufs,
-    params: &[f32],
-    stats: &mut [f32],
+    (params, stats, path): (&[f32], &mut [f32], Path),
     x: &[f32],
     n: usize,
     train: bool,
@@ -61,30 +52,18 @@ fn block_forward(
             match &bp.shortcut {
                 ShortcutPlan::None => None,
                 ShortcutPlan::Identity => Some(ShortcutSrc::Identity(&x[..bp.xd.len() * n])),
-                ShortcutPlan::PadA { stride } => Some(ShortcutSrc::PadA {
-                    x,
-                    xd: Dims { n, ..bp.xd },
-                    yd: Dims { n, ..bp.yd },
-                    stride: *stride,
-                }),
+                ShortcutPlan::PadA { stride } => {
+                    Some(ShortcutSrc::PadA { x, xd: Dims { n, ..bp.xd }, yd: Dims { n, ..bp.yd }, stride: *stride })
+                }
                 ShortcutPlan::Proj(pu) => {
                     let pb = bb.proj.as_mut().expect("projection buffers");
-                    unit_forward(pu, pb, params, stats, x, n, train, None);
+                    unit_forward(pu, pb, (params, stats, path), x, n, train, None);
                     Some(ShortcutSrc::Identity(&pb.out[..pu.yd.len() * n]))
                 }
             }
         };
         debug_assert_eq!(shortcut.is_some(), bp.units[j].act == Act::AddRelu);
-        unit_forward(
-            &bp.units[j],
-            &mut rest[0],
-            params,
-            stats,
-            input,
-            n,
-            train,
-            shortcut,
-        );
+        unit_forward(&bp.units[j], &mut rest[0], (params, stats, path), input, n, train, shortcut);
     }
 }
 
@@ -93,37 +72,14 @@ impl Net {
     /// `self.logits[..n * classes]`. `train` uses batch statistics and updates
     /// the running ones (and requires a net built for training).
     pub fn forward(&mut self, n: usize, train: bool) {
-        assert!(
-            n >= 1 && n <= self.batch,
-            "batch {n} outside 1..={}",
-            self.batch
-        );
-        assert!(
-            !train || self.train,
-            "training forward on a net built for inference"
-        );
-        let Net {
-            plan,
-            params,
-            stats,
-            input,
-            stem,
-            pool_out,
-            pool_arg,
-            blocks,
-            feat,
-            logits,
-            ..
-        } = self;
-        unit_forward(&plan.stem, stem, params, stats, input, n, train, None);
+        assert!(n >= 1 && n <= self.batch, "batch {n} outside 1..={}", self.batch);
+        assert!(!train || self.train, "training forward on a net built for inference");
+        let Net { plan, params, stats, input, stem, pool_out, pool_arg, blocks, feat, logits, path, .. } = self;
+        let path = *path;
+        unit_forward(&plan.stem, stem, (params, stats, path), input, n, train, None);
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
-            mp.forward(
-                &stem.out[..sd.len()],
-                sd,
-                &mut pool_out[..od.len()],
-                &mut pool_arg[..od.len()],
-            );
+            mp.forward(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()], &mut pool_arg[..od.len()]);
         }
         for i in 0..blocks.len() {
             let (before, rest) = blocks.split_at_mut(i);
@@ -132,12 +88,9 @@ impl Net {
                 None if plan.pool.is_some() => pool_out,
                 None => &stem.out,
             };
-            block_forward(&plan.blocks[i], &mut rest[0], params, stats, x, n, train);
+            block_forward(&plan.blocks[i], &mut rest[0], (params, stats, path), x, n, train);
         }
-        let last = Dims {
-            n,
-            ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd)
-        };
+        let last = Dims { n, ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd) };
         let out: &[f32] = match blocks.last() {
             Some(b) => &b.units.last().unwrap().out,
             None => &stem.out,

@@ -36,22 +36,14 @@ pub(crate) struct BlockBufs {
 /// Errors building a network.
 #[derive(Debug)]
 pub enum BuildError {
-    TooLarge {
-        need_bytes: u64,
-        available_bytes: u64,
-        batch: usize,
-    },
+    TooLarge { need_bytes: u64, available_bytes: u64, batch: usize },
     Invalid(String),
 }
 
 impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BuildError::TooLarge {
-                need_bytes,
-                available_bytes,
-                batch,
-            } => write!(
+            BuildError::TooLarge { need_bytes, available_bytes, batch } => write!(
                 f,
                 "batch {batch} needs about {:.1} GiB of memory for this network, but only {:.1} GiB is available; use a smaller --batch (about {} would fit)",
                 *need_bytes as f64 / (1u64 << 30) as f64,
@@ -70,6 +62,8 @@ pub struct Net {
     /// batch capacity
     pub batch: usize,
     pub train: bool,
+    /// which kernels run (the fastest this CPU supports unless forced)
+    pub path: crate::kernels::Path,
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
     /// BN running mean / var
@@ -94,11 +88,7 @@ pub struct Net {
 }
 
 fn unit_bufs(u: &UnitPlan, n: usize) -> UnitBufs {
-    UnitBufs {
-        pre: vec![0.0; u.yd.len() * n],
-        out: vec![0.0; u.yd.len() * n],
-        saved: BnSaved::default(),
-    }
+    UnitBufs { pre: vec![0.0; u.yd.len() * n], out: vec![0.0; u.yd.len() * n], saved: BnSaved::default() }
 }
 
 /// Our layout -> torchvision's (conv weights HWIO -> OIHW; others as they are).
@@ -131,14 +121,7 @@ impl Net {
     /// Build `spec` for batches of up to `batch` images of `h` x `w` pixels.
     /// `train` allocates what backward needs. Parameters are He-initialised
     /// (see [`crate::init`]) from `seed`.
-    pub fn new(
-        spec: &ArchSpec,
-        batch: usize,
-        h: usize,
-        w: usize,
-        train: bool,
-        seed: u64,
-    ) -> Result<Net, BuildError> {
+    pub fn new(spec: &ArchSpec, batch: usize, h: usize, w: usize, train: bool, seed: u64) -> Result<Net, BuildError> {
         if batch == 0 {
             return Err(BuildError::Invalid("batch size must be at least 1".into()));
         }
@@ -153,11 +136,7 @@ impl Net {
         let threads = crate::par::threads();
         let need = plan.memory_bytes(batch, train, threads);
         if let Some(avail) = available_memory().filter(|&a| need > a) {
-            return Err(BuildError::TooLarge {
-                need_bytes: need,
-                available_bytes: avail,
-                batch,
-            });
+            return Err(BuildError::TooLarge { need_bytes: need, available_bytes: avail, batch });
         }
         let n = batch;
         let pool_len = plan.pool.map(|(_, d)| d.len() * n).unwrap_or(0);
@@ -183,6 +162,7 @@ impl Net {
         let mut net = Net {
             batch,
             train,
+            path: crate::kernels::Path::cached(),
             params: vec![0.0; plan.n_params],
             grads: vec![0.0; if train { plan.n_params } else { 0 }],
             stats: vec![0.0; plan.n_stats],
@@ -197,9 +177,7 @@ impl Net {
             dfeat: vec![0.0; if train { plan.fc.fin * n } else { 0 }],
             g: (0..ng).map(|_| vec![0.0; gmax]).collect(),
             wt: vec![0.0; if train { plan.max_conv_weights() } else { 0 }],
-            partials: (0..if train { threads } else { 0 })
-                .map(|_| vec![0.0; plan.max_conv_weights()])
-                .collect(),
+            partials: (0..if train { threads } else { 0 }).map(|_| vec![0.0; plan.max_conv_weights()]).collect(),
             plan,
         };
         crate::init::he_init(&mut net, seed);
@@ -212,10 +190,7 @@ impl Net {
 
     /// Shape of the input for `n` images.
     pub fn input_dims(&self, n: usize) -> Dims {
-        Dims {
-            n,
-            ..self.plan.input
-        }
+        Dims { n, ..self.plan.input }
     }
 
     pub fn classes(&self) -> usize {
@@ -227,21 +202,12 @@ impl Net {
         if let Some(t) = self.plan.params.iter().find(|t| t.name == name) {
             return Some((t, true));
         }
-        self.plan
-            .stats
-            .iter()
-            .find(|t| t.name == name)
-            .map(|t| (t, false))
+        self.plan.stats.iter().find(|t| t.name == name).map(|t| (t, false))
     }
 
     /// Every tensor's name, in torchvision state_dict order (params, then stats per layer).
     pub fn tensor_names(&self) -> Vec<String> {
-        self.plan
-            .params
-            .iter()
-            .chain(&self.plan.stats)
-            .map(|t| t.name.clone())
-            .collect()
+        self.plan.params.iter().chain(&self.plan.stats).map(|t| t.name.clone()).collect()
     }
 
     /// A tensor in torchvision layout (convs OIHW), from params or stats.
@@ -257,29 +223,17 @@ impl Net {
         if !is_param || self.grads.is_empty() {
             return None;
         }
-        Some(to_torch_layout(
-            t.kind,
-            &self.grads[t.offset..t.offset + t.len],
-        ))
+        Some(to_torch_layout(t.kind, &self.grads[t.offset..t.offset + t.len]))
     }
 
     /// Set a tensor from torchvision layout. Errors name the tensor and the shapes.
     pub fn set_torch(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<(), String> {
-        let (t, is_param) = self
-            .tensor_info(name)
-            .ok_or_else(|| format!("unexpected tensor '{name}'"))?;
+        let (t, is_param) = self.tensor_info(name).ok_or_else(|| format!("unexpected tensor '{name}'"))?;
         if t.shape != shape || data.len() != t.len {
-            return Err(format!(
-                "tensor '{name}': expected shape {:?}, got {:?}",
-                t.shape, shape
-            ));
+            return Err(format!("tensor '{name}': expected shape {:?}, got {:?}", t.shape, shape));
         }
         let (offset, len, kind) = (t.offset, t.len, t.kind);
-        let dst = if is_param {
-            &mut self.params
-        } else {
-            &mut self.stats
-        };
+        let dst = if is_param { &mut self.params } else { &mut self.stats };
         let dst = &mut dst[offset..offset + len];
         match kind {
             ParamKind::ConvWeight { k, cin, cout } => {

@@ -112,96 +112,39 @@ impl Builder {
     fn param(&mut self, name: String, shape: Vec<usize>, kind: ParamKind) -> usize {
         let len = shape.iter().product();
         let offset = self.n_params;
-        self.params.push(TensorInfo {
-            name,
-            shape,
-            offset,
-            len,
-            kind,
-        });
+        self.params.push(TensorInfo { name, shape, offset, len, kind });
         self.n_params += len;
         offset
     }
     fn stat(&mut self, name: String, c: usize, kind: ParamKind) -> usize {
         let offset = self.n_stats;
-        self.stats.push(TensorInfo {
-            name,
-            shape: vec![c],
-            offset,
-            len: c,
-            kind,
-        });
+        self.stats.push(TensorInfo { name, shape: vec![c], offset, len: c, kind });
         self.n_stats += c;
         offset
     }
     /// conv (no bias) + BN, named like torchvision.
-    fn unit(
-        &mut self,
-        conv_name: String,
-        bn_name: String,
-        conv: Conv,
-        act: Act,
-        xd: Dims,
-    ) -> UnitPlan {
+    fn unit(&mut self, conv_name: String, bn_name: String, conv: Conv, act: Act, xd: Dims) -> UnitPlan {
         let (k, cin, cout) = (conv.k, conv.cin, conv.cout);
-        let w = self.param(
-            format!("{conv_name}.weight"),
-            vec![cout, cin, k, k],
-            ParamKind::ConvWeight { k, cin, cout },
-        );
+        let w =
+            self.param(format!("{conv_name}.weight"), vec![cout, cin, k, k], ParamKind::ConvWeight { k, cin, cout });
         let gamma = self.param(format!("{bn_name}.weight"), vec![cout], ParamKind::BnWeight);
         let beta = self.param(format!("{bn_name}.bias"), vec![cout], ParamKind::BnBias);
-        let rmean = self.stat(
-            format!("{bn_name}.running_mean"),
-            cout,
-            ParamKind::RunningMean,
-        );
-        let rvar = self.stat(
-            format!("{bn_name}.running_var"),
-            cout,
-            ParamKind::RunningVar,
-        );
-        UnitPlan {
-            conv,
-            act,
-            xd,
-            yd: conv.out_dims(xd),
-            w,
-            gamma,
-            beta,
-            rmean,
-            rvar,
-            conv_name,
-            bn_name,
-        }
+        let rmean = self.stat(format!("{bn_name}.running_mean"), cout, ParamKind::RunningMean);
+        let rvar = self.stat(format!("{bn_name}.running_var"), cout, ParamKind::RunningVar);
+        UnitPlan { conv, act, xd, yd: conv.out_dims(xd), w, gamma, beta, rmean, rvar, conv_name, bn_name }
     }
 }
 
 impl Plan {
     /// Lay out `spec` for an input of `h` x `w` pixels.
     pub fn new(spec: &ArchSpec, h: usize, w: usize) -> Plan {
-        let mut b = Builder {
-            params: vec![],
-            n_params: 0,
-            stats: vec![],
-            n_stats: 0,
-        };
+        let mut b = Builder { params: vec![], n_params: 0, stats: vec![], n_stats: 0 };
         let input = Dims::new(1, h, w, spec.in_channels);
         let (k, s, p, width) = spec.stem();
-        let stem = b.unit(
-            "conv1".into(),
-            "bn1".into(),
-            Conv::new(spec.in_channels, width, k, s, p),
-            Act::Relu,
-            input,
-        );
+        let stem = b.unit("conv1".into(), "bn1".into(), Conv::new(spec.in_channels, width, k, s, p), Act::Relu, input);
         let mut d = stem.yd;
         let pool = spec.has_maxpool().then(|| {
-            let mp = MaxPool {
-                k: 3,
-                stride: 2,
-                pad: 1,
-            };
+            let mp = MaxPool { k: 3, stride: 2, pad: 1 };
             d = mp.out_dims(d);
             (mp, d)
         });
@@ -213,26 +156,15 @@ impl Plan {
                 let stride = if bi == 0 { stage.stride } else { 1 };
                 let (cin, cout, wd) = (d.c, stage.width * exp, stage.width);
                 let xd = d;
-                let last_act = if spec.shortcut.is_some() {
-                    Act::AddRelu
-                } else {
-                    Act::Relu
-                };
+                let last_act = if spec.shortcut.is_some() { Act::AddRelu } else { Act::Relu };
                 let convs: Vec<Conv> = match spec.block {
-                    BlockKind::Basic => vec![
-                        Conv::new(cin, wd, 3, stride, 1),
-                        Conv::new(wd, cout, 3, 1, 1),
-                    ],
+                    BlockKind::Basic => vec![Conv::new(cin, wd, 3, stride, 1), Conv::new(wd, cout, 3, 1, 1)],
                     BlockKind::Bottleneck => {
                         let (s1, s3) = match spec.stride_in {
                             StrideIn::OneByOne => (stride, 1),
                             StrideIn::ThreeByThree => (1, stride),
                         };
-                        vec![
-                            Conv::new(cin, wd, 1, s1, 0),
-                            Conv::new(wd, wd, 3, s3, 1),
-                            Conv::new(wd, cout, 1, 1, 0),
-                        ]
+                        vec![Conv::new(cin, wd, 1, s1, 0), Conv::new(wd, wd, 3, s3, 1), Conv::new(wd, cout, 1, 1, 0)]
                     }
                 };
                 let nconv = convs.len();
@@ -240,13 +172,7 @@ impl Plan {
                 let mut ud = xd;
                 for (j, conv) in convs.into_iter().enumerate() {
                     let act = if j + 1 == nconv { last_act } else { Act::Relu };
-                    let u = b.unit(
-                        format!("{name}.conv{}", j + 1),
-                        format!("{name}.bn{}", j + 1),
-                        conv,
-                        act,
-                        ud,
-                    );
+                    let u = b.unit(format!("{name}.conv{}", j + 1), format!("{name}.bn{}", j + 1), conv, act, ud);
                     ud = u.yd;
                     units.push(u);
                 }
@@ -254,9 +180,7 @@ impl Plan {
                 let shortcut = match spec.shortcut {
                     None => ShortcutPlan::None,
                     Some(ShortcutOpt::A) if changes => ShortcutPlan::PadA { stride },
-                    Some(ShortcutOpt::C) | Some(ShortcutOpt::B)
-                        if changes || spec.shortcut == Some(ShortcutOpt::C) =>
-                    {
+                    Some(ShortcutOpt::C) | Some(ShortcutOpt::B) if changes || spec.shortcut == Some(ShortcutOpt::C) => {
                         ShortcutPlan::Proj(b.unit(
                             format!("{name}.downsample.0"),
                             format!("{name}.downsample.1"),
@@ -267,26 +191,12 @@ impl Plan {
                     }
                     Some(_) => ShortcutPlan::Identity,
                 };
-                blocks.push(BlockPlan {
-                    name,
-                    stage: si,
-                    units,
-                    shortcut,
-                    xd,
-                    yd: ud,
-                });
+                blocks.push(BlockPlan { name, stage: si, units, shortcut, xd, yd: ud });
                 d = ud;
             }
         }
-        let fc = Fc {
-            fin: d.c,
-            fout: spec.classes,
-        };
-        let fc_w = b.param(
-            "fc.weight".into(),
-            vec![spec.classes, d.c],
-            ParamKind::FcWeight,
-        );
+        let fc = Fc { fin: d.c, fout: spec.classes };
+        let fc_w = b.param("fc.weight".into(), vec![spec.classes, d.c], ParamKind::FcWeight);
         let fc_b = b.param("fc.bias".into(), vec![spec.classes], ParamKind::FcBias);
         Plan {
             spec: spec.clone(),
@@ -316,10 +226,7 @@ impl Plan {
 
     /// Forward multiply-adds for one image: convolutions + fc.
     pub fn macs(&self) -> u64 {
-        self.units()
-            .map(|u| u.conv.macs(u.xd.h, u.xd.w))
-            .sum::<u64>()
-            + (self.fc.fin * self.fc.fout) as u64
+        self.units().map(|u| u.conv.macs(u.xd.h, u.xd.w)).sum::<u64>() + (self.fc.fin * self.fc.fout) as u64
     }
 
     /// Bytes of f32 activations kept per image in training (conv outputs and
@@ -337,10 +244,7 @@ impl Plan {
 
     /// Largest activation of one image (sizes the gradient and scratch buffers).
     pub fn max_activation_per_image(&self) -> usize {
-        self.units()
-            .map(|u| u.yd.len().max(u.xd.len()))
-            .max()
-            .unwrap_or(0)
+        self.units().map(|u| u.yd.len().max(u.xd.len())).max().unwrap_or(0)
     }
 
     pub fn max_conv_weights(&self) -> usize {
@@ -349,9 +253,7 @@ impl Plan {
 
     /// Whether any block has a projection shortcut (needs one more scratch buffer).
     pub fn has_projection(&self) -> bool {
-        self.blocks
-            .iter()
-            .any(|b| matches!(b.shortcut, ShortcutPlan::Proj(_)))
+        self.blocks.iter().any(|b| matches!(b.shortcut, ShortcutPlan::Proj(_)))
     }
 
     /// Bytes the engine allocates for a batch of `n` (training if `train`).

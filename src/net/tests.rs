@@ -28,40 +28,27 @@ fn parameter_counts_match_the_paper_and_torchvision() {
         assert_eq!(p.n_params, n, "{a}");
         // stride placement moves FLOPs, not parameters
         if s.block == crate::arch::BlockKind::Bottleneck {
-            let o = ArchOptions {
-                stride_in: Some(StrideIn::ThreeByThree),
-                ..Default::default()
-            };
+            let o = ArchOptions { stride_in: Some(StrideIn::ThreeByThree), ..Default::default() };
             assert_eq!(Plan::new(&spec(a, o), 224, 224).n_params, n);
         }
     }
     // plain nets equal their option-A twins
     for d in ["20", "56", "110", "18", "34"] {
-        let a = ArchOptions {
-            shortcut: Some(ShortcutOpt::A),
-            ..Default::default()
-        };
+        let a = ArchOptions { shortcut: Some(ShortcutOpt::A), ..Default::default() };
         let r = Plan::new(&spec(&format!("resnet{d}"), a), 32, 32).n_params;
         let p = Plan::new(&spec(&format!("plain{d}"), ArchOptions::default()), 32, 32).n_params;
         assert_eq!(r, p, "depth {d}");
     }
     // option C adds a projection to every block
-    let c = ArchOptions {
-        shortcut: Some(ShortcutOpt::C),
-        ..Default::default()
-    };
+    let c = ArchOptions { shortcut: Some(ShortcutOpt::C), ..Default::default() };
     assert!(Plan::new(&spec("resnet34", c), 224, 224).n_params > 21_797_672);
 }
 
 #[test]
 fn flops_match_table_1() {
-    for (a, f) in [
-        ("resnet18", 1.8e9),
-        ("resnet34", 3.6e9),
-        ("resnet50", 3.8e9),
-        ("resnet101", 7.6e9),
-        ("resnet152", 11.3e9),
-    ] {
+    for (a, f) in
+        [("resnet18", 1.8e9), ("resnet34", 3.6e9), ("resnet50", 3.8e9), ("resnet101", 7.6e9), ("resnet152", 11.3e9)]
+    {
         let s = spec(a, ArchOptions::default());
         let m = Plan::new(&s, 224, 224).macs() as f64;
         assert!((m / f - 1.0).abs() < 0.03, "{a}: {m:e} vs {f:e}");
@@ -70,10 +57,7 @@ fn flops_match_table_1() {
     let m = Plan::new(&s, 32, 32).macs() as f64;
     assert!((m / 40.55e6 - 1.0).abs() < 0.001, "resnet20 {m}");
     // torchvision's v1.5 ResNet-50: 4.09 GFLOPs
-    let o = ArchOptions {
-        stride_in: Some(StrideIn::ThreeByThree),
-        ..Default::default()
-    };
+    let o = ArchOptions { stride_in: Some(StrideIn::ThreeByThree), ..Default::default() };
     let m = Plan::new(&spec("resnet50", o), 224, 224).macs() as f64;
     assert!((m / 4.09e9 - 1.0).abs() < 0.01, "v1.5 {m:e}");
 }
@@ -96,16 +80,9 @@ fn check_net_gradients(s: &ArchSpec, n: usize, hw: usize, per_tensor: usize) {
     // random BN affine parameters so that no gradient vanishes by symmetry
     let infos = net.plan.params.clone();
     for t in &infos {
-        if matches!(
-            t.kind,
-            ParamKind::BnWeight | ParamKind::BnBias | ParamKind::FcBias
-        ) {
+        if matches!(t.kind, ParamKind::BnWeight | ParamKind::BnBias | ParamKind::FcBias) {
             let r = rand_vec(t.len, t.offset as u64);
-            let base = if t.kind == ParamKind::BnWeight {
-                1.0
-            } else {
-                0.0
-            };
+            let base = if t.kind == ParamKind::BnWeight { 1.0 } else { 0.0 };
             for (p, v) in net.params[t.offset..t.offset + t.len].iter_mut().zip(r) {
                 *p = base + 0.3 * v;
             }
@@ -137,11 +114,7 @@ fn check_net_gradients(s: &ArchSpec, n: usize, hw: usize, per_tensor: usize) {
             let num = *nums.last().unwrap();
             checked += 1;
             if (num - ana).abs() > 3e-2 * ana.abs().max(num.abs()) + 2e-3 * scale {
-                misses.push(format!(
-                    "{}[{}]: analytic {ana} vs numeric {nums:?}",
-                    t.name,
-                    j - t.offset
-                ));
+                misses.push(format!("{}[{}]: analytic {ana} vs numeric {nums:?}", t.name, j - t.offset));
             }
         }
     }
@@ -163,47 +136,46 @@ fn cifar_option_a_gradients() {
 
 #[test]
 fn plain_and_projection_gradients() {
-    check_net_gradients(
-        &spec(
-            "plain8",
-            ArchOptions {
-                classes: Some(4),
-                ..Default::default()
-            },
-        ),
-        2,
-        8,
-        4,
-    );
+    check_net_gradients(&spec("plain8", ArchOptions { classes: Some(4), ..Default::default() }), 2, 8, 4);
     for o in [ShortcutOpt::B, ShortcutOpt::C] {
-        let a = ArchOptions {
-            shortcut: Some(o),
-            classes: Some(3),
-            in_channels: Some(1),
-            ..Default::default()
-        };
+        let a = ArchOptions { shortcut: Some(o), classes: Some(3), in_channels: Some(1), ..Default::default() };
         check_net_gradients(&spec("resnet8", a), 2, 10, 3);
     }
 }
 
 #[test]
 fn imagenet_basic_and_bottleneck_gradients() {
-    check_net_gradients(
-        &spec(
-            "resnet18",
-            ArchOptions {
-                classes: Some(6),
-                ..Default::default()
-            },
-        ),
-        2,
-        33,
-        2,
-    );
-    let a = ArchOptions {
-        classes: Some(6),
-        family: Some(Family::Imagenet),
-        ..Default::default()
-    };
+    check_net_gradients(&spec("resnet18", ArchOptions { classes: Some(6), ..Default::default() }), 2, 33, 2);
+    let a = ArchOptions { classes: Some(6), family: Some(Family::Imagenet), ..Default::default() };
     check_net_gradients(&spec("resnet50", a), 2, 64, 1); // 2x2 final maps: BN over 8 values
+}
+
+#[test]
+fn kernel_paths_give_the_same_gradients() {
+    use crate::kernels::Path;
+    for (a, hw) in [("resnet18", 64), ("resnet20", 32)] {
+        let s = spec(a, ArchOptions { classes: Some(10), ..Default::default() });
+        let run = |path: Path| {
+            let mut net = Net::new(&s, 4, hw, hw, true, 3).unwrap();
+            net.path = path;
+            let x = rand_vec(net.input.len(), 5);
+            net.input.copy_from_slice(&x);
+            net.forward(4, true);
+            net.loss(&[1, 2, 3, 4]);
+            net.backward(4);
+            (net.logits.clone(), net.grads.clone(), net.plan.params.clone())
+        };
+        let (l0, g0, infos) = run(Path::Portable);
+        for &path in &Path::all_supported()[1..] {
+            let (l1, g1, _) = run(path);
+            let err = l0.iter().zip(&l1).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err < 1e-4, "{a} {path:?} logits {err}");
+            for t in infos.iter().rev() {
+                let (a0, a1) = (&g0[t.offset..t.offset + t.len], &g1[t.offset..t.offset + t.len]);
+                let scale = a0.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let err = a0.iter().zip(a1).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+                assert!(err <= 2e-5 * scale, "{a} {path:?} {}: {err} vs {scale}", t.name);
+            }
+        }
+    }
 }

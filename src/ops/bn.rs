@@ -117,18 +117,8 @@ fn normalize(
     let c = xd.c;
     // y = x * scale + shift
     let scale: Vec<f32> = p.gamma.iter().zip(invstd).map(|(g, s)| g * s).collect();
-    let shift: Vec<f32> = p
-        .beta
-        .iter()
-        .zip(mean)
-        .zip(&scale)
-        .map(|((b, m), s)| b - m * s)
-        .collect();
-    assert_eq!(
-        act == Act::AddRelu,
-        shortcut.is_some(),
-        "AddRelu needs a shortcut"
-    );
+    let shift: Vec<f32> = p.beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    assert_eq!(act == Act::AddRelu, shortcut.is_some(), "AddRelu needs a shortcut");
     par::for_rows(y, c, 64, |first, chunk| {
         for (r, yr) in chunk.chunks_exact_mut(c).enumerate() {
             let row = first + r;
@@ -174,13 +164,8 @@ pub fn backward(
     let (mean, invstd) = (&saved.mean[..c], &saved.invstd[..c]);
     let masked = act != Act::None;
     if act == Act::AddRelu {
-        let dz = dz_out
-            .as_deref_mut()
-            .expect("AddRelu backward needs a dz buffer");
-        dz.iter_mut()
-            .zip(dy)
-            .zip(y)
-            .for_each(|((d, g), v)| *d = if *v > 0.0 { *g } else { 0.0 });
+        let dz = dz_out.as_deref_mut().expect("AddRelu backward needs a dz buffer");
+        dz.iter_mut().zip(dy).zip(y).for_each(|((d, g), v)| *d = if *v > 0.0 { *g } else { 0.0 });
     }
     // the gradient at BN's output: dz (stored), or dy masked on the fly
     let g_src: &[f32] = match &dz_out {
@@ -221,11 +206,7 @@ pub fn backward(
     par::for_rows(dx, c, 64, |first, chunk| {
         for (r, dxr) in chunk.chunks_exact_mut(c).enumerate() {
             let row = first + r;
-            let (xr, gr, yr) = (
-                &x[row * c..][..c],
-                &g_src[row * c..][..c],
-                &y[row * c..][..c],
-            );
+            let (xr, gr, yr) = (&x[row * c..][..c], &g_src[row * c..][..c], &y[row * c..][..c]);
             for ch in 0..c {
                 let g = if mask && yr[ch] <= 0.0 { 0.0 } else { gr[ch] };
                 let xhat = (xr[ch] - mean[ch]) * invstd[ch];
@@ -237,18 +218,8 @@ pub fn backward(
 
 /// Backward of eval-mode BN (fixed statistics), used for analysis and tests:
 /// dx = dy * gamma / sqrt(running_var + eps).
-pub fn backward_eval_data(
-    gamma: &[f32],
-    running_var: &[f32],
-    dy: &[f32],
-    c: usize,
-    dx: &mut [f32],
-) {
-    let k: Vec<f32> = gamma
-        .iter()
-        .zip(running_var)
-        .map(|(g, v)| g / (v + EPS).sqrt())
-        .collect();
+pub fn backward_eval_data(gamma: &[f32], running_var: &[f32], dy: &[f32], c: usize, dx: &mut [f32]) {
+    let k: Vec<f32> = gamma.iter().zip(running_var).map(|(g, v)| g / (v + EPS).sqrt()).collect();
     for (dxr, dyr) in dx.chunks_exact_mut(c).zip(dy.chunks_exact(c)) {
         for ((o, g), kk) in dxr.iter_mut().zip(dyr).zip(&k) {
             *o = g * kk;
@@ -262,14 +233,7 @@ mod tests {
     use crate::ops::shortcut::ShortcutSrc;
     use crate::testutil::{check_grad, rand_vec};
 
-    fn run(
-        x: &[f32],
-        xd: Dims,
-        gamma: &[f32],
-        beta: &[f32],
-        act: Act,
-        s: Option<&[f32]>,
-    ) -> Vec<f32> {
+    fn run(x: &[f32], xd: Dims, gamma: &[f32], beta: &[f32], act: Act, s: Option<&[f32]>) -> Vec<f32> {
         let c = xd.c;
         let mut rm = vec![0.0; c];
         let mut rv = vec![1.0; c];
@@ -292,40 +256,21 @@ mod tests {
     #[test]
     fn train_forward_normalises_and_tracks_running_stats() {
         let xd = Dims::new(3, 5, 4, 6);
-        let x: Vec<f32> = rand_vec(xd.len(), 1)
-            .iter()
-            .map(|v| 3.0 * v + 2.0)
-            .collect();
+        let x: Vec<f32> = rand_vec(xd.len(), 1).iter().map(|v| 3.0 * v + 2.0).collect();
         let gamma = vec![1.0; 6];
         let beta = vec![0.0; 6];
         let mut rm = vec![0.0; 6];
         let mut rv = vec![1.0; 6];
         let mut saved = BnSaved::default();
         let mut y = vec![0.0; xd.len()];
-        let p = BnParams {
-            gamma: &gamma,
-            beta: &beta,
-        };
-        forward_train(
-            &p,
-            &mut rm,
-            &mut rv,
-            &mut saved,
-            &x,
-            xd,
-            Act::None,
-            None,
-            &mut y,
-        );
+        let p = BnParams { gamma: &gamma, beta: &beta };
+        forward_train(&p, &mut rm, &mut rv, &mut saved, &x, xd, Act::None, None, &mut y);
         let m = xd.pixels() as f64;
         for ch in 0..6 {
             let col: Vec<f64> = (0..xd.pixels()).map(|r| y[r * 6 + ch] as f64).collect();
             let mean = col.iter().sum::<f64>() / m;
             let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / m;
-            assert!(
-                mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
-                "{mean} {var}"
-            );
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3, "{mean} {var}");
             let xc: Vec<f64> = (0..xd.pixels()).map(|r| x[r * 6 + ch] as f64).collect();
             let xm = xc.iter().sum::<f64>() / m;
             let xv = xc.iter().map(|v| (v - xm).powi(2)).sum::<f64>() / (m - 1.0);
@@ -352,32 +297,20 @@ mod tests {
             let s: Vec<f32> = rand_vec(xd.len(), 52)
                 .iter()
                 .zip(&z)
-                .map(|(s, z)| {
-                    if (s + z).abs() < 0.05 {
-                        s + 0.1f32.copysign(s + z)
-                    } else {
-                        *s
-                    }
-                })
+                .map(|(s, z)| if (s + z).abs() < 0.05 { s + 0.1f32.copysign(s + z) } else { *s })
                 .collect();
             let proj = rand_vec(xd.len(), 53);
             let sc = (act == Act::AddRelu).then_some(&s[..]);
             let loss = |x: &[f32], g: &[f32], b: &[f32], s: Option<&[f32]>| -> f64 {
                 let y = run(x, xd, g, b, act, s);
-                y.iter()
-                    .zip(&proj)
-                    .map(|(a, b)| (*a as f64) * (*b as f64))
-                    .sum()
+                y.iter().zip(&proj).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
             };
             let y = run(&x, xd, &gamma, &beta, act, sc);
             let mut saved = BnSaved::default();
             let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
             let mut yy = vec![0.0; xd.len()];
             forward_train(
-                &BnParams {
-                    gamma: &gamma,
-                    beta: &beta,
-                },
+                &BnParams { gamma: &gamma, beta: &beta },
                 &mut rm,
                 &mut rv,
                 &mut saved,
@@ -391,23 +324,13 @@ mod tests {
             let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
             let mut dz = vec![0.0; xd.len()];
             let dz_out = (act == Act::AddRelu).then_some(&mut dz[..]);
-            backward(
-                &gamma, &saved, &x, xd, &y, &proj, act, &mut dx, &mut dg, &mut db, dz_out,
-            );
+            backward(&gamma, &saved, &x, xd, &y, &proj, act, &mut dx, &mut dg, &mut db, dz_out);
             let name = format!("bn {act:?}");
-            check_grad(&format!("{name} dx"), &x, &dx, 1e-3, 5e-3, |xp| {
-                loss(xp, &gamma, &beta, sc)
-            });
-            check_grad(&format!("{name} dgamma"), &gamma, &dg, 1e-3, 5e-3, |g| {
-                loss(&x, g, &beta, sc)
-            });
-            check_grad(&format!("{name} dbeta"), &beta, &db, 1e-3, 5e-3, |b| {
-                loss(&x, &gamma, b, sc)
-            });
+            check_grad(&format!("{name} dx"), &x, &dx, 1e-3, 5e-3, |xp| loss(xp, &gamma, &beta, sc));
+            check_grad(&format!("{name} dgamma"), &gamma, &dg, 1e-3, 5e-3, |g| loss(&x, g, &beta, sc));
+            check_grad(&format!("{name} dbeta"), &beta, &db, 1e-3, 5e-3, |b| loss(&x, &gamma, b, sc));
             if act == Act::AddRelu {
-                check_grad(&format!("{name} dshortcut"), &s, &dz, 1e-3, 5e-3, |sp| {
-                    loss(&x, &gamma, &beta, Some(sp))
-                });
+                check_grad(&format!("{name} dshortcut"), &s, &dz, 1e-3, 5e-3, |sp| loss(&x, &gamma, &beta, Some(sp)));
             }
         }
     }

@@ -5,6 +5,7 @@
 //! paper's 7x7/2, 3x3/1, 3x3/2, 1x1/1, 1x1/2 (and anything else square).
 
 use super::Dims;
+use crate::kernels::Path;
 use crate::par;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,13 +19,7 @@ pub struct Conv {
 
 impl Conv {
     pub fn new(cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Conv {
-        Conv {
-            cin,
-            cout,
-            k,
-            stride,
-            pad,
-        }
+        Conv { cin, cout, k, stride, pad }
     }
 
     /// Number of weights (KH * KW * Cin * Cout).
@@ -55,9 +50,46 @@ impl Conv {
         (k0, i0, k1.saturating_sub(k0))
     }
 
+    #[cfg(target_arch = "x86_64")]
+    fn gather(&self, xd: Dims, transposed: bool) -> crate::kernels::avx512::Gather {
+        let yd = self.out_dims(xd);
+        let (s, d, cs, co) = if transposed { (yd, xd, self.cout, self.cin) } else { (xd, yd, self.cin, self.cout) };
+        crate::kernels::avx512::Gather {
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+            transposed,
+            sh: s.h,
+            sw: s.w,
+            cs,
+            oh: d.h,
+            ow: d.w,
+            co,
+        }
+    }
+
     // ---------------------------------------------------------------- forward
-    /// y = conv(x, w).  x: (N,H,W,Cin), y: (N,OH,OW,Cout).
+    /// y = conv(x, w).  x: (N,H,W,Cin), y: (N,OH,OW,Cout). Fastest path.
     pub fn forward(&self, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
+        self.forward_with(Path::cached(), w, x, xd, y)
+    }
+
+    /// Forward on a chosen kernel path.
+    pub fn forward_with(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if path == Path::Avx512 && self.cout.is_multiple_of(16) {
+            let g = self.gather(xd, false);
+            // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F.
+            par::for_rows(y, g.ow * g.co, 1, |first, chunk| unsafe {
+                crate::kernels::avx512::gather_rows(&g, w, x, chunk, first, false)
+            });
+            return;
+        }
+        let _ = path;
+        self.forward_portable(w, x, xd, y)
+    }
+
+    fn forward_portable(&self, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
         let yd = self.out_dims(xd);
         debug_assert_eq!(w.len(), self.weight_len());
         debug_assert_eq!(x.len(), xd.len());
@@ -92,9 +124,16 @@ impl Conv {
 
     // --------------------------------------------------------------- backward
     /// dx (=|+=) conv^T(dy, w).  `wt` is scratch of `weight_len()` for the
-    /// weights transposed to (KH, KW, Cout, Cin).
-    pub fn backward_data(
+    /// weights transposed to (KH, KW, Cout, Cin). Fastest path.
+    pub fn backward_data(&self, w: &[f32], dy: &[f32], xd: Dims, dx: &mut [f32], accumulate: bool, wt: &mut [f32]) {
+        self.backward_data_with(Path::cached(), w, dy, xd, dx, accumulate, wt)
+    }
+
+    /// Backward-data on a chosen kernel path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_data_with(
         &self,
+        path: Path,
         w: &[f32],
         dy: &[f32],
         xd: Dims,
@@ -102,9 +141,8 @@ impl Conv {
         accumulate: bool,
         wt: &mut [f32],
     ) {
-        let yd = self.out_dims(xd);
-        let (cin, cout, k, s) = (self.cin, self.cout, self.k, self.stride);
-        debug_assert_eq!(dy.len(), yd.len());
+        let (cin, cout, k) = (self.cin, self.cout, self.k);
+        debug_assert_eq!(dy.len(), self.out_dims(xd).len());
         debug_assert_eq!(dx.len(), xd.len());
         let wt = &mut wt[..self.weight_len()];
         for t in 0..k * k {
@@ -115,6 +153,22 @@ impl Conv {
             }
         }
         let wt = &*wt;
+        #[cfg(target_arch = "x86_64")]
+        if path == Path::Avx512 && cin % 16 == 0 {
+            let g = self.gather(xd, true);
+            // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F.
+            par::for_rows(dx, g.ow * g.co, 1, |first, chunk| unsafe {
+                crate::kernels::avx512::gather_rows(&g, wt, dy, chunk, first, accumulate)
+            });
+            return;
+        }
+        let _ = path;
+        self.backward_data_portable(wt, dy, xd, dx, accumulate)
+    }
+
+    fn backward_data_portable(&self, wt: &[f32], dy: &[f32], xd: Dims, dx: &mut [f32], accumulate: bool) {
+        let yd = self.out_dims(xd);
+        let (cin, cout, k, s) = (self.cin, self.cout, self.k, self.stride);
         // gather form: every dx row is written by one task, no atomics
         par::for_rows(dx, xd.w * cin, 1, |first, chunk| {
             for (r, dxrow) in chunk.chunks_exact_mut(xd.w * cin).enumerate() {
@@ -152,9 +206,15 @@ impl Conv {
     }
 
     /// dw = sum over the batch of x (x) dy.  `partials` holds one buffer per
-    /// task (each at least `weight_len()`); the sum is written to dw.
-    pub fn backward_weight(
+    /// task (each at least `weight_len()`); the sum is written to dw. Fastest path.
+    pub fn backward_weight(&self, x: &[f32], xd: Dims, dy: &[f32], dw: &mut [f32], partials: &mut [Vec<f32>]) {
+        self.backward_weight_with(Path::cached(), x, xd, dy, dw, partials)
+    }
+
+    /// Weight gradient on a chosen kernel path.
+    pub fn backward_weight_with(
         &self,
+        path: Path,
         x: &[f32],
         xd: Dims,
         dy: &[f32],
@@ -165,8 +225,34 @@ impl Conv {
         let (cin, cout, k) = (self.cin, self.cout, self.k);
         let wl = self.weight_len();
         let tasks = partials.len().min(xd.n).max(1);
+        #[cfg(target_arch = "x86_64")]
+        let fast = path == Path::Avx512 && cout % 16 == 0;
+        #[cfg(not(target_arch = "x86_64"))]
+        let fast = false;
+        let _ = path;
         par::for_partials(&mut partials[..tasks], xd.n, |imgs, p| {
             let p = &mut p[..wl];
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                p.fill(0.0);
+                let (xi, yi) = (xd.h * xd.w * cin, yd.h * yd.w * cout);
+                for n in imgs {
+                    // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F.
+                    unsafe {
+                        crate::kernels::avx512::wgrad_image(
+                            k,
+                            self.stride,
+                            self.pad,
+                            &x[n * xi..(n + 1) * xi],
+                            (xd.h, xd.w, cin),
+                            &dy[n * yi..(n + 1) * yi],
+                            (yd.h, yd.w, cout),
+                            p,
+                        )
+                    };
+                }
+                return;
+            }
             p.fill(0.0);
             for n in imgs {
                 for oh in 0..yd.h {
@@ -218,9 +304,7 @@ mod tests {
                                     continue;
                                 }
                                 for i in 0..c.cin {
-                                    s += (x[((n * xd.h + ih as usize) * xd.w + iw as usize)
-                                        * c.cin
-                                        + i]
+                                    s += (x[((n * xd.h + ih as usize) * xd.w + iw as usize) * c.cin + i]
                                         * w[((kh * c.k + kw) * c.cin + i) * c.cout + o])
                                         as f64;
                                 }
@@ -243,6 +327,13 @@ mod tests {
         (3, 5, 6, 4, 5, 1, 1, 0),
         (2, 7, 7, 3, 6, 1, 2, 0),
         (1, 4, 4, 2, 2, 3, 1, 0),
+        // channel counts that take the AVX-512 path (multiples of 16), odd sizes, tails
+        (2, 9, 7, 16, 32, 3, 2, 1),
+        (1, 8, 8, 32, 16, 3, 1, 1),
+        (2, 7, 7, 16, 48, 1, 2, 0),
+        (1, 14, 14, 16, 16, 3, 1, 1),
+        (2, 11, 10, 3, 16, 7, 2, 3),
+        (1, 5, 5, 48, 32, 1, 1, 0),
     ];
 
     #[test]
@@ -252,11 +343,13 @@ mod tests {
             let xd = Dims::new(n, h, w, ci);
             let x = rand_vec(xd.len(), i as u64);
             let wt = rand_vec(c.weight_len(), 100 + i as u64);
-            let mut y = vec![0.0; c.out_dims(xd).len()];
-            c.forward(&wt, &x, xd, &mut y);
             let r = naive(&c, &wt, &x, xd);
-            for (a, b) in y.iter().zip(&r) {
-                assert!((a - b).abs() < 1e-4, "case {i}: {a} vs {b}");
+            for path in Path::all_supported() {
+                let mut y = vec![0.0; c.out_dims(xd).len()];
+                c.forward_with(path, &wt, &x, xd, &mut y);
+                for (a, b) in y.iter().zip(&r) {
+                    assert!((a - b).abs() < 1e-4, "case {i} {path:?}: {a} vs {b}");
+                }
             }
         }
     }
@@ -273,28 +366,66 @@ mod tests {
             let loss = |x: &[f32], w: &[f32]| -> f64 {
                 let mut y = vec![0.0; yd.len()];
                 c.forward(w, x, xd, &mut y);
-                y.iter()
-                    .zip(&proj)
-                    .map(|(a, b)| (*a as f64) * (*b as f64))
-                    .sum()
+                y.iter().zip(&proj).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
             };
-            let mut dx = vec![1.0; xd.len()];
-            let mut scratch = vec![0.0; c.weight_len()];
-            c.backward_data(&wts, &proj, xd, &mut dx, false, &mut scratch);
-            let mut dw = vec![0.0; c.weight_len()];
-            let mut parts = vec![vec![0.0; c.weight_len()]; 3];
-            c.backward_weight(&x, xd, &proj, &mut dw, &mut parts);
-            check_grad(&format!("conv case {i} dx"), &x, &dx, 1e-2, 2e-3, |xp| {
-                loss(xp, &wts)
-            });
-            check_grad(&format!("conv case {i} dw"), &wts, &dw, 1e-2, 2e-3, |wp| {
-                loss(&x, wp)
-            });
-            // accumulate mode adds to what is there
-            let mut dx2 = vec![1.0; xd.len()];
-            c.backward_data(&wts, &proj, xd, &mut dx2, true, &mut scratch);
-            for (a, b) in dx2.iter().zip(&dx) {
-                assert!((a - b - 1.0).abs() < 1e-5);
+            for path in Path::all_supported() {
+                let mut dx = vec![1.0; xd.len()];
+                let mut scratch = vec![0.0; c.weight_len()];
+                c.backward_data_with(path, &wts, &proj, xd, &mut dx, false, &mut scratch);
+                let mut dw = vec![0.0; c.weight_len()];
+                let mut parts = vec![vec![0.0; c.weight_len()]; 3];
+                c.backward_weight_with(path, &x, xd, &proj, &mut dw, &mut parts);
+                let name = format!("conv case {i} {path:?}");
+                check_grad(&format!("{name} dx"), &x, &dx, 1e-2, 2e-3, |xp| loss(xp, &wts));
+                check_grad(&format!("{name} dw"), &wts, &dw, 1e-2, 2e-3, |wp| loss(&x, wp));
+                // accumulate mode adds to what is there
+                let mut dx2 = vec![1.0; xd.len()];
+                c.backward_data_with(path, &wts, &proj, xd, &mut dx2, true, &mut scratch);
+                for (a, b) in dx2.iter().zip(&dx) {
+                    assert!((a - b - 1.0).abs() < 1e-5, "{name}: accumulate");
+                }
+            }
+        }
+    }
+
+    /// The fast path computes what the portable one does, on the network shapes.
+    #[test]
+    fn paths_agree_on_resnet_shapes() {
+        let paths = Path::all_supported();
+        let shapes: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
+            // h, cin, cout, k, stride, pad, n
+            (8, 128, 128, 3, 1, 1, 4),
+            (16, 64, 128, 3, 2, 1, 4),
+            (16, 64, 128, 1, 2, 0, 4),
+            (32, 16, 16, 3, 1, 1, 2),
+            (14, 256, 64, 1, 1, 0, 2),
+            (21, 3, 64, 7, 2, 3, 2),
+        ];
+        for &(h, ci, co, k, st, pd, n) in shapes {
+            let c = Conv::new(ci, co, k, st, pd);
+            let xd = Dims::new(n, h, h, ci);
+            let yd = c.out_dims(xd);
+            let x = rand_vec(xd.len(), 1);
+            let w = rand_vec(c.weight_len(), 2);
+            let dy = rand_vec(yd.len(), 3);
+            let run = |path: Path| {
+                let mut y = vec![0.0; yd.len()];
+                c.forward_with(path, &w, &x, xd, &mut y);
+                let mut dx = x.clone();
+                let mut wt = vec![0.0; c.weight_len()];
+                c.backward_data_with(path, &w, &dy, xd, &mut dx, true, &mut wt);
+                let mut dw = vec![0.0; c.weight_len()];
+                let mut parts = vec![vec![0.0; c.weight_len()]; 2];
+                c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts);
+                [y, dx, dw]
+            };
+            let reference = run(Path::Portable);
+            for &path in &paths[1..] {
+                for (what, (a, b)) in ["y", "dx", "dw"].iter().zip(run(path).iter().zip(&reference)) {
+                    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    let err = a.iter().zip(b).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+                    assert!(err <= 1e-5 * scale, "{path:?} {what} h{h} {ci}->{co} k{k}s{st}: {err} vs scale {scale}");
+                }
             }
         }
     }

@@ -12,51 +12,34 @@ impl Fc {
     // ------------------------------------------------------------ forward
     /// x: (N, in), y: (N, out)
     pub fn forward(&self, w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
-        y.par_chunks_mut(self.fout)
-            .zip(x.par_chunks(self.fin))
-            .for_each(|(yr, xr)| {
-                for (o, (yo, wr)) in yr.iter_mut().zip(w.chunks_exact(self.fin)).enumerate() {
-                    *yo = b[o] + dot(xr, wr);
-                }
-            });
+        y.par_chunks_mut(self.fout).zip(x.par_chunks(self.fin)).for_each(|(yr, xr)| {
+            for (o, (yo, wr)) in yr.iter_mut().zip(w.chunks_exact(self.fin)).enumerate() {
+                *yo = b[o] + dot(xr, wr);
+            }
+        });
     }
 
     // ----------------------------------------------------------- backward
     /// dW = dy^T x, db = sum_n dy, dx = dy W (dx optional).
-    pub fn backward(
-        &self,
-        w: &[f32],
-        x: &[f32],
-        dy: &[f32],
-        dw: &mut [f32],
-        db: &mut [f32],
-        dx: Option<&mut [f32]>,
-    ) {
+    pub fn backward(&self, w: &[f32], x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32], dx: Option<&mut [f32]>) {
         let n = dy.len() / self.fout;
-        dw.par_chunks_mut(self.fin)
-            .zip(db.par_iter_mut())
-            .enumerate()
-            .for_each(|(o, (dwr, dbo))| {
-                dwr.fill(0.0);
-                let mut s = 0.0;
-                for i in 0..n {
-                    let g = dy[i * self.fout + o];
-                    s += g;
-                    dwr.iter_mut()
-                        .zip(&x[i * self.fin..(i + 1) * self.fin])
-                        .for_each(|(d, v)| *d += g * v);
-                }
-                *dbo = s;
-            });
+        dw.par_chunks_mut(self.fin).zip(db.par_iter_mut()).enumerate().for_each(|(o, (dwr, dbo))| {
+            dwr.fill(0.0);
+            let mut s = 0.0;
+            for i in 0..n {
+                let g = dy[i * self.fout + o];
+                s += g;
+                dwr.iter_mut().zip(&x[i * self.fin..(i + 1) * self.fin]).for_each(|(d, v)| *d += g * v);
+            }
+            *dbo = s;
+        });
         if let Some(dx) = dx {
-            dx.par_chunks_mut(self.fin)
-                .zip(dy.par_chunks(self.fout))
-                .for_each(|(dxr, g)| {
-                    dxr.fill(0.0);
-                    for (gv, wr) in g.iter().zip(w.chunks_exact(self.fin)) {
-                        dxr.iter_mut().zip(wr).for_each(|(d, v)| *d += gv * v);
-                    }
-                });
+            dx.par_chunks_mut(self.fin).zip(dy.par_chunks(self.fout)).for_each(|(dxr, g)| {
+                dxr.fill(0.0);
+                for (gv, wr) in g.iter().zip(w.chunks_exact(self.fin)) {
+                    dxr.iter_mut().zip(wr).for_each(|(d, v)| *d += gv * v);
+                }
+            });
         }
     }
 }
@@ -95,10 +78,7 @@ mod tests {
         let loss = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
             let mut y = vec![0.0; n * 5];
             fc.forward(w, b, x, &mut y);
-            y.iter()
-                .zip(&proj)
-                .map(|(a, p)| (*a as f64) * (*p as f64))
-                .sum()
+            y.iter().zip(&proj).map(|(a, p)| (*a as f64) * (*p as f64)).sum()
         };
         let (mut dw, mut db, mut dx) = (vec![0.0; 65], vec![0.0; 5], vec![0.0; n * 13]);
         fc.backward(&w, &x, &proj, &mut dw, &mut db, Some(&mut dx));

@@ -29,11 +29,7 @@ pub fn cross_entropy(logits: &[f32], labels: &[u32], k: usize, dlogits: &mut [f3
     let mut loss = 0.0f64;
     let mut errors = 0;
     let inv = 1.0 / n as f32;
-    for ((lr, dr), &y) in logits
-        .chunks_exact(k)
-        .zip(dlogits.chunks_exact_mut(k))
-        .zip(labels)
-    {
+    for ((lr, dr), &y) in logits.chunks_exact(k).zip(dlogits.chunks_exact_mut(k)).zip(labels) {
         let y = y as usize;
         loss -= (dr[y].max(f32::MIN_POSITIVE) as f64).ln();
         if argmax(lr) != y {
@@ -42,10 +38,7 @@ pub fn cross_entropy(logits: &[f32], labels: &[u32], k: usize, dlogits: &mut [f3
         dr[y] -= 1.0;
         dr.iter_mut().for_each(|d| *d *= inv);
     }
-    LossOut {
-        loss: (loss / n as f64) as f32,
-        errors,
-    }
+    LossOut { loss: (loss / n as f64) as f32, errors }
 }
 
 /// Index of the largest value (first on ties).

@@ -23,41 +23,37 @@ impl MaxPool {
         let yd = self.out_dims(xd);
         let c = xd.c;
         let row_len = yd.w * c;
-        let rows: Vec<(&mut [f32], &mut [u32])> = y
-            .chunks_exact_mut(row_len)
-            .zip(arg.chunks_exact_mut(row_len))
-            .collect();
+        let rows: Vec<(&mut [f32], &mut [u32])> =
+            y.chunks_exact_mut(row_len).zip(arg.chunks_exact_mut(row_len)).collect();
         use rayon::prelude::*;
-        rows.into_par_iter()
-            .enumerate()
-            .for_each(|(row, (yr, ar))| {
-                let (n, oh) = (row / yd.h, row % yd.h);
-                for ow in 0..yd.w {
-                    let (yo, ao) = (&mut yr[ow * c..(ow + 1) * c], &mut ar[ow * c..(ow + 1) * c]);
-                    yo.fill(f32::NEG_INFINITY);
-                    for kh in 0..self.k {
-                        let ih = (oh * self.stride + kh) as isize - self.pad as isize;
-                        if ih < 0 || ih >= xd.h as isize {
+        rows.into_par_iter().enumerate().for_each(|(row, (yr, ar))| {
+            let (n, oh) = (row / yd.h, row % yd.h);
+            for ow in 0..yd.w {
+                let (yo, ao) = (&mut yr[ow * c..(ow + 1) * c], &mut ar[ow * c..(ow + 1) * c]);
+                yo.fill(f32::NEG_INFINITY);
+                for kh in 0..self.k {
+                    let ih = (oh * self.stride + kh) as isize - self.pad as isize;
+                    if ih < 0 || ih >= xd.h as isize {
+                        continue;
+                    }
+                    for kw in 0..self.k {
+                        let iw = (ow * self.stride + kw) as isize - self.pad as isize;
+                        if iw < 0 || iw >= xd.w as isize {
                             continue;
                         }
-                        for kw in 0..self.k {
-                            let iw = (ow * self.stride + kw) as isize - self.pad as isize;
-                            if iw < 0 || iw >= xd.w as isize {
-                                continue;
-                            }
-                            let base = ((n * xd.h + ih as usize) * xd.w + iw as usize) * c;
-                            for ch in 0..c {
-                                let v = x[base + ch];
-                                // NaN propagates, as in PyTorch
-                                if v > yo[ch] || v.is_nan() {
-                                    yo[ch] = v;
-                                    ao[ch] = (base + ch) as u32;
-                                }
+                        let base = ((n * xd.h + ih as usize) * xd.w + iw as usize) * c;
+                        for ch in 0..c {
+                            let v = x[base + ch];
+                            // NaN propagates, as in PyTorch
+                            if v > yo[ch] || v.is_nan() {
+                                yo[ch] = v;
+                                ao[ch] = (base + ch) as u32;
                             }
                         }
                     }
                 }
-            });
+            }
+        });
     }
 
     // ----------------------------------------------------------- backward
@@ -68,10 +64,7 @@ impl MaxPool {
         use rayon::prelude::*;
         dx.par_chunks_mut(img).enumerate().for_each(|(n, dxi)| {
             dxi.fill(0.0);
-            let (g, a) = (
-                &dy[n * yimg..(n + 1) * yimg],
-                &arg[n * yimg..(n + 1) * yimg],
-            );
+            let (g, a) = (&dy[n * yimg..(n + 1) * yimg], &arg[n * yimg..(n + 1) * yimg]);
             for (gv, &ix) in g.iter().zip(a) {
                 dxi[ix as usize - n * img] += gv;
             }
@@ -115,17 +108,8 @@ mod tests {
 
     #[test]
     fn maxpool_forward_and_backward() {
-        for (k, s, p, h, w) in [
-            (3, 2, 1, 7, 6),
-            (3, 2, 1, 8, 8),
-            (2, 2, 0, 5, 5),
-            (3, 1, 1, 4, 5),
-        ] {
-            let mp = MaxPool {
-                k,
-                stride: s,
-                pad: p,
-            };
+        for (k, s, p, h, w) in [(3, 2, 1, 7, 6), (3, 2, 1, 8, 8), (2, 2, 0, 5, 5), (3, 1, 1, 4, 5)] {
+            let mp = MaxPool { k, stride: s, pad: p };
             let xd = Dims::new(2, h, w, 3);
             let yd = mp.out_dims(xd);
             let x = rand_vec(xd.len(), 60 + h as u64);
@@ -134,10 +118,7 @@ mod tests {
                 let mut y = vec![0.0; yd.len()];
                 let mut a = vec![0u32; yd.len()];
                 mp.forward(x, xd, &mut y, &mut a);
-                y.iter()
-                    .zip(&proj)
-                    .map(|(a, b)| (*a as f64) * (*b as f64))
-                    .sum()
+                y.iter().zip(&proj).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
             };
             let mut y = vec![0.0; yd.len()];
             let mut a = vec![0u32; yd.len()];
@@ -158,10 +139,7 @@ mod tests {
         let loss = |x: &[f32]| -> f64 {
             let mut y = vec![0.0; 12];
             gap_forward(x, xd, &mut y);
-            y.iter()
-                .zip(&proj)
-                .map(|(a, b)| (*a as f64) * (*b as f64))
-                .sum()
+            y.iter().zip(&proj).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
         };
         let mut dx = vec![0.0; xd.len()];
         gap_backward(&proj, xd, &mut dx);

@@ -10,19 +10,13 @@ pub fn relu_forward(x: &[f32], y: &mut [f32]) {
 
 /// y = a + b
 pub fn add_forward(a: &[f32], b: &[f32], y: &mut [f32]) {
-    y.iter_mut()
-        .zip(a)
-        .zip(b)
-        .for_each(|((o, u), v)| *o = u + v);
+    y.iter_mut().zip(a).zip(b).for_each(|((o, u), v)| *o = u + v);
 }
 
 // --------------------------------------------------------------- backward
 /// dx = dy * (y > 0)   (y: the forward output)
 pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
-    dx.iter_mut()
-        .zip(dy)
-        .zip(y)
-        .for_each(|((d, g), v)| *d = if *v > 0.0 { *g } else { 0.0 });
+    dx.iter_mut().zip(dy).zip(y).for_each(|((d, g), v)| *d = if *v > 0.0 { *g } else { 0.0 });
 }
 
 /// da = db = dy: the gradient passes unchanged to both summands.
@@ -46,10 +40,7 @@ mod tests {
             add_forward(x, b, &mut s);
             let mut y = vec![0.0; 37];
             relu_forward(&s, &mut y);
-            y.iter()
-                .zip(&proj)
-                .map(|(a, p)| (*a as f64) * (*p as f64))
-                .sum()
+            y.iter().zip(&proj).map(|(a, p)| (*a as f64) * (*p as f64)).sum()
         };
         let mut s = vec![0.0; 37];
         add_forward(&x, &b, &mut s);

@@ -13,12 +13,7 @@ pub enum ShortcutSrc<'a> {
     /// Same shape as the block output.
     Identity(&'a [f32]),
     /// Option A: x of shape xd, subsampled by `stride`, block output shape `yd`.
-    PadA {
-        x: &'a [f32],
-        xd: Dims,
-        yd: Dims,
-        stride: usize,
-    },
+    PadA { x: &'a [f32], xd: Dims, yd: Dims, stride: usize },
 }
 
 impl<'a> ShortcutSrc<'a> {

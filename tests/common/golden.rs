@@ -8,9 +8,7 @@ use resnet::net::{Net, ParamKind};
 fn value(kind: ParamKind, shape: &[usize], u: f32) -> f32 {
     let u = u as f64;
     (match kind {
-        ParamKind::ConvWeight { k, cin, .. } => {
-            (2.0 * u - 1.0) * 3f64.sqrt() * (2.0 / (k * k * cin) as f64).sqrt()
-        }
+        ParamKind::ConvWeight { k, cin, .. } => (2.0 * u - 1.0) * 3f64.sqrt() * (2.0 / (k * k * cin) as f64).sqrt(),
         ParamKind::FcWeight => (2.0 * u - 1.0) / (shape[1] as f64).sqrt(),
         ParamKind::FcBias => (2.0 * u - 1.0) * 0.1,
         ParamKind::BnWeight => 0.5 + u,
@@ -22,27 +20,17 @@ fn value(kind: ParamKind, shape: &[usize], u: f32) -> f32 {
 
 /// Fill every parameter and running statistic of `net` with the golden values.
 pub fn fill(net: &mut Net) {
-    let infos: Vec<_> = net
-        .plan
-        .params
-        .iter()
-        .chain(&net.plan.stats)
-        .cloned()
-        .collect();
+    let infos: Vec<_> = net.plan.params.iter().chain(&net.plan.stats).cloned().collect();
     for t in infos {
         let stream = format!("golden/{}", t.name);
-        let data: Vec<f32> = (0..t.len)
-            .map(|i| value(t.kind, &t.shape, counter_uniform(&stream, i as u64)))
-            .collect();
+        let data: Vec<f32> = (0..t.len).map(|i| value(t.kind, &t.shape, counter_uniform(&stream, i as u64))).collect();
         net.set_torch(&t.name, &t.shape, &data).unwrap();
     }
 }
 
-/// The golden input batch, NCHW as PyTorch sees it, converted to our NHWC.
-pub fn input_nhwc(n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
-    let nchw: Vec<f32> = (0..n * c * h * w)
-        .map(|i| 2.0 * counter_uniform("golden/input", i as u64) - 1.0)
-        .collect();
+/// The golden input batch of stream `stream`, NCHW as PyTorch sees it, converted to our NHWC.
+pub fn input_nhwc(stream: &str, n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let nchw: Vec<f32> = (0..n * c * h * w).map(|i| 2.0 * counter_uniform(stream, i as u64) - 1.0).collect();
     let mut out = vec![0.0; nchw.len()];
     for b in 0..n {
         for ch in 0..c {

@@ -32,17 +32,9 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| {
-                format!(
-                    "truncated {what} at byte {}: needs {n} bytes, {} left",
-                    self.pos,
-                    self.buf.len() - self.pos
-                )
-            })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
+            format!("truncated {what} at byte {}: needs {n} bytes, {} left", self.pos, self.buf.len() - self.pos)
+        })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -52,10 +44,7 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let mut v = 0u64;
         for i in 0..10 {
-            let b = *self
-                .buf
-                .get(self.pos)
-                .ok_or_else(|| format!("truncated varint at byte {start}"))?;
+            let b = *self.buf.get(self.pos).ok_or_else(|| format!("truncated varint at byte {start}"))?;
             self.pos += 1;
             // the 10th byte may only carry the top bit of a u64
             if i == 9 && b > 1 {
@@ -88,17 +77,12 @@ impl<'a> Reader<'a> {
             }
             2 => {
                 let len = self.varint()?;
-                let len = usize::try_from(len)
-                    .map_err(|_| format!("length {len} at byte {at} too large"))?;
+                let len = usize::try_from(len).map_err(|_| format!("length {len} at byte {at} too large"))?;
                 Value::Bytes(self.take(len, "length-delimited field")?)
             }
-            5 => Value::Fixed32(u32::from_le_bytes(
-                self.take(4, "32-bit value")?.try_into().unwrap(),
-            )),
+            5 => Value::Fixed32(u32::from_le_bytes(self.take(4, "32-bit value")?.try_into().unwrap())),
             t => {
-                return Err(format!(
-                    "unsupported wire type {t} (field {field}) at byte {at}"
-                ));
+                return Err(format!("unsupported wire type {t} (field {field}) at byte {at}"));
             }
         };
         Ok(Some((field as u32, value)))
@@ -145,11 +129,7 @@ fn push_int64s(msg: &str, field: &str, v: Value, out: &mut Vec<i64>) -> Result<(
         Value::Bytes(b) => {
             let mut r = Reader::new(b);
             while r.pos < b.len() {
-                out.push(
-                    r.varint()
-                        .map_err(|e| format!("{msg}.{field} (packed): {e}"))?
-                        as i64,
-                );
+                out.push(r.varint().map_err(|e| format!("{msg}.{field} (packed): {e}"))? as i64);
             }
         }
         _ => return Err(wrong_type(msg, field, &v)),
@@ -164,15 +144,9 @@ fn push_floats(msg: &str, field: &str, v: Value, out: &mut Vec<f32>) -> Result<(
         Value::Fixed32(x) => out.push(f32::from_bits(x)),
         Value::Bytes(b) => {
             if b.len() % 4 != 0 {
-                return Err(format!(
-                    "{msg}.{field}: packed floats of {} bytes, not a multiple of 4",
-                    b.len()
-                ));
+                return Err(format!("{msg}.{field}: packed floats of {} bytes, not a multiple of 4", b.len()));
             }
-            out.extend(
-                b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap())),
-            );
+            out.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())));
         }
         _ => return Err(wrong_type(msg, field, &v)),
     }
@@ -197,9 +171,7 @@ fn int64_to_f32(v: i64) -> Result<f32, String> {
     if f as i64 == v && v.unsigned_abs() <= 1 << 24 {
         Ok(f)
     } else {
-        Err(format!(
-            "TensorProto: int64 value {v} is not exactly representable as f32"
-        ))
+        Err(format!("TensorProto: int64 value {v} is not exactly representable as f32"))
     }
 }
 
@@ -238,9 +210,7 @@ pub fn decode_tensor(buf: &[u8]) -> Result<Tensor, String> {
                     4 * count
                 ));
             }
-            raw.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect()
+            raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
         }
         (Some(INT64), Some(raw)) => {
             if raw.len() != 8 * count {
@@ -255,22 +225,14 @@ pub fn decode_tensor(buf: &[u8]) -> Result<Tensor, String> {
                 .collect::<Result<_, _>>()?
         }
         (Some(FLOAT), None) => floats,
-        (Some(INT64), None) => ints
-            .into_iter()
-            .map(int64_to_f32)
-            .collect::<Result<_, _>>()?,
+        (Some(INT64), None) => ints.into_iter().map(int64_to_f32).collect::<Result<_, _>>()?,
         (Some(t), _) => {
-            return Err(format!(
-                "{M} '{name}': unsupported data_type {t} (only 1 = FLOAT, 7 = INT64)"
-            ));
+            return Err(format!("{M} '{name}': unsupported data_type {t} (only 1 = FLOAT, 7 = INT64)"));
         }
         (None, _) => return Err(format!("{M} '{name}': no data_type")),
     };
     if data.len() != count {
-        return Err(format!(
-            "{M} '{name}': {} values for dims {dims:?} ({count} expected)",
-            data.len()
-        ));
+        return Err(format!("{M} '{name}': {} values for dims {dims:?} ({count} expected)", data.len()));
     }
     Ok(Tensor { dims, data })
 }
@@ -328,12 +290,7 @@ pub fn decode_model(buf: &[u8]) -> Result<Model, String> {
     }
     let node = first.ok_or_else(|| format!("{G}: no node (field 1)"))?;
     let (op_type, attrs) = decode_node(node)?;
-    Ok(Model {
-        op_type,
-        attrs,
-        node_count,
-        opset,
-    })
+    Ok(Model { op_type, attrs, node_count, opset })
 }
 
 /// OperatorSetIdProto: domain = 1, version = 2.
@@ -368,10 +325,7 @@ fn decode_node(buf: &[u8]) -> Result<(String, BTreeMap<String, Attr>), String> {
             _ => {}
         }
     }
-    Ok((
-        op_type.ok_or_else(|| format!("{M}: no op_type (field 4)"))?,
-        attrs,
-    ))
+    Ok((op_type.ok_or_else(|| format!("{M}: no op_type (field 4)"))?, attrs))
 }
 
 /// AttributeProto: name = 1, f = 2, i = 3, s = 4, ints = 8, type = 20
@@ -414,9 +368,7 @@ fn decode_attribute(buf: &[u8]) -> Result<(String, Attr), String> {
         3 => Attr::Str(s.unwrap_or_default()),
         7 => Attr::Ints(ints),
         t => {
-            return Err(format!(
-                "{M} '{name}': unsupported attribute type {t} (only FLOAT, INT, STRING, INTS)"
-            ));
+            return Err(format!("{M} '{name}': unsupported attribute type {t} (only FLOAT, INT, STRING, INTS)"));
         }
     };
     Ok((name, attr))
@@ -429,36 +381,20 @@ mod tests {
     #[test]
     fn bad_bytes_give_errors() {
         // truncated varint
-        assert!(
-            decode_tensor(&[0x08, 0x80])
-                .unwrap_err()
-                .contains("truncated varint")
-        );
+        assert!(decode_tensor(&[0x08, 0x80]).unwrap_err().contains("truncated varint"));
         // field number 0
-        assert!(
-            decode_tensor(&[0x00, 0x01])
-                .unwrap_err()
-                .contains("invalid field number 0")
-        );
+        assert!(decode_tensor(&[0x00, 0x01]).unwrap_err().contains("invalid field number 0"));
         // group wire type
         assert!(decode_tensor(&[0x0b]).unwrap_err().contains("wire type 3"));
         // length beyond the buffer
-        assert!(
-            decode_tensor(&[0x4a, 0x05, 0x00])
-                .unwrap_err()
-                .contains("truncated")
-        );
+        assert!(decode_tensor(&[0x4a, 0x05, 0x00]).unwrap_err().contains("truncated"));
         // 11-byte varint
         let mut long = vec![0x08];
         long.extend([0xff; 10]);
         long.push(0x01);
         assert!(decode_tensor(&long).is_err());
         // unsupported data type (2 = UINT8)
-        assert!(
-            decode_tensor(&[0x08, 0x01, 0x10, 0x02])
-                .unwrap_err()
-                .contains("data_type 2")
-        );
+        assert!(decode_tensor(&[0x08, 0x01, 0x10, 0x02]).unwrap_err().contains("data_type 2"));
         // count mismatch: dims [2], one float
         let t = [0x08, 0x02, 0x10, 0x01, 0x25, 0, 0, 0x80, 0x3f];
         assert!(decode_tensor(&t).unwrap_err().contains("1 values"));
@@ -468,28 +404,15 @@ mod tests {
     #[test]
     fn packed_and_unpacked_agree() {
         // dims unpacked [2, 1]; float_data unpacked 1.0, 2.0; data_type FLOAT
-        let a = [
-            0x08, 0x02, 0x08, 0x01, 0x10, 0x01, 0x25, 0, 0, 0x80, 0x3f, 0x25, 0, 0, 0, 0x40,
-        ];
+        let a = [0x08, 0x02, 0x08, 0x01, 0x10, 0x01, 0x25, 0, 0, 0x80, 0x3f, 0x25, 0, 0, 0, 0x40];
         // dims packed; float_data packed
-        let b = [
-            0x0a, 0x02, 0x02, 0x01, 0x10, 0x01, 0x22, 0x08, 0, 0, 0x80, 0x3f, 0, 0, 0, 0x40,
-        ];
-        let want = Tensor {
-            dims: vec![2, 1],
-            data: vec![1.0, 2.0],
-        };
+        let b = [0x0a, 0x02, 0x02, 0x01, 0x10, 0x01, 0x22, 0x08, 0, 0, 0x80, 0x3f, 0, 0, 0, 0x40];
+        let want = Tensor { dims: vec![2, 1], data: vec![1.0, 2.0] };
         assert_eq!(decode_tensor(&a).unwrap(), want);
         assert_eq!(decode_tensor(&b).unwrap(), want);
         // int64_data, packed, with a negative value (10-byte varint)
         let mut c = vec![0x08, 0x02, 0x10, 0x07, 0x3a, 11, 0x05];
         c.extend([0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]); // -3
-        assert_eq!(
-            decode_tensor(&c).unwrap(),
-            Tensor {
-                dims: vec![2],
-                data: vec![5.0, -3.0]
-            }
-        );
+        assert_eq!(decode_tensor(&c).unwrap(), Tensor { dims: vec![2], data: vec![5.0, -3.0] });
     }
 }

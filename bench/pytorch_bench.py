@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""PyTorch baseline for `resnet bench`: the same workloads, timed the same way.
+
+Usage (with the venv from scripts/torch-venv.sh; bench/compare.sh runs this for you):
+    $PY bench/pytorch_bench.py --workload resnet20-train --steps 20 --warmup 3 --json
+    $PY bench/pytorch_bench.py --workload matmul --steps 3 --warmup 1 --json
+
+The baseline is PyTorch as its users run it by default: eager mode, float32,
+NCHW (no channels_last), no torch.compile, torch.set_num_threads(2), and
+torch.inference_mode() for inference.
+
+Workloads (names shared with bench/compare.sh):
+    resnet{20,56,110}-train  CIFAR ResNet (option A shortcuts, scripts/golden_fixtures.py),
+                             batch 128, 3x32x32, 10 classes. One step =
+                             zero_grad(set_to_none=True) + forward (BN in train mode)
+                             + cross-entropy + backward + SGD(lr 0.01, momentum 0.9,
+                             weight decay 1e-4) step.
+    resnet50-infer-b16       torchvision resnet50 (v1.5: stride in the 3x3 conv),
+    resnet50-infer-b1        1000 classes, eval mode, 3x224x224, batch 16 / 1.
+                             One step = one forward pass.
+    matmul                   float32 4096x4096 @ 4096x4096: the machine's matmul
+                             ceiling (best of --steps after --warmup).
+
+Output: one JSON object (with --json) using the keys of `resnet bench --json`:
+img_per_s (batch / mean step time), ms_per_step (mean), ms_per_step_median,
+gflops (achieved: 2 FLOPs per multiply-add, a training step counted as 3
+forward passes), peak_rss_mib (getrusage ru_maxrss), plus "torch" (version),
+"threads", "workload" and "macs_per_image" (summed over every Conv2d and
+Linear with forward hooks on a one-image pass).
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from golden_fixtures import CifarResNet  # noqa: E402
+
+
+def resnet50():
+    import torchvision
+
+    return torchvision.models.resnet50(num_classes=1000)
+
+
+# name -> (model factory, mode, batch, input side, classes)
+WORKLOADS = {
+    "resnet20-train": (lambda: CifarResNet(3), "train", 128, 32, 10),
+    "resnet56-train": (lambda: CifarResNet(9), "train", 128, 32, 10),
+    "resnet110-train": (lambda: CifarResNet(18), "train", 128, 32, 10),
+    "resnet50-infer-b16": (resnet50, "infer", 16, 224, 1000),
+    "resnet50-infer-b1": (resnet50, "infer", 1, 224, 1000),
+}
+MATMUL_N = 4096
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def macs_per_image(model, x):
+    """Multiply-adds of one image through every Conv2d and Linear (forward hooks)."""
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            total += out.numel() * (m.in_channels // m.groups) * kh * kw
+        else:
+            total += out.numel() * m.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()  # leave the BN running statistics untouched
+    with torch.inference_mode():
+        model(x[:1])
+    model.train(was_training)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def time_steps(step, steps, warmup):
+    """Seconds of each of `steps` calls of `step()` after `warmup` untimed ones."""
+    times = []
+    for s in range(warmup + steps):
+        t = time.perf_counter()
+        step()
+        if s >= warmup:
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_matmul(steps, warmup):
+    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+    c = torch.empty(MATMUL_N, MATMUL_N)
+    times = time_steps(lambda: torch.matmul(a, b, out=c), steps, warmup)
+    flop = 2.0 * MATMUL_N**3
+    return {
+        "n": MATMUL_N,
+        "ms_best": min(times) * 1e3,
+        "ms_median": statistics.median(times) * 1e3,
+        "gflops": flop / min(times) / 1e9,
+        "gflops_median": flop / statistics.median(times) / 1e9,
+    }
+
+
+def bench_net(name, steps, warmup):
+    factory, mode, batch, size, classes = WORKLOADS[name]
+    train = mode == "train"
+    model = factory().train(train)
+    x = torch.rand(batch, 3, size, size) * 2 - 1
+    labels = torch.randint(0, classes, (batch,))
+    macs = macs_per_image(model, x)
+    if train:
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), labels).backward()
+            opt.step()
+
+        times = time_steps(step, steps, warmup)
+    else:
+        with torch.inference_mode():
+            times = time_steps(lambda: model(x), steps, warmup)
+    mean = sum(times) / len(times)
+    img_per_s = batch / mean
+    return {
+        "arch": name.split("-")[0],
+        "mode": mode,
+        "batch": batch,
+        "input": [size, size, 3],
+        "img_per_s": img_per_s,
+        "ms_per_step": mean * 1e3,
+        "ms_per_step_median": statistics.median(times) * 1e3,
+        "gflops": macs * 2.0 * (3.0 if train else 1.0) * img_per_s / 1e9,
+        "macs_per_image": macs,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", required=True, choices=[*WORKLOADS, "matmul"])
+    p.add_argument("--steps", type=int, default=20, help="timed steps (matmul: timed products)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    a = p.parse_args()
+    if a.steps < 1 or a.warmup < 0 or a.threads < 1:
+        p.error("--steps and --threads must be at least 1, --warmup at least 0")
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    if a.workload == "matmul":
+        r = bench_matmul(a.steps, a.warmup)
+    else:
+        r = bench_net(a.workload, a.steps, a.warmup)
+    r = {
+        "workload": a.workload,
+        **r,
+        "threads": torch.get_num_threads(),
+        "steps": a.steps,
+        "warmup": a.warmup,
+        "peak_rss_mib": peak_rss_mib(),
+        "torch": torch.__version__,
+    }
+    if a.json:
+        print(json.dumps(r))
+    elif a.workload == "matmul":
+        print(f"matmul {MATMUL_N}^3 fp32, {r['threads']} threads: {r['gflops']:.1f} GFLOP/s best "
+              f"({r['ms_best']:.0f} ms), median {r['gflops_median']:.1f}, torch {r['torch']}")
+    else:
+        print(f"{a.workload} batch {r['batch']}, {r['threads']} threads: {r['img_per_s']:.1f} img/s, "
+              f"{r['ms_per_step']:.1f} ms/step (median {r['ms_per_step_median']:.1f}), "
+              f"{r['gflops']:.1f} GFLOP/s, peak RSS {r['peak_rss_mib']:.0f} MiB, torch {r['torch']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+//! AVX-512 micro-kernels for NHWC convolution.
+//!
+//! One register-blocked "gather" kernel serves forward and backward-data:
+//! an output pixel is a sum over kernel taps of (source pixel, all channels) x
+//! (a weight matrix of channels x 16-lane output blocks). A block of P output
+//! pixels x NB*16 output channels lives in registers; each step loads NB
+//! weight vectors and broadcasts one source value per pixel (the
+//! oneDNN / LIBXSMM scheme). Taps that fall into the padding read from
+//! [`ZEROS`], so there are no branches in the inner loop.
+//!
+//! Forward: source = x, weights HWIO, source pixel = o*s + k - pad.
+//! Backward-data: source = dy, weights (KH, KW, Cout, Cin), source pixel =
+//! (i + pad - k) / s when that divides (the transposed convolution).
+//!
+//! The weight-gradient kernel keeps R input channels x NB*16 output channels
+//! of one tap in registers and streams the pixels of one image through them.
+
+use super::ZEROS;
+use std::arch::x86_64::*;
+
+/// Geometry of a gather convolution.
+#[derive(Clone, Copy, Debug)]
+pub struct Gather {
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    /// false: forward (source = input); true: backward-data (source = output gradient)
+    pub transposed: bool,
+    /// source (H, W, C) per image
+    pub sh: usize,
+    pub sw: usize,
+    pub cs: usize,
+    /// destination (H, W, C) per image; `co` must be a multiple of 16
+    pub oh: usize,
+    pub ow: usize,
+    pub co: usize,
+}
+
+impl Gather {
+    /// Source coordinate feeding destination coordinate `o` through tap `kk`.
+    #[inline(always)]
+    fn src(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
+        if self.transposed {
+            let t = o as isize + self.pad as isize - kk as isize;
+            if t < 0 || !(t as usize).is_multiple_of(self.stride) {
+                return None;
+            }
+            let s = t as usize / self.stride;
+            (s < size).then_some(s)
+        } else {
+            let s = (o * self.stride + kk) as isize - self.pad as isize;
+            (s >= 0 && (s as usize) < size).then_some(s as usize)
+        }
+    }
+}
+
+/// One tap of a pixel block: weight offset and a source pointer per pixel.
+#[derive(Clone, Copy)]
+struct Tap<const P: usize> {
+    w: usize,
+    src: [*const f32; P],
+}
+
+/// Compute destination rows `first_row..` (row = n * oh + y) into `out`
+/// (whole rows of ow * co values). `w`: (k, k, cs, co). `accumulate` adds to `out`.
+///
+/// # Safety
+/// The CPU must support AVX-512F; slices must match the geometry.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn gather_rows(g: &Gather, w: &[f32], src: &[f32], out: &mut [f32], first_row: usize, accumulate: bool) {
+    debug_assert!(g.co.is_multiple_of(16) && g.cs <= ZEROS.len());
+    debug_assert_eq!(w.len(), g.k * g.k * g.cs * g.co);
+    if !g.ow.is_multiple_of(8) && g.ow.is_multiple_of(7) {
+        unsafe { rows::<7>(g, w, src, out, first_row, accumulate) }
+    } else {
+        unsafe { rows::<8>(g, w, src, out, first_row, accumulate) }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn rows<const P: usize>(
+    g: &Gather,
+    w: &[f32],
+    src: &[f32],
+    out: &mut [f32],
+    first_row: usize,
+    accumulate: bool,
+) {
+    let row_len = g.ow * g.co;
+    let mut taps = [Tap::<P> { w: 0, src: [ZEROS.as_ptr(); P] }; 49];
+    assert!(g.k * g.k <= 49, "kernel larger than 7x7");
+    for (r, orow) in out.chunks_exact_mut(row_len).enumerate() {
+        let row = first_row + r;
+        let (n, y) = (row / g.oh, row % g.oh);
+        let mut ox0 = 0;
+        while ox0 < g.ow {
+            let np = P.min(g.ow - ox0);
+            let mut nt = 0;
+            for kh in 0..g.k {
+                let Some(sy) = g.src(y, kh, g.sh) else {
+                    continue;
+                };
+                let srow = (n * g.sh + sy) * g.sw;
+                for kw in 0..g.k {
+                    let t = &mut taps[nt];
+                    t.w = (kh * g.k + kw) * g.cs * g.co;
+                    let mut any = false;
+                    for p in 0..P {
+                        t.src[p] = match (p < np).then(|| g.src(ox0 + p, kw, g.sw)).flatten() {
+                            Some(sx) => {
+                                any = true;
+                                src[(srow + sx) * g.cs..].as_ptr()
+                            }
+                            None => ZEROS.as_ptr(),
+                        };
+                    }
+                    nt += any as usize;
+                }
+            }
+            let obase = orow[ox0 * g.co..].as_mut_ptr();
+            let mut ob = 0;
+            while ob < g.co {
+                let wp = w[ob..].as_ptr();
+                let op = unsafe { obase.add(ob) };
+                if g.co - ob >= 32 {
+                    unsafe { tile::<P, 2>(&taps[..nt], g.cs, wp, g.co, op, np, accumulate) };
+                    ob += 32;
+                } else {
+                    unsafe { tile::<P, 1>(&taps[..nt], g.cs, wp, g.co, op, np, accumulate) };
+                    ob += 16;
+                }
+            }
+            ox0 += P;
+        }
+    }
+}
+
+/// P pixels x NB*16 channels: out[p][j] (+)= sum_taps sum_c src[p][c] * w[c][j].
+/// Output pixel p is at `out + p * co`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const P: usize, const NB: usize>(
+    taps: &[Tap<P>],
+    cs: usize,
+    w: *const f32,
+    co: usize,
+    out: *mut f32,
+    np: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NB]; P];
+    for t in taps {
+        let wt = unsafe { w.add(t.w) };
+        for c in 0..cs {
+            let mut wv = [_mm512_setzero_ps(); NB];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = unsafe { _mm512_loadu_ps(wt.add(c * co + 16 * j)) };
+            }
+            for p in 0..P {
+                let xv = _mm512_set1_ps(unsafe { *t.src[p].add(c) });
+                for j in 0..NB {
+                    acc[p][j] = _mm512_fmadd_ps(xv, wv[j], acc[p][j]);
+                }
+            }
+        }
+    }
+    for (p, a) in acc.iter().enumerate().take(np) {
+        for (j, v) in a.iter().enumerate() {
+            let dst = unsafe { out.add(p * co + 16 * j) };
+            let v = if accumulate { _mm512_add_ps(*v, unsafe { _mm512_loadu_ps(dst) }) } else { *v };
+            unsafe { _mm512_storeu_ps(dst, v) };
+        }
+    }
+}
+
+/// Weight gradient of one image, added into `dw` (k, k, cin, cout):
+/// dw[tap][i][o] += sum over output pixels of x[src pixel][i] * dy[pixel][o].
+/// x: (h, w, cin), dy: (oh, ow, cout), cout a multiple of 16.
+///
+/// # Safety
+/// The CPU must support AVX-512F; slices must match the geometry.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn wgrad_image(
+    k: usize,
+    stride: usize,
+    pad: usize,
+    x: &[f32],
+    (h, wd, cin): (usize, usize, usize),
+    dy: &[f32],
+    (oh, ow, cout): (usize, usize, usize),
+    dw: &mut [f32],
+) {
+    debug_assert!(cout % 16 == 0);
+    let g = Gather { k, stride, pad, transposed: false, sh: h, sw: wd, cs: cin, oh, ow, co: cout };
+    for kh in 0..k {
+        // output rows whose source row is inside the image
+        let ys: Vec<(usize, usize)> = (0..oh).filter_map(|y| g.src(y, kh, h).map(|sy| (y, sy))).collect();
+        for kw in 0..k {
+            let xs: Vec<usize> = (0..ow).filter(|&xo| g.src(xo, kw, wd).is_some()).collect();
+            let (Some(&lo), Some(&hi)) = (xs.first(), xs.last()) else {
+                continue;
+            };
+            let sx0 = (lo * stride + kw) - pad;
+            let span = Span { ys: &ys, lo, n: hi - lo + 1, sx0, stride, sw: wd, cin, ow, cout };
+            let tap = (kh * k + kw) * cin * cout;
+            let mut i = 0;
+            while i < cin {
+                let r = if cin - i >= 8 { 8 } else { 1 };
+                let mut ob = 0;
+                while ob < cout {
+                    let nb = if cout - ob >= 32 { 2 } else { 1 };
+                    let dst = &mut dw[tap + i * cout + ob..];
+                    unsafe {
+                        match (r, nb) {
+                            (8, 2) => wtile::<8, 2>(&span, x, dy, i, ob, dst),
+                            (8, _) => wtile::<8, 1>(&span, x, dy, i, ob, dst),
+                            (_, 2) => wtile::<1, 2>(&span, x, dy, i, ob, dst),
+                            _ => wtile::<1, 1>(&span, x, dy, i, ob, dst),
+                        }
+                    }
+                    ob += 16 * nb;
+                }
+                i += r;
+            }
+        }
+    }
+}
+
+/// The pixels one tap of the weight gradient visits.
+struct Span<'a> {
+    /// (output row, source row)
+    ys: &'a [(usize, usize)],
+    /// first output column and count; source column of the first
+    lo: usize,
+    n: usize,
+    sx0: usize,
+    stride: usize,
+    sw: usize,
+    cin: usize,
+    ow: usize,
+    cout: usize,
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn wtile<const R: usize, const NB: usize>(
+    s: &Span,
+    x: &[f32],
+    dy: &[f32],
+    i0: usize,
+    ob: usize,
+    dst: &mut [f32],
+) {
+    let mut acc = [[_mm512_setzero_ps(); NB]; R];
+    let (xp, dp) = (x.as_ptr(), dy.as_ptr());
+    for &(y, sy) in s.ys {
+        let mut xo = unsafe { xp.add((sy * s.sw + s.sx0) * s.cin + i0) };
+        let mut d = unsafe { dp.add((y * s.ow + s.lo) * s.cout + ob) };
+        for _ in 0..s.n {
+            let mut dv = [_mm512_setzero_ps(); NB];
+            for (j, v) in dv.iter_mut().enumerate() {
+                *v = unsafe { _mm512_loadu_ps(d.add(16 * j)) };
+            }
+            for r in 0..R {
+                let xv = _mm512_set1_ps(unsafe { *xo.add(r) });
+                for j in 0..NB {
+                    acc[r][j] = _mm512_fmadd_ps(xv, dv[j], acc[r][j]);
+                }
+            }
+            xo = unsafe { xo.add(s.stride * s.cin) };
+            d = unsafe { d.add(s.cout) };
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for (j, v) in a.iter().enumerate() {
+            let p = dst[r * s.cout + 16 * j..].as_mut_ptr();
+            unsafe { _mm512_storeu_ps(p, _mm512_add_ps(*v, _mm512_loadu_ps(p))) };
+        }
+    }
+}
