@@ -34,6 +34,9 @@ pub struct BenchResult {
     /// step as 3 forward passes (forward, backward-data, backward-weights)
     pub gflops: f64,
     pub peak_rss_mib: f64,
+    /// milliseconds per step by operation (with profiling on)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile_ms: Vec<(String, f64)>,
 }
 
 /// Peak resident memory of this process so far (Linux VmHWM), MiB.
@@ -76,6 +79,9 @@ pub fn run(
             net.loss_backward(&labels);
             net.sgd_step(sgd, 0.01);
         }
+        if s + 1 == warmup {
+            crate::profile::take();
+        }
         if s >= warmup {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -100,5 +106,10 @@ pub fn run(
         ms_per_step_median: median * 1e3,
         gflops: macs * 2.0 * if train { 3.0 } else { 1.0 } * img_per_s / 1e9,
         peak_rss_mib: peak_rss_mib(),
+        profile_ms: crate::profile::take()
+            .into_iter()
+            .filter(|(_, s)| *s > 0.0)
+            .map(|(op, s)| (format!("{op:?}"), s * 1e3 / steps as f64))
+            .collect(),
     })
 }

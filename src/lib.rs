@@ -21,5 +21,6 @@ pub mod net;
 pub mod ops;
 pub mod optim;
 pub mod par;
+pub mod profile;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -1,9 +1,11 @@
 //! Shapes and the parallel loops every layer uses.
 //!
 //! All parallelism in the engine goes through these few helpers, so that the
+//! tasks' loops are compiled for the CPU's vector width (`vectorized`) and the
 //! thread pool can be swapped (a persistent spin-barrier pool is planned for
 //! the speed work) without touching a layer.
 
+use crate::kernels::vectorized;
 use rayon::prelude::*;
 
 /// Shape of an NHWC activation.
@@ -48,7 +50,7 @@ where
     }
     let rows = out.len() / row_len;
     let per_task = rows.div_ceil(threads() * 4).max(min_rows).max(1);
-    out.par_chunks_mut(per_task * row_len).enumerate().for_each(|(i, chunk)| f(i * per_task, chunk));
+    out.par_chunks_mut(per_task * row_len).enumerate().for_each(|(i, chunk)| vectorized(|| f(i * per_task, chunk)));
 }
 
 /// Split `0..rows` into about one range per thread and reduce `f(range, acc)`
@@ -63,7 +65,31 @@ where
         .into_par_iter()
         .map(|t| {
             let mut acc = vec![0.0f64; width];
-            f(t * per..((t + 1) * per).min(rows), &mut acc);
+            vectorized(|| f(t * per..((t + 1) * per).min(rows), &mut acc));
+            acc
+        })
+        .reduce(
+            || vec![0.0f64; width],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
+}
+
+/// Split `out` (rows of `row_len`) into about one chunk per thread, call
+/// `f(first_row, chunk, acc)` on each in parallel, and sum the f64 `acc`s of width `width`.
+pub fn reduce_rows_mut<F>(out: &mut [f32], row_len: usize, width: usize, f: F) -> Vec<f64>
+where
+    F: Fn(usize, &mut [f32], &mut [f64]) + Sync + Send,
+{
+    let rows = out.len() / row_len.max(1);
+    let per = rows.div_ceil(threads().max(1)).max(1);
+    out.par_chunks_mut(per * row_len)
+        .enumerate()
+        .map(|(t, chunk)| {
+            let mut acc = vec![0.0f64; width];
+            vectorized(|| f(t * per, chunk, &mut acc));
             acc
         })
         .reduce(
@@ -85,6 +111,6 @@ where
     partials.par_iter_mut().enumerate().for_each(|(t, p)| {
         let lo = (t * per).min(items);
         let hi = ((t + 1) * per).min(items);
-        f(lo..hi, p)
+        vectorized(|| f(lo..hi, p))
     });
 }

@@ -36,6 +36,9 @@ pub struct Args {
     /// Print one JSON object (img_per_s, ms_per_step, gflops, peak_rss_mib, ...)
     #[arg(long)]
     json: bool,
+    /// Also time each kind of operation (adds a little overhead) and print ms per step for each
+    #[arg(long)]
+    profile: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -56,6 +59,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ModeArg::Train => Mode::Train,
         ModeArg::Infer => Mode::Infer,
     };
+    crate::profile::enable(a.profile);
     let show = !a.json && std::io::stderr().is_terminal();
     let r = bench::run(&spec, a.batch, size, mode, a.steps, a.warmup, |s, n| {
         if show {
@@ -83,6 +87,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             r.gflops,
             r.peak_rss_mib
         );
+        for (op, ms) in &r.profile_ms {
+            println!("  {op:<20} {ms:8.1} ms/step");
+        }
     }
     Ok(())
 }

@@ -15,6 +15,8 @@
 //! The weight-gradient kernel keeps R input channels x NB*16 output channels
 //! of one tap in registers and streams the pixels of one image through them.
 
+#![allow(clippy::needless_range_loop)] // register blocks are indexed by pixel / channel on purpose
+
 use super::ZEROS;
 use std::arch::x86_64::*;
 
@@ -70,7 +72,10 @@ struct Tap<const P: usize> {
 pub unsafe fn gather_rows(g: &Gather, w: &[f32], src: &[f32], out: &mut [f32], first_row: usize, accumulate: bool) {
     debug_assert!(g.co.is_multiple_of(16) && g.cs <= ZEROS.len());
     debug_assert_eq!(w.len(), g.k * g.k * g.cs * g.co);
-    if !g.ow.is_multiple_of(8) && g.ow.is_multiple_of(7) {
+    if g.co == 16 && g.ow.is_multiple_of(16) {
+        // one 16-lane output block: 16 pixels keep 16 FMA chains in flight
+        unsafe { rows::<16>(g, w, src, out, first_row, accumulate) }
+    } else if !g.ow.is_multiple_of(8) && g.ow.is_multiple_of(7) {
         unsafe { rows::<7>(g, w, src, out, first_row, accumulate) }
     } else {
         unsafe { rows::<8>(g, w, src, out, first_row, accumulate) }
@@ -101,18 +106,35 @@ unsafe fn rows<const P: usize>(
                     continue;
                 };
                 let srow = (n * g.sh + sy) * g.sw;
+                let srow_ptr = src.as_ptr().wrapping_add(srow * g.cs);
                 for kw in 0..g.k {
                     let t = &mut taps[nt];
                     t.w = (kh * g.k + kw) * g.cs * g.co;
                     let mut any = false;
-                    for p in 0..P {
-                        t.src[p] = match (p < np).then(|| g.src(ox0 + p, kw, g.sw)).flatten() {
-                            Some(sx) => {
-                                any = true;
-                                src[(srow + sx) * g.cs..].as_ptr()
-                            }
-                            None => ZEROS.as_ptr(),
+                    if g.transposed && g.stride > 1 {
+                        for p in 0..P {
+                            t.src[p] = match (p < np).then(|| g.src(ox0 + p, kw, g.sw)).flatten() {
+                                Some(sx) => {
+                                    any = true;
+                                    src[(srow + sx) * g.cs..].as_ptr()
+                                }
+                                None => ZEROS.as_ptr(),
+                            };
+                        }
+                    } else {
+                        // source column = off + p * step for pixel p of the block
+                        let (off, step) = if g.transposed {
+                            (ox0 as isize + g.pad as isize - kw as isize, 1)
+                        } else {
+                            ((ox0 * g.stride + kw) as isize - g.pad as isize, g.stride as isize)
                         };
+                        for p in 0..P {
+                            let sx = off + p as isize * step;
+                            let valid = p < np && sx >= 0 && sx < g.sw as isize;
+                            any |= valid;
+                            t.src[p] =
+                                if valid { srow_ptr.wrapping_offset(sx * g.cs as isize) } else { ZEROS.as_ptr() };
+                        }
                     }
                     nt += any as usize;
                 }

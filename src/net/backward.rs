@@ -9,6 +9,7 @@ use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan};
 use crate::ops::bn;
 use crate::ops::{pool, shortcut};
 use crate::par::Dims;
+use crate::profile::{self, Op};
 
 #[allow(clippy::too_many_arguments)]
 /// BN (+act) backward of a unit: dy at the unit output -> t1 = dL/d(pre).
@@ -26,19 +27,21 @@ fn unit_bn_backward(
     let c = yd.c;
     let (dgamma, dbeta) = grads[u.gamma..u.gamma + 2 * c].split_at_mut(c);
     debug_assert_eq!(u.beta, u.gamma + c);
-    bn::backward(
-        &params[u.gamma..u.gamma + c],
-        &b.saved,
-        &b.pre[..yd.len()],
-        yd,
-        &b.out[..yd.len()],
-        &dy[..yd.len()],
-        u.act,
-        &mut t1[..yd.len()],
-        dgamma,
-        dbeta,
-        dz_out.map(|d| &mut d[..yd.len()]),
-    );
+    profile::time(Op::BnBackward, || {
+        bn::backward(
+            &params[u.gamma..u.gamma + c],
+            &b.saved,
+            &b.pre[..yd.len()],
+            yd,
+            &b.out[..yd.len()],
+            &dy[..yd.len()],
+            u.act,
+            &mut t1[..yd.len()],
+            dgamma,
+            dbeta,
+            dz_out.map(|d| &mut d[..yd.len()]),
+        );
+    });
 }
 
 /// Conv backward of a unit: t1 = dL/d(pre) -> dW, and dx (= or += ) if asked.
@@ -55,17 +58,21 @@ fn unit_conv_backward(
 ) {
     let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
     let wl = u.conv.weight_len();
-    u.conv.backward_weight_with(s.path, &x[..xd.len()], xd, &t1[..yd.len()], &mut grads[u.w..u.w + wl], s.partials);
+    profile::time(Op::ConvBackwardWeight, || {
+        u.conv.backward_weight_with(s.path, &x[..xd.len()], xd, &t1[..yd.len()], &mut grads[u.w..u.w + wl], s.partials)
+    });
     if let Some((dx, accumulate)) = dx {
-        u.conv.backward_data_with(
-            s.path,
-            &params[u.w..u.w + wl],
-            &t1[..yd.len()],
-            xd,
-            &mut dx[..xd.len()],
-            accumulate,
-            s.wt,
-        );
+        profile::time(Op::ConvBackwardData, || {
+            u.conv.backward_data_with(
+                s.path,
+                &params[u.w..u.w + wl],
+                &t1[..yd.len()],
+                xd,
+                &mut dx[..xd.len()],
+                accumulate,
+                s.wt,
+            )
+        });
     }
 }
 

@@ -7,6 +7,7 @@ use crate::ops::loss::{self, LossOut};
 use crate::ops::pool;
 use crate::ops::shortcut::ShortcutSrc;
 use crate::par::Dims;
+use crate::profile::{self, Op};
 
 #[allow(clippy::too_many_arguments)]
 /// conv -> BN (batch or running statistics) -> act [with the shortcut added].
@@ -22,15 +23,19 @@ pub(crate) fn unit_forward(
 ) {
     let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
     let c = yd.c;
-    u.conv.forward_with(path, &params[u.w..u.w + u.conv.weight_len()], &x[..xd.len()], xd, &mut b.pre[..yd.len()]);
+    profile::time(Op::ConvForward, || {
+        u.conv.forward_with(path, &params[u.w..u.w + u.conv.weight_len()], &x[..xd.len()], xd, &mut b.pre[..yd.len()])
+    });
     let p = BnParams { gamma: &params[u.gamma..u.gamma + c], beta: &params[u.beta..u.beta + c] };
     let (rmean, rvar) = stats[u.rmean..u.rvar + c].split_at_mut(c);
     let (pre, out) = (&b.pre[..yd.len()], &mut b.out[..yd.len()]);
-    if train {
-        bn::forward_train(&p, rmean, rvar, &mut b.saved, pre, yd, u.act, shortcut, out);
-    } else {
-        bn::forward_eval(&p, rmean, rvar, pre, yd, u.act, shortcut, out);
-    }
+    profile::time(Op::BnForward, || {
+        if train {
+            bn::forward_train(&p, rmean, rvar, &mut b.saved, pre, yd, u.act, shortcut, out);
+        } else {
+            bn::forward_eval(&p, rmean, rvar, pre, yd, u.act, shortcut, out);
+        }
+    });
 }
 
 /// One residual (or plain) block. x: the block input (N, H, W, Cin).

@@ -157,63 +157,82 @@ pub fn backward(
     dx: &mut [f32],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
-    mut dz_out: Option<&mut [f32]>,
+    dz_out: Option<&mut [f32]>,
 ) {
     let c = xd.c;
     let m = xd.pixels();
     let (mean, invstd) = (&saved.mean[..c], &saved.invstd[..c]);
     let masked = act != Act::None;
-    if act == Act::AddRelu {
-        let dz = dz_out.as_deref_mut().expect("AddRelu backward needs a dz buffer");
-        dz.iter_mut().zip(dy).zip(y).for_each(|((d, g), v)| *d = if *v > 0.0 { *g } else { 0.0 });
-    }
-    // the gradient at BN's output: dz (stored), or dy masked on the fly
-    let g_src: &[f32] = match &dz_out {
-        Some(d) => d,
-        None => dy,
+    // pass 1: g = dy masked by the ReLU, written to dz (AddRelu) or to dx
+    // (then transformed in place); sums of g and g * (x - mean) per channel
+    let pass1 = |g_buf: &mut [f32]| {
+        par::reduce_rows_mut(g_buf, c, 2 * c, |first, chunk, acc| {
+            let mut s = vec![0.0f32; 2 * c];
+            for (r, gr) in chunk.chunks_exact_mut(c).enumerate() {
+                let row = first + r;
+                let (xr, dyr, yr) = (&x[row * c..][..c], &dy[row * c..][..c], &y[row * c..][..c]);
+                let (s1, s2) = s.split_at_mut(c);
+                for (((((g, d), yv), xv), mu), (a1, a2)) in
+                    gr.iter_mut().zip(dyr).zip(yr).zip(xr).zip(mean).zip(s1.iter_mut().zip(s2.iter_mut()))
+                {
+                    let v = if !masked || *yv > 0.0 { *d } else { 0.0 };
+                    *g = v;
+                    *a1 += v;
+                    *a2 += v * (xv - mu);
+                }
+                if r % 64 == 63 {
+                    acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+                    s.fill(0.0);
+                }
+            }
+            acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+        })
     };
-    let mask = masked && act != Act::AddRelu;
-    // pass 1: sum(g), sum(g * xhat) per channel
-    let sums = par::reduce_rows(m, 2 * c, |rows, acc| {
-        let mut s = vec![0.0f32; 2 * c];
-        let mut count = 0;
-        for r in rows {
-            let (xr, gr, yr) = (&x[r * c..][..c], &g_src[r * c..][..c], &y[r * c..][..c]);
-            let (s1, s2) = s.split_at_mut(c);
-            for ch in 0..c {
-                let g = if mask && yr[ch] <= 0.0 { 0.0 } else { gr[ch] };
-                s1[ch] += g;
-                s2[ch] += g * (xr[ch] - mean[ch]) * invstd[ch];
-            }
-            count += 1;
-            if count == 64 {
-                acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
-                s.fill(0.0);
-                count = 0;
-            }
+    // pass 2: dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) = a g + b x + o
+    let mut coefficients = |sums: &[f64]| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mf = m as f64;
+        let (mut a, mut b, mut o) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+        for ch in 0..c {
+            let (is, mu) = (invstd[ch] as f64, mean[ch] as f64);
+            let k = gamma[ch] as f64 * is;
+            let (mg, mgx) = (sums[ch] / mf, sums[c + ch] * is / mf);
+            a[ch] = k as f32;
+            b[ch] = (-k * is * mgx) as f32;
+            o[ch] = (-k * mg + k * is * mgx * mu) as f32;
+            dbeta[ch] = sums[ch] as f32;
+            dgamma[ch] = (sums[c + ch] * is) as f32;
         }
-        acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
-    });
-    for ch in 0..c {
-        dbeta[ch] = sums[ch] as f32;
-        dgamma[ch] = sums[c + ch] as f32;
+        (a, b, o)
+    };
+    match dz_out {
+        Some(dz) => {
+            let dz = &mut dz[..xd.len()];
+            let coef = coefficients(&pass1(dz));
+            let (dz, (a, b, o)) = (&*dz, &coef);
+            par::for_rows(dx, c, 64, |first, chunk| {
+                for (r, dxr) in chunk.chunks_exact_mut(c).enumerate() {
+                    let row = first + r;
+                    let (xr, gr) = (&x[row * c..][..c], &dz[row * c..][..c]);
+                    for (((((d, g), xv), a), b), o) in dxr.iter_mut().zip(gr).zip(xr).zip(a).zip(b).zip(o) {
+                        *d = a * g + b * xv + o;
+                    }
+                }
+            });
+        }
+        None => {
+            let coef = coefficients(&pass1(dx));
+            // in place: each row reads its own g before writing dx
+            let (a, b, o) = &coef;
+            par::for_rows(dx, c, 64, |first, chunk| {
+                for (r, dxr) in chunk.chunks_exact_mut(c).enumerate() {
+                    let xr = &x[(first + r) * c..][..c];
+                    for ((((d, xv), a), b), o) in dxr.iter_mut().zip(xr).zip(a).zip(b).zip(o) {
+                        *d = a * *d + b * xv + o;
+                    }
+                }
+            });
+        }
     }
-    // pass 2: dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
-    let mf = m as f64;
-    let k: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
-    let mg: Vec<f32> = (0..c).map(|ch| (sums[ch] / mf) as f32).collect();
-    let mgx: Vec<f32> = (0..c).map(|ch| (sums[c + ch] / mf) as f32).collect();
-    par::for_rows(dx, c, 64, |first, chunk| {
-        for (r, dxr) in chunk.chunks_exact_mut(c).enumerate() {
-            let row = first + r;
-            let (xr, gr, yr) = (&x[row * c..][..c], &g_src[row * c..][..c], &y[row * c..][..c]);
-            for ch in 0..c {
-                let g = if mask && yr[ch] <= 0.0 { 0.0 } else { gr[ch] };
-                let xhat = (xr[ch] - mean[ch]) * invstd[ch];
-                dxr[ch] = k[ch] * (g - mg[ch] - xhat * mgx[ch]);
-            }
-        }
-    });
 }
 
 /// Backward of eval-mode BN (fixed statistics), used for analysis and tests:
