@@ -17,7 +17,7 @@
 
 #![allow(clippy::needless_range_loop)] // register blocks are indexed by pixel / channel on purpose
 
-use super::ZEROS;
+use super::{Epilogue, ZEROS};
 use std::arch::x86_64::*;
 
 /// Geometry of a gather convolution.
@@ -69,16 +69,24 @@ struct Tap<const P: usize> {
 /// # Safety
 /// The CPU must support AVX-512F; slices must match the geometry.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn gather_rows(g: &Gather, w: &[f32], src: &[f32], out: &mut [f32], first_row: usize, accumulate: bool) {
+pub unsafe fn gather_rows(
+    g: &Gather,
+    w: &[f32],
+    src: &[f32],
+    out: &mut [f32],
+    first_row: usize,
+    accumulate: bool,
+    epi: &Epilogue,
+) {
     debug_assert!(g.co.is_multiple_of(16) && g.cs <= ZEROS.len());
     debug_assert_eq!(w.len(), g.k * g.k * g.cs * g.co);
     if g.co == 16 && g.ow.is_multiple_of(16) {
         // one 16-lane output block: 16 pixels keep 16 FMA chains in flight
-        unsafe { rows::<16>(g, w, src, out, first_row, accumulate) }
+        unsafe { rows::<16>(g, w, src, out, first_row, accumulate, epi) }
     } else if !g.ow.is_multiple_of(8) && g.ow.is_multiple_of(7) {
-        unsafe { rows::<7>(g, w, src, out, first_row, accumulate) }
+        unsafe { rows::<7>(g, w, src, out, first_row, accumulate, epi) }
     } else {
-        unsafe { rows::<8>(g, w, src, out, first_row, accumulate) }
+        unsafe { rows::<8>(g, w, src, out, first_row, accumulate, epi) }
     }
 }
 
@@ -90,8 +98,10 @@ unsafe fn rows<const P: usize>(
     out: &mut [f32],
     first_row: usize,
     accumulate: bool,
+    epi: &Epilogue,
 ) {
     let row_len = g.ow * g.co;
+    let mut res = ([ZEROS.as_ptr(); P], 0usize);
     let mut taps = [Tap::<P> { w: 0, src: [ZEROS.as_ptr(); P] }; 49];
     assert!(g.k * g.k <= 49, "kernel larger than 7x7");
     for (r, orow) in out.chunks_exact_mut(row_len).enumerate() {
@@ -139,16 +149,24 @@ unsafe fn rows<const P: usize>(
                     nt += any as usize;
                 }
             }
+            if let Some(r) = epi.residual {
+                for p in 0..np {
+                    let v = r.row(row * g.ow + ox0 + p, g.co);
+                    res.0[p] = v.as_ptr();
+                    res.1 = v.len();
+                }
+            }
+            let store = Store { accumulate, epi, res: epi.residual.map(|_| &res) };
             let obase = orow[ox0 * g.co..].as_mut_ptr();
             let mut ob = 0;
             while ob < g.co {
                 let wp = w[ob..].as_ptr();
                 let op = unsafe { obase.add(ob) };
                 if g.co - ob >= 32 {
-                    unsafe { tile::<P, 2>(&taps[..nt], g.cs, wp, g.co, op, np, accumulate) };
+                    unsafe { tile::<P, 2>(&taps[..nt], g.cs, wp, g.co, op, np, ob, &store) };
                     ob += 32;
                 } else {
-                    unsafe { tile::<P, 1>(&taps[..nt], g.cs, wp, g.co, op, np, accumulate) };
+                    unsafe { tile::<P, 1>(&taps[..nt], g.cs, wp, g.co, op, np, ob, &store) };
                     ob += 16;
                 }
             }
@@ -168,7 +186,8 @@ unsafe fn tile<const P: usize, const NB: usize>(
     co: usize,
     out: *mut f32,
     np: usize,
-    accumulate: bool,
+    ob: usize,
+    store: &Store<'_, '_, P>,
 ) {
     let mut acc = [[_mm512_setzero_ps(); NB]; P];
     for t in taps {
@@ -186,13 +205,36 @@ unsafe fn tile<const P: usize, const NB: usize>(
             }
         }
     }
+    let affine = store.epi.affine.map(|(s, t)| (s.as_ptr(), t.as_ptr()));
     for (p, a) in acc.iter().enumerate().take(np) {
         for (j, v) in a.iter().enumerate() {
-            let dst = unsafe { out.add(p * co + 16 * j) };
-            let v = if accumulate { _mm512_add_ps(*v, unsafe { _mm512_loadu_ps(dst) }) } else { *v };
+            let (dst, ch) = (unsafe { out.add(p * co + 16 * j) }, ob + 16 * j);
+            let mut v = *v;
+            if store.accumulate {
+                v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(dst) });
+            }
+            if let Some((s, t)) = affine {
+                v = unsafe { _mm512_fmadd_ps(v, _mm512_loadu_ps(s.add(ch)), _mm512_loadu_ps(t.add(ch))) };
+            }
+            if let Some((ptrs, len)) = store.res
+                && ch < *len
+            {
+                v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(ptrs[p].add(ch)) });
+            }
+            if store.epi.relu {
+                v = _mm512_max_ps(v, _mm512_setzero_ps());
+            }
             unsafe { _mm512_storeu_ps(dst, v) };
         }
     }
+}
+
+/// How a tile stores: add to what is there, then the epilogue; `res` holds
+/// the residual pointer of each pixel and the residual's channel count.
+struct Store<'s, 'e, const P: usize> {
+    accumulate: bool,
+    epi: &'s Epilogue<'e>,
+    res: Option<&'s ([*const f32; P], usize)>,
 }
 
 /// Weight gradient of one image, added into `dw` (k, k, cin, cout):

@@ -7,6 +7,8 @@
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 
+use crate::par::Dims;
+
 /// Which implementation of the hot loops runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
@@ -46,6 +48,61 @@ impl Path {
             v.push(Self::best_supported());
         }
         v
+    }
+}
+
+/// The shortcut of a residual block as the fused add reads it: identity, or
+/// option A (stride-s subsampling, channels beyond the input's are zero).
+#[derive(Clone, Copy)]
+pub enum ShortcutSrc<'a> {
+    /// Same shape as the block output.
+    Identity(&'a [f32]),
+    /// Option A: x of shape xd, subsampled by `stride`, block output shape `yd`.
+    PadA { x: &'a [f32], xd: Dims, yd: Dims, stride: usize },
+}
+
+impl<'a> ShortcutSrc<'a> {
+    /// The shortcut values for output pixel `row` (= (n*OH + oh)*OW + ow) of
+    /// a block output with `c` channels. May be shorter than `c`: the rest are zero.
+    #[inline]
+    pub fn row(&self, row: usize, c: usize) -> &'a [f32] {
+        match *self {
+            ShortcutSrc::Identity(x) => &x[row * c..(row + 1) * c],
+            ShortcutSrc::PadA { x, xd, yd, stride } => {
+                let (n, rem) = (row / (yd.h * yd.w), row % (yd.h * yd.w));
+                let (oh, ow) = (rem / yd.w, rem % yd.w);
+                let base = ((n * xd.h + oh * stride) * xd.w + ow * stride) * xd.c;
+                &x[base..base + xd.c]
+            }
+        }
+    }
+}
+
+/// What happens to a convolution's outputs on their way to memory (fused
+/// into the kernel's store on the fast path): an affine map per channel
+/// (eval-mode BN folded: y * scale + shift), a residual to add, a ReLU.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub affine: Option<(&'a [f32], &'a [f32])>,
+    /// the shortcut added before the ReLU
+    pub residual: Option<ShortcutSrc<'a>>,
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// Apply to the pixels `first_pixel..` of `rows` (c channels each) — the portable form.
+    pub fn apply(&self, first_pixel: usize, rows: &mut [f32], c: usize) {
+        for (i, px) in rows.chunks_exact_mut(c).enumerate() {
+            if let Some((s, t)) = self.affine {
+                px.iter_mut().zip(s).zip(t).for_each(|((v, s), t)| *v = *v * s + t);
+            }
+            if let Some(r) = self.residual {
+                px.iter_mut().zip(r.row(first_pixel + i, c)).for_each(|(v, r)| *v += r);
+            }
+            if self.relu {
+                px.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Forward pass: stem -> [max pool] -> blocks -> global average pool -> fc.
 
 use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan};
-use crate::kernels::Path;
+use crate::kernels::{Epilogue, Path};
 use crate::ops::bn::{self, Act, BnParams};
 use crate::ops::loss::{self, LossOut};
 use crate::ops::pool;
@@ -23,19 +23,21 @@ pub(crate) fn unit_forward(
 ) {
     let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
     let c = yd.c;
-    profile::time(Op::ConvForward, || {
-        u.conv.forward_with(path, &params[u.w..u.w + u.conv.weight_len()], &x[..xd.len()], xd, &mut b.pre[..yd.len()])
-    });
+    let w = &params[u.w..u.w + u.conv.weight_len()];
     let p = BnParams { gamma: &params[u.gamma..u.gamma + c], beta: &params[u.beta..u.beta + c] };
     let (rmean, rvar) = stats[u.rmean..u.rvar + c].split_at_mut(c);
+    if !train {
+        // eval: BN folded into the convolution's store, with the residual and ReLU
+        let (scale, shift) = bn::eval_affine(&p, rmean, rvar);
+        let epi = Epilogue { affine: Some((&scale, &shift)), residual: shortcut, relu: u.act != Act::None };
+        profile::time(Op::ConvForward, || {
+            u.conv.forward_fused(path, w, &x[..xd.len()], xd, &mut b.out[..yd.len()], &epi)
+        });
+        return;
+    }
+    profile::time(Op::ConvForward, || u.conv.forward_with(path, w, &x[..xd.len()], xd, &mut b.pre[..yd.len()]));
     let (pre, out) = (&b.pre[..yd.len()], &mut b.out[..yd.len()]);
-    profile::time(Op::BnForward, || {
-        if train {
-            bn::forward_train(&p, rmean, rvar, &mut b.saved, pre, yd, u.act, shortcut, out);
-        } else {
-            bn::forward_eval(&p, rmean, rvar, pre, yd, u.act, shortcut, out);
-        }
-    });
+    profile::time(Op::BnForward, || bn::forward_train(&p, rmean, rvar, &mut b.saved, pre, yd, u.act, shortcut, out));
 }
 
 /// One residual (or plain) block. x: the block input (N, H, W, Cin).

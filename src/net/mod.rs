@@ -87,8 +87,13 @@ pub struct Net {
     pub(crate) partials: Vec<Vec<f32>>,
 }
 
-fn unit_bufs(u: &UnitPlan, n: usize) -> UnitBufs {
-    UnitBufs { pre: vec![0.0; u.yd.len() * n], out: vec![0.0; u.yd.len() * n], saved: BnSaved::default() }
+/// `pre` (the conv output BN normalises in training) only where backward needs it.
+fn unit_bufs(u: &UnitPlan, n: usize, train: bool) -> UnitBufs {
+    UnitBufs {
+        pre: vec![0.0; if train { u.yd.len() * n } else { 0 }],
+        out: vec![0.0; u.yd.len() * n],
+        saved: BnSaved::default(),
+    }
 }
 
 /// Our layout -> torchvision's (conv weights HWIO -> OIHW; others as they are).
@@ -144,9 +149,9 @@ impl Net {
             .blocks
             .iter()
             .map(|b| BlockBufs {
-                units: b.units.iter().map(|u| unit_bufs(u, n)).collect(),
+                units: b.units.iter().map(|u| unit_bufs(u, n, train)).collect(),
                 proj: match &b.shortcut {
-                    ShortcutPlan::Proj(u) => Some(unit_bufs(u, n)),
+                    ShortcutPlan::Proj(u) => Some(unit_bufs(u, n, train)),
                     _ => None,
                 },
             })
@@ -167,7 +172,7 @@ impl Net {
             grads: vec![0.0; if train { plan.n_params } else { 0 }],
             stats: vec![0.0; plan.n_stats],
             input: vec![0.0; plan.input.len() * n],
-            stem: unit_bufs(&plan.stem, n),
+            stem: unit_bufs(&plan.stem, n, train),
             pool_out: vec![0.0; pool_len],
             pool_arg: vec![0; pool_len],
             blocks,

@@ -229,12 +229,12 @@ impl Plan {
         self.units().map(|u| u.conv.macs(u.xd.h, u.xd.w)).sum::<u64>() + (self.fc.fin * self.fc.fout) as u64
     }
 
-    /// Bytes of f32 activations kept per image in training (conv outputs and
-    /// unit outputs) — the dominant term of the buffer plan.
-    pub fn activation_floats_per_image(&self) -> usize {
+    /// f32 activations kept per image (unit outputs, and in training the conv
+    /// outputs BN normalises) — the dominant term of the buffer plan.
+    pub fn activation_floats_per_image(&self, train: bool) -> usize {
         let mut n = self.input.len();
         for u in self.units() {
-            n += 2 * u.yd.len();
+            n += if train { 2 } else { 1 } * u.yd.len();
         }
         if let Some((_, d)) = self.pool {
             n += 2 * d.len(); // output + argmax
@@ -258,7 +258,7 @@ impl Plan {
 
     /// Bytes the engine allocates for a batch of `n` (training if `train`).
     pub fn memory_bytes(&self, n: usize, train: bool, threads: usize) -> u64 {
-        let act = self.activation_floats_per_image() as u64 * n as u64;
+        let act = self.activation_floats_per_image(train) as u64 * n as u64;
         let grads = if train {
             let bufs = if self.has_projection() { 5 } else { 4 };
             bufs as u64 * self.max_activation_per_image() as u64 * n as u64

@@ -102,6 +102,13 @@ pub fn forward_eval(
     normalize(p, running_mean, &invstd, x, xd, act, shortcut, y);
 }
 
+/// Eval-mode BN as y = x * scale + shift per channel (to fold into a convolution).
+pub fn eval_affine(p: &BnParams, running_mean: &[f32], running_var: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = p.gamma.iter().zip(running_var).map(|(g, v)| g / (v + EPS).sqrt()).collect();
+    let shift = p.beta.iter().zip(running_mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    (scale, shift)
+}
+
 /// y = act(gamma * (x - mean) * invstd + beta [+ shortcut]).
 #[allow(clippy::too_many_arguments)]
 fn normalize(

@@ -5,7 +5,7 @@
 //! paper's 7x7/2, 3x3/1, 3x3/2, 1x1/1, 1x1/2 (and anything else square).
 
 use super::Dims;
-use crate::kernels::Path;
+use crate::kernels::{Epilogue, Path};
 use crate::par;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,20 +76,26 @@ impl Conv {
 
     /// Forward on a chosen kernel path.
     pub fn forward_with(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
+        self.forward_fused(path, w, x, xd, y, &Epilogue::default())
+    }
+
+    /// y = epilogue(conv(x, w)): per-channel affine (folded BN), residual, ReLU
+    /// applied as the outputs are stored.
+    pub fn forward_fused(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
         #[cfg(target_arch = "x86_64")]
         if path == Path::Avx512 && self.cout.is_multiple_of(16) {
             let g = self.gather(xd, false);
             // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F.
             par::for_rows(y, g.ow * g.co, 1, |first, chunk| unsafe {
-                crate::kernels::avx512::gather_rows(&g, w, x, chunk, first, false)
+                crate::kernels::avx512::gather_rows(&g, w, x, chunk, first, false, epi)
             });
             return;
         }
         let _ = path;
-        self.forward_portable(w, x, xd, y)
+        self.forward_portable(w, x, xd, y, epi)
     }
 
-    fn forward_portable(&self, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
+    fn forward_portable(&self, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
         let yd = self.out_dims(xd);
         debug_assert_eq!(w.len(), self.weight_len());
         debug_assert_eq!(x.len(), xd.len());
@@ -118,6 +124,7 @@ impl Conv {
                         }
                     }
                 }
+                epi.apply(row * yd.w, yrow, cout);
             }
         });
     }
@@ -158,7 +165,7 @@ impl Conv {
             let g = self.gather(xd, true);
             // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F.
             par::for_rows(dx, g.ow * g.co, 1, |first, chunk| unsafe {
-                crate::kernels::avx512::gather_rows(&g, wt, dy, chunk, first, accumulate)
+                crate::kernels::avx512::gather_rows(&g, wt, dy, chunk, first, accumulate, &Epilogue::default())
             });
             return;
         }

@@ -8,30 +8,7 @@
 use super::Dims;
 use crate::par;
 
-#[derive(Clone, Copy)]
-pub enum ShortcutSrc<'a> {
-    /// Same shape as the block output.
-    Identity(&'a [f32]),
-    /// Option A: x of shape xd, subsampled by `stride`, block output shape `yd`.
-    PadA { x: &'a [f32], xd: Dims, yd: Dims, stride: usize },
-}
-
-impl<'a> ShortcutSrc<'a> {
-    /// The shortcut values for output pixel `row` (= (n*OH + oh)*OW + ow) of
-    /// a block output with `c` channels. May be shorter than `c`: the rest are zero.
-    #[inline]
-    pub fn row(&self, row: usize, c: usize) -> &'a [f32] {
-        match *self {
-            ShortcutSrc::Identity(x) => &x[row * c..(row + 1) * c],
-            ShortcutSrc::PadA { x, xd, yd, stride } => {
-                let (n, rem) = (row / (yd.h * yd.w), row % (yd.h * yd.w));
-                let (oh, ow) = (rem / yd.w, rem % yd.w);
-                let base = ((n * xd.h + oh * stride) * xd.w + ow * stride) * xd.c;
-                &x[base..base + xd.c]
-            }
-        }
-    }
-}
+pub use crate::kernels::ShortcutSrc;
 
 // ---------------------------------------------------------------- forward
 // (the forward add lives in the BN epilogue: bn::normalize)
