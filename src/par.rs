@@ -101,6 +101,26 @@ where
         )
 }
 
+/// `f(i)` for every i in 0..n, in parallel.
+pub fn for_each_index<F>(n: usize, f: F)
+where
+    F: Fn(usize) + Sync + Send,
+{
+    (0..n).into_par_iter().for_each(|i| vectorized(|| f(i)));
+}
+
+/// A pointer that tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+pub struct SyncPtr(pub *mut f32);
+// SAFETY: users write disjoint regions only (documented at each use).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Each of `partials` (one per task) gets a contiguous share of `0..items`.
 pub fn for_partials<F>(partials: &mut [Vec<f32>], items: usize, f: F)
 where

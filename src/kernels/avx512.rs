@@ -16,6 +16,7 @@
 //! of one tap in registers and streams the pixels of one image through them.
 
 #![allow(clippy::needless_range_loop)] // register blocks are indexed by pixel / channel on purpose
+#![allow(clippy::too_many_arguments)]
 
 use super::{Epilogue, ZEROS};
 use std::arch::x86_64::*;
@@ -63,49 +64,46 @@ struct Tap<const P: usize> {
     src: [*const f32; P],
 }
 
-/// Compute destination rows `first_row..` (row = n * oh + y) into `out`
-/// (whole rows of ow * co values). `w`: (k, k, cs, co). `accumulate` adds to `out`.
+/// Where a call writes: destination rows `first_row..first_row + nrows` (row =
+/// n * oh + y, each ow * co values, starting at `ptr`), output channels `c0..c1`
+/// (multiples of 16). Tasks may share rows with disjoint channel ranges.
+#[derive(Clone, Copy)]
+pub struct Dst {
+    pub ptr: *mut f32,
+    pub first_row: usize,
+    pub nrows: usize,
+    pub c0: usize,
+    pub c1: usize,
+}
+
+/// Compute the destination block `dst`. `w`: (k, k, cs, co). `accumulate` adds
+/// to what is there, then the epilogue applies.
 ///
 /// # Safety
 /// The CPU must support AVX-512F; slices must match the geometry.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn gather_rows(
-    g: &Gather,
-    w: &[f32],
-    src: &[f32],
-    out: &mut [f32],
-    first_row: usize,
-    accumulate: bool,
-    epi: &Epilogue,
-) {
+pub unsafe fn gather_rows(g: &Gather, w: &[f32], src: &[f32], dst: Dst, accumulate: bool, epi: &Epilogue) {
     debug_assert!(g.co.is_multiple_of(16) && g.cs <= ZEROS.len());
     debug_assert_eq!(w.len(), g.k * g.k * g.cs * g.co);
     if g.co == 16 && g.ow.is_multiple_of(16) {
         // one 16-lane output block: 16 pixels keep 16 FMA chains in flight
-        unsafe { rows::<16>(g, w, src, out, first_row, accumulate, epi) }
+        unsafe { rows::<16>(g, w, src, dst, accumulate, epi) }
     } else if !g.ow.is_multiple_of(8) && g.ow.is_multiple_of(7) {
-        unsafe { rows::<7>(g, w, src, out, first_row, accumulate, epi) }
+        unsafe { rows::<7>(g, w, src, dst, accumulate, epi) }
     } else {
-        unsafe { rows::<8>(g, w, src, out, first_row, accumulate, epi) }
+        unsafe { rows::<8>(g, w, src, dst, accumulate, epi) }
     }
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn rows<const P: usize>(
-    g: &Gather,
-    w: &[f32],
-    src: &[f32],
-    out: &mut [f32],
-    first_row: usize,
-    accumulate: bool,
-    epi: &Epilogue,
-) {
+unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, accumulate: bool, epi: &Epilogue) {
     let row_len = g.ow * g.co;
     let mut res = ([ZEROS.as_ptr(); P], 0usize);
     let mut taps = [Tap::<P> { w: 0, src: [ZEROS.as_ptr(); P] }; 49];
     assert!(g.k * g.k <= 49, "kernel larger than 7x7");
-    for (r, orow) in out.chunks_exact_mut(row_len).enumerate() {
-        let row = first_row + r;
+    for r in 0..dst.nrows {
+        let row = dst.first_row + r;
+        let orow = unsafe { dst.ptr.add(r * row_len) };
         let (n, y) = (row / g.oh, row % g.oh);
         let mut ox0 = 0;
         while ox0 < g.ow {
@@ -157,12 +155,12 @@ unsafe fn rows<const P: usize>(
                 }
             }
             let store = Store { accumulate, epi, res: epi.residual.map(|_| &res) };
-            let obase = orow[ox0 * g.co..].as_mut_ptr();
-            let mut ob = 0;
-            while ob < g.co {
+            let obase = unsafe { orow.add(ox0 * g.co) };
+            let mut ob = dst.c0;
+            while ob < dst.c1 {
                 let wp = w[ob..].as_ptr();
                 let op = unsafe { obase.add(ob) };
-                if g.co - ob >= 32 {
+                if dst.c1 - ob >= 32 {
                     unsafe { tile::<P, 2>(&taps[..nt], g.cs, wp, g.co, op, np, ob, &store) };
                     ob += 32;
                 } else {
@@ -176,8 +174,9 @@ unsafe fn rows<const P: usize>(
 }
 
 /// P pixels x NB*16 channels: out[p][j] (+)= sum_taps sum_c src[p][c] * w[c][j].
-/// Output pixel p is at `out + p * co`.
-#[inline]
+/// Output pixel p is at `out + p * co`. Not inlined: its register allocation
+/// (P x NB accumulators, P source pointers) must not compete with the caller's.
+#[inline(never)]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const P: usize, const NB: usize>(
     taps: &[Tap<P>],

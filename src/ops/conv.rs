@@ -8,6 +8,46 @@ use super::Dims;
 use crate::kernels::{Epilogue, Path};
 use crate::par;
 
+/// Run the AVX-512 gather kernel over all of `out` on every thread: by rows
+/// where there are enough, else also by blocks of output channels (batch-1
+/// inference on 7x7 maps has 7 rows for 2 threads).
+#[cfg(target_arch = "x86_64")]
+fn run_gather(
+    g: &crate::kernels::avx512::Gather,
+    w: &[f32],
+    src: &[f32],
+    out: &mut [f32],
+    accumulate: bool,
+    epi: &Epilogue,
+) {
+    use crate::kernels::avx512::{Dst, gather_rows};
+    let row_len = g.ow * g.co;
+    let rows = out.len() / row_len;
+    let want = 4 * par::threads();
+    let split = if rows >= want { 1 } else { want.div_ceil(rows).min(g.co / 32).max(1) };
+    if split == 1 {
+        // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F; each task owns its rows.
+        par::for_rows(out, row_len, 1, |first, chunk| unsafe {
+            let dst = Dst { ptr: chunk.as_mut_ptr(), first_row: first, nrows: chunk.len() / row_len, c0: 0, c1: g.co };
+            gather_rows(g, w, src, dst, accumulate, epi)
+        });
+        return;
+    }
+    // channel blocks of a multiple of 32, `split` per row
+    let per = (g.co / 32).div_ceil(split) * 32;
+    let base = par::SyncPtr(out.as_mut_ptr());
+    par::for_each_index(rows * g.co.div_ceil(per), |t| {
+        let blocks = g.co.div_ceil(per);
+        let (row, b) = (t / blocks, t % blocks);
+        let (c0, c1) = (b * per, ((b + 1) * per).min(g.co));
+        // SAFETY: as above; tasks write disjoint (row, channel range) blocks of `out`.
+        unsafe {
+            let dst = Dst { ptr: base.get().add(row * row_len), first_row: row, nrows: 1, c0, c1 };
+            gather_rows(g, w, src, dst, accumulate, epi)
+        }
+    });
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv {
     pub cin: usize,
@@ -84,11 +124,7 @@ impl Conv {
     pub fn forward_fused(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
         #[cfg(target_arch = "x86_64")]
         if path == Path::Avx512 && self.cout.is_multiple_of(16) {
-            let g = self.gather(xd, false);
-            // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F.
-            par::for_rows(y, g.ow * g.co, 1, |first, chunk| unsafe {
-                crate::kernels::avx512::gather_rows(&g, w, x, chunk, first, false, epi)
-            });
+            run_gather(&self.gather(xd, false), w, x, y, false, epi);
             return;
         }
         let _ = path;
@@ -162,11 +198,7 @@ impl Conv {
         let wt = &*wt;
         #[cfg(target_arch = "x86_64")]
         if path == Path::Avx512 && cin % 16 == 0 {
-            let g = self.gather(xd, true);
-            // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F.
-            par::for_rows(dx, g.ow * g.co, 1, |first, chunk| unsafe {
-                crate::kernels::avx512::gather_rows(&g, wt, dy, chunk, first, accumulate, &Epilogue::default())
-            });
+            run_gather(&self.gather(xd, true), wt, dy, dx, accumulate, &Epilogue::default());
             return;
         }
         let _ = path;
@@ -407,6 +439,10 @@ mod tests {
             (32, 16, 16, 3, 1, 1, 2),
             (14, 256, 64, 1, 1, 0, 2),
             (21, 3, 64, 7, 2, 3, 2),
+            // batch 1 on small maps: rows are split by channel blocks across threads
+            (7, 64, 128, 3, 1, 1, 1),
+            (7, 128, 96, 1, 1, 0, 1),
+            (3, 32, 64, 3, 1, 1, 1),
         ];
         for &(h, ci, co, k, st, pd, n) in shapes {
             let c = Conv::new(ci, co, k, st, pd);
