@@ -59,9 +59,9 @@ impl Gather {
 
 /// One tap of a pixel block: weight offset and a source pointer per pixel.
 #[derive(Clone, Copy)]
-struct Tap<const P: usize> {
-    w: usize,
-    src: [*const f32; P],
+pub(crate) struct Tap<const P: usize> {
+    pub w: usize,
+    pub src: [*const f32; P],
 }
 
 /// Where a call writes: destination rows `first_row..first_row + nrows` (row =
@@ -224,6 +224,26 @@ unsafe fn tile<const P: usize, const NB: usize>(
                 v = _mm512_max_ps(v, _mm512_setzero_ps());
             }
             unsafe { _mm512_storeu_ps(dst, v) };
+        }
+    }
+}
+
+/// P = 8 pixels x all `co` channels, plain stores (the Winograd GEMM step):
+/// out[p][:] = sum_taps sum_c src[p][c] * w[c][:], pixel p at `out + p * co`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn tile_store(taps: &[Tap<8>], cs: usize, w: *const f32, co: usize, out: *mut f32, np: usize) {
+    let epi = Epilogue::default();
+    let store = Store::<8> { accumulate: false, epi: &epi, res: None };
+    let mut ob = 0;
+    while ob < co {
+        unsafe {
+            if co - ob >= 32 {
+                tile::<8, 2>(taps, cs, w.add(ob), co, out.add(ob), np, ob, &store);
+                ob += 32;
+            } else {
+                tile::<8, 1>(taps, cs, w.add(ob), co, out.add(ob), np, ob, &store);
+                ob += 16;
+            }
         }
     }
 }

@@ -6,6 +6,8 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod winograd;
 
 use crate::par::Dims;
 
@@ -14,17 +16,22 @@ use crate::par::Dims;
 pub enum Path {
     /// Auto-vectorised Rust, any CPU.
     Portable,
-    /// AVX-512F register-blocked micro-kernels (x86-64 only).
+    /// AVX-512F register-blocked micro-kernels, direct convolution (x86-64 only).
     Avx512,
+    /// `Avx512` plus Winograd F(2x2, 3x3) for 3x3 / stride-1 convolutions (the default).
+    Winograd,
 }
 
 impl Path {
-    /// The fastest path this CPU supports, unless `RESNET_KERNELS=portable`.
+    /// The fastest path this CPU supports, unless `RESNET_KERNELS` names
+    /// another (`portable`, `avx512` = direct convolutions only, `winograd`).
     pub fn detect() -> Path {
-        if std::env::var("RESNET_KERNELS").is_ok_and(|v| v.eq_ignore_ascii_case("portable")) {
-            return Path::Portable;
+        let best = Self::best_supported();
+        match std::env::var("RESNET_KERNELS").map(|v| v.to_ascii_lowercase()).as_deref() {
+            Ok("portable") => Path::Portable,
+            Ok("avx512") if best.simd() => Path::Avx512,
+            _ => best,
         }
-        Self::best_supported()
     }
 
     /// The fastest path this CPU supports.
@@ -36,18 +43,23 @@ impl Path {
             && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("fma")
         {
-            return Path::Avx512;
+            return Path::Winograd;
         }
         Path::Portable
     }
 
+    /// Whether this path runs the AVX-512 kernels.
+    pub fn simd(self) -> bool {
+        self != Path::Portable
+    }
+
     /// Every path this CPU can run (for tests).
     pub fn all_supported() -> Vec<Path> {
-        let mut v = vec![Path::Portable];
-        if Self::best_supported() != Path::Portable {
-            v.push(Self::best_supported());
+        if Self::best_supported().simd() {
+            vec![Path::Portable, Path::Avx512, Path::Winograd]
+        } else {
+            vec![Path::Portable]
         }
-        v
     }
 }
 
@@ -124,8 +136,8 @@ impl Path {
 #[inline(always)]
 pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if Path::cached() == Path::Avx512 {
-        // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F/BW/DQ/VL.
+    if Path::cached().simd() {
+        // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F/BW/DQ/VL.
         return unsafe { with_avx512(f) };
     }
     f()

@@ -150,31 +150,51 @@ fn imagenet_basic_and_bottleneck_gradients() {
     check_net_gradients(&spec("resnet50", a), 2, 64, 1); // 2x2 final maps: BN over 8 values
 }
 
+/// Every kernel path computes the same network: logits to 1e-4, every
+/// gradient to 2e-5 of its tensor's largest entry. A ReLU input within
+/// rounding of zero may flip its mask between paths and move upstream
+/// gradients far more than that, so the input is the first of a few seeds on
+/// which all paths agree on every ReLU mask.
 #[test]
 fn kernel_paths_give_the_same_gradients() {
     use crate::kernels::Path;
     for (a, hw) in [("resnet18", 64), ("resnet20", 32)] {
         let s = spec(a, ArchOptions { classes: Some(10), ..Default::default() });
-        let run = |path: Path| {
+        let run = |path: Path, seed: u64| {
             let mut net = Net::new(&s, 4, hw, hw, true, 3).unwrap();
             net.path = path;
-            let x = rand_vec(net.input.len(), 5);
+            let x = rand_vec(net.input.len(), seed);
             net.input.copy_from_slice(&x);
             net.forward(4, true);
+            net
+        };
+        let masks = |net: &Net| -> Vec<bool> {
+            let units = std::iter::once(&net.stem).chain(net.blocks.iter().flat_map(|b| b.units.iter()));
+            units.flat_map(|u| u.out.iter().map(|v| *v > 0.0)).collect()
+        };
+        let seed = (5..15)
+            .find(|&seed| {
+                let reference = masks(&run(Path::Portable, seed));
+                Path::all_supported()[1..].iter().all(|&p| masks(&run(p, seed)) == reference)
+            })
+            .expect("no input without ReLU mask flips between paths in 10 seeds");
+        let grads = |path: Path| {
+            let mut net = run(path, seed);
             net.loss(&[1, 2, 3, 4]);
             net.backward(4);
-            (net.logits.clone(), net.grads.clone(), net.plan.params.clone())
+            (net.logits.clone(), net.grads.clone())
         };
-        let (l0, g0, infos) = run(Path::Portable);
+        let (l0, g0) = grads(Path::Portable);
         for &path in &Path::all_supported()[1..] {
-            let (l1, g1, _) = run(path);
+            let (l1, g1) = grads(path);
             let err = l0.iter().zip(&l1).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(err < 1e-4, "{a} {path:?} logits {err}");
-            for t in infos.iter().rev() {
+            let s = spec(a, ArchOptions { classes: Some(10), ..Default::default() });
+            for t in Plan::new(&s, hw, hw).params.iter().rev() {
                 let (a0, a1) = (&g0[t.offset..t.offset + t.len], &g1[t.offset..t.offset + t.len]);
                 let scale = a0.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let err = a0.iter().zip(a1).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
-                assert!(err <= 2e-5 * scale, "{a} {path:?} {}: {err} vs {scale}", t.name);
+                assert!(err <= 2e-5 * scale, "{a} {path:?} seed {seed} {}: {err} vs {scale}", t.name);
             }
         }
     }

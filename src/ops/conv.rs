@@ -26,7 +26,7 @@ fn run_gather(
     let want = 4 * par::threads();
     let split = if rows >= want { 1 } else { want.div_ceil(rows).min(g.co / 32).max(1) };
     if split == 1 {
-        // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F; each task owns its rows.
+        // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F; each task owns its rows.
         par::for_rows(out, row_len, 1, |first, chunk| unsafe {
             let dst = Dst { ptr: chunk.as_mut_ptr(), first_row: first, nrows: chunk.len() / row_len, c0: 0, c1: g.co };
             gather_rows(g, w, src, dst, accumulate, epi)
@@ -48,6 +48,34 @@ fn run_gather(
     });
 }
 
+/// Winograd F(2x2, 3x3) over every tile row of every image, on all threads.
+/// `d`: the (same-size) source and destination shape with `ci` / `co` channels.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run_winograd(
+    d: Dims,
+    ci: usize,
+    co: usize,
+    u: &[f32],
+    src: &[f32],
+    out: &mut [f32],
+    accumulate: bool,
+    epi: &Epilogue,
+) {
+    use crate::kernels::winograd::{Wino, tiles};
+    let g = Wino { h: d.h, w: d.w, cin: ci, cout: co };
+    let total = d.n * g.tiles_per_image();
+    debug_assert_eq!(out.len(), d.n * d.h * d.w * co);
+    // tasks of whole 8-tile blocks, about 8 per thread
+    let per = total.div_ceil(8 * par::threads()).div_ceil(8).max(1) * 8;
+    let base = par::SyncPtr(out.as_mut_ptr());
+    par::for_each_index(total.div_ceil(per), |i| {
+        // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F; each task
+        // writes the pixels of its own tiles.
+        unsafe { tiles(&g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, epi) }
+    });
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv {
     pub cin: usize,
@@ -60,6 +88,11 @@ pub struct Conv {
 impl Conv {
     pub fn new(cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Conv {
         Conv { cin, cout, k, stride, pad }
+    }
+
+    /// Whether the Winograd path computes this convolution (3x3, stride 1, pad 1, channels in 16s).
+    pub fn winograd_applies(&self) -> bool {
+        self.k == 3 && self.stride == 1 && self.pad == 1 && self.cin.is_multiple_of(16) && self.cout.is_multiple_of(16)
     }
 
     /// Number of weights (KH * KW * Cin * Cout).
@@ -123,7 +156,14 @@ impl Conv {
     /// applied as the outputs are stored.
     pub fn forward_fused(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
         #[cfg(target_arch = "x86_64")]
-        if path == Path::Avx512 && self.cout.is_multiple_of(16) {
+        if path == Path::Winograd && self.winograd_applies() {
+            let mut u = vec![0.0; 16 * self.cin * self.cout];
+            crate::kernels::winograd::transform_weights(w, self.cin, self.cout, &mut u);
+            run_winograd(xd, self.cin, self.cout, &u, x, y, false, epi);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if path.simd() && self.cout.is_multiple_of(16) {
             run_gather(&self.gather(xd, false), w, x, y, false, epi);
             return;
         }
@@ -197,7 +237,19 @@ impl Conv {
         }
         let wt = &*wt;
         #[cfg(target_arch = "x86_64")]
-        if path == Path::Avx512 && cin % 16 == 0 {
+        if path == Path::Winograd && self.winograd_applies() {
+            // the transposed convolution of a 3x3/1/1 kernel: rotate it by 180 degrees
+            let mut wr = vec![0.0; self.weight_len()];
+            for t in 0..9 {
+                wr[(8 - t) * cout * cin..][..cout * cin].copy_from_slice(&wt[t * cout * cin..][..cout * cin]);
+            }
+            let mut u = vec![0.0; 16 * cin * cout];
+            crate::kernels::winograd::transform_weights(&wr, cout, cin, &mut u);
+            run_winograd(xd, cout, cin, &u, dy, dx, accumulate, &Epilogue::default());
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if path.simd() && cin % 16 == 0 {
             run_gather(&self.gather(xd, true), wt, dy, dx, accumulate, &Epilogue::default());
             return;
         }
@@ -265,7 +317,7 @@ impl Conv {
         let wl = self.weight_len();
         let tasks = partials.len().min(xd.n).max(1);
         #[cfg(target_arch = "x86_64")]
-        let fast = path == Path::Avx512 && cout % 16 == 0;
+        let fast = path.simd() && cout % 16 == 0;
         #[cfg(not(target_arch = "x86_64"))]
         let fast = false;
         let _ = path;
@@ -276,7 +328,7 @@ impl Conv {
                 p.fill(0.0);
                 let (xi, yi) = (xd.h * xd.w * cin, yd.h * yd.w * cout);
                 for n in imgs {
-                    // SAFETY: Path::Avx512 is only chosen where the CPU has AVX-512F.
+                    // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F.
                     unsafe {
                         crate::kernels::avx512::wgrad_image(
                             k,
