@@ -3,6 +3,7 @@
 //!
 //!     cargo run --release --example conv_bench [-- BATCH [imagenet]]
 
+use resnet::kernels::Path;
 use resnet::ops::conv::Conv;
 use resnet::par::Dims;
 use std::time::Instant;
@@ -24,7 +25,7 @@ fn main() {
         (0..len).map(|i| 2.0 * resnet::init::counter_uniform(s, i as u64) - 1.0).collect()
     };
     println!("batch {n}, {} threads; GFLOP/s (ms) per call", resnet::par::threads());
-    println!("{:<28} {:>16} {:>16} {:>16}", "conv", "forward", "backward-data", "backward-weight");
+    println!("{:<36} {:>16} {:>16} {:>16}", "conv", "forward", "backward-data", "backward-weight");
     let imagenet = std::env::args().nth(2).is_some_and(|a| a == "imagenet");
     let cifar = [
         (32, 3, 16, 3, 1, 1),
@@ -63,10 +64,29 @@ fn main() {
         let mut wt = vec![0.0; c.weight_len()];
         let mut parts = vec![vec![0.0; c.weight_len()]; resnet::par::threads()];
         let gf = 2.0 * (yd.pixels() * c.weight_len()) as f64 / 1e9;
-        let tf = best(5, || c.forward(&w, &x, xd, &mut y));
-        let td = best(5, || c.backward_data(&w, &dy, xd, &mut dx, false, &mut wt));
-        let tw = best(5, || c.backward_weight(&x, xd, &dy, &mut dw, &mut parts));
+        // each path timed interleaved with the others (best of 7), so that a
+        // slow phase of a shared machine hits all of them alike
+        let paths = Path::all_supported();
+        let paths: Vec<Path> = paths.into_iter().filter(|p| p.simd()).collect();
+        let mut best_of = vec![[f64::INFINITY; 3]; paths.len()];
+        for _ in 0..7 {
+            for (pi, &path) in paths.iter().enumerate() {
+                let b = &mut best_of[pi];
+                b[0] = b[0].min(best(1, || c.forward_with(path, &w, &x, xd, &mut y)));
+                b[1] = b[1].min(best(1, || c.backward_data_with(path, &w, &dy, xd, &mut dx, false, &mut wt)));
+                b[2] = b[2].min(best(1, || c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts)));
+            }
+        }
         let cell = |t: f64| format!("{:.0} ({:.2})", gf / t, t * 1e3);
-        println!("{:<28} {:>16} {:>16} {:>16}", format!("{h}x{h} {ci}->{co} k{k}/{s}"), cell(tf), cell(td), cell(tw));
+        for (pi, path) in paths.iter().enumerate() {
+            let [tf, td, tw] = best_of[pi];
+            println!(
+                "{:<36} {:>16} {:>16} {:>16}",
+                format!("{h}x{h} {ci}->{co} k{k}/{s} {path:?}"),
+                cell(tf),
+                cell(td),
+                cell(tw)
+            );
+        }
     }
 }

@@ -184,6 +184,12 @@ unsafe fn wblock<const CIN: usize, const NB: usize>(v: *const f32, u: *const f32
 /// V[pos][t][ci] = (B^T d B)[pos] of the 4x4 patch of tile t (zero outside the image).
 #[target_feature(enable = "avx512f")]
 unsafe fn input_transform(g: &Wino, src: &[f32], t0: usize, nt: usize, v: &mut [f32]) {
+    unsafe { input_transform_n::<T>(g, src, t0, nt, v) }
+}
+
+/// `input_transform` for blocks of `TB` tiles.
+#[target_feature(enable = "avx512f")]
+unsafe fn input_transform_n<const TB: usize>(g: &Wino, src: &[f32], t0: usize, nt: usize, v: &mut [f32]) {
     let cin = g.cin;
     let zero = _mm512_setzero_ps();
     for t in 0..nt {
@@ -220,7 +226,7 @@ unsafe fn input_transform(g: &Wino, src: &[f32], t0: usize, nt: usize, v: &mut [
                 let (e0, e1, e2, e3) = (b[4 * r], b[4 * r + 1], b[4 * r + 2], b[4 * r + 3]);
                 let vals = [_mm512_sub_ps(e0, e2), _mm512_add_ps(e1, e2), _mm512_sub_ps(e2, e1), _mm512_sub_ps(e1, e3)];
                 for (c, val) in vals.iter().enumerate() {
-                    unsafe { _mm512_storeu_ps(v[((r * 4 + c) * T + t) * cin + cv..].as_mut_ptr(), *val) };
+                    unsafe { _mm512_storeu_ps(v[((r * 4 + c) * TB + t) * cin + cv..].as_mut_ptr(), *val) };
                 }
             }
         }
@@ -274,6 +280,156 @@ unsafe fn output_transform(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt: us
                         val = _mm512_max_ps(val, _mm512_setzero_ps());
                     }
                     unsafe { _mm512_storeu_ps(dst, val) };
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ weight gradient
+//
+// dL/dU = (A dY A^T) . V per tile (U = G g G^T, V = B^T d B), summed over the
+// tiles: dU[pos][ci][co] = sum_t V[pos][t][ci] Z[pos][t][co]; then
+// dW = G^T dU G. Output pixels past an odd edge contribute zero gradient.
+
+/// Tiles per weight-gradient block (V and Z stay in L2).
+const TW: usize = 32;
+
+/// Accumulate dU (16 x cin x cout) over the tiles `tiles` of x (source) and dy.
+///
+/// # Safety
+/// AVX-512F required; slices match `g` (x: (n, h, w, cin), dy: (n, h, w, cout)).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn weight_grad_tiles(g: &Wino, x: &[f32], dy: &[f32], tiles: std::ops::Range<usize>, du: &mut [f32]) {
+    let (cin, cout) = (g.cin, g.cout);
+    let mut v = vec![0.0f32; 16 * TW * cin];
+    let mut z = vec![0.0f32; 16 * TW * cout];
+    let mut t0 = tiles.start;
+    while t0 < tiles.end {
+        let nt = TW.min(tiles.end - t0);
+        unsafe {
+            input_transform_n::<TW>(g, x, t0, nt, &mut v);
+            grad_transform(g, dy, t0, nt, &mut z);
+        }
+        for pos in 0..16 {
+            let (vp, zp) = (&v[pos * TW * cin..], &z[pos * TW * cout..]);
+            let dup = &mut du[pos * cin * cout..][..cin * cout];
+            for ci in (0..cin).step_by(8) {
+                let mut ob = 0;
+                while ob < cout {
+                    unsafe {
+                        if cout - ob >= 32 {
+                            outer::<2>(vp, zp, cin, cout, ci, ob, nt, dup);
+                            ob += 32;
+                        } else {
+                            outer::<1>(vp, zp, cin, cout, ci, ob, nt, dup);
+                            ob += 16;
+                        }
+                    }
+                }
+            }
+        }
+        t0 += TW;
+    }
+}
+
+/// du[ci..ci+8][ob..ob+16NB] += sum over nt tiles of v[t][ci + r] * z[t][ob..].
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+unsafe fn outer<const NB: usize>(
+    v: &[f32],
+    z: &[f32],
+    cin: usize,
+    cout: usize,
+    ci: usize,
+    ob: usize,
+    nt: usize,
+    du: &mut [f32],
+) {
+    let mut acc = [[_mm512_setzero_ps(); NB]; 8];
+    let (vp, zp) = (v.as_ptr(), z.as_ptr());
+    for t in 0..nt {
+        let mut zv = [_mm512_setzero_ps(); NB];
+        for (j, val) in zv.iter_mut().enumerate() {
+            *val = unsafe { _mm512_loadu_ps(zp.add(t * cout + ob + 16 * j)) };
+        }
+        for r in 0..8 {
+            let xv = _mm512_set1_ps(unsafe { *vp.add(t * cin + ci + r) });
+            for j in 0..NB {
+                acc[r][j] = _mm512_fmadd_ps(xv, zv[j], acc[r][j]);
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for (j, val) in a.iter().enumerate() {
+            let p = du[(ci + r) * cout + ob + 16 * j..].as_mut_ptr();
+            unsafe { _mm512_storeu_ps(p, _mm512_add_ps(*val, _mm512_loadu_ps(p))) };
+        }
+    }
+}
+
+/// Z[pos][t][co] = (A dY A^T)[pos] of the 2x2 gradient tile t (zero past the edges).
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_transform(g: &Wino, dy: &[f32], t0: usize, nt: usize, z: &mut [f32]) {
+    let cout = g.cout;
+    let zero = _mm512_setzero_ps();
+    for t in 0..nt {
+        let (n, ty, tx) = g.tile(t0 + t);
+        let mut ptrs = [std::ptr::null::<f32>(); 4];
+        for i in 0..2 {
+            for j in 0..2 {
+                let (y, x) = (2 * ty + i, 2 * tx + j);
+                if y < g.h && x < g.w {
+                    ptrs[i * 2 + j] = dy[((n * g.h + y) * g.w + x) * cout..].as_ptr();
+                }
+            }
+        }
+        for cv in (0..cout).step_by(16) {
+            let mut d = [zero; 4];
+            for (i, p) in ptrs.iter().enumerate() {
+                if !p.is_null() {
+                    d[i] = unsafe { _mm512_loadu_ps(p.add(cv)) };
+                }
+            }
+            // A dY (4x2): rows d0, d0 + d1, d0 - d1, -d1 of the 2 rows of dY
+            let mut a = [zero; 8];
+            for c in 0..2 {
+                let (r0, r1) = (d[c], d[2 + c]);
+                a[c] = r0;
+                a[2 + c] = _mm512_add_ps(r0, r1);
+                a[4 + c] = _mm512_sub_ps(r0, r1);
+                a[6 + c] = _mm512_sub_ps(zero, r1);
+            }
+            // (A dY) A^T (4x4): the same on columns
+            for r in 0..4 {
+                let (e0, e1) = (a[2 * r], a[2 * r + 1]);
+                let vals = [e0, _mm512_add_ps(e0, e1), _mm512_sub_ps(e0, e1), _mm512_sub_ps(zero, e1)];
+                for (c, val) in vals.iter().enumerate() {
+                    unsafe { _mm512_storeu_ps(z[((r * 4 + c) * TW + t) * cout + cv..].as_mut_ptr(), *val) };
+                }
+            }
+        }
+    }
+}
+
+/// dW (HWIO, 3 x 3 x cin x cout) = G^T dU G for every (ci, co).
+pub fn weight_grad_finish(du: &[f32], cin: usize, cout: usize, dw: &mut [f32]) {
+    let at = |p: usize, ci: usize, co: usize| du[(p * cin + ci) * cout + co];
+    for ci in 0..cin {
+        for co in 0..cout {
+            // G^T dU: 3 x 4
+            let mut h = [[0.0f32; 4]; 3];
+            for c in 0..4 {
+                let (d0, d1, d2, d3) = (at(c, ci, co), at(4 + c, ci, co), at(8 + c, ci, co), at(12 + c, ci, co));
+                h[0][c] = d0 + 0.5 * (d1 + d2);
+                h[1][c] = 0.5 * (d1 - d2);
+                h[2][c] = 0.5 * (d1 + d2) + d3;
+            }
+            for (kh, row) in h.iter().enumerate() {
+                let (e0, e1, e2, e3) = (row[0], row[1], row[2], row[3]);
+                let vals = [e0 + 0.5 * (e1 + e2), 0.5 * (e1 - e2), 0.5 * (e1 + e2) + e3];
+                for (kw, val) in vals.iter().enumerate() {
+                    dw[((kh * 3 + kw) * cin + ci) * cout + co] = *val;
                 }
             }
         }

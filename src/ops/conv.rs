@@ -321,6 +321,25 @@ impl Conv {
         #[cfg(not(target_arch = "x86_64"))]
         let fast = false;
         let _ = path;
+        #[cfg(target_arch = "x86_64")]
+        // (on 16 input channels the transforms cost more than they save: measured
+        // with examples/conv_bench, 3.13 vs 2.86 ms on ResNet-20's first stage)
+        if path == Path::Winograd && self.winograd_applies() && cin >= 32 {
+            use crate::kernels::winograd::{Wino, weight_grad_finish, weight_grad_tiles};
+            let g = Wino { h: xd.h, w: xd.w, cin, cout };
+            let total = xd.n * g.tiles_per_image();
+            let mut dus = vec![vec![0.0f32; 16 * cin * cout]; par::threads()];
+            par::for_partials(&mut dus, total, |tiles, du| {
+                // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F.
+                unsafe { weight_grad_tiles(&g, x, dy, tiles, du) }
+            });
+            let (first, rest) = dus.split_first_mut().unwrap();
+            for d in rest {
+                first.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
+            }
+            weight_grad_finish(first, cin, cout, dw);
+            return;
+        }
         par::for_partials(&mut partials[..tasks], xd.n, |imgs, p| {
             let p = &mut p[..wl];
             #[cfg(target_arch = "x86_64")]
