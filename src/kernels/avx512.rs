@@ -101,41 +101,38 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
     let mut res = ([ZEROS.as_ptr(); P], 0usize);
     let mut taps = [Tap::<P> { w: 0, src: [ZEROS.as_ptr(); P] }; 49];
     assert!(g.k * g.k <= 49, "kernel larger than 7x7");
+    // Backward-data with stride s > 1 runs per column class x = b (mod s): in a
+    // class every pixel takes the same taps, from consecutive source columns.
+    let classes = if g.transposed { g.stride } else { 1 };
     for r in 0..dst.nrows {
         let row = dst.first_row + r;
         let orow = unsafe { dst.ptr.add(r * row_len) };
         let (n, y) = (row / g.oh, row % g.oh);
-        let mut ox0 = 0;
-        while ox0 < g.ow {
-            let np = P.min(g.ow - ox0);
-            let mut nt = 0;
-            for kh in 0..g.k {
-                let Some(sy) = g.src(y, kh, g.sh) else {
-                    continue;
-                };
-                let srow = (n * g.sh + sy) * g.sw;
-                let srow_ptr = src.as_ptr().wrapping_add(srow * g.cs);
-                for kw in 0..g.k {
-                    let t = &mut taps[nt];
-                    t.w = (kh * g.k + kw) * g.cs * g.co;
-                    let mut any = false;
-                    if g.transposed && g.stride > 1 {
-                        for p in 0..P {
-                            t.src[p] = match (p < np).then(|| g.src(ox0 + p, kw, g.sw)).flatten() {
-                                Some(sx) => {
-                                    any = true;
-                                    src[(srow + sx) * g.cs..].as_ptr()
-                                }
-                                None => ZEROS.as_ptr(),
-                            };
-                        }
-                    } else {
+        for b in 0..classes.min(g.ow) {
+            let nq = (g.ow - b).div_ceil(classes);
+            let mut q0 = 0;
+            while q0 < nq {
+                let np = P.min(nq - q0);
+                let mut nt = 0;
+                for kh in 0..g.k {
+                    let Some(sy) = g.src(y, kh, g.sh) else {
+                        continue;
+                    };
+                    let srow_ptr = src.as_ptr().wrapping_add((n * g.sh + sy) * g.sw * g.cs);
+                    for kw in 0..g.k {
                         // source column = off + p * step for pixel p of the block
-                        let (off, step) = if g.transposed {
-                            (ox0 as isize + g.pad as isize - kw as isize, 1)
+                        let (off, step) = if !g.transposed {
+                            ((q0 * g.stride + kw) as isize - g.pad as isize, g.stride as isize)
                         } else {
-                            ((ox0 * g.stride + kw) as isize - g.pad as isize, g.stride as isize)
+                            let t = b as isize + g.pad as isize - kw as isize;
+                            if t.rem_euclid(g.stride as isize) != 0 {
+                                continue;
+                            }
+                            (q0 as isize + t.div_euclid(g.stride as isize), 1)
                         };
+                        let t = &mut taps[nt];
+                        t.w = (kh * g.k + kw) * g.cs * g.co;
+                        let mut any = false;
                         for p in 0..P {
                             let sx = off + p as isize * step;
                             let valid = p < np && sx >= 0 && sx < g.sw as isize;
@@ -143,38 +140,39 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
                             t.src[p] =
                                 if valid { srow_ptr.wrapping_offset(sx * g.cs as isize) } else { ZEROS.as_ptr() };
                         }
+                        nt += any as usize;
                     }
-                    nt += any as usize;
                 }
-            }
-            if let Some(r) = epi.residual {
-                for p in 0..np {
-                    let v = r.row(row * g.ow + ox0 + p, g.co);
-                    res.0[p] = v.as_ptr();
-                    res.1 = v.len();
+                let x0 = b + classes * q0;
+                if let Some(r) = epi.residual {
+                    for p in 0..np {
+                        let v = r.row(row * g.ow + x0 + p, g.co);
+                        res.0[p] = v.as_ptr();
+                        res.1 = v.len();
+                    }
                 }
-            }
-            let store = Store { accumulate, epi, res: epi.residual.map(|_| &res) };
-            let obase = unsafe { orow.add(ox0 * g.co) };
-            let mut ob = dst.c0;
-            while ob < dst.c1 {
-                let wp = w[ob..].as_ptr();
-                let op = unsafe { obase.add(ob) };
-                if dst.c1 - ob >= 32 {
-                    unsafe { tile::<P, 2>(&taps[..nt], g.cs, wp, g.co, op, np, ob, &store) };
-                    ob += 32;
-                } else {
-                    unsafe { tile::<P, 1>(&taps[..nt], g.cs, wp, g.co, op, np, ob, &store) };
-                    ob += 16;
+                let store = Store { accumulate, epi, res: epi.residual.map(|_| &res) };
+                let (obase, ps) = (unsafe { orow.add(x0 * g.co) }, classes * g.co);
+                let mut ob = dst.c0;
+                while ob < dst.c1 {
+                    let wp = w[ob..].as_ptr();
+                    let op = unsafe { obase.add(ob) };
+                    if dst.c1 - ob >= 32 {
+                        unsafe { tile::<P, 2>(&taps[..nt], g.cs, wp, g.co, op, ps, np, ob, &store) };
+                        ob += 32;
+                    } else {
+                        unsafe { tile::<P, 1>(&taps[..nt], g.cs, wp, g.co, op, ps, np, ob, &store) };
+                        ob += 16;
+                    }
                 }
+                q0 += P;
             }
-            ox0 += P;
         }
     }
 }
 
 /// P pixels x NB*16 channels: out[p][j] (+)= sum_taps sum_c src[p][c] * w[c][j].
-/// Output pixel p is at `out + p * co`. Not inlined: its register allocation
+/// Output pixel p is at `out + p * ps`. Not inlined: its register allocation
 /// (P x NB accumulators, P source pointers) must not compete with the caller's.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
@@ -184,6 +182,7 @@ unsafe fn tile<const P: usize, const NB: usize>(
     w: *const f32,
     co: usize,
     out: *mut f32,
+    ps: usize,
     np: usize,
     ob: usize,
     store: &Store<'_, '_, P>,
@@ -207,7 +206,7 @@ unsafe fn tile<const P: usize, const NB: usize>(
     let affine = store.epi.affine.map(|(s, t)| (s.as_ptr(), t.as_ptr()));
     for (p, a) in acc.iter().enumerate().take(np) {
         for (j, v) in a.iter().enumerate() {
-            let (dst, ch) = (unsafe { out.add(p * co + 16 * j) }, ob + 16 * j);
+            let (dst, ch) = (unsafe { out.add(p * ps + 16 * j) }, ob + 16 * j);
             let mut v = *v;
             if store.accumulate {
                 v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(dst) });
@@ -238,10 +237,10 @@ pub(crate) unsafe fn tile_store(taps: &[Tap<8>], cs: usize, w: *const f32, co: u
     while ob < co {
         unsafe {
             if co - ob >= 32 {
-                tile::<8, 2>(taps, cs, w.add(ob), co, out.add(ob), np, ob, &store);
+                tile::<8, 2>(taps, cs, w.add(ob), co, out.add(ob), co, np, ob, &store);
                 ob += 32;
             } else {
-                tile::<8, 1>(taps, cs, w.add(ob), co, out.add(ob), np, ob, &store);
+                tile::<8, 1>(taps, cs, w.add(ob), co, out.add(ob), co, np, ob, &store);
                 ob += 16;
             }
         }
