@@ -40,7 +40,9 @@ pub fn threads() -> usize {
 }
 
 /// Run `f(first_row, chunk)` over `out` split into rows of `row_len` values,
-/// in parallel, at least `min_rows` rows per task.
+/// in parallel: about 4 tasks per thread, of at least `min_rows` rows, sizes
+/// differing by at most one row (so that 28 rows on 2 threads are 14 + 14,
+/// not 16 + 12).
 pub fn for_rows<F>(out: &mut [f32], row_len: usize, min_rows: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync + Send,
@@ -49,8 +51,14 @@ where
         return;
     }
     let rows = out.len() / row_len;
-    let per_task = rows.div_ceil(threads() * 4).max(min_rows).max(1);
-    out.par_chunks_mut(per_task * row_len).enumerate().for_each(|(i, chunk)| vectorized(|| f(i * per_task, chunk)));
+    let tasks = (threads() * 4).min(rows / min_rows.max(1)).max(1);
+    let base = SyncPtr(out.as_mut_ptr());
+    (0..tasks).into_par_iter().for_each(|t| {
+        let (lo, hi) = (t * rows / tasks, (t + 1) * rows / tasks);
+        // SAFETY: the tasks' row ranges are disjoint and inside `out`.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(lo * row_len), (hi - lo) * row_len) };
+        vectorized(|| f(lo, chunk))
+    });
 }
 
 /// Split `0..rows` into about one range per thread and reduce `f(range, acc)`

@@ -85,13 +85,25 @@ pub struct Dst {
 pub unsafe fn gather_rows(g: &Gather, w: &[f32], src: &[f32], dst: Dst, accumulate: bool, epi: &Epilogue) {
     debug_assert!(g.co.is_multiple_of(16) && g.cs <= ZEROS.len());
     debug_assert_eq!(w.len(), g.k * g.k * g.cs * g.co);
-    if g.co == 16 && g.ow.is_multiple_of(16) {
-        // one 16-lane output block: 16 pixels keep 16 FMA chains in flight
-        unsafe { rows::<16>(g, w, src, dst, accumulate, epi) }
-    } else if !g.ow.is_multiple_of(8) && g.ow.is_multiple_of(7) {
-        unsafe { rows::<7>(g, w, src, dst, accumulate, epi) }
-    } else {
-        unsafe { rows::<8>(g, w, src, dst, accumulate, epi) }
+    // Each pixel block sweeps the weights of every output channel it computes:
+    // run large weight sets (deep 1x1 layers: 2048 x 512 = 4 MiB) in channel
+    // chunks of at most 512 KiB, which stay in L2 across the pixel blocks.
+    let per_channel = g.k * g.k * g.cs * 4;
+    let chunk = ((512 << 10) / per_channel / 32 * 32).max(32);
+    let mut c0 = dst.c0;
+    while c0 < dst.c1 {
+        let part = Dst { c0, c1: (c0 + chunk).min(dst.c1), ..dst };
+        unsafe {
+            if g.co == 16 && g.ow.is_multiple_of(16) {
+                // one 16-lane output block: 16 pixels keep 16 FMA chains in flight
+                rows::<16>(g, w, src, part, accumulate, epi)
+            } else if !g.ow.is_multiple_of(8) && g.ow.is_multiple_of(7) {
+                rows::<7>(g, w, src, part, accumulate, epi)
+            } else {
+                rows::<8>(g, w, src, part, accumulate, epi)
+            }
+        }
+        c0 = part.c1;
     }
 }
 

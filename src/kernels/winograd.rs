@@ -26,30 +26,38 @@ use std::cell::RefCell;
 const T: usize = 8;
 
 /// U[pos][ci][co] = (G g G^T)[pos] for every (ci, co); w is HWIO (3, 3, cin, cout).
+/// Vectorised over co, parallel over ci.
 pub fn transform_weights(w: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
     debug_assert_eq!(w.len(), 9 * cin * cout);
     debug_assert_eq!(u.len(), 16 * cin * cout);
-    let g = |kh: usize, kw: usize, ci: usize| &w[((kh * 3 + kw) * cin + ci) * cout..][..cout];
-    for ci in 0..cin {
-        for co in 0..cout {
-            // G g: 4x3, then (G g) G^T: 4x4
-            let mut gg = [[0.0f32; 3]; 4];
-            for c in 0..3 {
-                let (a, b, d) = (g(0, c, ci)[co], g(1, c, ci)[co], g(2, c, ci)[co]);
-                gg[0][c] = a;
-                gg[1][c] = 0.5 * (a + b + d);
-                gg[2][c] = 0.5 * (a - b + d);
-                gg[3][c] = d;
-            }
-            for (r, row) in gg.iter().enumerate() {
-                let (a, b, d) = (row[0], row[1], row[2]);
-                let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                for (c, v) in vals.iter().enumerate() {
-                    u[((r * 4 + c) * cin + ci) * cout + co] = *v;
-                }
+    let base = crate::par::SyncPtr(u.as_mut_ptr());
+    crate::par::for_each_index(cin, |ci| {
+        let g = |kh: usize, kw: usize| &w[((kh * 3 + kw) * cin + ci) * cout..][..cout];
+        // SAFETY: task ci writes only the rows u[pos][ci][..] (disjoint across tasks).
+        let row = |pos: usize| unsafe { std::slice::from_raw_parts_mut(base.get().add((pos * cin + ci) * cout), cout) };
+        // G g (4 x 3 rows over co), then (G g) G^T (4 x 4)
+        let mut gg = vec![0.0f32; 12 * cout];
+        for c in 0..3 {
+            let (a, b, d) = (g(0, c), g(1, c), g(2, c));
+            for o in 0..cout {
+                gg[c * cout + o] = a[o];
+                gg[(3 + c) * cout + o] = 0.5 * (a[o] + b[o] + d[o]);
+                gg[(6 + c) * cout + o] = 0.5 * (a[o] - b[o] + d[o]);
+                gg[(9 + c) * cout + o] = d[o];
             }
         }
-    }
+        for r in 0..4 {
+            let (a, b, d) =
+                (&gg[(3 * r) * cout..][..cout], &gg[(3 * r + 1) * cout..][..cout], &gg[(3 * r + 2) * cout..][..cout]);
+            let (u0, u1, u2, u3) = (row(r * 4), row(r * 4 + 1), row(r * 4 + 2), row(r * 4 + 3));
+            for o in 0..cout {
+                u0[o] = a[o];
+                u1[o] = 0.5 * (a[o] + b[o] + d[o]);
+                u2[o] = 0.5 * (a[o] - b[o] + d[o]);
+                u3[o] = d[o];
+            }
+        }
+    });
 }
 
 /// Geometry: source (h, w, cin) per image, destination (h, w, cout): same size.

@@ -90,9 +90,20 @@ impl Conv {
         Conv { cin, cout, k, stride, pad }
     }
 
-    /// Whether the Winograd path computes this convolution (3x3, stride 1, pad 1, channels in 16s).
-    pub fn winograd_applies(&self) -> bool {
-        self.k == 3 && self.stride == 1 && self.pad == 1 && self.cin.is_multiple_of(16) && self.cout.is_multiple_of(16)
+    /// Whether the Winograd path computes this convolution on `x`: 3x3, stride 1,
+    /// pad 1, channels in 16s — and where it pays (examples/conv_bench, ResNet-50
+    /// shapes): enough 2x2 tiles to amortise the weight transform (not batch-1
+    /// 14x14 maps), and transformed weights (16 x Cin x Cout) of at most 4 MiB,
+    /// which every block of tiles streams (512 channels on 7x7 maps ran 2.4x slower).
+    pub fn winograd_applies(&self, x: Dims) -> bool {
+        let tiles = x.n * x.h.div_ceil(2) * x.w.div_ceil(2);
+        self.k == 3
+            && self.stride == 1
+            && self.pad == 1
+            && self.cin.is_multiple_of(16)
+            && self.cout.is_multiple_of(16)
+            && tiles >= 128
+            && 16 * self.cin * self.cout * 4 <= 4 << 20
     }
 
     /// Number of weights (KH * KW * Cin * Cout).
@@ -156,7 +167,7 @@ impl Conv {
     /// applied as the outputs are stored.
     pub fn forward_fused(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
         #[cfg(target_arch = "x86_64")]
-        if path == Path::Winograd && self.winograd_applies() {
+        if path == Path::Winograd && self.winograd_applies(xd) {
             let mut u = vec![0.0; 16 * self.cin * self.cout];
             crate::kernels::winograd::transform_weights(w, self.cin, self.cout, &mut u);
             run_winograd(xd, self.cin, self.cout, &u, x, y, false, epi);
@@ -237,7 +248,7 @@ impl Conv {
         }
         let wt = &*wt;
         #[cfg(target_arch = "x86_64")]
-        if path == Path::Winograd && self.winograd_applies() {
+        if path == Path::Winograd && self.winograd_applies(xd) {
             // the transposed convolution of a 3x3/1/1 kernel: rotate it by 180 degrees
             let mut wr = vec![0.0; self.weight_len()];
             for t in 0..9 {
@@ -324,7 +335,7 @@ impl Conv {
         #[cfg(target_arch = "x86_64")]
         // (on 16 input channels the transforms cost more than they save: measured
         // with examples/conv_bench, 3.13 vs 2.86 ms on ResNet-20's first stage)
-        if path == Path::Winograd && self.winograd_applies() && cin >= 32 {
+        if path == Path::Winograd && self.winograd_applies(xd) && cin >= 32 {
             use crate::kernels::winograd::{Wino, weight_grad_finish, weight_grad_tiles};
             let g = Wino { h: xd.h, w: xd.w, cin, cout };
             let total = xd.n * g.tiles_per_image();
@@ -444,6 +455,8 @@ mod tests {
         (1, 14, 14, 16, 16, 3, 1, 1),
         (2, 11, 10, 3, 16, 7, 2, 3),
         (1, 5, 5, 48, 32, 1, 1, 0),
+        // enough 2x2 tiles (128) for the Winograd path, odd size, 32 input channels
+        (2, 15, 15, 32, 16, 3, 1, 1),
     ];
 
     #[test]
@@ -510,6 +523,9 @@ mod tests {
             (32, 16, 16, 3, 1, 1, 2),
             (14, 256, 64, 1, 1, 0, 2),
             (21, 3, 64, 7, 2, 3, 2),
+            // Winograd-sized (>= 128 tiles): odd edges, 32+ input channels (its weight gradient)
+            (15, 32, 48, 3, 1, 1, 3),
+            (16, 64, 64, 3, 1, 1, 2),
             // batch 1 on small maps: rows are split by channel blocks across threads
             (7, 64, 128, 3, 1, 1, 1),
             (7, 128, 96, 1, 1, 0, 1),
