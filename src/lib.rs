@@ -24,3 +24,4 @@ pub mod par;
 pub mod profile;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod data;
