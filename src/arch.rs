@@ -8,7 +8,7 @@
 use std::fmt;
 
 /// CIFAR (Sec. 4.2, 6n+2 layers, 32x32 input) or ImageNet (Table 1, 224x224).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     Cifar,
@@ -16,7 +16,7 @@ pub enum Family {
 }
 
 /// Basic block [3x3, C; 3x3, C] or bottleneck [1x1, C; 3x3, C; 1x1, 4C].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockKind {
     Basic,
@@ -24,7 +24,7 @@ pub enum BlockKind {
 }
 
 /// Shortcut options of Sec. 4.1 / Table 3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShortcutOpt {
     /// Identity; zero-padded channels + stride-2 subsampling where dims change.
@@ -36,7 +36,7 @@ pub enum ShortcutOpt {
 }
 
 /// Where a downsampling bottleneck puts its stride.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StrideIn {
     /// First 1x1 conv: the paper (v1).
     #[serde(rename = "1x1")]
@@ -47,7 +47,7 @@ pub enum StrideIn {
 }
 
 /// One stage: `blocks` blocks of width `width` (the 3x3 width), the first with `stride`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stage {
     pub blocks: usize,
     pub width: usize,
@@ -55,7 +55,7 @@ pub struct Stage {
 }
 
 /// A fully resolved network description.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ArchSpec {
     /// Canonical name, e.g. `resnet20`, `plain34`.
     pub name: String,

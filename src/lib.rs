@@ -15,6 +15,7 @@ pub mod arch;
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod data;
 pub mod init;
 pub mod kernels;
 pub mod net;
@@ -24,4 +25,4 @@ pub mod par;
 pub mod profile;
 #[cfg(test)]
 pub(crate) mod testutil;
-pub mod data;
+pub mod train;

@@ -62,51 +62,54 @@ where
 }
 
 /// Split `0..rows` into about one range per thread and reduce `f(range, acc)`
-/// into per-channel f64 sums of width `width` (summed over tasks).
+/// into per-channel f64 sums of width `width`. The ranges depend only on the
+/// thread count and the sum runs in range order, so results are bit-identical
+/// from run to run (resumed training relies on it).
 pub fn reduce_rows<F>(rows: usize, width: usize, f: F) -> Vec<f64>
 where
     F: Fn(std::ops::Range<usize>, &mut [f64]) + Sync + Send,
 {
     let tasks = threads().max(1);
     let per = rows.div_ceil(tasks).max(1);
-    (0..rows.div_ceil(per))
+    let parts: Vec<Vec<f64>> = (0..rows.div_ceil(per))
         .into_par_iter()
         .map(|t| {
             let mut acc = vec![0.0f64; width];
             vectorized(|| f(t * per..((t + 1) * per).min(rows), &mut acc));
             acc
         })
-        .reduce(
-            || vec![0.0f64; width],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
+        .collect();
+    sum_in_order(parts, width)
+}
+
+/// Element-wise sum of `parts`, first to last.
+fn sum_in_order(parts: Vec<Vec<f64>>, width: usize) -> Vec<f64> {
+    let mut total = vec![0.0f64; width];
+    for p in parts {
+        total.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    total
 }
 
 /// Split `out` (rows of `row_len`) into about one chunk per thread, call
-/// `f(first_row, chunk, acc)` on each in parallel, and sum the f64 `acc`s of width `width`.
+/// `f(first_row, chunk, acc)` on each in parallel, and sum the f64 `acc`s of
+/// width `width` in chunk order (bit-identical from run to run).
 pub fn reduce_rows_mut<F>(out: &mut [f32], row_len: usize, width: usize, f: F) -> Vec<f64>
 where
     F: Fn(usize, &mut [f32], &mut [f64]) + Sync + Send,
 {
     let rows = out.len() / row_len.max(1);
     let per = rows.div_ceil(threads().max(1)).max(1);
-    out.par_chunks_mut(per * row_len)
+    let parts: Vec<Vec<f64>> = out
+        .par_chunks_mut(per * row_len)
         .enumerate()
         .map(|(t, chunk)| {
             let mut acc = vec![0.0f64; width];
             vectorized(|| f(t * per, chunk, &mut acc));
             acc
         })
-        .reduce(
-            || vec![0.0f64; width],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
+        .collect();
+    sum_in_order(parts, width)
 }
 
 /// `f(i)` for every i in 0..n, in parallel.

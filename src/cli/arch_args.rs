@@ -30,6 +30,13 @@ pub struct ArchArgs {
     /// 18/34/50/101/152 for ImageNet
     #[arg(long, short = 'a')]
     pub arch: String,
+    #[command(flatten)]
+    pub opts: ArchOpts,
+}
+
+/// Everything about the network but its name.
+#[derive(Args, Clone)]
+pub struct ArchOpts {
     /// Family; inferred from the depth (50 and 152 mean ImageNet unless --family cifar)
     #[arg(long, value_enum)]
     pub family: Option<FamilyArg>,
@@ -56,6 +63,13 @@ pub struct ArchArgs {
 impl ArchArgs {
     /// Validate into a spec and the input side.
     pub fn resolve(&self) -> anyhow::Result<(ArchSpec, usize)> {
+        self.opts.resolve(&self.arch)
+    }
+}
+
+impl ArchOpts {
+    /// Validate `arch` with these options into a spec and the input side.
+    pub fn resolve(&self, arch: &str) -> anyhow::Result<(ArchSpec, usize)> {
         let opts = ArchOptions {
             family: self.family.map(|f| match f {
                 FamilyArg::Cifar => Family::Cifar,
@@ -73,7 +87,7 @@ impl ArchArgs {
             classes: self.classes,
             in_channels: self.in_channels,
         };
-        let spec = ArchSpec::parse(&self.arch, &opts)?;
+        let spec = ArchSpec::parse(arch, &opts)?;
         let size = self.input_size.unwrap_or(spec.input_size);
         let min = if spec.has_maxpool() { 32 } else { 8 };
         if size < min {

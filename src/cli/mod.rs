@@ -4,6 +4,7 @@
 mod arch_args;
 mod bench;
 mod summary;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     Summary(summary::Args),
     /// Time training or inference steps on random data (img/s, GFLOP/s, peak memory)
     Bench(bench::Args),
+    /// Train a CIFAR-family network with the paper's recipe; stop and resume at will
+    Train(train::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -37,6 +40,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Summary(a) => summary::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Train(a) => train::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

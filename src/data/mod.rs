@@ -2,8 +2,10 @@
 //! in-memory form. Parsers check every length and report bad input by file
 //! and byte offset; nothing here panics on bad data.
 
+pub mod augment;
 pub mod cifar;
 pub mod idx;
+pub mod loader;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -77,7 +79,348 @@ impl std::error::Error for DataError {}
 
 /// Load the training and test sets from `path` (a directory of official
 /// files or an official archive), recognising the format unless given.
+///
+/// `path` may be:
+/// - a directory holding `data_batch_1.bin`.. `data_batch_5.bin`, `test_batch.bin` (CIFAR-10), directly or in
+///   `cifar-10-batches-bin/`; or `train.bin`, `test.bin` (CIFAR-100), directly or in `cifar-100-binary/`;
+///   or the four MNIST IDX files `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+///   `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, each plain or `.gz`;
+/// - an archive (`.tar.gz`, `.tgz` or `.tar`) holding those files: members are found by their base name.
+///
+/// Without a `format`, the files present decide; MNIST-style files are Fashion-MNIST when the path (as given
+/// or made absolute) contains "fashion" in any case, else MNIST. The official CIFAR files must hold the
+/// official number of records (10000 per CIFAR-10 batch, 50000 / 10000 in CIFAR-100 train / test).
+/// Returns the format used.
 pub fn load(path: &Path, format: Option<Format>) -> Result<(Splits, Format), DataError> {
-    let _ = (path, format);
-    todo!("filled in by the data parsers")
+    load_with(path, format, true)
+}
+
+/// [`load`], with the record-count rule for the official CIFAR files switched off when `strict_counts`
+/// is false: then each file may hold any non-zero whole number of records (for small test data).
+pub fn load_with(path: &Path, format: Option<Format>, strict_counts: bool) -> Result<(Splits, Format), DataError> {
+    let src = if path.is_dir() {
+        Source::Dir(path.to_path_buf())
+    } else if is_archive_name(path) {
+        Source::open_archive(path)?
+    } else if path.exists() {
+        return Err(DataError::new(path, None, "not a directory nor a .tar.gz / .tgz / .tar archive"));
+    } else {
+        return Err(DataError::new(path, None, "no such file or directory"));
+    };
+    let (src, format) = recognise(src, path, format)?;
+    let splits = match format {
+        Format::Cifar10 => cifar::load_cifar10(&src, strict_counts)?,
+        Format::Cifar100 => cifar::load_cifar100(&src, strict_counts)?,
+        Format::Mnist | Format::FashionMnist => idx::load_idx(&src, format)?,
+    };
+    Ok((splits, format))
+}
+
+const CIFAR10_SUBDIR: &str = "cifar-10-batches-bin";
+const CIFAR100_SUBDIR: &str = "cifar-100-binary";
+
+fn is_archive_name(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    name.ends_with(".tar.gz") || name.ends_with(".tgz") || name.ends_with(".tar")
+}
+
+/// Fashion-MNIST when the path, as given or made absolute, contains "fashion" (any case), else MNIST.
+fn idx_format(path: &Path) -> Format {
+    let has = |p: &Path| p.to_string_lossy().to_lowercase().contains("fashion");
+    if has(path) || path.canonicalize().is_ok_and(|p| has(&p)) { Format::FashionMnist } else { Format::Mnist }
+}
+
+/// Decide the format (unless given) and, for CIFAR in a directory, step into the official subdirectory
+/// when there is one.
+fn recognise(src: Source, path: &Path, format: Option<Format>) -> Result<(Source, Format), DataError> {
+    let sub = |name: &str| match &src {
+        Source::Dir(d) if d.join(name).is_dir() => Some(d.join(name)),
+        _ => None,
+    };
+    let (sub10, sub100) = (sub(CIFAR10_SUBDIR), sub(CIFAR100_SUBDIR));
+    let format = match format {
+        Some(f) => f,
+        None if sub10.is_some() || src.has("data_batch_1.bin") => Format::Cifar10,
+        None if sub100.is_some() || (src.has("train.bin") && src.has("test.bin")) => Format::Cifar100,
+        None if idx::FILES.iter().any(|f| src.has(f) || src.has(&format!("{f}.gz"))) => idx_format(path),
+        None => {
+            let (what, subdirs) = match src {
+                Source::Dir(_) => ("files", ", or the subdirectory cifar-10-batches-bin/ or cifar-100-binary/"),
+                Source::Archive { .. } => ("members", ""),
+            };
+            return Err(DataError::new(
+                path,
+                None,
+                format!(
+                    "no dataset recognised: looked for {what} data_batch_1.bin (CIFAR-10), train.bin + test.bin \
+                     (CIFAR-100), {}[.gz] (MNIST / Fashion-MNIST){subdirs}",
+                    idx::FILES.join("[.gz], ")
+                ),
+            ));
+        }
+    };
+    let src = match (format, sub10, sub100) {
+        (Format::Cifar10, Some(d), _) | (Format::Cifar100, _, Some(d)) => Source::Dir(d),
+        _ => src,
+    };
+    Ok((src, format))
+}
+
+/// Where the official files are read from.
+enum Source {
+    /// A directory; files are looked up directly in it.
+    Dir(PathBuf),
+    /// An archive read into memory (`tar`, decompressed): the wanted members, by base name.
+    Archive { path: PathBuf, tar: Vec<u8>, members: Vec<Member> },
+}
+
+/// A file's name for errors and its bytes (borrowed from an archive, or read from a directory).
+type Named<'a> = (String, std::borrow::Cow<'a, [u8]>);
+
+/// An archive member: its base name, path in the archive and bytes within the tar.
+struct Member {
+    base: String,
+    path: String,
+    range: std::ops::Range<usize>,
+}
+
+/// Base names of every member any format reads; archive members with other names are skipped.
+fn wanted_member(base: &str) -> bool {
+    cifar::FILES.contains(&base) || idx::FILES.iter().any(|f| base.strip_suffix(".gz").unwrap_or(base) == *f)
+}
+
+impl Source {
+    /// Read a tar archive (gzipped unless its name ends in `.tar`) into memory and index its wanted members.
+    fn open_archive(path: &Path) -> Result<Source, DataError> {
+        let raw = read_file(path)?.ok_or_else(|| DataError::new(path, None, "no such file"))?;
+        let plain_tar = path.to_string_lossy().to_lowercase().ends_with(".tar");
+        let tar = if plain_tar { raw } else { gunzip(path, &raw)? };
+        let in_tar = "(byte offset in the decompressed tar)";
+        let tar_err = |at: u64, e: &dyn fmt::Display| DataError::new(path, Some(at), format!("tar: {e} {in_tar}"));
+        let mut members: Vec<Member> = Vec::new();
+        {
+            let mut archive = tar::Archive::new(&tar[..]);
+            let entries = archive.entries().map_err(|e| tar_err(0, &e))?;
+            let mut next_header = 0u64;
+            for entry in entries {
+                let entry = entry.map_err(|e| tar_err(next_header, &e))?;
+                let (start, size) = (entry.raw_file_position(), entry.size());
+                next_header = start.saturating_add(size.div_ceil(512).saturating_mul(512));
+                if !entry.header().entry_type().is_file() {
+                    continue;
+                }
+                let member = entry.path().map_err(|e| tar_err(entry.raw_header_position(), &e))?;
+                let member = member.to_string_lossy().into_owned();
+                let base = member.rsplit('/').next().unwrap_or_default();
+                if !wanted_member(base) || members.iter().any(|m| m.base == base) {
+                    continue;
+                }
+                let name = format!("{}:{member}", path.display());
+                let range = usize::try_from(start)
+                    .ok()
+                    .and_then(|s| Some(s..s.checked_add(usize::try_from(size).ok()?)?))
+                    .filter(|r| r.end <= tar.len())
+                    .ok_or_else(|| {
+                        let have = (tar.len() as u64).saturating_sub(start);
+                        DataError::new(
+                            name,
+                            Some(start),
+                            format!("member truncated: header says {size} bytes, archive holds {have} {in_tar}"),
+                        )
+                    })?;
+                members.push(Member { base: base.to_string(), path: member, range });
+            }
+        }
+        Ok(Source::Archive { path: path.to_path_buf(), tar, members })
+    }
+
+    fn has(&self, base: &str) -> bool {
+        match self {
+            Source::Dir(d) => d.join(base).is_file(),
+            Source::Archive { members, .. } => members.iter().any(|m| m.base == base),
+        }
+    }
+
+    /// The name to report for `base` in errors: its path, or "archive:member/path".
+    fn name(&self, base: &str) -> String {
+        match self {
+            Source::Dir(d) => d.join(base).display().to_string(),
+            Source::Archive { path, members, .. } => match members.iter().find(|m| m.base == base) {
+                Some(m) => format!("{}:{}", path.display(), m.path),
+                None => format!("{}:{base}", path.display()),
+            },
+        }
+    }
+
+    /// The file `base` (its name for errors and its bytes), or None when it is not there.
+    fn read(&self, base: &str) -> Result<Option<Named<'_>>, DataError> {
+        let name = self.name(base);
+        match self {
+            Source::Dir(d) => Ok(read_file(&d.join(base))?.map(|b| (name, b.into()))),
+            Source::Archive { tar, members, .. } => match members.iter().find(|m| m.base == base) {
+                Some(m) => match tar.get(m.range.clone()) {
+                    Some(b) => Ok(Some((name, b.into()))),
+                    None => Err(DataError::new(name, None, "member lies outside the archive")),
+                },
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The first of `bases` that is there; when none is, an error naming the first.
+    fn require(&self, bases: &[&str]) -> Result<Named<'_>, DataError> {
+        for base in bases {
+            if let Some(found) = self.read(base)? {
+                return Ok(found);
+            }
+        }
+        let first = bases.first().copied().unwrap_or_default();
+        let also = match bases.get(1..) {
+            Some(rest) if !rest.is_empty() => format!(" (nor {})", rest.join(", ")),
+            _ => String::new(),
+        };
+        let msg = match self {
+            Source::Dir(_) => format!("no such file{also}"),
+            Source::Archive { .. } => format!("no such member in the archive{also}"),
+        };
+        Err(DataError::new(self.name(first), None, msg))
+    }
+}
+
+/// A file's bytes, None when it does not exist.
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, DataError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(DataError::new(path, None, format!("cannot read: {e}"))),
+    }
+}
+
+/// Decompress gzip data (one or more members); an error gives the offset in `bytes` where decoding stopped.
+fn gunzip(name: impl Into<PathBuf>, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+    use std::io::Read;
+    if bytes.is_empty() {
+        return Err(DataError::new(name, Some(0), "empty file, expected gzip data"));
+    }
+    let mut dec = flate2::bufread::MultiGzDecoder::new(bytes);
+    let mut out = Vec::new();
+    match dec.read_to_end(&mut out) {
+        Ok(_) => Ok(out),
+        Err(e) => {
+            let at = bytes.len().saturating_sub(dec.get_ref().len());
+            Err(DataError::new(name, Some(at as u64), format!("gzip: {e}")))
+        }
+    }
+}
+
+/// Scratch directories and gzip for the data tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub struct TempDir(pub PathBuf);
+
+    impl TempDir {
+        pub fn new(tag: &str) -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("resnet-data-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+        pub fn write(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+            let p = self.0.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+            p
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The error of `r`; a test failure naming `what` (without printing the data) if it succeeded.
+    pub fn fails<T>(r: Result<T, super::DataError>, what: impl std::fmt::Display) -> super::DataError {
+        match r {
+            Ok(_) => panic!("expected an error: {what}"),
+            Err(e) => e,
+        }
+    }
+
+    pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A tar.gz of `files` (path in the archive, bytes).
+    pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+        gzip(&tar(files))
+    }
+
+    pub fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, bytes) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, path, *bytes).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::testutil::{TempDir, gzip, tar_gz};
+    use super::*;
+
+    #[test]
+    fn unknown_and_missing_paths() {
+        let dir = TempDir::new("load");
+        dir.write("empty/readme.txt", b"hi");
+        let e = load(&dir.path().join("empty"), None).unwrap_err();
+        assert!(e.msg.contains("no dataset recognised") && e.msg.contains("data_batch_1.bin"), "{e}");
+        assert!(e.msg.contains("train-images-idx3-ubyte[.gz]"), "{e}");
+        let e = load(&dir.path().join("nope"), None).unwrap_err();
+        assert!(e.file.ends_with("nope") && e.msg.contains("no such file"), "{e}");
+        let p = dir.write("x.bin", b"1234");
+        assert!(load(&p, None).unwrap_err().msg.contains("not a directory"));
+        // a given format whose files are absent: the first missing file is named
+        let e = load(&dir.path().join("empty"), Some(Format::Cifar100)).unwrap_err();
+        assert!(e.file.ends_with("empty/train.bin"), "{e}");
+        let e = load(&dir.path().join("empty"), Some(Format::FashionMnist)).unwrap_err();
+        assert!(e.file.ends_with("train-images-idx3-ubyte") && e.msg.contains(".gz"), "{e}");
+        // archives: empty, not gzip, nothing wanted inside
+        let p = dir.write("a.tar.gz", b"");
+        assert_eq!(load(&p, None).unwrap_err().offset, Some(0));
+        let p = dir.write("b.tgz", b"plain text, not gzip");
+        let e = load(&p, None).unwrap_err();
+        assert!(e.file.ends_with("b.tgz") && e.msg.contains("gzip"), "{e}");
+        let p = dir.write("c.tar.gz", &tar_gz(&[("x/readme.html", b"<html>")]));
+        let e = load(&p, None).unwrap_err();
+        assert!(e.msg.contains("no dataset recognised: looked for members"), "{e}");
+        let p = dir.write("d.tar.gz", &gzip(b"not a tar"));
+        assert!(load(&p, None).unwrap_err().file.ends_with("d.tar.gz"));
+        let p = dir.write("e.tar", &[7u8; 2000]);
+        assert!(load(&p, None).unwrap_err().file.ends_with("e.tar"));
+    }
+
+    #[test]
+    fn fashion_detection() {
+        assert_eq!(idx_format(Path::new("data/Fashion-MNIST")), Format::FashionMnist);
+        assert_eq!(idx_format(Path::new("data/mnist")), Format::Mnist);
+        assert_eq!(idx_format(Path::new("/nonexistent/fashion.tar.gz")), Format::FashionMnist);
+    }
 }

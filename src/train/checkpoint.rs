@@ -1,0 +1,138 @@
+//! Checkpoints: safetensors files with every parameter and BN statistic under
+//! its torchvision name (torchvision layout), the SGD momentum buffer, the
+//! preprocessing (mean image) and, as metadata, what is needed to rebuild
+//! the network and continue the run. Writes are atomic: a temporary file,
+//! fsync, rename, fsync of the directory — a kill at any instant leaves the
+//! previous file intact.
+
+use crate::arch::ArchSpec;
+use crate::data::augment::Preprocess;
+use crate::net::Net;
+use anyhow::{Context, Result, anyhow, bail};
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+pub const FORMAT: &str = "resnet-checkpoint-v1";
+
+/// Everything in a checkpoint besides the tensors of the network.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub arch: ArchSpec,
+    pub class_names: Vec<String>,
+    /// network input side and the stored image size (H, W, C)
+    pub input_size: usize,
+    pub image: (usize, usize, usize),
+    /// completed training iterations
+    pub iteration: u64,
+    /// iteration at which a warm-up learning rate ended (110+ layer nets)
+    pub warmup_done_at: Option<u64>,
+    /// best validation error so far (percent), for best.safetensors
+    pub best_val_err: Option<f64>,
+}
+
+fn bytes_of(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn floats_of(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Serialise `net` (+ momentum and preprocessing) with `meta`.
+pub fn to_bytes(net: &Net, velocity: Option<&[f32]>, pre: &Preprocess, meta: &Meta) -> Result<Vec<u8>> {
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = vec![];
+    for t in net.plan.params.iter().chain(&net.plan.stats) {
+        let data = net.get_torch(&t.name).ok_or_else(|| anyhow!("no tensor {}", t.name))?;
+        owned.push((t.name.clone(), t.shape.clone(), bytes_of(&data)));
+    }
+    if let Some(v) = velocity {
+        owned.push(("optimizer.velocity".into(), vec![v.len()], bytes_of(v)));
+    }
+    let c = pre.src.2;
+    owned.push(("preprocess.mean_image".into(), vec![pre.size, pre.size, c], bytes_of(&pre.mean)));
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let mut md = HashMap::new();
+    md.insert("format".to_string(), FORMAT.to_string());
+    md.insert("meta".to_string(), serde_json::to_string(meta)?);
+    md.insert("preprocess".to_string(), serde_json::to_string(&(pre.crop_pad, pre.flip))?);
+    Ok(safetensors::serialize(views, Some(md))?)
+}
+
+/// Write `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A checkpoint read back.
+pub struct Loaded {
+    pub meta: Meta,
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    pub preprocess: Preprocess,
+}
+
+/// Parse a checkpoint; every problem is an error naming the file.
+pub fn read(path: &Path) -> Result<Loaded> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
+    let md = header.metadata().clone().unwrap_or_default();
+    if md.get("format").map(String::as_str) != Some(FORMAT) {
+        bail!("{}: not a resnet checkpoint (metadata \"format\" is not {FORMAT})", path.display());
+    }
+    let meta: Meta = serde_json::from_str(md.get("meta").ok_or_else(|| anyhow!("{}: no metadata", path.display()))?)
+        .with_context(|| format!("{}: bad metadata", path.display()))?;
+    let (crop_pad, flip): (usize, bool) = md
+        .get("preprocess")
+        .map(|s| serde_json::from_str(s))
+        .transpose()
+        .with_context(|| format!("{}: bad preprocess metadata", path.display()))?
+        .unwrap_or((4, true));
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            bail!("{}: tensor {name} is {:?}, expected F32", path.display(), view.dtype());
+        }
+        tensors.insert(name, (view.shape().to_vec(), floats_of(view.data())));
+    }
+    let (_, mean) = tensors
+        .remove("preprocess.mean_image")
+        .ok_or_else(|| anyhow!("{}: missing tensor preprocess.mean_image", path.display()))?;
+    let preprocess = Preprocess { src: meta.image, size: meta.input_size, mean, crop_pad, flip };
+    if preprocess.mean.len() != meta.input_size * meta.input_size * meta.image.2 {
+        bail!("{}: preprocess.mean_image has the wrong size", path.display());
+    }
+    Ok(Loaded { meta, tensors, preprocess })
+}
+
+impl Loaded {
+    /// Copy every network tensor into `net`; a missing or mis-shaped tensor is an error.
+    pub fn restore(&self, net: &mut Net) -> Result<()> {
+        for name in net.tensor_names() {
+            let (shape, data) = self.tensors.get(&name).ok_or_else(|| anyhow!("checkpoint lacks tensor {name}"))?;
+            net.set_torch(&name, shape, data).map_err(|e| anyhow!("checkpoint: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn velocity(&self) -> Option<&Vec<f32>> {
+        self.tensors.get("optimizer.velocity").map(|(_, v)| v)
+    }
+}

@@ -1,0 +1,331 @@
+//! The training loop of the paper's CIFAR recipe (Sec. 4.2): a run directory
+//! with its frozen configuration, metrics, atomic checkpoints and exact resume.
+//!
+//! RUN/config.toml   the fully resolved configuration, written once
+//! RUN/metrics.jsonl one JSON object per line (training windows, evaluations)
+//! RUN/last.safetensors, RUN/epoch-NNNN.safetensors (last `keep`), RUN/best.safetensors (with --val)
+
+pub mod checkpoint;
+pub mod schedule;
+
+use crate::arch::ArchSpec;
+use crate::backend::Backend;
+use crate::data::augment::Preprocess;
+use crate::data::loader::Loader;
+use crate::data::{Dataset, Format};
+use crate::net::Net;
+use crate::ops::loss::cross_entropy;
+use crate::optim::Sgd;
+use anyhow::{Context, Result, bail};
+use checkpoint::Meta;
+use schedule::Schedule;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Everything that defines a run; frozen into RUN/config.toml at the start.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub arch: ArchSpec,
+    pub data: PathBuf,
+    pub format: Format,
+    pub batch: usize,
+    pub seed: u64,
+    /// training images held out (seeded) as a validation set
+    pub val: usize,
+    pub schedule: Schedule,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// a training-window line in metrics.jsonl every this many iterations
+    pub log_every: u64,
+    /// extra checkpoints every this many iterations (0 = none)
+    pub ckpt_every: u64,
+    /// epoch checkpoints kept
+    pub keep: usize,
+    /// threads the run computes with (bit-exact resume needs the same count)
+    pub threads: usize,
+}
+
+/// Where the data of a run comes from, split as configured.
+pub struct RunData {
+    pub train: Arc<Dataset>,
+    pub val: Option<Dataset>,
+    pub test: Dataset,
+}
+
+/// Hold out `val` seeded random training images.
+pub fn split_val(train: Dataset, val: usize, seed: u64) -> Result<(Dataset, Option<Dataset>)> {
+    if val == 0 {
+        return Ok((train, None));
+    }
+    if val >= train.len() {
+        bail!("--val {val} leaves no training images (the training set has {})", train.len());
+    }
+    let perm = crate::data::augment::permutation(train.len(), seed ^ 0x7A1, 0);
+    let pick = |idx: &[u32]| {
+        let mut d = Dataset { images: vec![], labels: vec![], ..train.clone_empty() };
+        for &i in idx {
+            d.images.extend_from_slice(train.image(i as usize));
+            d.labels.push(train.labels[i as usize]);
+        }
+        d
+    };
+    let (v, t) = perm.split_at(val);
+    let (mut v, mut t) = (v.to_vec(), t.to_vec());
+    v.sort();
+    t.sort();
+    Ok((pick(&t), Some(pick(&v))))
+}
+
+impl Dataset {
+    /// Same geometry and classes, no images.
+    pub fn clone_empty(&self) -> Dataset {
+        Dataset { images: vec![], labels: vec![], class_names: self.class_names.clone(), ..*self }
+    }
+}
+
+/// Loss and top-1 error (percent) of `net` on `d`, single view, eval mode.
+pub fn evaluate(net: &mut Net, d: &Dataset, pre: &Preprocess) -> (f64, f64) {
+    let b = net.batch;
+    let per = pre.size * pre.size * pre.src.2;
+    let k = net.classes();
+    let (mut loss, mut errors) = (0.0f64, 0usize);
+    let mut dl = vec![0.0f32; b * k];
+    for start in (0..d.len()).step_by(b) {
+        let n = b.min(d.len() - start);
+        for j in 0..n {
+            pre.write(d.image(start + j), &mut net.input[j * per..(j + 1) * per], (0, 0), false);
+        }
+        net.forward(n, false);
+        let labels: Vec<u32> = d.labels[start..start + n].iter().map(|&l| l as u32).collect();
+        let out = cross_entropy(&net.logits[..n * k], &labels, k, &mut dl[..n * k]);
+        loss += out.loss as f64 * n as f64;
+        errors += out.errors;
+    }
+    let n = d.len().max(1) as f64;
+    (loss / n, 100.0 * errors as f64 / n)
+}
+
+/// Appends JSON lines to RUN/metrics.jsonl, flushed line by line.
+struct Metrics(std::fs::File);
+
+impl Metrics {
+    fn log(&mut self, v: serde_json::Value) -> Result<()> {
+        writeln!(self.0, "{v}")?;
+        self.0.flush()?;
+        Ok(())
+    }
+}
+
+/// How a run reports progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// a bar on the terminal
+    Bar,
+    /// plain lines (not a terminal)
+    Lines,
+    Quiet,
+}
+
+/// What a finished (or stopped) call of [`run`] reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub iteration: u64,
+    pub finished: bool,
+    pub interrupted: bool,
+    pub test_loss: Option<f64>,
+    pub test_err: Option<f64>,
+    pub val_err: Option<f64>,
+}
+
+/// Set by Ctrl-C: the loop writes a checkpoint and returns.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Start or continue the run in `dir` until iteration `stop_at` (or the end).
+pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, progress: Progress) -> Result<Outcome> {
+    let total = cfg.schedule.iters;
+    let stop = stop_at.unwrap_or(total).min(total);
+    let last_path = dir.join("last.safetensors");
+    let train = &data.train;
+    let (h, w, c) = (train.h, train.w, train.c);
+    let (pre, mut meta, ck) = if last_path.exists() {
+        let ck = checkpoint::read(&last_path)?;
+        (ck.preprocess.clone(), ck.meta.clone(), Some(ck))
+    } else {
+        let pre = Preprocess::cifar_recipe(train);
+        let meta = Meta {
+            arch: cfg.arch.clone(),
+            class_names: train.class_names.clone(),
+            input_size: pre.size,
+            image: (h, w, c),
+            iteration: 0,
+            warmup_done_at: None,
+            best_val_err: None,
+        };
+        (pre, meta, None)
+    };
+    let mut net =
+        Net::new(&cfg.arch, cfg.batch, pre.size, pre.size, true, cfg.seed).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut sgd = Sgd::new(net.params.len());
+    if let Some(ck) = &ck {
+        ck.restore(&mut net).with_context(|| format!("restoring {}", last_path.display()))?;
+        let v = ck.velocity().context("the checkpoint has no optimizer state")?;
+        if v.len() != sgd.velocity.len() {
+            bail!("{}: optimizer state of the wrong size", last_path.display());
+        }
+        sgd.velocity.copy_from_slice(v);
+    }
+    sgd.momentum = cfg.momentum;
+    sgd.weight_decay = cfg.weight_decay;
+    let mut metrics = Metrics(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("metrics.jsonl"))
+            .context("opening metrics.jsonl")?,
+    );
+    let start = meta.iteration;
+    let mut outcome = Outcome {
+        iteration: start,
+        finished: start >= total,
+        interrupted: false,
+        test_loss: None,
+        test_err: None,
+        val_err: None,
+    };
+    if start >= stop {
+        return Ok(outcome);
+    }
+    let per_epoch = train.len() as u64;
+    let b = cfg.batch as u64;
+    let loader = Loader::spawn(train.clone(), Arc::new(pre.clone()), cfg.seed, cfg.batch, start, stop);
+    let bar = match progress {
+        Progress::Bar => {
+            let pb = indicatif::ProgressBar::new(total);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} it  {msg}  [{elapsed_precise} < {eta_precise}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb.set_position(start);
+            Some(pb)
+        }
+        _ => None,
+    };
+    let (mut win_loss, mut win_err, mut win_n, mut win_t) = (0.0f64, 0usize, 0usize, Instant::now());
+    let save = |net: &Net, sgd: &Sgd, meta: &Meta, name: &str| -> Result<()> {
+        let bytes = checkpoint::to_bytes(net, Some(&sgd.velocity), &pre, meta)?;
+        checkpoint::write_atomic(&dir.join(name), &bytes)
+    };
+    for it in start..stop {
+        let batch = loader.next().context("the data loader stopped")?;
+        debug_assert_eq!(batch.iteration, it);
+        let lr = cfg.schedule.lr(it, meta.warmup_done_at);
+        net.input_mut().copy_from_slice(&batch.x);
+        net.forward(cfg.batch, true);
+        let out = net.loss_backward(&batch.labels);
+        if !out.loss.is_finite() {
+            bail!(
+                "the loss is not finite at iteration {it} (lr {lr}); the run stops here, {} keeps the last good state",
+                last_path.display()
+            );
+        }
+        net.sgd_step(&mut sgd, lr);
+        win_loss += out.loss as f64;
+        win_err += out.errors;
+        win_n += 1;
+        let done = it + 1;
+        meta.iteration = done;
+        let epoch = done * b / per_epoch;
+        let window_full = done % cfg.log_every == 0 || done == stop;
+        if window_full {
+            let train_err = 100.0 * win_err as f64 / (win_n * cfg.batch) as f64;
+            let img_s = (win_n * cfg.batch) as f64 / win_t.elapsed().as_secs_f64();
+            let train_loss = win_loss / win_n as f64;
+            if cfg.schedule.warmup_lr.is_some()
+                && meta.warmup_done_at.is_none()
+                && train_err < cfg.schedule.warmup_until_err
+            {
+                meta.warmup_done_at = Some(done);
+            }
+            metrics.log(serde_json::json!({
+                "iter": done, "epoch": epoch, "lr": lr, "train_loss": train_loss,
+                "train_err": train_err, "img_per_s": img_s,
+            }))?;
+            let msg = format!("loss {train_loss:.3}  err {train_err:.1}%  {img_s:.0} img/s  lr {lr}");
+            match (&bar, progress) {
+                (Some(pb), _) => pb.set_message(msg),
+                (None, Progress::Lines) => eprintln!("iter {done}/{total} epoch {epoch}: {msg}"),
+                _ => {}
+            }
+            (win_loss, win_err, win_n, win_t) = (0.0, 0, 0, Instant::now());
+        }
+        if let Some(pb) = &bar {
+            pb.set_position(done);
+        }
+        let epoch_end = epoch > it * b / per_epoch;
+        if epoch_end || done == total {
+            for (split, d) in [("val", data.val.as_ref()), ("test", Some(&data.test))] {
+                let Some(d) = d else { continue };
+                let (loss, err) = evaluate(&mut net, d, &pre);
+                metrics
+                    .log(serde_json::json!({"iter": done, "epoch": epoch, "split": split, "loss": loss, "err": err}))?;
+                if split == "val" {
+                    outcome.val_err = Some(err);
+                    if meta.best_val_err.is_none_or(|b| err < b) {
+                        meta.best_val_err = Some(err);
+                        save(&net, &sgd, &meta, "best.safetensors")?;
+                    }
+                } else {
+                    (outcome.test_loss, outcome.test_err) = (Some(loss), Some(err));
+                }
+                if progress == Progress::Lines {
+                    eprintln!("iter {done} epoch {epoch}: {split} loss {loss:.4} err {err:.2}%");
+                }
+            }
+            if epoch_end {
+                save(&net, &sgd, &meta, &format!("epoch-{epoch:04}.safetensors"))?;
+                prune_epochs(dir, cfg.keep)?;
+            }
+        }
+        let ckpt = cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0;
+        if ckpt {
+            save(&net, &sgd, &meta, &format!("iter-{done:07}.safetensors"))?;
+        }
+        let interrupted = STOP.load(Ordering::Relaxed);
+        if epoch_end || ckpt || done == stop || interrupted {
+            save(&net, &sgd, &meta, "last.safetensors")?;
+        }
+        outcome.iteration = done;
+        if interrupted {
+            outcome.interrupted = true;
+            break;
+        }
+    }
+    if let Some(pb) = &bar {
+        pb.finish();
+    }
+    outcome.finished = outcome.iteration >= total;
+    Ok(outcome)
+}
+
+/// Keep the newest `keep` epoch checkpoints.
+fn prune_epochs(dir: &Path, keep: usize) -> Result<()> {
+    let mut epochs: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("epoch-") && n.ends_with(".safetensors"))
+        })
+        .collect();
+    epochs.sort();
+    let n = epochs.len();
+    for p in epochs.into_iter().take(n.saturating_sub(keep)) {
+        std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+    }
+    Ok(())
+}
