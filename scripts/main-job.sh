@@ -5,7 +5,7 @@
 # Run it again to continue an interrupted run (it resumes runs/fashion-resnet20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPOCHS="${EPOCHS:-6}"
+EPOCHS="${EPOCHS:-5}"
 RUN="${RUN:-runs/fashion-resnet20}"
 data=$(bash scripts/fetch-fashion-mnist.sh)
 cargo build --release
