@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run in this directory exactly where it stopped
-    #[arg(long, conflicts_with_all = ["data", "out", "iters", "epochs", "batch", "seed", "val", "milestones", "lr"])]
+    #[arg(long, conflicts_with_all = ["data", "out", "iters", "epochs", "batch", "seed", "val", "milestones", "lr", "crop_pad", "no_flip"])]
     resume: Option<PathBuf>,
     /// Total iterations (default 64000, the paper's); milestones scale with it
     #[arg(long, conflicts_with = "epochs")]
@@ -74,6 +74,12 @@ pub struct Args {
     /// Epoch checkpoints to keep
     #[arg(long, default_value_t = 3)]
     keep: usize,
+    /// Training crops: pad the image by this many pixels and crop back at random (the paper: 4; 0 = no crops)
+    #[arg(long, default_value_t = 4)]
+    crop_pad: usize,
+    /// No random horizontal flips
+    #[arg(long)]
+    no_flip: bool,
     /// A metrics line every N iterations
     #[arg(long, default_value_t = 50)]
     log_every: u64,
@@ -157,6 +163,8 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         ckpt_every: a.ckpt_every,
         keep: a.keep.max(1),
         threads: crate::par::threads(),
+        crop_pad: a.crop_pad,
+        flip: !a.no_flip,
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let text = toml::to_string(&cfg).context("writing the configuration")?;

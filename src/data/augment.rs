@@ -26,10 +26,11 @@ pub struct Preprocess {
 
 impl Preprocess {
     /// The recipe for `train`: input side 32 (or the image size if larger),
-    /// mean image over `train`, pad-4 crops and flips.
-    pub fn cifar_recipe(train: &Dataset) -> Preprocess {
+    /// mean image over `train`, random crops of the image padded by
+    /// `crop_pad` (the paper: 4) and horizontal flips if `flip`.
+    pub fn cifar_recipe(train: &Dataset, crop_pad: usize, flip: bool) -> Preprocess {
         let size = train.h.max(train.w).max(32);
-        let mut p = Preprocess { src: (train.h, train.w, train.c), size, mean: vec![], crop_pad: 4, flip: true };
+        let mut p = Preprocess { src: (train.h, train.w, train.c), size, mean: vec![], crop_pad, flip };
         p.mean = p.mean_image(train);
         p
     }
@@ -129,7 +130,7 @@ mod tests {
     #[test]
     fn grey_28_is_centred_in_32_and_mean_subtracted() {
         let d = grey(3, 28, 28);
-        let p = Preprocess::cifar_recipe(&d);
+        let p = Preprocess::cifar_recipe(&d, 4, true);
         assert_eq!((p.size, p.mean.len()), (32, 32 * 32));
         // border of the mean image is zero (padding), interior the pixel mean
         assert_eq!(p.mean[0], 0.0);
@@ -151,7 +152,7 @@ mod tests {
     #[test]
     fn crop_shifts_and_flip_mirrors() {
         let d = grey(1, 32, 32);
-        let mut p = Preprocess::cifar_recipe(&d);
+        let mut p = Preprocess::cifar_recipe(&d, 4, true);
         p.mean.iter_mut().for_each(|m| *m = 0.0);
         let (mut a, mut b) = (vec![0.0; 1024], vec![0.0; 1024]);
         p.write(d.image(0), &mut a, (0, 0), false);

@@ -46,6 +46,9 @@ pub struct TrainConfig {
     pub keep: usize,
     /// threads the run computes with (bit-exact resume needs the same count)
     pub threads: usize,
+    /// augmentation: random crops of the image padded by this much (the paper: 4), flips
+    pub crop_pad: usize,
+    pub flip: bool,
 }
 
 /// Where the data of a run comes from, split as configured.
@@ -154,7 +157,7 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
         let ck = checkpoint::read(&last_path)?;
         (ck.preprocess.clone(), ck.meta.clone(), Some(ck))
     } else {
-        let pre = Preprocess::cifar_recipe(train);
+        let pre = Preprocess::cifar_recipe(train, cfg.crop_pad, cfg.flip);
         let meta = Meta {
             arch: cfg.arch.clone(),
             class_names: train.class_names.clone(),
