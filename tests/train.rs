@@ -93,3 +93,114 @@ fn stop_and_resume_is_bit_identical() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+fn validation_split_keeps_the_best_checkpoint() {
+    let data = data_dir();
+    let run = tmp("val");
+    let o = resnet(&[
+        "train",
+        "--arch",
+        "resnet8",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--iters",
+        "12",
+        "--batch",
+        "16",
+        "--val",
+        "16",
+        "--quiet",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(out["val_err"].is_number() && out["test_err"].is_number(), "{out}");
+    let best = resnet::train::checkpoint::read(&run.join("best.safetensors")).unwrap();
+    assert!(best.meta.best_val_err.is_some());
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"split\":\"val\"") && metrics.contains("\"split\":\"test\""));
+    // 80 training images of 16 a batch: an epoch every 5 iterations
+    assert!(metrics.lines().filter(|l| l.contains("\"split\":\"val\"")).count() >= 2);
+    for d in [data, run] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_naming_the_iteration() {
+    let data = data_dir();
+    let run = tmp("nan");
+    let o = resnet(&[
+        "train",
+        "--arch",
+        "resnet8",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--iters",
+        "12",
+        "--batch",
+        "16",
+        "--lr",
+        "1e30",
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("not finite") && err.contains("iteration"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for d in [data, run] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// kill -9 at any instant leaves the previous checkpoint loadable; Ctrl-C
+/// (SIGINT) writes a resumable one and exits cleanly.
+#[test]
+fn kill_and_interrupt_leave_loadable_checkpoints() {
+    let data = data_dir();
+    let run = tmp("kill");
+    let args = [
+        "train",
+        "--arch",
+        "resnet8",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--iters",
+        "100000",
+        "--batch",
+        "16",
+        "--ckpt-every",
+        "1",
+        "--quiet",
+    ];
+    let spawn = |a: &[&str]| Command::new(env!("CARGO_BIN_EXE_resnet")).args(a).spawn().unwrap();
+    let mut child = spawn(&args);
+    let last = run.join("last.safetensors");
+    for delay_ms in [700u64, 37, 113, 251, 5, 61] {
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if last.exists() {
+            let ck = resnet::train::checkpoint::read(&last).expect("last.safetensors loadable after kill -9");
+            assert!(ck.meta.iteration > 0);
+        }
+        child = spawn(&["train", "--resume", run.to_str().unwrap(), "--quiet"]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = resnet::train::checkpoint::read(&last).unwrap().meta.iteration;
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C exits cleanly: {status:?}");
+    let after = resnet::train::checkpoint::read(&last).unwrap().meta.iteration;
+    assert!(after >= before && after < 100_000);
+    for d in [data, run] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

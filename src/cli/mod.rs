@@ -3,6 +3,7 @@
 
 mod arch_args;
 mod bench;
+mod data;
 mod summary;
 mod train;
 
@@ -33,6 +34,8 @@ enum Command {
     Bench(bench::Args),
     /// Train a CIFAR-family network with the paper's recipe; stop and resume at will
     Train(train::Args),
+    /// Download the official data sets (CIFAR-10/100, MNIST, Fashion-MNIST), verifying their MD5s
+    Data(data::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -41,6 +44,7 @@ pub fn main() -> ExitCode {
         Command::Summary(a) => summary::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Train(a) => train::run(a),
+        Command::Data(a) => data::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

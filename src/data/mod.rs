@@ -4,8 +4,10 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod fetch;
 pub mod idx;
 pub mod loader;
+pub mod pickle;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -83,13 +85,19 @@ impl std::error::Error for DataError {}
 /// `path` may be:
 /// - a directory holding `data_batch_1.bin`.. `data_batch_5.bin`, `test_batch.bin` (CIFAR-10), directly or in
 ///   `cifar-10-batches-bin/`; or `train.bin`, `test.bin` (CIFAR-100), directly or in `cifar-100-binary/`;
+///   or the python version of either: `data_batch_1` .. `data_batch_5`, `test_batch`, `batches.meta`,
+///   directly or in `cifar-10-batches-py/`; `train`, `test`, `meta`, directly or in `cifar-100-python/`
+///   (pickles, parsed without running anything: see [`pickle`]);
 ///   or the four MNIST IDX files `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 ///   `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, each plain or `.gz`;
 /// - an archive (`.tar.gz`, `.tgz` or `.tar`) holding those files: members are found by their base name.
 ///
-/// Without a `format`, the files present decide; MNIST-style files are Fashion-MNIST when the path (as given
+/// Without a `format`, the files present decide (CIFAR-10 before CIFAR-100, and for each the binary version
+/// before the python one when both are there; with a CIFAR `format`, the python version is read only when the
+/// binary one is absent); MNIST-style files are Fashion-MNIST when the path (as given
 /// or made absolute) contains "fashion" in any case, else MNIST. The official CIFAR files must hold the
-/// official number of records (10000 per CIFAR-10 batch, 50000 / 10000 in CIFAR-100 train / test).
+/// official number of records (10000 per CIFAR-10 batch, 50000 / 10000 in CIFAR-100 train / test), in
+/// either version.
 /// Returns the format used.
 pub fn load(path: &Path, format: Option<Format>) -> Result<(Splits, Format), DataError> {
     load_with(path, format, true)
@@ -107,17 +115,28 @@ pub fn load_with(path: &Path, format: Option<Format>, strict_counts: bool) -> Re
     } else {
         return Err(DataError::new(path, None, "no such file or directory"));
     };
-    let (src, format) = recognise(src, path, format)?;
-    let splits = match format {
-        Format::Cifar10 => cifar::load_cifar10(&src, strict_counts)?,
-        Format::Cifar100 => cifar::load_cifar100(&src, strict_counts)?,
-        Format::Mnist | Format::FashionMnist => idx::load_idx(&src, format)?,
+    let (src, format, form) = recognise(src, path, format)?;
+    let splits = match (format, form) {
+        (Format::Cifar10, Form::Binary) => cifar::load_cifar10(&src, strict_counts)?,
+        (Format::Cifar100, Form::Binary) => cifar::load_cifar100(&src, strict_counts)?,
+        (Format::Cifar10, Form::Python) => cifar::load_cifar10_py(&src, strict_counts)?,
+        (Format::Cifar100, Form::Python) => cifar::load_cifar100_py(&src, strict_counts)?,
+        (Format::Mnist | Format::FashionMnist, _) => idx::load_idx(&src, format)?,
     };
     Ok((splits, format))
 }
 
 const CIFAR10_SUBDIR: &str = "cifar-10-batches-bin";
 const CIFAR100_SUBDIR: &str = "cifar-100-binary";
+const CIFAR10_PY_SUBDIR: &str = "cifar-10-batches-py";
+const CIFAR100_PY_SUBDIR: &str = "cifar-100-python";
+
+/// Which version of the official CIFAR files a source holds (MNIST-style sets have one form, `Binary`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    Binary,
+    Python,
+}
 
 fn is_archive_name(path: &Path) -> bool {
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
@@ -130,40 +149,56 @@ fn idx_format(path: &Path) -> Format {
     if has(path) || path.canonicalize().is_ok_and(|p| has(&p)) { Format::FashionMnist } else { Format::Mnist }
 }
 
-/// Decide the format (unless given) and, for CIFAR in a directory, step into the official subdirectory
-/// when there is one.
-fn recognise(src: Source, path: &Path, format: Option<Format>) -> Result<(Source, Format), DataError> {
+/// Decide the format (unless given) and the CIFAR version and, for CIFAR in a directory, step into the
+/// official subdirectory when there is one. The binary version wins when both are there.
+fn recognise(src: Source, path: &Path, format: Option<Format>) -> Result<(Source, Format, Form), DataError> {
     let sub = |name: &str| match &src {
         Source::Dir(d) if d.join(name).is_dir() => Some(d.join(name)),
         _ => None,
     };
     let (sub10, sub100) = (sub(CIFAR10_SUBDIR), sub(CIFAR100_SUBDIR));
+    let (sub10_py, sub100_py) = (sub(CIFAR10_PY_SUBDIR), sub(CIFAR100_PY_SUBDIR));
+    let bin10 = sub10.is_some() || src.has("data_batch_1.bin");
+    let bin100 = sub100.is_some() || (src.has("train.bin") && src.has("test.bin"));
+    let py10 = sub10_py.is_some() || src.has("data_batch_1");
+    let py100 = sub100_py.is_some() || (src.has("train") && src.has("test"));
     let format = match format {
         Some(f) => f,
-        None if sub10.is_some() || src.has("data_batch_1.bin") => Format::Cifar10,
-        None if sub100.is_some() || (src.has("train.bin") && src.has("test.bin")) => Format::Cifar100,
+        None if bin10 || py10 => Format::Cifar10,
+        None if bin100 || py100 => Format::Cifar100,
         None if idx::FILES.iter().any(|f| src.has(f) || src.has(&format!("{f}.gz"))) => idx_format(path),
         None => {
             let (what, subdirs) = match src {
-                Source::Dir(_) => ("files", ", or the subdirectory cifar-10-batches-bin/ or cifar-100-binary/"),
+                Source::Dir(_) => (
+                    "files",
+                    ", or the subdirectory cifar-10-batches-bin/, cifar-10-batches-py/, cifar-100-binary/ or \
+                     cifar-100-python/",
+                ),
                 Source::Archive { .. } => ("members", ""),
             };
             return Err(DataError::new(
                 path,
                 None,
                 format!(
-                    "no dataset recognised: looked for {what} data_batch_1.bin (CIFAR-10), train.bin + test.bin \
-                     (CIFAR-100), {}[.gz] (MNIST / Fashion-MNIST){subdirs}",
+                    "no dataset recognised: looked for {what} data_batch_1.bin or data_batch_1 (CIFAR-10), \
+                     train.bin + test.bin or train + test (CIFAR-100), {}[.gz] (MNIST / Fashion-MNIST){subdirs}",
                     idx::FILES.join("[.gz], ")
                 ),
             ));
         }
     };
-    let src = match (format, sub10, sub100) {
-        (Format::Cifar10, Some(d), _) | (Format::Cifar100, _, Some(d)) => Source::Dir(d),
-        _ => src,
+    let (form, dir) = match format {
+        Format::Cifar10 if !bin10 && py10 => (Form::Python, sub10_py),
+        Format::Cifar10 => (Form::Binary, sub10),
+        Format::Cifar100 if !bin100 && py100 => (Form::Python, sub100_py),
+        Format::Cifar100 => (Form::Binary, sub100),
+        Format::Mnist | Format::FashionMnist => (Form::Binary, None),
     };
-    Ok((src, format))
+    let src = match dir {
+        Some(d) => Source::Dir(d),
+        None => src,
+    };
+    Ok((src, format, form))
 }
 
 /// Where the official files are read from.
@@ -186,7 +221,9 @@ struct Member {
 
 /// Base names of every member any format reads; archive members with other names are skipped.
 fn wanted_member(base: &str) -> bool {
-    cifar::FILES.contains(&base) || idx::FILES.iter().any(|f| base.strip_suffix(".gz").unwrap_or(base) == *f)
+    cifar::FILES.contains(&base)
+        || cifar::PY_FILES.contains(&base)
+        || idx::FILES.iter().any(|f| base.strip_suffix(".gz").unwrap_or(base) == *f)
 }
 
 impl Source {

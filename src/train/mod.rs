@@ -237,6 +237,15 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
             );
         }
         net.sgd_step(&mut sgd, lr);
+        if let Some(t) =
+            net.plan.params.iter().find(|t| net.params[t.offset..t.offset + t.len].iter().any(|v| !v.is_finite()))
+        {
+            bail!(
+                "the weights ({}) are not finite after iteration {it} (lr {lr}); the run stops here, {} keeps the last good state",
+                t.name,
+                last_path.display()
+            );
+        }
         win_loss += out.loss as f64;
         win_err += out.errors;
         win_n += 1;
