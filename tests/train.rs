@@ -35,11 +35,22 @@ fn write_idx(dir: &Path, prefix: &str, n: usize) {
     std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
 }
 
-fn data_dir() -> PathBuf {
-    let d = tmp("data");
+/// A data directory of the test's own (tests run in parallel).
+fn data_dir(test: &str) -> PathBuf {
+    let d = tmp(&format!("data-{test}"));
     write_idx(&d, "train", 96);
     write_idx(&d, "t10k", 24);
     d
+}
+
+/// `resnet train --arch resnet8` on `data` into `run`, batch 16, quiet, then `extra`.
+fn small_run(data: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
+    let base = ["train", "--arch", "resnet8", "--data", data.to_str().unwrap(), "--out", run.to_str().unwrap()];
+    base.iter().chain(["--batch", "16", "--quiet"].iter()).chain(extra).map(|s| s.to_string()).collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn train(args: &[&str]) {
@@ -49,7 +60,7 @@ fn train(args: &[&str]) {
 
 #[test]
 fn stop_and_resume_is_bit_identical() {
-    let data = data_dir();
+    let data = data_dir("resume");
     let (a, b) = (tmp("straight"), tmp("resumed"));
     let common =
         ["train", "--arch", "resnet8", "--data", data.to_str().unwrap(), "--iters", "24", "--batch", "16", "--quiet"];
@@ -96,25 +107,10 @@ fn stop_and_resume_is_bit_identical() {
 
 #[test]
 fn validation_split_keeps_the_best_checkpoint() {
-    let data = data_dir();
+    let data = data_dir("val");
     let run = tmp("val");
-    let o = resnet(&[
-        "train",
-        "--arch",
-        "resnet8",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--iters",
-        "12",
-        "--batch",
-        "16",
-        "--val",
-        "16",
-        "--quiet",
-        "--json",
-    ]);
+    let args = small_run(&data, &run, &["--iters", "12", "--val", "16", "--json"]);
+    let o = resnet(&strs(&args));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(out["val_err"].is_number() && out["test_err"].is_number(), "{out}");
@@ -131,24 +127,10 @@ fn validation_split_keeps_the_best_checkpoint() {
 
 #[test]
 fn a_diverging_run_stops_naming_the_iteration() {
-    let data = data_dir();
+    let data = data_dir("nan");
     let run = tmp("nan");
-    let o = resnet(&[
-        "train",
-        "--arch",
-        "resnet8",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--iters",
-        "12",
-        "--batch",
-        "16",
-        "--lr",
-        "1e30",
-        "--quiet",
-    ]);
+    let args = small_run(&data, &run, &["--iters", "12", "--lr", "1e30"]);
+    let o = resnet(&strs(&args));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("not finite") && err.contains("iteration"), "{err}");
@@ -162,24 +144,10 @@ fn a_diverging_run_stops_naming_the_iteration() {
 /// (SIGINT) writes a resumable one and exits cleanly.
 #[test]
 fn kill_and_interrupt_leave_loadable_checkpoints() {
-    let data = data_dir();
+    let data = data_dir("kill");
     let run = tmp("kill");
-    let args = [
-        "train",
-        "--arch",
-        "resnet8",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--iters",
-        "100000",
-        "--batch",
-        "16",
-        "--ckpt-every",
-        "1",
-        "--quiet",
-    ];
+    let args = small_run(&data, &run, &["--iters", "100000", "--ckpt-every", "1"]);
+    let args = strs(&args);
     let spawn = |a: &[&str]| Command::new(env!("CARGO_BIN_EXE_resnet")).args(a).spawn().unwrap();
     let mut child = spawn(&args);
     let last = run.join("last.safetensors");
