@@ -30,6 +30,11 @@ pub struct Meta {
     pub warmup_done_at: Option<u64>,
     /// best validation error so far (percent), for best.safetensors
     pub best_val_err: Option<f64>,
+    /// The random state: every random draw of a run (data order, crops,
+    /// flips) is a counter-based function of this seed and the stream
+    /// position `iteration * batch`, so (seed, iteration) is the whole state.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 fn bytes_of(v: &[f32]) -> Vec<u8> {

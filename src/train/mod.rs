@@ -166,6 +166,7 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
             iteration: 0,
             warmup_done_at: None,
             best_val_err: None,
+            seed: cfg.seed,
         };
         (pre, meta, None)
     };
