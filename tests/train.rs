@@ -97,6 +97,12 @@ fn stop_and_resume_is_bit_identical() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("epoch-"))
         .collect();
     assert_eq!(epochs.len(), 3, "the last 3 epoch checkpoints are kept");
+    // resuming a finished run reports its test error again
+    let o = resnet(&["train", "--resume", a.to_str().unwrap(), "--json"]);
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((out["finished"].as_bool(), out["iteration"].as_u64()), (Some(true), Some(24)));
+    let last_test = tests.last().unwrap()["err"].as_f64().unwrap();
+    assert!((out["test_err"].as_f64().unwrap() - last_test).abs() < 1e-9, "{out}");
     // a second start in the same directory is refused
     let o = resnet(&[&common[..], &["--out", a.to_str().unwrap()]].concat());
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--resume"));

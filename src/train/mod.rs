@@ -200,6 +200,11 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
         val_err: None,
     };
     if start >= stop {
+        if outcome.finished {
+            // a finished run asked again: report its test error
+            let (loss, err) = evaluate(&mut net, &data.test, &pre);
+            (outcome.test_loss, outcome.test_err) = (Some(loss), Some(err));
+        }
         return Ok(outcome);
     }
     let per_epoch = train.len() as u64;
