@@ -31,6 +31,11 @@ impl Dataset {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+    /// Same geometry and classes, no images.
+    pub fn clone_empty(&self) -> Dataset {
+        Dataset { images: vec![], labels: vec![], class_names: self.class_names.clone(), ..*self }
+    }
+
     /// Pixels of image `i`, (H, W, C).
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.h * self.w * self.c;

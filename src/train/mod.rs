@@ -82,13 +82,6 @@ pub fn split_val(train: Dataset, val: usize, seed: u64) -> Result<(Dataset, Opti
     Ok((pick(&t), Some(pick(&v))))
 }
 
-impl Dataset {
-    /// Same geometry and classes, no images.
-    pub fn clone_empty(&self) -> Dataset {
-        Dataset { images: vec![], labels: vec![], class_names: self.class_names.clone(), ..*self }
-    }
-}
-
 /// Loss and top-1 error (percent) of `net` on `d`, single view, eval mode.
 pub fn evaluate(net: &mut Net, d: &Dataset, pre: &Preprocess) -> (f64, f64) {
     let b = net.batch;
