@@ -68,7 +68,7 @@ pub fn split_val(train: Dataset, val: usize, seed: u64) -> Result<(Dataset, Opti
     }
     let perm = crate::data::augment::permutation(train.len(), seed ^ 0x7A1, 0);
     let pick = |idx: &[u32]| {
-        let mut d = Dataset { images: vec![], labels: vec![], ..train.clone_empty() };
+        let mut d = train.clone_empty();
         for &i in idx {
             d.images.extend_from_slice(train.image(i as usize));
             d.labels.push(train.labels[i as usize]);
