@@ -16,16 +16,29 @@ pub struct Batch {
     pub labels: Vec<u32>,
 }
 
-/// Fill `x`/`labels` with batch `k` (stream positions k*B..).
-pub fn make_batch(d: &Dataset, p: &Preprocess, seed: u64, batch: usize, k: u64, x: &mut [f32], labels: &mut [u32]) {
+/// The permutation of the epoch a batch is in, kept between batches.
+pub type EpochOrder = Option<(u64, Vec<u32>)>;
+
+/// Fill `x`/`labels` with batch `k` (stream positions k*B..); `cached` holds
+/// the current epoch's permutation across calls.
+#[allow(clippy::too_many_arguments)]
+pub fn make_batch(
+    d: &Dataset,
+    p: &Preprocess,
+    seed: u64,
+    batch: usize,
+    k: u64,
+    x: &mut [f32],
+    labels: &mut [u32],
+    cached: &mut EpochOrder,
+) {
     let n = d.len() as u64;
     let per = p.size * p.size * p.src.2;
-    let mut cached: Option<(u64, Vec<u32>)> = None;
     for j in 0..batch {
         let pos = k * batch as u64 + j as u64;
         let epoch = pos / n;
         if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            cached = Some((epoch, permutation(d.len(), seed, epoch)));
+            *cached = Some((epoch, permutation(d.len(), seed, epoch)));
         }
         let idx = cached.as_ref().unwrap().1[(pos % n) as usize] as usize;
         let (shift, flip) = p.draw(seed, pos);
@@ -47,9 +60,10 @@ impl Loader {
             .name("loader".into())
             .spawn(move || {
                 let per = p.size * p.size * p.src.2;
+                let mut order = None;
                 for k in start..end {
                     let mut b = Batch { iteration: k, x: vec![0.0; batch * per], labels: vec![0; batch] };
-                    make_batch(&d, &p, seed, batch, k, &mut b.x, &mut b.labels);
+                    make_batch(&d, &p, seed, batch, k, &mut b.x, &mut b.labels, &mut order);
                     if tx.send(b).is_err() {
                         return; // the consumer stopped early
                     }
@@ -99,7 +113,7 @@ mod tests {
             let b = l.next().unwrap();
             assert_eq!(b.iteration, k);
             let (mut x, mut y) = (vec![0.0; 16], vec![0; 4]);
-            make_batch(&d, &p, 3, 4, k, &mut x, &mut y);
+            make_batch(&d, &p, 3, 4, k, &mut x, &mut y, &mut None);
             assert_eq!((x, y.clone()), (b.x, b.labels));
             seen.extend(y);
         }

@@ -98,15 +98,24 @@ pub fn forward_eval(
     shortcut: Option<ShortcutSrc>,
     y: &mut [f32],
 ) {
-    let invstd: Vec<f32> = running_var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
-    normalize(p, running_mean, &invstd, x, xd, act, shortcut, y);
+    normalize(p, running_mean, &eval_invstd(running_var), x, xd, act, shortcut, y);
+}
+
+/// 1 / sqrt(running_var + eps) per channel.
+fn eval_invstd(running_var: &[f32]) -> Vec<f32> {
+    running_var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect()
+}
+
+/// BN as y = x * scale + shift: scale = gamma * invstd, shift = beta - mean * scale.
+fn affine(p: &BnParams, mean: &[f32], invstd: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = p.gamma.iter().zip(invstd).map(|(g, s)| g * s).collect();
+    let shift = p.beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    (scale, shift)
 }
 
 /// Eval-mode BN as y = x * scale + shift per channel (to fold into a convolution).
 pub fn eval_affine(p: &BnParams, running_mean: &[f32], running_var: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let scale: Vec<f32> = p.gamma.iter().zip(running_var).map(|(g, v)| g / (v + EPS).sqrt()).collect();
-    let shift = p.beta.iter().zip(running_mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
-    (scale, shift)
+    affine(p, running_mean, &eval_invstd(running_var))
 }
 
 /// y = act(gamma * (x - mean) * invstd + beta [+ shortcut]).
@@ -123,8 +132,7 @@ fn normalize(
 ) {
     let c = xd.c;
     // y = x * scale + shift
-    let scale: Vec<f32> = p.gamma.iter().zip(invstd).map(|(g, s)| g * s).collect();
-    let shift: Vec<f32> = p.beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    let (scale, shift) = affine(p, mean, invstd);
     assert_eq!(act == Act::AddRelu, shortcut.is_some(), "AddRelu needs a shortcut");
     par::for_rows(y, c, 64, |first, chunk| {
         for (r, yr) in chunk.chunks_exact_mut(c).enumerate() {
@@ -238,17 +246,6 @@ pub fn backward(
                     }
                 }
             });
-        }
-    }
-}
-
-/// Backward of eval-mode BN (fixed statistics), used for analysis and tests:
-/// dx = dy * gamma / sqrt(running_var + eps).
-pub fn backward_eval_data(gamma: &[f32], running_var: &[f32], dy: &[f32], c: usize, dx: &mut [f32]) {
-    let k: Vec<f32> = gamma.iter().zip(running_var).map(|(g, v)| g / (v + EPS).sqrt()).collect();
-    for (dxr, dyr) in dx.chunks_exact_mut(c).zip(dy.chunks_exact(c)) {
-        for ((o, g), kk) in dxr.iter_mut().zip(dyr).zip(&k) {
-            *o = g * kk;
         }
     }
 }
