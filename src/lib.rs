@@ -22,7 +22,9 @@ pub mod net;
 pub mod ops;
 pub mod optim;
 pub mod par;
+pub mod pickle;
 pub mod profile;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod train;
+pub mod weights;

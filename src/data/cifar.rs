@@ -11,7 +11,7 @@
 //! `data_batch_5`, `test_batch`, names under `label_names` in `batches.meta`. CIFAR-100 (`cifar-100-python/`):
 //! `train`, `test` (fine labels used), names under `fine_label_names` in `meta`.
 
-use super::pickle::{self, Kind, Value};
+use crate::pickle::{self, Kind, Value};
 use super::{DataError, Dataset, Source, Splits};
 
 /// Image height and width.
@@ -615,7 +615,7 @@ mod tests {
 
     // ---- python version ----
 
-    use crate::data::pickle::build::{self as pk, Pickler, Style};
+    use crate::pickle::build::{self as pk, Pickler, Style};
 
     /// CHW rows (no label bytes) of records `first..first + n`.
     fn rows(first: usize, n: usize) -> Vec<u8> {

@@ -7,7 +7,6 @@ pub mod cifar;
 pub mod fetch;
 pub mod idx;
 pub mod loader;
-pub mod pickle;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -92,7 +91,7 @@ impl std::error::Error for DataError {}
 ///   `cifar-10-batches-bin/`; or `train.bin`, `test.bin` (CIFAR-100), directly or in `cifar-100-binary/`;
 ///   or the python version of either: `data_batch_1` .. `data_batch_5`, `test_batch`, `batches.meta`,
 ///   directly or in `cifar-10-batches-py/`; `train`, `test`, `meta`, directly or in `cifar-100-python/`
-///   (pickles, parsed without running anything: see [`pickle`]);
+///   (pickles, parsed without running anything: see [`crate::pickle`]);
 ///   or the four MNIST IDX files `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 ///   `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, each plain or `.gz`;
 /// - an archive (`.tar.gz`, `.tgz` or `.tar`) holding those files: members are found by their base name.

@@ -1,13 +1,20 @@
-//! A reader for the Python pickles that hold CIFAR's "python version" batches: dicts of ints, byte and text
-//! strings, lists and numpy arrays, as Python 2's cPickle wrote them (protocol 2) and as Python 3 re-pickles
-//! them (protocols 2 to 4; at protocol 2 a `bytes` is written as `_codecs.encode(text, 'latin1')`).
+//! A reader for two kinds of Python pickle, each with its own short list of accepted globals:
+//!
+//! - [`parse`]: CIFAR's "python version" batches: dicts of ints, byte and text strings, lists and numpy
+//!   arrays, as Python 2's cPickle wrote them (protocol 2) and as Python 3 re-pickles them (protocols 2 to 4;
+//!   at protocol 2 a `bytes` is written as `_codecs.encode(text, 'latin1')`). Accepted: [`ALLOWED_GLOBALS`],
+//!   numpy's array reconstruction (`numpy.core.multiarray._reconstruct` or `numpy._core.multiarray.
+//!   _reconstruct`, `numpy.ndarray`, `numpy.dtype`) and `_codecs.encode`.
+//! - [`parse_torch`]: the `data.pkl` of a PyTorch checkpoint (`torch.save` of a state_dict, zip or legacy
+//!   format). Accepted: [`TORCH_GLOBALS`], `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`,
+//!   `torch._utils._rebuild_parameter` and the typed storages (`torch.FloatStorage`, ...), which appear only
+//!   inside persistent ids (BINPERSID). A tensor becomes a [`TorchTensor`]: which storage, dtype, offset,
+//!   shape and strides, checked to lie inside the storage; the caller reads the storage bytes.
 //!
 //! This is not a Python VM. It walks the opcodes and builds a [`Value`] tree. A pickle can only *name* a
-//! callable (GLOBAL, STACK_GLOBAL), and only the names in [`ALLOWED_GLOBALS`] are accepted: numpy's array
-//! reconstruction (`numpy.core.multiarray._reconstruct` or `numpy._core.multiarray._reconstruct`,
-//! `numpy.ndarray`, `numpy.dtype`) and `_codecs.encode`. Any other name is refused at its GLOBAL opcode.
-//! REDUCE and BUILD on the accepted names make plain values (an array, a dtype string, the bytes of latin-1
-//! text); nothing is ever called or imported.
+//! callable (GLOBAL, STACK_GLOBAL), and only the accepted names are: any other is refused at its GLOBAL
+//! opcode with an error naming it. REDUCE and BUILD on the accepted names make plain values (an array, a
+//! dtype string, the bytes of latin-1 text, a dict, a tensor reference); nothing is ever called or imported.
 //!
 //! Every length field is checked against the bytes that remain before anything is read or allocated; the
 //! stack, marks, memo, object count and nesting depth are bounded; shared references are expanded within a
@@ -18,7 +25,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-use super::DataError;
+use crate::data::DataError;
 
 /// Most values on the stack at once, and most open marks.
 pub const MAX_STACK: usize = 1 << 20;
@@ -39,6 +46,50 @@ pub const ALLOWED_GLOBALS: [(&str, &str); 5] = [
     ("numpy", "dtype"),
     ("_codecs", "encode"),
 ];
+
+/// The globals a PyTorch state_dict pickle may name (module, name). Nothing named is ever called.
+pub const TORCH_GLOBALS: [(&str, &str); 13] = [
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch", "FloatStorage"),
+    ("torch", "DoubleStorage"),
+    ("torch", "HalfStorage"),
+    ("torch", "BFloat16Storage"),
+    ("torch", "LongStorage"),
+    ("torch", "IntStorage"),
+    ("torch", "ShortStorage"),
+    ("torch", "CharStorage"),
+    ("torch", "ByteStorage"),
+    ("torch", "BoolStorage"),
+];
+
+/// Element types of the storages in [`TORCH_GLOBALS`] (index 3 on), as (name, bytes per element).
+const TORCH_DTYPES: [(&str, usize); 10] =
+    [("f32", 4), ("f64", 8), ("f16", 2), ("bf16", 2), ("i64", 8), ("i32", 4), ("i16", 2), ("i8", 1), ("u8", 1), ("bool", 1)];
+
+/// Which pickles a parser reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Profile {
+    Numpy,
+    Torch,
+}
+
+/// A tensor of a PyTorch pickle: a view of a storage that the pickle names by key (the zip member
+/// `data/<key>`, or the key in a legacy file). Offset and strides are in elements; the view lies inside the
+/// storage's `numel` elements (checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TorchTensor {
+    pub storage: String,
+    /// "f32", "f64", "f16", "bf16", "i64", "i32", "i16", "i8", "u8" or "bool"
+    pub dtype: &'static str,
+    pub itemsize: usize,
+    /// elements in the storage, as the pickle declares it
+    pub numel: u64,
+    pub offset: u64,
+    pub shape: Vec<usize>,
+    pub stride: Vec<usize>,
+}
 
 /// A value and the byte offset of the opcode that made it (for a REDUCE result, the REDUCE; for an array, the
 /// REDUCE of its `_reconstruct`).
@@ -72,6 +123,8 @@ pub enum Kind<'a> {
         module: &'static str,
         name: &'static str,
     },
+    /// A tensor of a PyTorch pickle ([`parse_torch`] only).
+    Tensor(TorchTensor),
 }
 
 /// A numpy array: shape, element type and raw elements (checked: product(shape) * itemsize bytes).
@@ -119,6 +172,7 @@ impl<'a> Value<'a> {
             Kind::NdArray(_) => "numpy array",
             Kind::Dtype(_) => "numpy dtype",
             Kind::Global { .. } => "global",
+            Kind::Tensor(_) => "tensor",
         }
     }
 
@@ -162,6 +216,13 @@ impl<'a> Value<'a> {
         }
     }
 
+    pub fn as_tensor(&self) -> Option<&TorchTensor> {
+        match &self.kind {
+            Kind::Tensor(t) => Some(t),
+            _ => None,
+        }
+    }
+
     pub fn as_array(&self) -> Option<&NdArray<'a>> {
         match &self.kind {
             Kind::NdArray(a) => Some(a),
@@ -172,18 +233,42 @@ impl<'a> Value<'a> {
 
 /// Read the pickle `bytes` (`name` is the file to report in errors) into a value tree.
 pub fn parse<'a>(name: &str, bytes: &'a [u8]) -> Result<Value<'a>, DataError> {
-    let mut p = Parser {
-        name,
+    parse_with(Profile::Numpy, name, bytes)
+}
+
+/// Read a PyTorch `data.pkl` (or the main pickle of a legacy `torch.save` file, which may be followed by
+/// more bytes: its length is returned) into a value tree whose tensors are [`Kind::Tensor`].
+pub fn parse_torch<'a>(name: &str, bytes: &'a [u8]) -> Result<(Value<'a>, usize), DataError> {
+    let mut p = Parser::new(Profile::Torch, name, bytes);
+    let root = p.run()?;
+    let used = p.pos;
+    Ok((p.materialize(root)?, used))
+}
+
+fn parse_with<'a>(profile: Profile, name: &str, bytes: &'a [u8]) -> Result<Value<'a>, DataError> {
+    let mut p = Parser::new(profile, name, bytes);
+    let root = p.run()?;
+    if p.pos != bytes.len() {
+        let extra = bytes.len() - p.pos;
+        return Err(DataError::new(name, Some(p.pos as u64), format!("{extra} bytes after STOP")));
+    }
+    p.materialize(root)
+}
+
+impl<'a, 'n> Parser<'a, 'n> {
+    fn new(profile: Profile, name: &'n str, bytes: &'a [u8]) -> Parser<'a, 'n> {
+        Parser {
+            profile,
+            name,
         bytes,
         pos: 0,
         at: 0,
         objs: Vec::new(),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
-    };
-    let root = p.run()?;
-    p.materialize(root)
+            memo: HashMap::new(),
+        }
+    }
 }
 
 /// Opcodes, by byte.
@@ -218,6 +303,7 @@ mod op {
     pub const EMPTY_TUPLE: u8 = b')';
     pub const SETITEMS: u8 = b'u';
     pub const BINFLOAT: u8 = b'G';
+    pub const BINPERSID: u8 = b'Q';
     pub const PROTO: u8 = 0x80;
     pub const TUPLE1: u8 = 0x85;
     pub const TUPLE2: u8 = 0x86;
@@ -243,7 +329,6 @@ fn unsupported_name(op: u8) -> Option<&'static str> {
         b'I' => "INT",
         b'L' => "LONG",
         b'P' => "PERSID",
-        b'Q' => "BINPERSID",
         b'S' => "STRING",
         b'V' => "UNICODE",
         b'g' => "GET",
@@ -275,6 +360,11 @@ enum Callable {
     Ndarray,
     Dtype,
     Encode,
+    OrderedDict,
+    RebuildTensor,
+    RebuildParameter,
+    /// a typed storage, by index into TORCH_DTYPES
+    Storage(usize),
 }
 
 /// An object while parsing: containers refer to other objects by id, so that the memo shares them.
@@ -292,6 +382,9 @@ enum Obj<'a> {
     Array { shape: Vec<usize>, dtype: String, fortran: bool, data: Option<Id> },
     Dtype(String),
     Global { module: &'static str, name: &'static str, callable: Callable },
+    /// A storage named by a persistent id: (key, dtype index, elements).
+    Storage { key: String, dtype: usize, numel: u64 },
+    Tensor(TorchTensor),
 }
 
 impl Obj<'_> {
@@ -309,6 +402,8 @@ impl Obj<'_> {
             Obj::Array { .. } => "numpy array",
             Obj::Dtype(_) => "numpy dtype",
             Obj::Global { .. } => "global",
+            Obj::Storage { .. } => "storage",
+            Obj::Tensor(_) => "tensor",
         }
     }
 
@@ -341,6 +436,7 @@ fn itemsize(dtype: &str) -> Option<usize> {
 }
 
 struct Parser<'a, 'n> {
+    profile: Profile,
     name: &'n str,
     bytes: &'a [u8],
     /// Next byte to read.
@@ -536,14 +632,22 @@ impl<'a> Parser<'a, '_> {
 
     /// An accepted global, or an error naming the refused one.
     fn global(&self, module: &str, name: &str) -> Result<Obj<'a>, DataError> {
-        let found = ALLOWED_GLOBALS.iter().position(|&(m, n)| m == module && n == name);
-        let callable = match found {
-            Some(0 | 1) => Callable::Reconstruct,
-            Some(2) => Callable::Ndarray,
-            Some(3) => Callable::Dtype,
-            Some(4) => Callable::Encode,
+        let list: &[(&'static str, &'static str)] = match self.profile {
+            Profile::Numpy => &ALLOWED_GLOBALS,
+            Profile::Torch => &TORCH_GLOBALS,
+        };
+        let found = list.iter().position(|&(m, n)| m == module && n == name);
+        let callable = match (self.profile, found) {
+            (Profile::Numpy, Some(0 | 1)) => Callable::Reconstruct,
+            (Profile::Numpy, Some(2)) => Callable::Ndarray,
+            (Profile::Numpy, Some(3)) => Callable::Dtype,
+            (Profile::Numpy, Some(4)) => Callable::Encode,
+            (Profile::Torch, Some(0)) => Callable::OrderedDict,
+            (Profile::Torch, Some(1)) => Callable::RebuildTensor,
+            (Profile::Torch, Some(2)) => Callable::RebuildParameter,
+            (Profile::Torch, Some(i)) => Callable::Storage(i - 3),
             _ => {
-                let allowed: Vec<String> = ALLOWED_GLOBALS.iter().map(|(m, n)| format!("{m}.{n}")).collect();
+                let allowed: Vec<String> = list.iter().map(|(m, n)| format!("{m}.{n}")).collect();
                 return Err(self.err(format!(
                     "refused global {}.{}: a pickle may only name {} (nothing is ever called)",
                     module.escape_debug(),
@@ -552,8 +656,77 @@ impl<'a> Parser<'a, '_> {
                 )));
             }
         };
-        let (module, name) = ALLOWED_GLOBALS[found.unwrap_or_default()];
+        let (module, name) = list[found.unwrap_or_default()];
         Ok(Obj::Global { module, name, callable })
+    }
+
+    fn int_of(&self, id: Id, what: &str) -> Result<u64, DataError> {
+        match self.obj(id) {
+            Obj::Int(i) if *i >= 0 => Ok(*i as u64),
+            other => Err(self.err(format!("{what} is a {}, not a non-negative int", other.type_name()))),
+        }
+    }
+
+    fn ints_of(&self, id: Id, what: &str) -> Result<Vec<usize>, DataError> {
+        match self.obj(id) {
+            Obj::Tuple(v) | Obj::List(v) if v.len() <= MAX_DIMS => v
+                .iter()
+                .map(|&d| self.int_of(d, what).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
+                .collect(),
+            _ => Err(self.err(format!("{what} is not a tuple of at most {MAX_DIMS} ints"))),
+        }
+    }
+
+    /// BINPERSID of a PyTorch pickle: ('storage', torch.XStorage, key, location, numel[, view]).
+    fn persistent_id(&mut self) -> Result<(), DataError> {
+        let pid = self.pop()?;
+        if self.profile != Profile::Torch {
+            return Err(self.err("persistent ids (BINPERSID) are only read in PyTorch files"));
+        }
+        let Obj::Tuple(items) = self.obj(pid) else {
+            return Err(self.err(format!("persistent id is a {}, not a tuple", self.obj(pid).type_name())));
+        };
+        let [tag, ty, key, _location, numel, ..] = items[..] else {
+            return Err(self.err(format!("persistent id has {} items, expected 5 or 6", items.len())));
+        };
+        if items.len() > 6 || self.ascii(tag).as_deref() != Some("storage") {
+            return Err(self.err("persistent id is not ('storage', type, key, location, numel)"));
+        }
+        let Obj::Global { callable: Callable::Storage(dtype), .. } = *self.obj(ty) else {
+            return Err(self.err(format!("persistent id names a {}, not a torch storage type", self.obj(ty).type_name())));
+        };
+        let key = self.ascii(key).filter(|k| (1..=64).contains(&k.len()));
+        let key = key.ok_or_else(|| self.err("persistent id: the storage key is not short ASCII text"))?;
+        let numel = self.int_of(numel, "persistent id: the storage size")?;
+        self.new_push(Obj::Storage { key, dtype, numel })
+    }
+
+    /// torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]).
+    fn rebuild_tensor(&self, args: &[Id]) -> Result<Obj<'a>, DataError> {
+        let [storage, offset, size, stride, ..] = args[..] else {
+            return Err(self.err(format!("_rebuild_tensor_v2 with {} arguments, expected 6 or 7", args.len())));
+        };
+        let Obj::Storage { key, dtype, numel } = self.obj(storage) else {
+            return Err(self.err(format!("_rebuild_tensor_v2 of a {}, not a storage", self.obj(storage).type_name())));
+        };
+        let offset = self.int_of(offset, "tensor storage offset")?;
+        let shape = self.ints_of(size, "tensor size")?;
+        let stride = self.ints_of(stride, "tensor stride")?;
+        if shape.len() != stride.len() {
+            return Err(self.err(format!("tensor size {shape:?} and stride {stride:?} differ in length")));
+        }
+        // the last element it reaches must lie inside the storage
+        let empty = shape.contains(&0);
+        let last = shape.iter().zip(&stride).try_fold(offset, |acc, (&n, &s)| {
+            (n as u64).saturating_sub(1).checked_mul(s as u64).and_then(|d| acc.checked_add(d))
+        });
+        if !empty && last.is_none_or(|l| l >= *numel) {
+            return Err(self.err(format!(
+                "tensor of size {shape:?}, stride {stride:?}, offset {offset} reaches beyond its storage '{key}' of {numel} elements"
+            )));
+        }
+        let (dtype_name, itemsize) = TORCH_DTYPES[*dtype];
+        Ok(Obj::Tensor(TorchTensor { storage: key.clone(), dtype: dtype_name, itemsize, numel: *numel, offset, shape, stride }))
     }
 
     /// Text of a str, or of ASCII bytes (Python 2 str).
@@ -622,9 +795,9 @@ impl<'a> Parser<'a, '_> {
                 self.err(format!("REDUCE calls a {}: only accepted globals are reduced", self.obj(func).type_name()))
             );
         };
-        // every accepted call takes at most 3 arguments: check before copying them
+        // every accepted call takes at most 7 arguments: check before copying them
         let args = match self.obj(args) {
-            Obj::Tuple(a) if a.len() <= 3 => a.clone(),
+            Obj::Tuple(a) if a.len() <= 7 => a.clone(),
             Obj::Tuple(a) => return Err(self.err(format!("{module}.{name} called with {} arguments", a.len()))),
             other => return Err(self.err(format!("REDUCE arguments are a {}, not a tuple", other.type_name()))),
         };
@@ -643,6 +816,18 @@ impl<'a> Parser<'a, '_> {
             }
             Callable::Ndarray => {
                 return Err(self.err("refused to call numpy.ndarray: arrays are only made by _reconstruct"));
+            }
+            Callable::OrderedDict => match &args[..] {
+                [] => Obj::Dict(Vec::new()),
+                _ => return Err(self.err("collections.OrderedDict is only made empty")),
+            },
+            Callable::RebuildTensor => self.rebuild_tensor(&args)?,
+            Callable::RebuildParameter => match args.first().map(|&a| self.obj(a)) {
+                Some(t @ Obj::Tensor(_)) => t.clone(),
+                _ => return Err(self.err("_rebuild_parameter of something other than a tensor")),
+            },
+            Callable::Storage(_) => {
+                return Err(self.err(format!("refused to call {module}.{name}: storages come from persistent ids")));
             }
         };
         self.new_push(result)
@@ -665,6 +850,8 @@ impl<'a> Parser<'a, '_> {
                     _ => return Err(self.err("numpy.dtype state: no byte order ('|', '<', '>', '=') at item 1")),
                 }
             }
+            // a state_dict's attributes (its `_metadata`): not needed, and nothing is called
+            Obj::Dict(_) if self.profile == Profile::Torch => return Ok(()),
             other => {
                 return Err(
                     self.err(format!("BUILD on a {}: only numpy arrays and dtypes are built", other.type_name()))
@@ -914,6 +1101,7 @@ impl<'a> Parser<'a, '_> {
                 }
                 REDUCE => self.reduce()?,
                 BUILD => self.build()?,
+                BINPERSID => self.persistent_id()?,
                 other => {
                     return Err(self.err(match unsupported_name(other) {
                         Some(name) => format!("unsupported opcode 0x{other:02x} ({name})"),
@@ -921,10 +1109,6 @@ impl<'a> Parser<'a, '_> {
                     }));
                 }
             }
-        }
-        if self.pos != self.bytes.len() {
-            let extra = self.bytes.len() - self.pos;
-            return Err(DataError::new(self.name, Some(self.pos as u64), format!("{extra} bytes after STOP")));
         }
         match (&self.stack[..], self.marks.len()) {
             ([root], 0) => Ok(*root),
@@ -1046,6 +1230,10 @@ impl<'a> Materializer<'a, '_> {
             }
             Obj::Dtype(s) => Kind::Dtype(s),
             Obj::Global { module, name, .. } => Kind::Global { module, name },
+            Obj::Tensor(t) => Kind::Tensor(t),
+            Obj::Storage { key, .. } => {
+                return Err(DataError::new(self.name, Some(offset), format!("storage '{key}' outside a tensor")));
+            }
         };
         Ok(Value { offset, kind })
     }
@@ -1609,7 +1797,7 @@ mod tests {
             (b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00u1\x85R(K\x03X\x01\x00\x00\x00!tb.", "byte order"),
             (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\nK\x00\x85R.", "only numpy.ndarray"),
             (b"\x80\x02cnumpy\nndarray\nN.", "2 values"),
-            (b"\x80\x02cnumpy\ndtype\n(NNNNtR.", "numpy.dtype called with 4 arguments"),
+            (b"\x80\x02cnumpy\ndtype\n(NNNNNNNNtR.", "numpy.dtype called with 8 arguments"),
             (b"\x80\x02cnumpy\ndtype\nNR.", "REDUCE arguments are a None"),
             (b"\x80\x02cnumpy", "not ended by a newline"),
         ];

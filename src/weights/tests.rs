@@ -1,0 +1,169 @@
+use super::*;
+use crate::arch::{ArchOptions, ArchSpec};
+use std::time::Instant;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/pth/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// tests/fixtures/pth/expected.json: name -> (shape, values), as PyTorch reads the files back.
+fn expected() -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    let v: serde_json::Value = serde_json::from_slice(&fixture("expected.json")).unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, t)| {
+            let shape = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let vals = t["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            (k.clone(), shape, vals)
+        })
+        .collect()
+}
+
+#[test]
+fn zip_and_legacy_pth_read_as_pytorch_reads_them() {
+    for file in ["zip.pth", "legacy.pth"] {
+        let bytes = fixture(file);
+        let mut sd = parse_state_dict(file, &bytes).unwrap();
+        let want = expected();
+        assert_eq!(sd.tensors.len(), want.len(), "{file}");
+        for (name, shape, vals) in &want {
+            let t = sd.get(name).unwrap_or_else(|| panic!("{file}: {name} missing"));
+            assert_eq!(&t.shape, shape, "{file}: {name}");
+            let got: Vec<f64> = t.data.iter().map(|&x| x as f64).collect();
+            // every value is exact in f32 except the f64 tensor's 1e-3
+            for (g, w) in got.iter().zip(vals) {
+                assert!((g - w).abs() <= 1e-7 * w.abs().max(1.0), "{file}: {name}: {got:?} vs {vals:?}");
+            }
+        }
+        // the transposed view was gathered through its strides
+        assert_eq!(sd.get("module.t.weight").unwrap().data, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(sd.strip_prefix(), "module.");
+        assert!(sd.get("conv1.weight").is_some() && sd.get("bn.num_batches_tracked").is_some());
+    }
+}
+
+#[test]
+fn a_pickle_that_calls_os_system_is_refused_by_name_and_not_run() {
+    let _ = std::fs::remove_file("/tmp/resnet-evil-ran");
+    let e = parse_state_dict("evil.pth", &fixture("evil.pth")).unwrap_err().to_string();
+    assert!(e.contains("refused global posix.system"), "{e}");
+    assert!(e.starts_with("evil.pth:evil/data.pkl: byte "), "{e}");
+    assert!(!Path::new("/tmp/resnet-evil-ran").exists());
+}
+
+#[test]
+fn every_prefix_truncation_is_a_clear_error() {
+    // the zip reader finds the central directory at the end: every cut loses it
+    for file in ["zip.pth", "legacy.pth"] {
+        let bytes = fixture(file);
+        for len in 0..bytes.len() {
+            let t = Instant::now();
+            let r = parse_state_dict(file, &bytes[..len]);
+            let e = r.expect_err(&format!("{file} cut at {len} parsed")).to_string();
+            assert!(e.starts_with(file), "{file} at {len}: {e}");
+            assert!(t.elapsed().as_secs_f64() < 1.0);
+        }
+    }
+}
+
+/// A safetensors file with the given header and `data` bytes.
+fn st_file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+#[test]
+fn hostile_safetensors_headers_are_refused_without_allocating() {
+    let ok = st_file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 8]);
+    assert_eq!(parse_state_dict("ok", &ok).unwrap().get("a").unwrap().data, vec![0.0, 0.0]);
+    let mut huge = (1u64 << 62).to_le_bytes().to_vec();
+    huge.extend_from_slice(b"{\"a\":1}");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("header of 2^62 bytes", huge),
+        ("data beyond the file", st_file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 4])),
+        (
+            "offsets past the end",
+            st_file(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4611686018427387904,4611686018427387908]}}"#, &[0; 4]),
+        ),
+        (
+            "overlapping tensors",
+            st_file(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                &[0; 12],
+            ),
+        ),
+        ("shape and bytes disagree", st_file(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8])),
+        (
+            "huge shape",
+            st_file(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}"#, &[0; 8]),
+        ),
+        ("not JSON", st_file("{nope", &[])),
+    ];
+    for (what, bytes) in cases {
+        let t = Instant::now();
+        let e = parse_state_dict("f.safetensors", &bytes).expect_err(what).to_string();
+        assert!(e.starts_with("f.safetensors: "), "{what}: {e}");
+        assert!(t.elapsed().as_secs_f64() < 1.0, "{what}");
+    }
+    for len in 0..ok.len() {
+        assert!(parse_state_dict("cut", &ok[..len]).is_err(), "cut at {len}");
+    }
+}
+
+#[test]
+fn half_precision_conversion() {
+    assert_eq!(f16_to_f32(0x3c00), 1.0);
+    assert_eq!(f16_to_f32(0xc000), -2.0);
+    assert_eq!(f16_to_f32(0x7bff), 65504.0);
+    assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+    assert_eq!(f16_to_f32(0x0200), 2f32.powi(-15));
+    assert!(f16_to_f32(0x7e00).is_nan());
+    assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+}
+
+#[test]
+fn loading_reports_every_mismatch_by_key() {
+    let spec = ArchSpec::parse("resnet20", &ArchOptions::default()).unwrap();
+    let src = Net::new(&spec, 1, 32, 32, false, 3).unwrap();
+    let mut sd = StateDict::of_net(&src);
+    let mut dst = Net::new(&spec, 1, 32, 32, false, 4).unwrap();
+    // a clean load copies everything
+    load_into(&mut dst, &sd).unwrap();
+    assert_eq!(dst.params, src.params);
+    assert_eq!(dst.stats, src.stats);
+    // drop one, add one, reshape one: all three reported, nothing copied
+    sd.tensors.retain(|(n, _)| n != "layer2.1.bn1.bias");
+    sd.tensors.push(("head.weight".into(), Tensor { shape: vec![1], data: vec![0.0] }));
+    sd.tensors.push(("bn1.num_batches_tracked".into(), Tensor { shape: vec![], data: vec![5.0] }));
+    let fc = sd.tensors.iter_mut().find(|(n, _)| n == "fc.weight").unwrap();
+    fc.1 = Tensor { shape: vec![5, 64], data: vec![0.0; 320] };
+    let mut fresh = Net::new(&spec, 1, 32, 32, false, 5).unwrap();
+    let before = fresh.params.clone();
+    let m = load_into(&mut fresh, &sd).unwrap_err();
+    assert_eq!(m.missing, vec!["layer2.1.bn1.bias"]);
+    assert_eq!(m.unexpected, vec!["head.weight"]);
+    assert_eq!(m.wrong_shape, vec![("fc.weight".to_string(), vec![10, 64], vec![5, 64])]);
+    assert_eq!(fresh.params, before);
+    let text = m.to_string();
+    assert!(text.contains("layer2.1.bn1.bias") && text.contains("network [10, 64], file [5, 64]"), "{text}");
+}
+
+#[test]
+fn safetensors_round_trip_and_prefixes() {
+    let spec = ArchSpec::parse("resnet20", &ArchOptions::default()).unwrap();
+    let net = Net::new(&spec, 1, 32, 32, false, 9).unwrap();
+    let mut sd = StateDict::of_net(&net);
+    for (n, _) in &mut sd.tensors {
+        *n = format!("model.backbone.{n}");
+    }
+    let bytes = safetensors_bytes(&sd, None).unwrap();
+    let mut back = parse_state_dict("x", &bytes).unwrap();
+    assert_eq!(back.strip_prefix(), "model.backbone.");
+    let mut want = StateDict::of_net(&net).tensors;
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    back.tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(back.tensors == want, "tensors differ after a round trip");
+}
