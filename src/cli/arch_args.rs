@@ -70,7 +70,18 @@ impl ArchArgs {
 impl ArchOpts {
     /// Validate `arch` with these options into a spec and the input side.
     pub fn resolve(&self, arch: &str) -> anyhow::Result<(ArchSpec, usize)> {
-        let opts = ArchOptions {
+        let spec = ArchSpec::parse(arch, &self.options())?;
+        let size = self.input_size.unwrap_or(spec.input_size);
+        let min = if spec.has_maxpool() { 32 } else { 8 };
+        if size < min {
+            anyhow::bail!("--input-size {size} is too small for {}: at least {min}", spec.name);
+        }
+        Ok((spec, size))
+    }
+
+    /// The options as given (unset ones stay unset).
+    pub fn options(&self) -> ArchOptions {
+        ArchOptions {
             family: self.family.map(|f| match f {
                 FamilyArg::Cifar => Family::Cifar,
                 FamilyArg::Imagenet => Family::Imagenet,
@@ -86,13 +97,6 @@ impl ArchOpts {
             }),
             classes: self.classes,
             in_channels: self.in_channels,
-        };
-        let spec = ArchSpec::parse(arch, &opts)?;
-        let size = self.input_size.unwrap_or(spec.input_size);
-        let min = if spec.has_maxpool() { 32 } else { 8 };
-        if size < min {
-            anyhow::bail!("--input-size {size} is too small for {}: at least {min}", spec.name);
         }
-        Ok((spec, size))
     }
 }

@@ -4,6 +4,7 @@
 mod arch_args;
 mod bench;
 mod data;
+mod predict;
 mod summary;
 mod train;
 
@@ -36,6 +37,8 @@ enum Command {
     Train(train::Args),
     /// Download the official data sets (CIFAR-10/100, MNIST, Fashion-MNIST), verifying their MD5s
     Data(data::Args),
+    /// Classify JPEG/PNG images with our checkpoints or torchvision weights (.pth, .safetensors)
+    Predict(predict::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -45,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Train(a) => train::run(a),
         Command::Data(a) => data::run(a),
+        Command::Predict(a) => predict::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ pub mod augment;
 pub mod cifar;
 pub mod fetch;
 pub mod idx;
+pub mod image;
 pub mod loader;
 
 use std::fmt;

@@ -35,6 +35,10 @@ pub struct Meta {
     /// position `iteration * batch`, so (seed, iteration) is the whole state.
     #[serde(default)]
     pub seed: u64,
+    /// For converted torchvision weights: their evaluation transform, used
+    /// instead of the mean image (which is then all zeros).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<crate::data::image::ImagenetEval>,
 }
 
 fn bytes_of(v: &[f32]) -> Vec<u8> {
@@ -95,7 +99,20 @@ pub struct Loaded {
 /// Parse a checkpoint; every problem is an error naming the file.
 pub fn read(path: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    parse(path, &bytes)
+}
+
+/// Whether `bytes` are a safetensors file with our checkpoint metadata.
+pub fn is_checkpoint(bytes: &[u8]) -> bool {
+    safetensors::SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, h)| h.metadata().as_ref().and_then(|m| m.get("format").cloned()))
+        .is_some_and(|f| f == FORMAT)
+}
+
+/// [`read`] of bytes in memory (`path` names them in errors).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
     let md = header.metadata().clone().unwrap_or_default();
     if md.get("format").map(String::as_str) != Some(FORMAT) {
@@ -109,7 +126,7 @@ pub fn read(path: &Path) -> Result<Loaded> {
         .transpose()
         .with_context(|| format!("{}: bad preprocess metadata", path.display()))?
         .unwrap_or((4, true));
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {

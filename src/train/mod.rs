@@ -160,6 +160,7 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
             warmup_done_at: None,
             best_val_err: None,
             seed: cfg.seed,
+            eval: None,
         };
         (pre, meta, None)
     };
