@@ -8,3 +8,5 @@ cd "$(dirname "$0")/.."
 bash scripts/fetch-onnx-testdata.sh
 bash scripts/fetch-pypi-files.sh >/dev/null
 cargo test --release --all-targets
+# ONNX export checked in onnxruntime (PyPI, in a venv under .cache)
+bash scripts/check-onnx-export.sh

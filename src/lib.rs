@@ -19,6 +19,7 @@ pub mod data;
 pub mod init;
 pub mod kernels;
 pub mod net;
+pub mod onnx;
 pub mod ops;
 pub mod optim;
 pub mod par;

@@ -157,3 +157,29 @@ fn bad_weights_and_images_are_clear_errors() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.jpg: cannot decode") && o.status.code() == Some(2), "{err}");
 }
+
+#[test]
+fn convert_round_trips_keep_the_predictions() {
+    let g = golden();
+    let dir = tmpdir("convert");
+    let photos = cut_photos(&dir, &g);
+    let photo = photos[1].to_str().unwrap();
+    let pth = fetched(".cache/brach/weights.pth");
+    let ours = dir.join("brach.safetensors");
+    let back = dir.join("brach-tv.safetensors");
+    for (from, to) in [(pth.as_path(), ours.as_path()), (ours.as_path(), back.as_path())] {
+        let o = resnet(&["convert", from.to_str().unwrap(), to.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let logits = |w: &Path| predict_logits(&["predict", "--weights", w.to_str().unwrap(), "--json", photo]);
+    let want = logits(&pth);
+    // our checkpoint records the evaluation transform; the torchvision file gets it by default
+    assert_eq!(logits(&ours), want);
+    assert_eq!(logits(&back), want);
+    // the converted file holds torchvision's names, prefix removed
+    let sd = weights::read_state_dict(&back).unwrap();
+    assert!(sd.get("layer4.1.bn2.running_var").is_some() && sd.get("backbone.fc.weight").is_none());
+    // the same file twice is refused
+    let o = resnet(&["convert", ours.to_str().unwrap(), ours.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -3,7 +3,9 @@
 
 mod arch_args;
 mod bench;
+mod convert;
 mod data;
+mod export;
 mod predict;
 mod summary;
 mod train;
@@ -39,6 +41,10 @@ enum Command {
     Data(data::Args),
     /// Classify JPEG/PNG images with our checkpoints or torchvision weights (.pth, .safetensors)
     Predict(predict::Args),
+    /// Convert weights: torchvision .pth/.safetensors into our checkpoint, ours into torchvision naming
+    Convert(convert::Args),
+    /// Export a network to ONNX (eval mode, opset 13; BN kept or folded)
+    Export(export::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -49,6 +55,8 @@ pub fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Data(a) => data::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Export(a) => export::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
