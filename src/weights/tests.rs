@@ -167,3 +167,49 @@ fn safetensors_round_trip_and_prefixes() {
     back.tensors.sort_by(|a, b| a.0.cmp(&b.0));
     assert!(back.tensors == want, "tensors differ after a round trip");
 }
+
+#[test]
+fn truncated_checkpoints_are_clear_errors() {
+    use crate::data::augment::Preprocess;
+    use crate::train::checkpoint::{self, Meta};
+    let spec = ArchSpec::parse("resnet8", &ArchOptions { classes: Some(2), in_channels: Some(1), ..Default::default() }).unwrap();
+    let net = Net::new(&spec, 1, 8, 8, false, 0).unwrap();
+    let pre = Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.5; 64], crop_pad: 0, flip: false };
+    let meta = Meta {
+        arch: spec.clone(),
+        class_names: vec!["a".into(), "b".into()],
+        input_size: 8,
+        image: (8, 8, 1),
+        iteration: 1,
+        warmup_done_at: None,
+        best_val_err: None,
+        seed: 0,
+        eval: None,
+    };
+    let bytes = checkpoint::to_bytes(&net, Some(&vec![0.0; net.params.len()]), &pre, &meta).unwrap();
+    let p = Path::new("ck.safetensors");
+    checkpoint::parse(p, &bytes).unwrap();
+    // every cut in the header and the first 4 KiB of data, at every tensor boundary (+-1) and every 61st
+    // byte elsewhere: the readers check the header's total against the file length, so every cut in the
+    // data fails the same way (checking all 600k lengths would take a minute)
+    let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let base = bytes.as_ptr() as usize;
+    let mut lens: Vec<usize> = (0..header + 4096).chain((0..bytes.len()).step_by(61)).collect();
+    for (_, v) in st.tensors() {
+        let start = v.data().as_ptr() as usize - base;
+        lens.extend([start - 1, start, start + 1, start + v.data().len() - 1]);
+    }
+    lens.push(bytes.len() - 1);
+    lens.retain(|&l| l < bytes.len());
+    let t = Instant::now();
+    for len in lens {
+        let e = match checkpoint::parse(p, &bytes[..len]) {
+            Ok(_) => panic!("a checkpoint cut at {len} of {} parsed", bytes.len()),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.starts_with("ck.safetensors: "), "cut at {len}: {e}");
+        assert!(parse_state_dict("ck.safetensors", &bytes[..len]).is_err());
+    }
+    assert!(t.elapsed().as_secs_f64() < 60.0);
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# A short run of every fuzz target (examples/fuzz.rs): the .pth reader, the
+# safetensors/checkpoint reader and the image decoding wrapper.
+# Usage: scripts/fuzz.sh [seconds per target, default 20]. Findings go to target/fuzz-findings/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-20}"
+cargo build --release --quiet --example fuzz
+for t in pth safetensors image; do
+    ./target/release/examples/fuzz "$t" --secs "$secs"
+done
