@@ -1,7 +1,7 @@
 //! Parameter initialisation and the counter-based generator.
 //!
 //! He initialisation (He et al. 2015, "Delving deep into rectifiers", eq. 10,
-//! the forward case that the ResNet paper cites as [13]): conv weights drawn
+//! the forward case that the ResNet paper cites as \[13\]): conv weights drawn
 //! from N(0, 2 / fan_in) with fan_in = k * k * Cin — Caffe's "msra" filler
 //! default. (torchvision uses fan_out; both keep activations at unit scale
 //! through ReLU stacks.) BN gamma = 1, beta = 0, running mean 0, var 1. The fc

@@ -6,7 +6,7 @@
 //! `batches.meta.txt`. CIFAR-100 (`cifar-100-binary/`): coarse then fine label byte (the fine label is used,
 //! 100 classes); `train.bin` (50000 records), `test.bin` (10000); class names in `fine_label_names.txt`.
 //!
-//! Python version: the same data as pickled dicts (see [`parse_cifar_py`]), read by [`super::pickle`], which
+//! Python version: the same data as pickled dicts (see [`parse_cifar_py`]), read by [`crate::pickle`], which
 //! parses the known structure and never runs anything. CIFAR-10 (`cifar-10-batches-py/`): `data_batch_1` ..
 //! `data_batch_5`, `test_batch`, names under `label_names` in `batches.meta`. CIFAR-100 (`cifar-100-python/`):
 //! `train`, `test` (fine labels used), names under `fine_label_names` in `meta`.

@@ -268,7 +268,7 @@ struct Store<'s, 'e, const P: usize> {
 }
 
 /// Weight gradient of one image, added into `dw` (k, k, cin, cout):
-/// dw[tap][i][o] += sum over output pixels of x[src pixel][i] * dy[pixel][o].
+/// `dw[tap][i][o] += sum over output pixels of x[src pixel][i] * dy[pixel][o]`.
 /// x: (h, w, cin), dy: (oh, ow, cout), cout a multiple of 16.
 ///
 /// # Safety

@@ -4,10 +4,10 @@
 //! 16 multiplies per tile and channel pair instead of 36 (2.25x fewer), the
 //! rest additions. Fused per block of T tiles of one tile row, so that the
 //! transformed data never leaves the cache:
-//!   1. input transform of T 4x4 patches (x Cin) into V[16][T][Cin]
-//!   2. 16 small GEMMs M[pos] = V[pos] . U[pos] with the register-blocked
+//!   1. input transform of T 4x4 patches (x Cin) into `V[16][T][Cin]`
+//!   2. 16 small GEMMs `M[pos] = V[pos] . U[pos]` with the register-blocked
 //!      micro-kernel of the direct convolution (tiles in place of pixels)
-//!   3. output transform of M[16][T][Cout] into 2x2 pixels, through the
+//!   3. output transform of `M[16][T][Cout]` into 2x2 pixels, through the
 //!      epilogue (accumulate, folded BN, residual, ReLU) on the way to memory.
 //!
 //! Backward-data of a 3x3/1/1 convolution is the same computation on dy with
@@ -25,7 +25,7 @@ use std::cell::RefCell;
 /// Tiles per block (the micro-kernel's "pixels").
 const T: usize = 8;
 
-/// U[pos][ci][co] = (G g G^T)[pos] for every (ci, co); w is HWIO (3, 3, cin, cout).
+/// `U[pos][ci][co] = (G g G^T)[pos]` for every (ci, co); w is HWIO (3, 3, cin, cout).
 /// Vectorised over co, parallel over ci.
 pub fn transform_weights(w: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
     debug_assert_eq!(w.len(), 9 * cin * cout);

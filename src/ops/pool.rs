@@ -87,7 +87,7 @@ pub fn gap_forward(x: &[f32], xd: Dims, y: &mut [f32]) {
 }
 
 // --------------------------------------------------------------- backward
-/// dx[n,h,w,c] = dy[n,c] / (H*W).
+/// `dx[n,h,w,c] = dy[n,c] / (H*W)`.
 pub fn gap_backward(dy: &[f32], xd: Dims, dx: &mut [f32]) {
     let (c, hw) = (xd.c, xd.h * xd.w);
     let inv = 1.0 / hw as f32;
