@@ -183,3 +183,45 @@ fn convert_round_trips_keep_the_predictions() {
     let o = resnet(&["convert", ours.to_str().unwrap(), ours.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn our_checkpoints_apply_their_recorded_preprocessing() {
+    use resnet::data::augment::Preprocess;
+    use resnet::train::checkpoint::{self, Meta};
+    // a Fashion-MNIST-style checkpoint: grey 28x28 centred in 32x32, a mean image, named classes
+    let spec = ArchSpec::parse("resnet20", &ArchOptions { in_channels: Some(1), ..Default::default() }).unwrap();
+    let mut net = Net::new(&spec, 1, 32, 32, false, 11).unwrap();
+    let mean: Vec<f32> = (0..32 * 32).map(|i| (i % 7) as f32 / 10.0).collect();
+    let pre = Preprocess { src: (28, 28, 1), size: 32, mean, crop_pad: 4, flip: true };
+    let names: Vec<String> = (0..10).map(|i| format!("item{i}")).collect();
+    let meta = Meta {
+        arch: spec.clone(),
+        class_names: names.clone(),
+        input_size: 32,
+        image: (28, 28, 1),
+        iteration: 5,
+        warmup_done_at: None,
+        best_val_err: None,
+        seed: 0,
+        eval: None,
+    };
+    let dir = tmpdir("recipe");
+    let ck = dir.join("fm.safetensors");
+    std::fs::write(&ck, checkpoint::to_bytes(&net, None, &pre, &meta).unwrap()).unwrap();
+    let pixels: Vec<u8> = (0..28 * 28).map(|i| ((i * 37) % 256) as u8).collect();
+    let png = dir.join("item.png");
+    image::GrayImage::from_raw(28, 28, pixels.clone()).unwrap().save(&png).unwrap();
+    // what the engine computes for the same pixels through the recipe
+    pre.write(&pixels, &mut net.input[..32 * 32], (0, 0), false);
+    net.forward(1, false);
+    let want = net.logits_of(0).to_vec();
+    let o = resnet(&["predict", "--weights", ck.to_str().unwrap(), "--json", "--top", "2", png.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got: Vec<f32> = v[0]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    assert_eq!(got, want);
+    let best = want.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    assert_eq!(v[0]["top"][0]["class"], best);
+    assert_eq!(v[0]["top"][0]["label"], names[best].as_str());
+    assert_eq!(v[0]["top"].as_array().unwrap().len(), 2);
+}

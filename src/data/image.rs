@@ -9,8 +9,10 @@
 //!   side is already 256) the result equals torchvision's to the pixel.
 //!   Resampling uses a triangle (bilinear) filter whose support widens with
 //!   the downscale factor, i.e. antialiased like PIL's `BILINEAR`; its
-//!   weights are not PIL's to the last bit, so resized inputs differ from
-//!   torchvision's by a few grey levels at edges.
+//!   weights are not PIL's to the last bit. Measured on the four sample
+//!   photos (451x300 to 512x600, resized to 256): the brach ResNet-18's
+//!   logits differ from torchvision + PIL's by at most 1.7e-3 (of logits up
+//!   to 2.5), same top-1; without resizing they agree to 5e-7.
 //! - the CIFAR recipe of our own checkpoints ([`Preprocess`]): the image
 //!   converted to the stored channels (grey or RGB), resized (same filter)
 //!   to the stored size if it differs, centred in the input, and the
