@@ -66,6 +66,7 @@ fn seeds(name: &str) -> Vec<Vec<u8>> {
                 best_val_err: None,
                 seed: 0,
                 eval: None,
+                plateau: Default::default(),
             };
             let ck = resnet::train::checkpoint::to_bytes(&net, None, &pre, &meta).unwrap();
             vec![small, ck]

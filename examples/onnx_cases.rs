@@ -72,6 +72,7 @@ fn main() -> anyhow::Result<()> {
                 best_val_err: None,
                 seed: 0,
                 eval: None,
+                plateau: Default::default(),
             };
             checkpoint::to_bytes(&net, None, &pre, &meta)?
         } else {

@@ -40,7 +40,7 @@ pub fn counter_uniform(name: &str, i: u64) -> f32 {
 }
 
 /// Standard normal from two counter uniforms (Box-Muller).
-fn counter_normal(name: &str, i: u64) -> f32 {
+pub fn counter_normal(name: &str, i: u64) -> f32 {
     let u1 = counter_uniform(name, 2 * i) as f64 + 0.5 / (1u64 << 24) as f64;
     let u2 = counter_uniform(name, 2 * i + 1) as f64;
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32

@@ -30,6 +30,15 @@ impl Sgd {
                 }
             });
     }
+
+    /// [`Sgd::step`] on `range` of the parameters only (the rest keep their values and momentum).
+    pub fn step_range(&mut self, params: &mut [f32], grads: &[f32], lr: f32, range: std::ops::Range<usize>) {
+        let (m, wd) = (self.momentum, self.weight_decay);
+        for ((w, g), v) in params[range.clone()].iter_mut().zip(&grads[range.clone()]).zip(&mut self.velocity[range]) {
+            *v = m * *v + g + wd * *w;
+            *w -= lr * *v;
+        }
+    }
 }
 
 #[cfg(test)]

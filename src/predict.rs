@@ -98,7 +98,14 @@ impl Classifier {
         if checkpoint::is_checkpoint(&bytes) {
             let ck = checkpoint::parse(path, &bytes)?;
             let transform = match &ck.meta.eval {
-                Some(t) => Transform::Imagenet(o.imagenet.clone().unwrap_or_else(|| t.clone())),
+                Some(t) => {
+                    let mut t = o.imagenet.clone().unwrap_or_else(|| t.clone());
+                    // an image-folder run's mean image (zeros for converted torchvision weights)
+                    if ck.preprocess.mean.len() == t.crop * t.crop * ck.meta.arch.in_channels {
+                        t.mean_image = ck.preprocess.mean.clone();
+                    }
+                    Transform::Imagenet(t)
+                }
                 None => Transform::Recipe(ck.preprocess.clone()),
             };
             let sd = StateDict {

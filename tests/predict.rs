@@ -204,6 +204,7 @@ fn our_checkpoints_apply_their_recorded_preprocessing() {
         best_val_err: None,
         seed: 0,
         eval: None,
+        plateau: Default::default(),
     };
     let dir = tmpdir("recipe");
     let ck = dir.join("fm.safetensors");

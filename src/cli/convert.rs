@@ -70,6 +70,7 @@ pub fn run(a: Args) -> Result<()> {
             best_val_err: None,
             seed: 0,
             eval: Some(t),
+            plateau: Default::default(),
         };
         println!(
             "{}: {} ({} classes{}) as a resnet checkpoint",

@@ -35,7 +35,7 @@ enum Command {
     Summary(summary::Args),
     /// Time training or inference steps on random data (img/s, GFLOP/s, peak memory)
     Bench(bench::Args),
-    /// Train a CIFAR-family network with the paper's recipe; stop and resume at will
+    /// Train with the paper's recipes (CIFAR data, image folders) or fine-tune; stop and resume at will
     Train(train::Args),
     /// Download the official data sets (CIFAR-10/100, MNIST, Fashion-MNIST), verifying their MD5s
     Data(data::Args),

@@ -66,7 +66,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.crop == 0 {
         bail!("--crop must be at least 1");
     }
-    let given = ImagenetEval { resize: a.resize, crop: a.crop, mean: a.mean.clone(), std: a.std.clone() };
+    let given = ImagenetEval { resize: a.resize, crop: a.crop, mean: a.mean.clone(), std: a.std.clone(), mean_image: vec![] };
     let custom = given != ImagenetEval::default();
     let opts = LoadOptions {
         arch: a.arch.clone(),

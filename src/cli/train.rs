@@ -1,9 +1,15 @@
-//! `resnet train`: the paper's CIFAR recipe on CIFAR-10/100 or MNIST-style data.
+//! `resnet train`: the paper's CIFAR recipe on CIFAR-10/100 or MNIST-style
+//! data, its ImageNet recipe on image folders, and fine-tuning.
 
 use super::arch_args::ArchOpts;
+use crate::arch::Family;
+use crate::data::augment::Preprocess;
+use crate::data::folder;
+use crate::data::imagenet::{ImagenetRecipe, Pca};
+use crate::data::source::{FolderSource, MemorySource, Source};
 use crate::data::{self, Format};
-use crate::train::schedule::Schedule;
-use crate::train::{self, Progress, RunData, TrainConfig};
+use crate::train::schedule::{Plateau, Schedule};
+use crate::train::{self, Finetune, Progress, RunData, TrainConfig};
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use std::io::IsTerminal;
@@ -18,35 +24,59 @@ enum FormatArg {
     FashionMnist,
 }
 
+#[derive(Copy, Clone, PartialEq, ValueEnum)]
+enum PcaArg {
+    /// the standard ImageNet eigenvalues / eigenvectors (AlexNet's)
+    Imagenet,
+    /// computed from the training images
+    Data,
+    None,
+}
+
+/// Images sampled for the mean image and the PCA of a folder.
+const STAT_IMAGES: usize = 500;
+/// Default lr when fine-tuning (--init-from): a tenth of the paper's 0.1.
+pub const FINETUNE_LR: f32 = 0.01;
+
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  resnet train --arch resnet20 --data data/fashion-mnist --out runs/r20 --epochs 6\n  \
 resnet train --arch resnet110 --data cifar-10-binary.tar.gz --out runs/r110      # the paper: 64k iterations\n  \
 resnet train --arch resnet56 --data cifar-10-batches-bin --out runs/r56 --stop-at 10000\n  \
-resnet train --resume runs/r56\n\n\
-Defaults follow Sec. 4.2: batch 128, SGD momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 at 50% \
-and 75% of the run (32k/48k of 64k), warm-up at lr 0.01 for 110+ layers until the training error is \
-below 80%, pad-4 random crops and horizontal flips, per-pixel mean subtraction, single-view test."
+resnet train --resume runs/r56\n  \
+resnet train --arch resnet18 --data photos/ --input-size 64 --out runs/r18 --epochs 30     # train/ and val/ class folders\n  \
+resnet train --arch resnet18 --data photos/ --init-from resnet18.pth --reset-head --input-size 64 --out runs/ft --epochs 5\n\n\
+CIFAR / MNIST-style data follow Sec. 4.2: batch 128, SGD momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 \
+at 50% and 75% of the run (32k/48k of 64k), warm-up at lr 0.01 for 110+ layers until the training error is \
+below 80%, pad-4 random crops and horizontal flips, per-pixel mean subtraction, single-view test.\n\n\
+Image folders (ROOT/train/<class>/*.jpg|png and ROOT/val/<class>/..., or ROOT/<class>/... with --val N) follow \
+Sec. 3.4: batch 256, shorter side resized to a random size in [256, 480], random 224 crop or its flip, \
+per-pixel mean subtraction, PCA colour augmentation, lr 0.1 divided by 10 when the validation error \
+plateaus (--lr-plateau, default patience 2 evaluations, one per epoch; --milestones for fixed steps), \
+evaluation on the centre crop of the image resized to 256. Sizes scale with --input-size (64: [73, 137], \
+evaluation at 73). Fine-tuning (--init-from) defaults to lr 0.01."
 )]
 pub struct Args {
-    /// Network: resnetD or plainD with D = 6n+2 (20, 32, 44, 56, 110, 1202, ...)
+    /// Network: resnetD or plainD; D = 6n+2 for CIFAR, 18/34/50/101/152 for ImageNet (image folders)
     #[arg(long, short = 'a', conflicts_with = "resume")]
     arch: Option<String>,
     #[command(flatten)]
     arch_opts: ArchOpts,
-    /// Data: a CIFAR-10/100 binary directory or official .tar.gz, or a directory of MNIST-style IDX files
+    /// Data: a CIFAR-10/100 directory or official .tar.gz, a directory of MNIST-style IDX files, or an
+    /// image folder (train/ and val/ of class folders, or class folders)
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Name the data format instead of recognising it
+    /// Name the data format instead of recognising it (in-memory data sets)
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
     /// Run directory (created; must not hold a run already — use --resume)
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run in this directory exactly where it stopped
-    #[arg(long, conflicts_with_all = ["data", "out", "iters", "epochs", "batch", "seed", "val", "milestones", "lr", "crop_pad", "no_flip"])]
+    #[arg(long, conflicts_with_all = ["data", "out", "iters", "epochs", "batch", "seed", "val", "milestones", "lr",
+        "crop_pad", "no_flip", "scale", "pca", "lr_plateau", "init_from"])]
     resume: Option<PathBuf>,
-    /// Total iterations (default 64000, the paper's); milestones scale with it
+    /// Total iterations (default 64000, the paper's CIFAR runs); milestones scale with it
     #[arg(long, conflicts_with = "epochs")]
     iters: Option<u64>,
     /// Total epochs instead of iterations
@@ -55,17 +85,18 @@ pub struct Args {
     /// Stop early after this iteration (resumable)
     #[arg(long)]
     stop_at: Option<u64>,
-    #[arg(long, default_value_t = 128)]
-    batch: usize,
+    /// Images per batch (default 128; 256 for image folders)
+    #[arg(long)]
+    batch: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Hold out this many (seeded, random) training images for validation; best.safetensors picks on them
     #[arg(long, default_value_t = 0)]
     val: usize,
-    /// Learning-rate milestones (iterations), instead of 50% and 75% of the run
+    /// Learning-rate milestones (iterations), instead of 50% and 75% of the run (or of the plateau rule)
     #[arg(long, value_delimiter = ',')]
     milestones: Option<Vec<u64>>,
-    /// Base learning rate
+    /// Base learning rate (default 0.1; 0.01 with --init-from)
     #[arg(long)]
     lr: Option<f32>,
     /// Extra checkpoints every N iterations
@@ -80,6 +111,32 @@ pub struct Args {
     /// No random horizontal flips
     #[arg(long)]
     no_flip: bool,
+    /// Image folders: range of the shorter side for scale augmentation, MIN,MAX (default 256,480 scaled
+    /// to --input-size)
+    #[arg(long, value_delimiter = ',', num_args = 2)]
+    scale: Option<Vec<usize>>,
+    /// Image folders: PCA colour augmentation from the standard ImageNet values, the training data, or none
+    #[arg(long, value_enum)]
+    pca: Option<PcaArg>,
+    /// Image folders: divide the lr by 10 after this many evaluations (epochs) without a better
+    /// validation error (default 2 when there is a validation split)
+    #[arg(long)]
+    lr_plateau: Option<u32>,
+    /// Image folders: skip unreadable images (counted and reported) instead of stopping
+    #[arg(long)]
+    skip_bad: bool,
+    /// Image folders: threads decoding images ahead of compute
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Start from these weights: our checkpoint or a torchvision .pth / .safetensors
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// With --init-from: a new fc for this data's classes instead of the file's
+    #[arg(long, requires = "init_from")]
+    reset_head: bool,
+    /// With --init-from: train only the fc (the other weights keep their values)
+    #[arg(long, requires = "init_from")]
+    freeze_backbone: bool,
     /// A metrics line every N iterations
     #[arg(long, default_value_t = 50)]
     log_every: u64,
@@ -91,10 +148,59 @@ pub struct Args {
     json: bool,
 }
 
-fn load_data(cfg: &TrainConfig) -> Result<RunData> {
-    let (splits, _) = data::load(&cfg.data, Some(cfg.format))?;
+/// The in-memory splits of `cfg` with the CIFAR recipe `pre`.
+fn memory_data(cfg: &TrainConfig, pre: Option<Preprocess>) -> Result<RunData> {
+    let (splits, _) = data::load(&cfg.data, cfg.format)?;
     let (train, val) = train::split_val(splits.train, cfg.val, cfg.seed)?;
-    Ok(RunData { train: Arc::new(train), val, test: splits.test })
+    let pre = pre.unwrap_or_else(|| Preprocess::cifar_recipe(&train, cfg.crop_pad, cfg.flip));
+    let p = Arc::new(pre.clone());
+    let src = |d: crate::data::Dataset| -> Arc<dyn Source> { Arc::new(MemorySource { data: Arc::new(d), pre: p.clone() }) };
+    Ok(RunData { train: src(train), val: val.map(src), test: Some(src(splits.test)), pre, eval: None })
+}
+
+/// The splits of an image folder with the ImageNet recipe; `mean`: the checkpoint's mean image (resume).
+/// A PCA "from the data" is computed here and written into `cfg` (frozen with it).
+fn folder_data(cfg: &mut TrainConfig, mean: Option<Vec<f32>>, quiet: bool) -> Result<RunData> {
+    let mut recipe = cfg.recipe.clone().context("an image-folder run without its recipe")?;
+    let splits = folder::load(&cfg.data)?;
+    let mut train_folder = splits.train;
+    let val_folder = match (splits.val, cfg.val) {
+        (Some(_), n) if n > 0 => bail!("{} has a val/ folder: drop --val", cfg.data.display()),
+        (Some(v), _) => Some(v),
+        (None, 0) => None,
+        (None, n) => Some(train_folder.split_off(n, cfg.seed)?),
+    };
+    match mean {
+        Some(m) => recipe.mean = m,
+        None => {
+            // the mean image (and PCA from data) over a seeded sample of training images
+            let n = train_folder.len().min(STAT_IMAGES);
+            if !quiet {
+                eprintln!("computing the mean image over {n} training images ...");
+            }
+            let perm = crate::data::augment::permutation(train_folder.len(), cfg.seed ^ 0x5EED, 0);
+            let files: Vec<&PathBuf> = perm[..n].iter().map(|&i| &train_folder.files[i as usize].0).collect();
+            let images = files.iter().filter_map(|p| match data::image::open(p) {
+                Err(_) if cfg.skip_bad => None,
+                r => Some(r),
+            });
+            let (m, px) = recipe.statistics(images)?;
+            recipe.mean = m;
+            if recipe.pca.as_ref().is_some_and(|p| p.std < 0.0) {
+                // the marker for "from the data"
+                recipe.pca = Some(Pca { std: 0.1, ..Pca::from_pixels(&px) });
+                if let Some(r) = cfg.recipe.as_mut() {
+                    r.pca = recipe.pca.clone();
+                }
+            }
+        }
+    }
+    let c = recipe.channels;
+    let pre = Preprocess { src: (recipe.size, recipe.size, c), size: recipe.size, mean: recipe.mean.clone(), crop_pad: 0, flip: false };
+    let eval = data::image::ImagenetEval { mean_image: vec![], ..recipe.eval() };
+    let recipe = Arc::new(recipe);
+    let src = |f: folder::Folder| -> Arc<dyn Source> { Arc::new(FolderSource::new(f, recipe.clone(), cfg.skip_bad)) };
+    Ok(RunData { train: src(train_folder), val: val_folder.map(src), test: None, pre, eval: Some(eval) })
 }
 
 fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
@@ -110,50 +216,104 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         FormatArg::Mnist => Format::Mnist,
         FormatArg::FashionMnist => Format::FashionMnist,
     });
-    let (splits, format) = data::load(&data_path, format)?;
-    // the network takes the data's channels, classes and (padded) size
+    let is_folder = format.is_none() && data_path.is_dir() && folder::looks_like_folder(&data_path);
+    let batch = a.batch.unwrap_or(if is_folder { 256 } else { 128 });
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
     let mut opts = a.arch_opts.clone();
-    if opts.input_size.is_some() {
-        bail!("--input-size is set by the data in training (32x32; 28x28 images are padded to it)");
-    }
+    // the network takes the data's channels, classes and size
+    let (classes, channels, train_len, format, recipe) = if is_folder {
+        let splits = folder::load(&data_path)?;
+        let mut t = splits.train;
+        if splits.val.is_none() && a.val > 0 {
+            t.split_off(a.val, a.seed)?;
+        }
+        (t.classes.len(), opts.in_channels.unwrap_or(3), t.len(), None, true)
+    } else {
+        if opts.input_size.is_some() {
+            bail!("--input-size is set by the data in training (32x32; 28x28 images are padded to it)");
+        }
+        for (flag, set) in [("--scale", a.scale.is_some()), ("--pca", a.pca.is_some()), ("--lr-plateau", a.lr_plateau.is_some())] {
+            if set {
+                bail!("{flag} applies to image folders (the ImageNet recipe), not to {}", data_path.display());
+            }
+        }
+        let (splits, format) = data::load(&data_path, format)?;
+        (splits.train.classes, splits.train.c, splits.train.len() - a.val.min(splits.train.len()), Some(format), false)
+    };
     if let Some(c) = opts.classes
-        && c != splits.train.classes
+        && c != classes
+        && !(a.init_from.is_some() && !a.reset_head)
     {
-        bail!("--classes {c} does not match the data, which has {} classes", splits.train.classes);
+        bail!("--classes {c} does not match the data, which has {classes} classes");
     }
-    opts.classes = Some(splits.train.classes);
-    opts.in_channels = Some(splits.train.c);
-    let (spec, _) = opts.resolve(arch)?;
-    if spec.family != crate::arch::Family::Cifar {
+    opts.classes = Some(classes);
+    opts.in_channels = Some(channels);
+    let (spec, size) = opts.resolve(arch)?;
+    if !recipe && spec.family != Family::Cifar {
         bail!(
-            "{} is an ImageNet-family network; training here follows the CIFAR recipe: use resnetD / plainD with D = 6n+2",
+            "{} is an ImageNet-family network; CIFAR / MNIST-style data take the CIFAR family (resnetD / plainD with D = 6n+2); \
+             ImageNet-family networks train on image folders",
             spec.name
         );
     }
-    if a.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
-    let (train, val) = train::split_val(splits.train, a.val, a.seed)?;
     let iters = match (a.iters, a.epochs) {
         (Some(i), _) => i,
-        (None, Some(e)) => (e * train.len() as u64).div_ceil(a.batch as u64),
+        (None, Some(e)) => (e * train_len as u64).div_ceil(batch as u64),
+        (None, None) if recipe => 600_000,
         (None, None) => 64_000,
     };
     if iters == 0 {
         bail!("the run needs at least one iteration");
     }
     let mut schedule = Schedule::cifar(iters, spec.depth);
+    let has_val = a.val > 0 || (recipe && data_path.join("val").is_dir());
+    if recipe {
+        // the ImageNet recipe: no warm-up, lr /10 on plateaus (or fixed milestones)
+        schedule.warmup_lr = None;
+        match (a.lr_plateau, &a.milestones) {
+            (Some(_), _) | (None, None) if has_val => {
+                schedule.milestones = vec![];
+                schedule.plateau = Some(Plateau { patience: a.lr_plateau.unwrap_or(2), threshold: 0.0 });
+            }
+            (Some(_), _) => bail!("--lr-plateau needs a validation split: a val/ folder or --val N"),
+            _ => {}
+        }
+    }
     if let Some(m) = &a.milestones {
         schedule.milestones = m.clone();
+    }
+    if a.init_from.is_some() {
+        schedule.lr = FINETUNE_LR;
+        schedule.warmup_lr = None;
     }
     if let Some(lr) = a.lr {
         schedule.lr = lr;
     }
-    let cfg = TrainConfig {
+    let recipe = if recipe {
+        let mut r = ImagenetRecipe::for_size(size, channels);
+        if let Some(s) = &a.scale {
+            r.scale = (s[0], s[1]);
+        }
+        r.flip = !a.no_flip;
+        r.pca = match a.pca.unwrap_or(if channels == 3 { PcaArg::Imagenet } else { PcaArg::None }) {
+            PcaArg::Imagenet => Some(Pca::imagenet()),
+            // computed in folder_data (std < 0 marks it until then)
+            PcaArg::Data => Some(Pca { std: -1.0, ..Pca::imagenet() }),
+            PcaArg::None => None,
+        };
+        r.validate()?;
+        Some(r)
+    } else {
+        None
+    };
+    let finetune = a.init_from.clone().map(|p| Finetune { init_from: p, reset_head: a.reset_head, freeze_backbone: a.freeze_backbone });
+    let mut cfg = TrainConfig {
         arch: spec,
         data: data_path,
         format,
-        batch: a.batch,
+        batch,
         seed: a.seed,
         val: a.val,
         schedule,
@@ -165,17 +325,22 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         threads: crate::par::threads(),
         crop_pad: a.crop_pad,
         flip: !a.no_flip,
+        recipe,
+        skip_bad: a.skip_bad,
+        workers: a.workers.max(1),
+        finetune,
     };
+    let data = if cfg.recipe.is_some() { folder_data(&mut cfg, None, a.quiet)? } else { memory_data(&cfg, None)? };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let text = toml::to_string(&cfg).context("writing the configuration")?;
     train::checkpoint::write_atomic(&out.join("config.toml"), text.as_bytes())?;
-    Ok((out, cfg, RunData { train: Arc::new(train), val, test: splits.test }))
+    Ok((out, cfg, data))
 }
 
-fn resumed(dir: &Path) -> Result<(PathBuf, TrainConfig, RunData)> {
+fn resumed(dir: &Path, quiet: bool) -> Result<(PathBuf, TrainConfig, RunData)> {
     let path = dir.join("config.toml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg: TrainConfig = toml::from_str(&text).with_context(|| format!("{}: bad configuration", path.display()))?;
+    let mut cfg: TrainConfig = toml::from_str(&text).with_context(|| format!("{}: bad configuration", path.display()))?;
     if cfg.threads != crate::par::threads() {
         eprintln!(
             "note: this run computed with {} threads, now {}: results stay correct but are no longer bit-identical to an uninterrupted run",
@@ -183,13 +348,20 @@ fn resumed(dir: &Path) -> Result<(PathBuf, TrainConfig, RunData)> {
             crate::par::threads()
         );
     }
-    let data = load_data(&cfg)?;
+    // the input pipeline as recorded in the last checkpoint (a run stopped before its first has none)
+    let last = dir.join("last.safetensors");
+    let pre = if last.exists() { Some(train::checkpoint::read(&last)?.preprocess) } else { None };
+    let data = if cfg.recipe.is_some() {
+        folder_data(&mut cfg, pre.map(|p| p.mean), quiet)?
+    } else {
+        memory_data(&cfg, pre)?
+    };
     Ok((dir.to_path_buf(), cfg, data))
 }
 
 pub fn run(a: Args) -> Result<()> {
     let (dir, cfg, data) = match &a.resume {
-        Some(d) => resumed(d)?,
+        Some(d) => resumed(d, a.quiet)?,
         None => new_run(&a)?,
     };
     let progress = if a.quiet {
@@ -222,6 +394,9 @@ pub fn run(a: Args) -> Result<()> {
         }
         if let Some(e) = out.val_err {
             print!(", validation error {e:.2}%");
+        }
+        if cfg.skip_bad {
+            print!(", {} unreadable image(s) skipped", out.skipped);
         }
         println!();
         if !out.finished {

@@ -87,11 +87,21 @@ pub struct ImagenetEval {
     pub crop: usize,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// a per-pixel mean image (crop, crop, C) subtracted last (our image-folder
+    /// recipe; empty for torchvision's); stored as a checkpoint tensor, not here
+    #[serde(skip)]
+    pub mean_image: Vec<f32>,
 }
 
 impl Default for ImagenetEval {
     fn default() -> ImagenetEval {
-        ImagenetEval { resize: 256, crop: 224, mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
+        ImagenetEval {
+            resize: 256,
+            crop: 224,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            mean_image: vec![],
+        }
     }
 }
 
@@ -123,13 +133,15 @@ impl ImagenetEval {
         let px = pixels(&img, c)?;
         let (top, left) = self.crop_origin(w, h);
         let s = self.crop;
+        let mi = (self.mean_image.len() == s * s * c).then_some(&self.mean_image);
         for y in 0..s {
             for x in 0..s {
                 let (iy, ix) = (top + y as i64, left + x as i64);
                 let inside = iy >= 0 && ix >= 0 && iy < h as i64 && ix < w as i64;
                 for ch in 0..c {
                     let v = if inside { px[((iy as usize) * w as usize + ix as usize) * c + ch] as f32 / 255.0 } else { 0.0 };
-                    out[(y * s + x) * c + ch] = (v - self.mean[ch]) / self.std[ch];
+                    let o = (y * s + x) * c + ch;
+                    out[o] = (v - self.mean[ch]) / self.std[ch] - mi.map_or(0.0, |m| m[o]);
                 }
             }
         }

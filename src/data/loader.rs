@@ -1,10 +1,12 @@
 //! A loader that runs ahead of compute on its own thread: batch k of a run
 //! holds stream positions k*B .. (k+1)*B of the endless sequence of seeded
 //! epoch permutations of the training set, augmented. Everything is a
-//! function of (seed, k), so a run resumed at iteration k gets the same batches.
+//! function of (seed, k), so a run resumed at iteration k gets the same
+//! batches. Sources that decode files spread each batch over worker threads.
 
-use super::Dataset;
-use super::augment::{Preprocess, permutation};
+use super::augment::permutation;
+use super::source::{Source, fill};
+use anyhow::Result;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -23,49 +25,51 @@ pub type EpochOrder = Option<(u64, Vec<u32>)>;
 /// the current epoch's permutation across calls.
 #[allow(clippy::too_many_arguments)]
 pub fn make_batch(
-    d: &Dataset,
-    p: &Preprocess,
+    src: &dyn Source,
+    workers: usize,
     seed: u64,
     batch: usize,
     k: u64,
     x: &mut [f32],
     labels: &mut [u32],
     cached: &mut EpochOrder,
-) {
-    let n = d.len() as u64;
-    let per = p.size * p.size * p.src.2;
+) -> Result<()> {
+    let n = src.len() as u64;
+    // the images of the batch (the permutation may change within it at an epoch's end)
+    let mut idx = Vec::with_capacity(batch);
     for j in 0..batch {
         let pos = k * batch as u64 + j as u64;
         let epoch = pos / n;
         if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            *cached = Some((epoch, permutation(d.len(), seed, epoch)));
+            *cached = Some((epoch, permutation(src.len(), seed, epoch)));
         }
-        let idx = cached.as_ref().unwrap().1[(pos % n) as usize] as usize;
-        let (shift, flip) = p.draw(seed, pos);
-        p.write(d.image(idx), &mut x[j * per..(j + 1) * per], shift, flip);
-        labels[j] = d.labels[idx] as u32;
+        idx.push(cached.as_ref().expect("set above").1[(pos % n) as usize] as usize);
     }
+    let got = fill(src, workers, x, batch, |j, out| src.train_input(idx[j], seed, k * batch as u64 + j as u64, out))?;
+    labels[..batch].copy_from_slice(&got);
+    Ok(())
 }
 
 /// Batches `start..end` produced on a background thread, a few ahead.
 pub struct Loader {
-    rx: Receiver<Batch>,
+    rx: Receiver<Result<Batch>>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Loader {
-    pub fn spawn(d: Arc<Dataset>, p: Arc<Preprocess>, seed: u64, batch: usize, start: u64, end: u64) -> Loader {
-        let (tx, rx): (SyncSender<Batch>, Receiver<Batch>) = sync_channel(4);
+    pub fn spawn(src: Arc<dyn Source>, workers: usize, seed: u64, batch: usize, start: u64, end: u64) -> Loader {
+        let (tx, rx): (SyncSender<Result<Batch>>, Receiver<Result<Batch>>) = sync_channel(4);
         let handle = std::thread::Builder::new()
             .name("loader".into())
             .spawn(move || {
-                let per = p.size * p.size * p.src.2;
+                let per = src.input_len();
                 let mut order = None;
                 for k in start..end {
                     let mut b = Batch { iteration: k, x: vec![0.0; batch * per], labels: vec![0; batch] };
-                    make_batch(&d, &p, seed, batch, k, &mut b.x, &mut b.labels, &mut order);
-                    if tx.send(b).is_err() {
-                        return; // the consumer stopped early
+                    let r = make_batch(src.as_ref(), workers, seed, batch, k, &mut b.x, &mut b.labels, &mut order);
+                    let failed = r.is_err();
+                    if tx.send(r.map(|()| b)).is_err() || failed {
+                        return; // the consumer stopped early, or this batch failed
                     }
                 }
             })
@@ -73,8 +77,8 @@ impl Loader {
         Loader { rx, handle: Some(handle) }
     }
 
-    /// The next batch, in order.
-    pub fn next(&self) -> Option<Batch> {
+    /// The next batch, in order (None after the last); an error names the image that failed.
+    pub fn next(&self) -> Option<Result<Batch>> {
         self.rx.recv().ok()
     }
 }
@@ -92,6 +96,9 @@ impl Drop for Loader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Dataset;
+    use crate::data::augment::Preprocess;
+    use crate::data::source::MemorySource;
 
     #[test]
     fn loader_matches_direct_batches_and_covers_each_epoch() {
@@ -106,14 +113,14 @@ mod tests {
             class_names: vec![],
         };
         let p = Preprocess { src: (2, 2, 1), size: 2, mean: vec![0.0; 4], crop_pad: 0, flip: false };
-        let (d, p) = (Arc::new(d), Arc::new(p));
-        let l = Loader::spawn(d.clone(), p.clone(), 3, 4, 0, 5);
+        let src: Arc<dyn Source> = Arc::new(MemorySource { data: Arc::new(d), pre: Arc::new(p) });
+        let l = Loader::spawn(src.clone(), 1, 3, 4, 0, 5);
         let mut seen = vec![];
         for k in 0..5 {
-            let b = l.next().unwrap();
+            let b = l.next().unwrap().unwrap();
             assert_eq!(b.iteration, k);
             let (mut x, mut y) = (vec![0.0; 16], vec![0; 4]);
-            make_batch(&d, &p, 3, 4, k, &mut x, &mut y, &mut None);
+            make_batch(src.as_ref(), 1, 3, 4, k, &mut x, &mut y, &mut None).unwrap();
             assert_eq!((x, y.clone()), (b.x, b.labels));
             seen.extend(y);
         }
@@ -123,7 +130,7 @@ mod tests {
         first.sort();
         assert_eq!(first, (0..10).collect::<Vec<u32>>());
         // a loader started later gives the same batches (resume)
-        let l2 = Loader::spawn(d, p, 3, 4, 3, 5);
-        assert_eq!(l2.next().unwrap().labels, seen[12..16].to_vec());
+        let l2 = Loader::spawn(src, 2, 3, 4, 3, 5);
+        assert_eq!(l2.next().unwrap().unwrap().labels, seen[12..16].to_vec());
     }
 }

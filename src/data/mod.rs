@@ -5,9 +5,12 @@
 pub mod augment;
 pub mod cifar;
 pub mod fetch;
+pub mod folder;
 pub mod idx;
 pub mod image;
+pub mod imagenet;
 pub mod loader;
+pub mod source;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -39,6 +39,9 @@ pub struct Meta {
     /// instead of the mean image (which is then all zeros).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<crate::data::image::ImagenetEval>,
+    /// the plateau schedule's state (image-folder runs with --lr-plateau)
+    #[serde(default)]
+    pub plateau: super::schedule::PlateauState,
 }
 
 fn bytes_of(v: &[f32]) -> Vec<u8> {

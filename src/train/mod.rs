@@ -1,5 +1,7 @@
-//! The training loop of the paper's CIFAR recipe (Sec. 4.2): a run directory
-//! with its frozen configuration, metrics, atomic checkpoints and exact resume.
+//! The training loop of the paper's recipes (CIFAR, Sec. 4.2, on in-memory
+//! data; ImageNet, Sec. 3.4, on image folders): a run directory with its
+//! frozen configuration, metrics, atomic checkpoints and exact resume;
+//! optionally fine-tuning from other weights.
 //!
 //! RUN/config.toml   the fully resolved configuration, written once
 //! RUN/metrics.jsonl one JSON object per line (training windows, evaluations)
@@ -11,7 +13,10 @@ pub mod schedule;
 use crate::arch::ArchSpec;
 use crate::backend::Backend;
 use crate::data::augment::Preprocess;
+use crate::data::image::ImagenetEval;
+use crate::data::imagenet::ImagenetRecipe;
 use crate::data::loader::Loader;
+use crate::data::source::{Source, fill};
 use crate::data::{Dataset, Format};
 use crate::net::Net;
 use crate::ops::loss::cross_entropy;
@@ -30,7 +35,9 @@ use std::time::Instant;
 pub struct TrainConfig {
     pub arch: ArchSpec,
     pub data: PathBuf,
-    pub format: Format,
+    /// in-memory data sets; None for an image folder
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
     pub batch: usize,
     pub seed: u64,
     /// training images held out (seeded) as a validation set
@@ -49,13 +56,43 @@ pub struct TrainConfig {
     /// augmentation: random crops of the image padded by this much (the paper: 4), flips
     pub crop_pad: usize,
     pub flip: bool,
+    /// image folders: the ImageNet recipe (its mean image lives in the checkpoints)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<ImagenetRecipe>,
+    /// unreadable images are skipped and counted instead of stopping the run
+    #[serde(default)]
+    pub skip_bad: bool,
+    /// threads that decode images (image folders)
+    #[serde(default = "one")]
+    pub workers: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<Finetune>,
 }
 
-/// Where the data of a run comes from, split as configured.
+fn one() -> usize {
+    1
+}
+
+/// Start from other weights (our checkpoint or a torchvision file).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Finetune {
+    pub init_from: PathBuf,
+    /// a new, freshly initialised fc (for this many classes) instead of the file's
+    pub reset_head: bool,
+    /// train only the fc: the other parameters keep their values (BN statistics still adapt)
+    pub freeze_backbone: bool,
+}
+
+/// Where the data of a run comes from, split as configured, and how its
+/// images become inputs (recorded in every checkpoint).
 pub struct RunData {
-    pub train: Arc<Dataset>,
-    pub val: Option<Dataset>,
-    pub test: Dataset,
+    pub train: Arc<dyn Source>,
+    pub val: Option<Arc<dyn Source>>,
+    pub test: Option<Arc<dyn Source>>,
+    /// the input pipeline's record: image size, input size, mean image
+    pub pre: Preprocess,
+    /// image folders: the evaluation transform
+    pub eval: Option<ImagenetEval>,
 }
 
 /// Hold out `val` seeded random training images.
@@ -82,26 +119,70 @@ pub fn split_val(train: Dataset, val: usize, seed: u64) -> Result<(Dataset, Opti
     Ok((pick(&t), Some(pick(&v))))
 }
 
-/// Loss and top-1 error (percent) of `net` on `d`, single view, eval mode.
-pub fn evaluate(net: &mut Net, d: &Dataset, pre: &Preprocess) -> (f64, f64) {
+/// Loss and top-1 error (percent) of `net` on `d`, single view, eval mode
+/// (images skipped as unreadable are left out).
+pub fn evaluate(net: &mut Net, d: &dyn Source, workers: usize) -> Result<(f64, f64)> {
     let b = net.batch;
-    let per = pre.size * pre.size * pre.src.2;
+    let per = d.input_len();
     let k = net.classes();
-    let (mut loss, mut errors) = (0.0f64, 0usize);
+    let (mut loss, mut errors, mut count) = (0.0f64, 0usize, 0usize);
     let mut dl = vec![0.0f32; b * k];
+    let mut x = vec![0.0f32; b * per];
     for start in (0..d.len()).step_by(b) {
         let n = b.min(d.len() - start);
-        for j in 0..n {
-            pre.write(d.image(start + j), &mut net.input[j * per..(j + 1) * per], (0, 0), false);
+        let labels = fill(d, workers, &mut x, n, |j, out| d.eval_input(start + j, out))?;
+        // pack the readable ones
+        let mut m = 0;
+        let mut kept = vec![];
+        for (j, l) in labels.iter().enumerate() {
+            if let Some(l) = l {
+                net.input[m * per..(m + 1) * per].copy_from_slice(&x[j * per..(j + 1) * per]);
+                kept.push(*l);
+                m += 1;
+            }
         }
-        net.forward(n, false);
-        let labels: Vec<u32> = d.labels[start..start + n].iter().map(|&l| l as u32).collect();
-        let out = cross_entropy(&net.logits[..n * k], &labels, k, &mut dl[..n * k]);
-        loss += out.loss as f64 * n as f64;
+        if m == 0 {
+            continue;
+        }
+        net.forward(m, false);
+        let out = cross_entropy(&net.logits[..m * k], &kept, k, &mut dl[..m * k]);
+        loss += out.loss as f64 * m as f64;
         errors += out.errors;
+        count += m;
     }
-    let n = d.len().max(1) as f64;
-    (loss / n, 100.0 * errors as f64 / n)
+    let n = count.max(1) as f64;
+    Ok((loss / n, 100.0 * errors as f64 / n))
+}
+
+/// Load `f.init_from` into `net`: every tensor, or all but the fc with `reset_head`.
+pub fn init_from(net: &mut Net, f: &Finetune) -> Result<()> {
+    let path = &f.init_from;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut sd = if checkpoint::is_checkpoint(&bytes) {
+        let ck = checkpoint::parse(path, &bytes)?;
+        let mut t: Vec<_> = ck
+            .tensors
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("optimizer."))
+            .map(|(n, (shape, data))| (n, crate::weights::Tensor { shape, data }))
+            .collect();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::weights::StateDict { tensors: t }
+    } else {
+        let mut sd = crate::weights::parse_state_dict(&path.display().to_string(), &bytes)?;
+        sd.strip_prefix();
+        sd
+    };
+    if f.reset_head {
+        sd.tensors.retain(|(n, _)| !n.starts_with("fc."));
+        for n in ["fc.weight", "fc.bias"] {
+            let (t, _) = net.tensor_info(n).expect("every net has an fc");
+            let data = net.get_torch(n).expect("present");
+            sd.tensors.push((n.to_string(), crate::weights::Tensor { shape: t.shape.clone(), data }));
+        }
+    }
+    crate::weights::load_into(net, &sd)
+        .map_err(|m| anyhow::anyhow!("--init-from {}: the weights do not fit {}:\n{m}", path.display(), net.spec().name))
 }
 
 /// Appends JSON lines to RUN/metrics.jsonl, flushed line by line.
@@ -134,6 +215,8 @@ pub struct Outcome {
     pub test_loss: Option<f64>,
     pub test_err: Option<f64>,
     pub val_err: Option<f64>,
+    /// unreadable images skipped (--skip-bad)
+    pub skipped: usize,
 }
 
 /// Set by Ctrl-C: the loop writes a checkpoint and returns.
@@ -145,24 +228,24 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
     let stop = stop_at.unwrap_or(total).min(total);
     let last_path = dir.join("last.safetensors");
     let train = &data.train;
-    let (h, w, c) = (train.h, train.w, train.c);
-    let (pre, mut meta, ck) = if last_path.exists() {
+    let pre = &data.pre;
+    let (mut meta, ck) = if last_path.exists() {
         let ck = checkpoint::read(&last_path)?;
-        (ck.preprocess.clone(), ck.meta.clone(), Some(ck))
+        (ck.meta.clone(), Some(ck))
     } else {
-        let pre = Preprocess::cifar_recipe(train, cfg.crop_pad, cfg.flip);
         let meta = Meta {
             arch: cfg.arch.clone(),
-            class_names: train.class_names.clone(),
+            class_names: train.class_names(),
             input_size: pre.size,
-            image: (h, w, c),
+            image: pre.src,
             iteration: 0,
             warmup_done_at: None,
             best_val_err: None,
             seed: cfg.seed,
-            eval: None,
+            eval: data.eval.clone(),
+            plateau: Default::default(),
         };
-        (pre, meta, None)
+        (meta, None)
     };
     let mut net =
         Net::new(&cfg.arch, cfg.batch, pre.size, pre.size, true, cfg.seed).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -174,7 +257,15 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
             bail!("{}: optimizer state of the wrong size", last_path.display());
         }
         sgd.velocity.copy_from_slice(v);
+    } else if let Some(f) = &cfg.finetune {
+        init_from(&mut net, f)?;
     }
+    // with a frozen backbone only the fc's parameters move
+    let fc_ranges: Vec<std::ops::Range<usize>> = ["fc.weight", "fc.bias"]
+        .iter()
+        .filter_map(|n| net.tensor_info(n).map(|(t, _)| t.offset..t.offset + t.len))
+        .collect();
+    let freeze = cfg.finetune.as_ref().is_some_and(|f| f.freeze_backbone);
     sgd.momentum = cfg.momentum;
     sgd.weight_decay = cfg.weight_decay;
     let mut metrics = Metrics(
@@ -192,18 +283,26 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
         test_loss: None,
         test_err: None,
         val_err: None,
+        skipped: 0,
     };
     if start >= stop {
         if outcome.finished {
             // a finished run asked again: report its test error
-            let (loss, err) = evaluate(&mut net, &data.test, &pre);
-            (outcome.test_loss, outcome.test_err) = (Some(loss), Some(err));
+            let final_split = data.test.as_ref().or(data.val.as_ref());
+            if let Some(d) = final_split {
+                let (loss, err) = evaluate(&mut net, d.as_ref(), cfg.workers)?;
+                if data.test.is_some() {
+                    (outcome.test_loss, outcome.test_err) = (Some(loss), Some(err));
+                } else {
+                    outcome.val_err = Some(err);
+                }
+            }
         }
         return Ok(outcome);
     }
-    let per_epoch = train.len() as u64;
+    let per_epoch = train.len().max(1) as u64;
     let b = cfg.batch as u64;
-    let loader = Loader::spawn(train.clone(), Arc::new(pre.clone()), cfg.seed, cfg.batch, start, stop);
+    let loader = Loader::spawn(train.clone(), cfg.workers, cfg.seed, cfg.batch, start, stop);
     let bar = match progress {
         Progress::Bar => {
             let pb = indicatif::ProgressBar::new(total);
@@ -220,13 +319,15 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
     };
     let (mut win_loss, mut win_err, mut win_n, mut win_t) = (0.0f64, 0usize, 0usize, Instant::now());
     let save = |net: &Net, sgd: &Sgd, meta: &Meta, name: &str| -> Result<()> {
-        let bytes = checkpoint::to_bytes(net, Some(&sgd.velocity), &pre, meta)?;
+        let bytes = checkpoint::to_bytes(net, Some(&sgd.velocity), pre, meta)?;
         checkpoint::write_atomic(&dir.join(name), &bytes)
     };
     for it in start..stop {
-        let batch = loader.next().context("the data loader stopped")?;
+        let batch = loader.next().context("the data loader stopped")?.with_context(|| {
+            format!("loading the batch of iteration {it}; {} keeps the last good state", last_path.display())
+        })?;
         debug_assert_eq!(batch.iteration, it);
-        let lr = cfg.schedule.lr(it, meta.warmup_done_at);
+        let lr = cfg.schedule.lr(it, meta.warmup_done_at, &meta.plateau.drops);
         net.input_mut().copy_from_slice(&batch.x);
         net.forward(cfg.batch, true);
         let out = net.loss_backward(&batch.labels);
@@ -236,7 +337,13 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
                 last_path.display()
             );
         }
-        net.sgd_step(&mut sgd, lr);
+        if freeze {
+            for r in &fc_ranges {
+                sgd.step_range(&mut net.params, &net.grads, lr, r.clone());
+            }
+        } else {
+            net.sgd_step(&mut sgd, lr);
+        }
         if let Some(t) =
             net.plan.params.iter().find(|t| net.params[t.offset..t.offset + t.len].iter().any(|v| !v.is_finite()))
         {
@@ -280,13 +387,19 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
         }
         let epoch_end = epoch > it * b / per_epoch;
         if epoch_end || done == total {
-            for (split, d) in [("val", data.val.as_ref()), ("test", Some(&data.test))] {
+            for (split, d) in [("val", data.val.as_ref()), ("test", data.test.as_ref())] {
                 let Some(d) = d else { continue };
-                let (loss, err) = evaluate(&mut net, d, &pre);
+                let (loss, err) = evaluate(&mut net, d.as_ref(), cfg.workers)?;
                 metrics
                     .log(serde_json::json!({"iter": done, "epoch": epoch, "split": split, "loss": loss, "err": err}))?;
                 if split == "val" {
                     outcome.val_err = Some(err);
+                    if let Some(p) = &cfg.schedule.plateau
+                        && meta.plateau.observe(err, done, p)
+                        && progress != Progress::Quiet
+                    {
+                        eprintln!("iter {done}: validation error plateaued: lr divided by {}", 1.0 / cfg.schedule.gamma);
+                    }
                     if meta.best_val_err.is_none_or(|b| err < b) {
                         meta.best_val_err = Some(err);
                         save(&net, &sgd, &meta, "best.safetensors")?;
@@ -320,6 +433,7 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
     if let Some(pb) = &bar {
         pb.finish();
     }
+    outcome.skipped = train.skipped() + data.val.as_ref().map_or(0, |v| v.skipped());
     outcome.finished = outcome.iteration >= total;
     Ok(outcome)
 }

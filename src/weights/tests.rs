@@ -185,6 +185,7 @@ fn truncated_checkpoints_are_clear_errors() {
         best_val_err: None,
         seed: 0,
         eval: None,
+        plateau: Default::default(),
     };
     let bytes = checkpoint::to_bytes(&net, Some(&vec![0.0; net.params.len()]), &pre, &meta).unwrap();
     let p = Path::new("ck.safetensors");

@@ -1,0 +1,188 @@
+//! What the training loop draws images from: a [`Source`] turns image `i`
+//! into a network input, augmented for training (every random choice a
+//! function of (seed, stream position)) or as the single evaluation view.
+//!
+//! - [`MemorySource`]: CIFAR / MNIST-style data held in memory, the CIFAR
+//!   recipe ([`Preprocess`]);
+//! - [`FolderSource`]: an image folder decoded on demand, the ImageNet recipe
+//!   ([`ImagenetRecipe`]). An image that cannot be read stops the run with
+//!   an error naming the file, or with `skip_bad` is counted once and
+//!   replaced by the next readable image (training) or left out (evaluation).
+
+use super::Dataset;
+use super::augment::Preprocess;
+use super::folder::Folder;
+use super::imagenet::ImagenetRecipe;
+use anyhow::{Result, anyhow};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+pub trait Source: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn classes(&self) -> usize;
+    fn class_names(&self) -> Vec<String>;
+    /// floats per network input
+    fn input_len(&self) -> usize;
+    /// The training input of image `i` at stream position `pos`; the label of what was written.
+    fn train_input(&self, i: usize, seed: u64, pos: u64, out: &mut [f32]) -> Result<u32>;
+    /// The evaluation input of image `i`; `None` if it was skipped (unreadable, with skip_bad).
+    fn eval_input(&self, i: usize, out: &mut [f32]) -> Result<Option<u32>>;
+    /// Whether making an input is expensive (decoding): batches are then spread over workers.
+    fn expensive(&self) -> bool {
+        false
+    }
+    /// Images skipped as unreadable so far.
+    fn skipped(&self) -> usize {
+        0
+    }
+}
+
+/// In-memory images with the CIFAR recipe.
+pub struct MemorySource {
+    pub data: Arc<Dataset>,
+    pub pre: Arc<Preprocess>,
+}
+
+impl Source for MemorySource {
+    fn len(&self) -> usize {
+        self.data.len()
+    }
+    fn classes(&self) -> usize {
+        self.data.classes
+    }
+    fn class_names(&self) -> Vec<String> {
+        self.data.class_names.clone()
+    }
+    fn input_len(&self) -> usize {
+        self.pre.size * self.pre.size * self.pre.src.2
+    }
+    fn train_input(&self, i: usize, seed: u64, pos: u64, out: &mut [f32]) -> Result<u32> {
+        let (shift, flip) = self.pre.draw(seed, pos);
+        self.pre.write(self.data.image(i), out, shift, flip);
+        Ok(self.data.labels[i] as u32)
+    }
+    fn eval_input(&self, i: usize, out: &mut [f32]) -> Result<Option<u32>> {
+        self.pre.write(self.data.image(i), out, (0, 0), false);
+        Ok(Some(self.data.labels[i] as u32))
+    }
+}
+
+/// An image folder with the ImageNet recipe.
+pub struct FolderSource {
+    pub folder: Folder,
+    pub recipe: Arc<ImagenetRecipe>,
+    pub skip_bad: bool,
+    bad: Mutex<BTreeSet<usize>>,
+}
+
+impl FolderSource {
+    pub fn new(folder: Folder, recipe: Arc<ImagenetRecipe>, skip_bad: bool) -> FolderSource {
+        FolderSource { folder, recipe, skip_bad, bad: Mutex::new(BTreeSet::new()) }
+    }
+
+    /// Decode image `i`, or the error naming its file.
+    pub fn decode(&self, i: usize) -> Result<::image::DynamicImage> {
+        super::image::open(&self.folder.files[i].0)
+    }
+
+    fn mark_bad(&self, i: usize) {
+        if let Ok(mut b) = self.bad.lock() {
+            b.insert(i);
+        }
+    }
+
+    fn is_bad(&self, i: usize) -> bool {
+        self.bad.lock().is_ok_and(|b| b.contains(&i))
+    }
+}
+
+impl Source for FolderSource {
+    fn len(&self) -> usize {
+        self.folder.len()
+    }
+    fn classes(&self) -> usize {
+        self.folder.classes.len()
+    }
+    fn class_names(&self) -> Vec<String> {
+        self.folder.classes.clone()
+    }
+    fn input_len(&self) -> usize {
+        self.recipe.size * self.recipe.size * self.recipe.channels
+    }
+    fn train_input(&self, i: usize, seed: u64, pos: u64, out: &mut [f32]) -> Result<u32> {
+        let n = self.len();
+        for k in 0..n {
+            let j = (i + k) % n;
+            if self.is_bad(j) {
+                continue;
+            }
+            match self.decode(j) {
+                Ok(img) => {
+                    self.recipe.train_input(&img, &self.recipe.draw(seed, pos), out)?;
+                    return Ok(self.folder.files[j].1);
+                }
+                Err(e) if self.skip_bad => {
+                    let _ = e;
+                    self.mark_bad(j);
+                }
+                Err(e) => return Err(e.context("unreadable training image (--skip-bad skips such files)")),
+            }
+        }
+        Err(anyhow!("{}: no readable image", self.folder.root.display()))
+    }
+    fn eval_input(&self, i: usize, out: &mut [f32]) -> Result<Option<u32>> {
+        match self.decode(i) {
+            Ok(img) => {
+                self.recipe.eval().apply(&img, self.recipe.channels, out)?;
+                Ok(Some(self.folder.files[i].1))
+            }
+            Err(_) if self.skip_bad => {
+                self.mark_bad(i);
+                Ok(None)
+            }
+            Err(e) => Err(e.context("unreadable evaluation image (--skip-bad skips such files)")),
+        }
+    }
+    fn expensive(&self) -> bool {
+        true
+    }
+    fn skipped(&self) -> usize {
+        self.bad.lock().map_or(0, |b| b.len())
+    }
+}
+
+/// Run `f(j, out_j)` for the `n` inputs of a batch, on `workers` threads when the source is expensive.
+pub fn fill<T: Send>(
+    src: &dyn Source,
+    workers: usize,
+    out: &mut [f32],
+    n: usize,
+    f: impl Fn(usize, &mut [f32]) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let per = src.input_len();
+    let chunks: Vec<(usize, &mut [f32])> = out[..n * per].chunks_mut(per).enumerate().collect();
+    if !src.expensive() || workers <= 1 || n <= 1 {
+        return chunks.into_iter().map(|(j, o)| f(j, o)).collect();
+    }
+    let per_worker = n.div_ceil(workers);
+    let mut groups: Vec<Vec<(usize, &mut [f32])>> = vec![];
+    let mut it = chunks.into_iter().peekable();
+    while it.peek().is_some() {
+        groups.push(it.by_ref().take(per_worker).collect());
+    }
+    let results: Vec<Result<Vec<T>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|g| s.spawn(|| g.into_iter().map(|(j, o)| f(j, o)).collect::<Result<Vec<T>>>()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a loader worker panicked")))).collect()
+    });
+    let mut all = Vec::with_capacity(n);
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(all)
+}
