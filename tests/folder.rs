@@ -95,7 +95,21 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(2) && err.contains("fc.weight: network [4, 512], file [10, 512]"), "{err}");
-    for p in [&data, &run, &ft] {
+    // --freeze-backbone: only the fc moves (BN statistics still adapt)
+    let fr = tmpdir("freeze");
+    ok(&[
+        "train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--out", fr.to_str().unwrap(), "--iters", "3",
+        "--batch", "16", "--init-from", pth.to_str().unwrap(), "--reset-head", "--freeze-backbone", "--quiet",
+    ]);
+    let mut orig = resnet::weights::read_state_dict(&pth).unwrap();
+    orig.strip_prefix();
+    let after = resnet::weights::read_state_dict(&fr.join("last.safetensors")).unwrap();
+    for name in ["conv1.weight", "layer3.1.conv2.weight", "layer4.0.downsample.1.weight", "bn1.bias"] {
+        assert_eq!(after.get(name).unwrap().data, orig.get(name).unwrap().data, "{name} moved");
+    }
+    assert_ne!(after.get("bn1.running_mean").unwrap().data, orig.get("bn1.running_mean").unwrap().data);
+    assert_eq!(after.get("fc.weight").unwrap().shape, vec![4, 512]);
+    for p in [&data, &run, &ft, &fr] {
         let _ = std::fs::remove_dir_all(p);
     }
 }

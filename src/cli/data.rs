@@ -37,6 +37,34 @@ enum DataCommand {
 The training images come from the data set's training split, the validation images from its test split, \
 the first N of each class in file order. Class folder names are the data set's class names.")]
     Folder(FolderArgs),
+    /// Measure how fast an image folder's images are decoded and augmented (the ImageNet recipe), per worker
+    #[command(after_help = "Examples:\n  resnet data bench --data data/fm-jpeg --input-size 64\n  \
+    resnet data bench --data ~/imagenet --images 500 --workers 2 --arch resnet50\n\n\
+With --arch, also times training steps of that network at the same input size, and says which of the \
+two (loader or network) bounds training speed on this machine.")]
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// An image folder
+    #[arg(long)]
+    data: PathBuf,
+    /// Crop side (the network input); the scale range and evaluation size follow the paper's ratios
+    #[arg(long, default_value_t = 224)]
+    input_size: usize,
+    /// Images to decode and augment (the first of a seeded permutation)
+    #[arg(long, default_value_t = 200)]
+    images: usize,
+    /// Decoding threads for the parallel measurement
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Also time training steps of this network (batch 32) at the same input size
+    #[arg(long)]
+    arch: Option<String>,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -107,7 +135,55 @@ pub fn run(a: Args) -> Result<()> {
     match a.command {
         DataCommand::Fetch(f) => run_fetch(f),
         DataCommand::Folder(f) => run_folder(f),
+        DataCommand::Bench(b) => run_bench(b),
     }
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    use crate::data::source::{FolderSource, Source, fill};
+    use std::sync::Arc;
+    use std::time::Instant;
+    let f = crate::data::folder::load(&a.data)?.train;
+    let n = a.images.min(f.len()).max(1);
+    let mut recipe = crate::data::imagenet::ImagenetRecipe::for_size(a.input_size, 3);
+    recipe.validate()?;
+    recipe.mean = vec![0.0; a.input_size * a.input_size * 3];
+    let src = FolderSource::new(f, Arc::new(recipe), false);
+    let perm = crate::data::augment::permutation(src.len(), 0, 0);
+    let idx: Vec<usize> = (0..n).map(|i| perm[i % perm.len()] as usize).collect();
+    let mut x = vec![0.0f32; n * src.input_len()];
+    let mut time = |workers: usize| -> Result<f64> {
+        let t = Instant::now();
+        fill(&src, workers, &mut x, n, |j, out| src.train_input(idx[j], 0, j as u64, out))?;
+        Ok(n as f64 / t.elapsed().as_secs_f64())
+    };
+    time(1)?; // warm the file cache
+    let one = time(1)?;
+    let many = time(a.workers.max(1))?;
+    let net = match &a.arch {
+        Some(arch) => {
+            let opts = crate::arch::ArchOptions::default();
+            let spec = crate::arch::ArchSpec::parse(arch, &opts)?;
+            let r = crate::bench::run(&spec, 32, a.input_size, crate::bench::Mode::Train, 3, 1, |_, _| {}).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(r.img_per_s)
+        }
+        None => None,
+    };
+    if a.json {
+        let v = serde_json::json!({"images": n, "input_size": a.input_size, "img_per_s_one_worker": one,
+            "workers": a.workers, "img_per_s_workers": many, "net_train_img_per_s": net});
+        println!("{v}");
+        return Ok(());
+    }
+    println!("{}: {n} images decoded + augmented (scale {:?}, crop {}, flip, PCA lighting)", a.data.display(), src.recipe.scale, a.input_size);
+    println!("  1 worker:  {one:8.1} img/s");
+    println!("  {} workers: {many:8.1} img/s", a.workers);
+    if let Some(net) = net {
+        println!("  {} training at batch 32: {net:.1} img/s", a.arch.as_deref().unwrap_or(""));
+        let verdict = if many >= net { "the network bounds training (the loader keeps ahead)" } else { "the loader bounds training: more --workers, smaller images on disk, or a faster disk" };
+        println!("  -> {verdict}");
+    }
+    Ok(())
 }
 
 fn run_folder(a: FolderArgs) -> Result<()> {

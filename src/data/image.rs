@@ -228,6 +228,20 @@ mod tests {
     }
 
     #[test]
+    fn grey_rgba_and_16_bit_pngs_decode_to_the_channels_asked() {
+        let rgba = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(3, 2, image::Rgba([200, 100, 50, 7])));
+        let grey16 = DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(3, 2, image::Luma([65535u16])));
+        let rgb16 = DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(3, 2, image::Rgb([0u16, 32896, 65535])));
+        for (img, want3, want1) in [(rgba, [200, 100, 50], None), (grey16, [255, 255, 255], Some(255)), (rgb16, [0, 128, 255], None)] {
+            let back = decode("x.png", &png(&img)).unwrap();
+            assert_eq!(&pixels(&back, 3).unwrap()[..3], &want3);
+            if let Some(g) = want1 {
+                assert_eq!(pixels(&back, 1).unwrap()[0], g);
+            }
+        }
+    }
+
+    #[test]
     fn bad_images_are_clear_errors() {
         let good = png(&DynamicImage::ImageRgb8(RgbImage::new(8, 8)));
         assert_eq!(decode("a.png", &good).unwrap().width(), 8);
