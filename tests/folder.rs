@@ -135,3 +135,25 @@ fn a_corrupt_jpeg_stops_the_run_by_name_unless_skipped() {
         let _ = std::fs::remove_dir_all(p);
     }
 }
+
+#[test]
+fn an_image_folder_run_resumes_bit_identically() {
+    let data = folder("resume", 6, 2);
+    let d = data.to_str().unwrap();
+    let (a, b) = (tmpdir("straight"), tmpdir("halves"));
+    let args = ["train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--iters", "6", "--batch", "8", "--quiet"];
+    ok(&[&args[..], &["--out", a.to_str().unwrap()]].concat());
+    ok(&[&args[..], &["--out", b.to_str().unwrap(), "--stop-at", "3"]].concat());
+    ok(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
+    let (x, y) = (
+        resnet::weights::read_state_dict(&a.join("last.safetensors")).unwrap(),
+        resnet::weights::read_state_dict(&b.join("last.safetensors")).unwrap(),
+    );
+    assert_eq!(x.tensors.len(), y.tensors.len());
+    for (n, t) in &x.tensors {
+        assert!(y.get(n).is_some_and(|u| u.data == t.data), "{n} differs after resume");
+    }
+    for p in [&data, &a, &b] {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}
