@@ -57,16 +57,8 @@ fn seeds(name: &str) -> Vec<Vec<u8>> {
             let small = resnet::weights::safetensors_bytes(&sd, None).unwrap();
             let pre = resnet::data::augment::Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.0; 64], crop_pad: 0, flip: false };
             let meta = resnet::train::checkpoint::Meta {
-                arch: spec.clone(),
-                class_names: vec!["a".into(), "b".into()],
-                input_size: 8,
-                image: (8, 8, 1),
                 iteration: 3,
-                warmup_done_at: None,
-                best_val_err: None,
-                seed: 0,
-                eval: None,
-                plateau: Default::default(),
+                ..resnet::train::checkpoint::Meta::new(spec.clone(), vec!["a".into(), "b".into()], (8, 8, 1), 8)
             };
             let ck = resnet::train::checkpoint::to_bytes(&net, None, &pre, &meta).unwrap();
             vec![small, ck]

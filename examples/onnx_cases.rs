@@ -62,18 +62,8 @@ fn main() -> anyhow::Result<()> {
         let weights = dir.join(format!("{name}.safetensors"));
         let bytes = if spec.family == resnet::arch::Family::Cifar {
             let pre = Preprocess { src: (size, size, c), size, mean: vec![0.0; size * size * c], crop_pad: 0, flip: false };
-            let meta = Meta {
-                arch: spec.clone(),
-                class_names: (0..spec.classes).map(|i| format!("c{i}")).collect(),
-                input_size: size,
-                image: (size, size, c),
-                iteration: 0,
-                warmup_done_at: None,
-                best_val_err: None,
-                seed: 0,
-                eval: None,
-                plateau: Default::default(),
-            };
+            let names = (0..spec.classes).map(|i| format!("c{i}")).collect();
+            let meta = Meta::new(spec.clone(), names, (size, size, c), size);
             checkpoint::to_bytes(&net, None, &pre, &meta)?
         } else {
             weights::safetensors_bytes(&StateDict::of_net(&net), None)?

@@ -194,18 +194,7 @@ fn our_checkpoints_apply_their_recorded_preprocessing() {
     let mean: Vec<f32> = (0..32 * 32).map(|i| (i % 7) as f32 / 10.0).collect();
     let pre = Preprocess { src: (28, 28, 1), size: 32, mean, crop_pad: 4, flip: true };
     let names: Vec<String> = (0..10).map(|i| format!("item{i}")).collect();
-    let meta = Meta {
-        arch: spec.clone(),
-        class_names: names.clone(),
-        input_size: 32,
-        image: (28, 28, 1),
-        iteration: 5,
-        warmup_done_at: None,
-        best_val_err: None,
-        seed: 0,
-        eval: None,
-        plateau: Default::default(),
-    };
+    let meta = Meta { iteration: 5, ..Meta::new(spec.clone(), names.clone(), (28, 28, 1), 32) };
     let dir = tmpdir("recipe");
     let ck = dir.join("fm.safetensors");
     std::fs::write(&ck, checkpoint::to_bytes(&net, None, &pre, &meta).unwrap()).unwrap();

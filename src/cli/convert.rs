@@ -61,16 +61,8 @@ pub fn run(a: Args) -> Result<()> {
         let c = spec.in_channels;
         let pre = Preprocess { src: (t.crop, t.crop, c), size: t.crop, mean: vec![0.0; t.crop * t.crop * c], crop_pad: 0, flip: false };
         let meta = Meta {
-            class_names: crate::predict::default_labels(spec.classes),
-            arch: spec.clone(),
-            input_size: t.crop,
-            image: (t.crop, t.crop, c),
-            iteration: 0,
-            warmup_done_at: None,
-            best_val_err: None,
-            seed: 0,
-            eval: Some(t),
-            plateau: Default::default(),
+            eval: Some(t.clone()),
+            ..Meta::new(spec.clone(), crate::predict::default_labels(spec.classes), (t.crop, t.crop, c), t.crop)
         };
         println!(
             "{}: {} ({} classes{}) as a resnet checkpoint",

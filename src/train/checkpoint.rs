@@ -44,6 +44,24 @@ pub struct Meta {
     pub plateau: super::schedule::PlateauState,
 }
 
+impl Meta {
+    /// A new network's metadata: nothing trained yet, no warm-up, no evaluation transform.
+    pub fn new(arch: ArchSpec, class_names: Vec<String>, image: (usize, usize, usize), input_size: usize) -> Meta {
+        Meta {
+            arch,
+            class_names,
+            input_size,
+            image,
+            iteration: 0,
+            warmup_done_at: None,
+            best_val_err: None,
+            seed: 0,
+            eval: None,
+            plateau: Default::default(),
+        }
+    }
+}
+
 fn bytes_of(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

@@ -234,16 +234,9 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
         (ck.meta.clone(), Some(ck))
     } else {
         let meta = Meta {
-            arch: cfg.arch.clone(),
-            class_names: train.class_names(),
-            input_size: pre.size,
-            image: pre.src,
-            iteration: 0,
-            warmup_done_at: None,
-            best_val_err: None,
             seed: cfg.seed,
             eval: data.eval.clone(),
-            plateau: Default::default(),
+            ..Meta::new(cfg.arch.clone(), train.class_names(), pre.src, pre.size)
         };
         (meta, None)
     };

@@ -175,18 +175,7 @@ fn truncated_checkpoints_are_clear_errors() {
     let spec = ArchSpec::parse("resnet8", &ArchOptions { classes: Some(2), in_channels: Some(1), ..Default::default() }).unwrap();
     let net = Net::new(&spec, 1, 8, 8, false, 0).unwrap();
     let pre = Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.5; 64], crop_pad: 0, flip: false };
-    let meta = Meta {
-        arch: spec.clone(),
-        class_names: vec!["a".into(), "b".into()],
-        input_size: 8,
-        image: (8, 8, 1),
-        iteration: 1,
-        warmup_done_at: None,
-        best_val_err: None,
-        seed: 0,
-        eval: None,
-        plateau: Default::default(),
-    };
+    let meta = Meta { iteration: 1, ..Meta::new(spec.clone(), vec!["a".into(), "b".into()], (8, 8, 1), 8) };
     let bytes = checkpoint::to_bytes(&net, Some(&vec![0.0; net.params.len()]), &pre, &meta).unwrap();
     let p = Path::new("ck.safetensors");
     checkpoint::parse(p, &bytes).unwrap();

@@ -29,6 +29,7 @@ pub fn fill(net: &mut Net) {
 }
 
 /// The golden input batch of stream `stream`, NCHW as PyTorch sees it, converted to our NHWC.
+#[allow(dead_code)] // not every test crate uses it
 pub fn input_nhwc(stream: &str, n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     let nchw: Vec<f32> = (0..n * c * h * w).map(|i| 2.0 * counter_uniform(stream, i as u64) - 1.0).collect();
     let mut out = vec![0.0; nchw.len()];
