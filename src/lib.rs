@@ -16,6 +16,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod init;
 pub mod kernels;
 pub mod net;

@@ -125,6 +125,26 @@ impl Net {
         &self.logits[i * k..(i + 1) * k]
     }
 
+    /// The final feature map of the last forward (before global average pooling): (n, H', W', C).
+    pub fn feature_map(&self, n: usize) -> (&[f32], Dims) {
+        let d = Dims { n, ..self.plan.blocks.last().map(|b| b.yd).unwrap_or(self.plan.stem.yd) };
+        let out: &[f32] = match self.blocks.last() {
+            Some(b) => &b.units.last().expect("a block has units").out,
+            None => &self.stem.out,
+        };
+        (&out[..d.len()], d)
+    }
+
+    /// The fully-convolutional form: the fc applied at every position of the final feature map,
+    /// (n, H', W', classes). Its mean over positions is the plain forward's logits (the fc is linear).
+    pub fn score_map(&self, n: usize) -> (Vec<f32>, Dims) {
+        let (fmap, d) = self.feature_map(n);
+        let (fin, fout) = (self.plan.fc.fin, self.plan.fc.fout);
+        let mut out = vec![0.0; d.n * d.h * d.w * fout];
+        self.plan.fc.forward(&self.params[self.plan.fc_w..self.plan.fc_w + fin * fout], &self.params[self.plan.fc_b..self.plan.fc_b + fout], fmap, &mut out);
+        (out, Dims { c: fout, ..d })
+    }
+
     /// Features after global average pooling, image `i` of the last forward.
     pub fn features_of(&self, i: usize) -> &[f32] {
         let f = self.plan.fc.fin;
