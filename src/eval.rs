@@ -10,8 +10,9 @@
 //!   position of the final feature map, [`Net::score_map`]) on the whole
 //!   image resized so its shorter side is each scale, and on its flip;
 //!   softmax scores averaged over positions, flips and scales. Inputs are
-//!   normalised with the transform's mean / std (a mean image is reduced to
-//!   its per-channel mean, since the image is not cropped).
+//!   normalised with the transform's mean / std; a per-pixel mean image (our
+//!   image-folder models) is resized bilinearly to the whole image, which is
+//!   not cropped.
 //!
 //! Several models (an ensemble, Table 5) average their softmax scores.
 
@@ -46,17 +47,38 @@ pub fn softmax(z: &[f32]) -> Vec<f64> {
     e.iter().map(|v| v / s).collect()
 }
 
-/// Pixels normalised with the transform: ((p / 255) - mean) / std, per channel, minus the per-channel
-/// mean of the mean image if there is one. (H, W, C) in, same layout out.
-fn normalise(t: &ImagenetEval, px: &[u8], c: usize) -> Vec<f32> {
-    let mut extra = vec![0f32; c];
-    if !t.mean_image.is_empty() {
-        let n = (t.mean_image.len() / c) as f32;
-        for (i, v) in t.mean_image.iter().enumerate() {
-            extra[i % c] += v / n;
+/// Bilinear resize of an (sh, sw, C) float map to (dh, dw, C), pixel centres aligned (align_corners = false).
+pub fn resize_map(src: &[f32], (sh, sw): (usize, usize), c: usize, (dh, dw): (usize, usize)) -> Vec<f32> {
+    let coord = |o: usize, d: usize, s: usize| -> (usize, usize, f32) {
+        let x = ((o as f32 + 0.5) * s as f32 / d as f32 - 0.5).clamp(0.0, (s - 1) as f32);
+        let i = x.floor() as usize;
+        (i, (i + 1).min(s - 1), x - i as f32)
+    };
+    let mut out = vec![0f32; dh * dw * c];
+    for y in 0..dh {
+        let (y0, y1, fy) = coord(y, dh, sh);
+        for x in 0..dw {
+            let (x0, x1, fx) = coord(x, dw, sw);
+            for ch in 0..c {
+                let at = |yy: usize, xx: usize| src[(yy * sw + xx) * c + ch];
+                let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
+                let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
+                out[(y * dw + x) * c + ch] = top * (1.0 - fy) + bottom * fy;
+            }
         }
     }
-    px.iter().enumerate().map(|(i, &p)| (p as f32 / 255.0 - t.mean[i % c]) / t.std[i % c] - extra[i % c]).collect()
+    out
+}
+
+/// A whole (h, w, C) image normalised with the transform: ((p / 255) - mean) / std per channel, minus
+/// the mean image (if there is one) resized to the image.
+fn normalise(t: &ImagenetEval, px: &[u8], (h, w): (usize, usize), c: usize) -> Vec<f32> {
+    let s = t.crop;
+    let mi = (t.mean_image.len() == s * s * c).then(|| resize_map(&t.mean_image, (s, s), c, (h, w)));
+    px.iter()
+        .enumerate()
+        .map(|(i, &p)| (p as f32 / 255.0 - t.mean[i % c]) / t.std[i % c] - mi.as_ref().map_or(0.0, |m| m[i]))
+        .collect()
 }
 
 /// Mirror (H, W, C) pixels left-right.
@@ -143,7 +165,7 @@ pub fn model_probs(m: &mut Classifier, img: &DynamicImage, protocol: &Protocol) 
                 let (w, h) = (w as usize, h as usize);
                 let px = image::pixels(&image::resize(img, w as u32, h as u32), c)?;
                 let mut net = net_at(&m.net, 2, h, w)?;
-                let x: Vec<f32> = [normalise(&t, &px, c), normalise(&t, &flip(&px, w, c), c)].concat();
+                let x: Vec<f32> = [normalise(&t, &px, (h, w), c), normalise(&t, &flip(&px, w, c), (h, w), c)].concat();
                 net.input[..x.len()].copy_from_slice(&x);
                 net.forward(2, false);
                 let (scores, d) = net.score_map(2);
@@ -297,6 +319,17 @@ mod tests {
         );
         let e = ensemble_probs(&mut two, &img, &Protocol::Single).unwrap();
         assert!(e.iter().zip(a.iter().zip(&b)).all(|(e, (a, b))| (e - (a + b) / 2.0).abs() < 1e-12));
+    }
+
+    #[test]
+    fn bilinear_map_resize() {
+        // identity at the same size; a 2x2 ramp upsampled keeps its corners' neighbourhoods and mean
+        let src = [0.0, 1.0, 2.0, 3.0];
+        assert_eq!(resize_map(&src, (2, 2), 1, (2, 2)), src.to_vec());
+        let up = resize_map(&src, (2, 2), 1, (4, 4));
+        assert_eq!((up[0], up[15]), (0.0, 3.0));
+        assert_eq!(up[1], 0.25);
+        assert!((up.iter().sum::<f32>() / 16.0 - 1.5).abs() < 1e-6);
     }
 
     #[test]

