@@ -4,7 +4,7 @@
 //! state_dict reader), `safetensors` (state_dicts and our checkpoints) and
 //! `image` (the JPEG/PNG decoding wrapper and the evaluation transform).
 //!
-//!     cargo run --release --example fuzz -- pth --secs 60 [--seed 1]
+//!     cargo run --profile fuzz --example fuzz -- pth --secs 60 [--seed 1]   (overflow checks on)
 //!     bash scripts/fuzz.sh 20          # every target, 20 s each
 //!
 //! Each round takes a seed file (tests/fixtures, or generated here), applies

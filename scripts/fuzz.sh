@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-20}"
-cargo build --release --quiet --example fuzz
+cargo build --profile fuzz --quiet --example fuzz
 for t in pth safetensors image; do
-    ./target/release/examples/fuzz "$t" --secs "$secs"
+    ./target/fuzz/examples/fuzz "$t" --secs "$secs"
 done

@@ -9,6 +9,8 @@ Writes tests/fixtures/pth/:
   legacy.pth   the same object in the legacy format (_use_new_zipfile_serialization=False)
   expected.json  every tensor's shape and values (row-major) as PyTorch reads them back
   evil.pth     a zip-format file whose pickle calls os.system (never run by our reader)
+  legacy_optim.pth  legacy format, {"optimizer": ..., "state_dict": ..., "epoch"}: the optimizer's
+               float64 / int64 storages come before and between the state_dict's
 The object: {"epoch": 3, "state_dict": OrderedDict of "module."-prefixed tensors}
 with f32, f64, f16, bf16 and int64 tensors, a transposed (non-contiguous) view,
 two tensors sharing one storage at different offsets, and a 0-d scalar.
@@ -53,6 +55,10 @@ def main():
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
     torch.save({"conv1.weight": torch.zeros(1, 1, 1, 1), "x": Evil()}, os.path.join(OUT, "evil.pth"))
+    # legacy format with optimizer state beside the state_dict: storages of other element sizes in between
+    opt = {"state": {0: {"momentum_buffer": torch.arange(5, dtype=torch.float64), "step": torch.tensor(9)}}}
+    torch.save({"optimizer": opt, "state_dict": obj["state_dict"], "epoch": 3},
+               os.path.join(OUT, "legacy_optim.pth"), _use_new_zipfile_serialization=False)
     for n in sorted(os.listdir(OUT)):
         print(n, os.path.getsize(os.path.join(OUT, n)), "bytes")
 

@@ -97,6 +97,9 @@ const VALID_FORMS: &str = "valid forms: resnetD or plainD with D = 6n+2 for the 
 (20, 32, 44, 56, 110, 1202, ...) or D in 18, 34, 50, 101, 152 for the ImageNet family; \
 50 and 152 mean ImageNet unless --family cifar";
 
+/// The deepest network built (the paper's deepest is 1202 layers).
+pub const MAX_DEPTH: usize = 10_000;
+
 /// Blocks per stage of the ImageNet family (Table 1).
 fn imagenet_blocks(depth: usize) -> Option<([usize; 4], BlockKind)> {
     use BlockKind::*;
@@ -128,6 +131,9 @@ impl ArchSpec {
         };
         let depth: usize =
             digits.parse().map_err(|_| ArchError(format!("unknown architecture '{arch}'; {VALID_FORMS}")))?;
+        if depth > MAX_DEPTH {
+            return Err(ArchError(format!("depth {depth} is beyond what this crate builds (at most {MAX_DEPTH})")));
+        }
         let family = match opts.family {
             Some(f) => f,
             None if imagenet_blocks(depth).is_some() => Family::Imagenet,

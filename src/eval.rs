@@ -107,7 +107,7 @@ pub fn ten_crop_inputs(t: &ImagenetEval, img: &DynamicImage, c: usize) -> Result
     if w < s || h < s {
         bail!("the image resized to {w}x{h} is smaller than the {s}x{s} crops");
     }
-    let px = image::pixels(&image::resize(img, w as u32, h as u32), c)?;
+    let px = image::pixels(&image::resize(img, w as u32, h as u32)?, c)?;
     let mi = (t.mean_image.len() == s * s * c).then_some(&t.mean_image);
     let mut out = Vec::with_capacity(10 * s * s * c);
     for p in [px.clone(), flip(&px, w, c)] {
@@ -163,7 +163,7 @@ pub fn model_probs(m: &mut Classifier, img: &DynamicImage, protocol: &Protocol) 
                 let ts = ImagenetEval { resize: s, ..t.clone() };
                 let (w, h) = ts.resized_size(img.width(), img.height());
                 let (w, h) = (w as usize, h as usize);
-                let px = image::pixels(&image::resize(img, w as u32, h as u32), c)?;
+                let px = image::pixels(&image::resize(img, w as u32, h as u32)?, c)?;
                 let mut net = net_at(&m.net, 2, h, w)?;
                 let x: Vec<f32> = [normalise(&t, &px, (h, w), c), normalise(&t, &flip(&px, w, c), (h, w), c)].concat();
                 net.input[..x.len()].copy_from_slice(&x);

@@ -692,6 +692,12 @@ impl<'a> Parser<'a, '_> {
         if items.len() > 6 || self.ascii(tag).as_deref() != Some("storage") {
             return Err(self.err("persistent id is not ('storage', type, key, location, numel)"));
         }
+        // a legacy view of a larger storage (key, offset, size) is not read
+        if let Some(&view) = items.get(5)
+            && !matches!(self.obj(view), Obj::None)
+        {
+            return Err(self.err("persistent id with a storage view: this old legacy layout is not supported"));
+        }
         let Obj::Global { callable: Callable::Storage(dtype), .. } = *self.obj(ty) else {
             return Err(self.err(format!("persistent id names a {}, not a torch storage type", self.obj(ty).type_name())));
         };

@@ -36,10 +36,52 @@ pub struct LoadOptions {
     /// e.g. "resnet50" or "plain20"; inferred from the keys when absent
     pub arch: Option<String>,
     pub opts: ArchOptions,
-    /// the transform for torchvision weights (default: 256 / 224 / ImageNet mean and std)
-    pub imagenet: Option<ImagenetEval>,
+    /// changes to the evaluation transform of torchvision weights (default: 256 / 224 / ImageNet mean
+    /// and std) or of a checkpoint that records one
+    pub eval: EvalOverride,
     /// images per forward pass (default 8)
     pub batch: Option<usize>,
+}
+
+/// Fields of an evaluation transform to change; unset ones keep the weights' own.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvalOverride {
+    pub resize: Option<usize>,
+    pub crop: Option<usize>,
+    pub mean: Option<Vec<f32>>,
+    pub std: Option<Vec<f32>>,
+}
+
+impl EvalOverride {
+    pub fn is_empty(&self) -> bool {
+        *self == EvalOverride::default()
+    }
+
+    /// `base` with these changes. A mean image fits one crop size only: changing the crop of a model
+    /// that has a (non-zero) one is an error.
+    pub fn apply(&self, base: &ImagenetEval) -> Result<ImagenetEval> {
+        let mut t = base.clone();
+        if let Some(r) = self.resize {
+            t.resize = r;
+        }
+        if let Some(c) = self.crop.filter(|&c| c != base.crop) {
+            if base.mean_image.iter().any(|&v| v != 0.0) {
+                bail!("this model subtracts a {0}x{0} mean image: its crop stays {0} (drop --crop)", base.crop);
+            }
+            t.crop = c;
+            t.mean_image.clear();
+        }
+        if let Some(m) = &self.mean {
+            t.mean = m.clone();
+        }
+        if let Some(s) = &self.std {
+            t.std = s.clone();
+        }
+        if t.crop == 0 || t.mean.len() != t.std.len() || t.std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+            bail!("the evaluation transform needs a crop >= 1 and as many non-zero stds as means: {t:?}");
+        }
+        Ok(t)
+    }
 }
 
 /// A network ready to classify, with its input transform and class names.
@@ -99,12 +141,12 @@ impl Classifier {
             let ck = checkpoint::parse(path, &bytes)?;
             let transform = match &ck.meta.eval {
                 Some(t) => {
-                    let mut t = o.imagenet.clone().unwrap_or_else(|| t.clone());
+                    let mut base = t.clone();
                     // an image-folder run's mean image (zeros for converted torchvision weights)
-                    if ck.preprocess.mean.len() == t.crop * t.crop * ck.meta.arch.in_channels {
-                        t.mean_image = ck.preprocess.mean.clone();
+                    if ck.preprocess.mean.len() == base.crop * base.crop * ck.meta.arch.in_channels {
+                        base.mean_image = ck.preprocess.mean.clone();
                     }
-                    Transform::Imagenet(t)
+                    Transform::Imagenet(o.eval.apply(&base).with_context(|| format!("{}", path.display()))?)
                 }
                 None => Transform::Recipe(ck.preprocess.clone()),
             };
@@ -129,7 +171,7 @@ impl Classifier {
         sd.strip_prefix();
         let spec = weights::infer::infer_arch(&sd, o.arch.as_deref(), &o.opts)
             .with_context(|| format!("{}", path.display()))?;
-        let t = o.imagenet.clone().unwrap_or_default();
+        let t = o.eval.apply(&ImagenetEval::default())?;
         if spec.has_maxpool() && t.crop < 32 {
             bail!("--crop {} is too small for {}: at least 32", t.crop, spec.name);
         }
@@ -176,5 +218,26 @@ impl Classifier {
             self.input_of(img, out)?;
         }
         self.classify_tensor(&input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_change_only_what_is_given() {
+        let base = ImagenetEval { resize: 73, crop: 64, mean: vec![0.0; 3], std: vec![1.0; 3], mean_image: vec![0.5; 64 * 64 * 3] };
+        let t = EvalOverride { resize: Some(80), ..Default::default() }.apply(&base).unwrap();
+        assert_eq!((t.resize, t.crop, t.mean_image.len()), (80, 64, 64 * 64 * 3));
+        assert_eq!(t.mean, vec![0.0; 3]);
+        let e = EvalOverride { crop: Some(32), ..Default::default() }.apply(&base).unwrap_err().to_string();
+        assert!(e.contains("64x64 mean image"), "{e}");
+        // a zero mean image (converted torchvision weights) is simply dropped with a new crop
+        let zeros = ImagenetEval { mean_image: vec![0.0; 64 * 64 * 3], ..base.clone() };
+        let t = EvalOverride { crop: Some(32), ..Default::default() }.apply(&zeros).unwrap();
+        assert!(t.crop == 32 && t.mean_image.is_empty());
+        assert!(EvalOverride { std: Some(vec![0.0; 3]), ..Default::default() }.apply(&base).is_err());
+        assert_eq!(EvalOverride::default().apply(&base).unwrap(), base);
     }
 }

@@ -24,14 +24,14 @@ pub struct Args {
     /// Architecture, when the keys do not tell (e.g. plain20)
     #[arg(long, short = 'a')]
     arch: Option<String>,
-    /// Input side for torchvision weights (the centre crop)
-    #[arg(long, default_value_t = 224)]
-    crop: usize,
+    /// Input side (the centre crop). Default: the weights' (torchvision: 224)
+    #[arg(long)]
+    crop: Option<usize>,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let imagenet = crate::data::image::ImagenetEval { crop: a.crop, ..Default::default() };
-    let opts = LoadOptions { arch: a.arch.clone(), imagenet: Some(imagenet), batch: Some(1), ..Default::default() };
+    let eval = crate::predict::EvalOverride { crop: a.crop, ..Default::default() };
+    let opts = LoadOptions { arch: a.arch.clone(), eval, batch: Some(1), ..Default::default() };
     let c = Classifier::load(&a.weights, &opts)?;
     let bytes = crate::onnx::export(&c.net, a.fold_bn);
     crate::train::checkpoint::write_atomic(&a.onnx, &bytes).with_context(|| format!("writing {}", a.onnx.display()))?;
@@ -53,8 +53,16 @@ pub fn run(a: Args) -> Result<()> {
             p.src.0, p.src.1, p.src.2, p.size, p.size
         ),
         Transform::Imagenet(t) => println!(
-            "input: shorter side resized to {}, centre crop {}, pixels / 255, minus mean {:?}, divided by std {:?}",
-            t.resize, t.crop, t.mean, t.std
+            "input: shorter side resized to {}, centre crop {}, pixels / 255, minus mean {:?}, divided by std {:?}{}",
+            t.resize,
+            t.crop,
+            t.mean,
+            t.std,
+            if t.mean_image.iter().any(|&v| v != 0.0) {
+                ", minus the mean image stored in the checkpoint (preprocess.mean_image)"
+            } else {
+                ""
+            }
         ),
     }
     Ok(())

@@ -1,8 +1,8 @@
 //! `resnet predict`: classify JPEG/PNG images with our checkpoints or torchvision weights.
 
 use super::arch_args::ArchOpts;
-use crate::data::image::{self, ImagenetEval};
-use crate::predict::{Classifier, LoadOptions};
+use crate::data::image;
+use crate::predict::{Classifier, EvalOverride, LoadOptions};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
@@ -36,18 +36,18 @@ pub struct Args {
     /// Print a JSON array: per image {"image", "top": [{"class", "label", "prob"}], "logits"}
     #[arg(long)]
     json: bool,
-    /// torchvision weights: resize the shorter side to this (0 = no resize)
-    #[arg(long, default_value_t = 256)]
-    resize: usize,
-    /// torchvision weights: centre crop side (the network input)
-    #[arg(long, default_value_t = 224)]
-    crop: usize,
-    /// torchvision weights: per-channel mean, comma-separated
-    #[arg(long, value_delimiter = ',', default_values_t = [0.485f32, 0.456, 0.406])]
-    mean: Vec<f32>,
-    /// torchvision weights: per-channel std, comma-separated
-    #[arg(long, value_delimiter = ',', default_values_t = [0.229f32, 0.224, 0.225])]
-    std: Vec<f32>,
+    /// Resize the shorter side to this (0 = no resize). Default: the weights' (torchvision: 256)
+    #[arg(long)]
+    resize: Option<usize>,
+    /// Centre crop side, the network input. Default: the weights' (torchvision: 224)
+    #[arg(long)]
+    crop: Option<usize>,
+    /// Per-channel mean, comma-separated. Default: the weights' (torchvision: 0.485,0.456,0.406)
+    #[arg(long, value_delimiter = ',')]
+    mean: Option<Vec<f32>>,
+    /// Per-channel std, comma-separated. Default: the weights' (torchvision: 0.229,0.224,0.225)
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
     /// Images per forward pass
     #[arg(long, default_value_t = 8)]
     batch: usize,
@@ -63,21 +63,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.top == 0 || a.batch == 0 {
         bail!("--top and --batch must be at least 1");
     }
-    if a.crop == 0 {
-        bail!("--crop must be at least 1");
-    }
-    let given = ImagenetEval { resize: a.resize, crop: a.crop, mean: a.mean.clone(), std: a.std.clone(), mean_image: vec![] };
-    let custom = given != ImagenetEval::default();
-    let opts = LoadOptions {
-        arch: a.arch.clone(),
-        opts: a.arch_opts.options(),
-        // the defaults do not override a converted checkpoint's own transform
-        imagenet: custom.then_some(given),
-        batch: Some(a.batch.min(a.images.len())),
-    };
+    let eval = EvalOverride { resize: a.resize, crop: a.crop, mean: a.mean.clone(), std: a.std.clone() };
+    let custom = !eval.is_empty();
+    let opts = LoadOptions { arch: a.arch.clone(), opts: a.arch_opts.options(), eval, batch: Some(a.batch.min(a.images.len())) };
     let mut c = Classifier::load(&a.weights, &opts)?;
     if custom && matches!(c.transform, crate::predict::Transform::Recipe(_)) {
-        eprintln!("note: --resize/--crop/--mean/--std apply to torchvision weights; this checkpoint's own preprocessing is used");
+        eprintln!("note: --resize/--crop/--mean/--std apply to ImageNet-style weights; this checkpoint's own preprocessing is used");
     }
     if let Some(l) = &a.labels {
         c.labels = if l == "imagenet" {

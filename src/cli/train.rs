@@ -223,8 +223,10 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
     }
     let mut opts = a.arch_opts.clone();
     // the network takes the data's channels, classes and size
+    let mut has_val = a.val > 0;
     let (classes, channels, train_len, format, recipe) = if is_folder {
         let splits = folder::load(&data_path)?;
+        has_val |= splits.val.is_some();
         let mut t = splits.train;
         if splits.val.is_none() && a.val > 0 {
             t.split_off(a.val, a.seed)?;
@@ -244,7 +246,6 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
     };
     if let Some(c) = opts.classes
         && c != classes
-        && !(a.init_from.is_some() && !a.reset_head)
     {
         bail!("--classes {c} does not match the data, which has {classes} classes");
     }
@@ -268,7 +269,6 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         bail!("the run needs at least one iteration");
     }
     let mut schedule = Schedule::cifar(iters, spec.depth);
-    let has_val = a.val > 0 || (recipe && data_path.join("val").is_dir());
     if recipe {
         // the ImageNet recipe: no warm-up, lr /10 on plateaus (or fixed milestones)
         schedule.warmup_lr = None;

@@ -73,12 +73,18 @@ pub fn pixels(img: &DynamicImage, c: usize) -> Result<Vec<u8>> {
     })
 }
 
+/// Most pixels a resize may produce (an extreme aspect ratio resized by its shorter side asks for more).
+pub const MAX_RESIZED_PIXELS: u64 = 1 << 26;
+
 /// Resize to exactly `w` x `h` (no-op when already that size).
-pub fn resize(img: &DynamicImage, w: u32, h: u32) -> DynamicImage {
+pub fn resize(img: &DynamicImage, w: u32, h: u32) -> Result<DynamicImage> {
     if img.width() == w && img.height() == h {
-        return img.clone();
+        return Ok(img.clone());
     }
-    img.resize_exact(w, h, image::imageops::FilterType::Triangle)
+    if w == 0 || h == 0 || w as u64 * h as u64 > MAX_RESIZED_PIXELS {
+        bail!("a {}x{} image would be resized to {w}x{h}: too extreme an aspect ratio or size", img.width(), img.height());
+    }
+    Ok(img.resize_exact(w, h, image::imageops::FilterType::Triangle))
 }
 
 /// Python's round(): half to even.
@@ -125,10 +131,15 @@ impl ImagenetEval {
         if w <= h { (s as u32, new_long) } else { (new_long, s as u32) }
     }
 
-    /// Top-left corner of the centre crop of an `w` x `h` image (may be negative: zero padding).
+    /// Top-left corner of the centre crop of an `w` x `h` image, as torchvision's `center_crop`:
+    /// `round((size - crop) / 2)`, or, for a side smaller than the crop (zero padding), `-((crop - size) // 2)`.
     pub fn crop_origin(&self, w: u32, h: u32) -> (i64, i64) {
-        let c = self.crop as f64;
-        (round_half_even((h as f64 - c) / 2.0), round_half_even((w as f64 - c) / 2.0))
+        let c = self.crop as i64;
+        let o = |size: u32| {
+            let size = size as i64;
+            if size < c { -((c - size) / 2) } else { round_half_even((size - c) as f64 / 2.0) }
+        };
+        (o(h), o(w))
     }
 
     /// The network input (crop, crop, C) for `img`, C = 1 or 3.
@@ -137,7 +148,7 @@ impl ImagenetEval {
             bail!("the transform needs {c} means and {c} non-zero stds, has {:?} and {:?}", self.mean, self.std);
         }
         let (w, h) = self.resized_size(img.width(), img.height());
-        let img = resize(img, w, h);
+        let img = resize(img, w, h)?;
         let px = pixels(&img, c)?;
         let (top, left) = self.crop_origin(w, h);
         let s = self.crop;
@@ -160,7 +171,7 @@ impl ImagenetEval {
 /// The CIFAR recipe's evaluation input for `img` (see the module doc).
 pub fn apply_recipe(pre: &Preprocess, img: &DynamicImage, out: &mut [f32]) -> Result<()> {
     let (h, w, c) = pre.src;
-    let img = resize(img, w as u32, h as u32);
+    let img = resize(img, w as u32, h as u32)?;
     let px = pixels(&img, c)?;
     pre.write(&px, out, (0, 0), false);
     Ok(())
@@ -186,6 +197,8 @@ mod tests {
         // (256 - 224) / 2 = 16; (257 - 224) / 2 = 16.5 rounds to 16 (half to even), 16.5 + 1 = 17.5 to 18
         assert_eq!(t.crop_origin(256, 256), (16, 16));
         assert_eq!(t.crop_origin(257, 259), (18, 16));
+        // smaller than the crop: torchvision pads (crop - size) // 2 on the top / left
+        assert_eq!(t.crop_origin(221, 220), (-2, -1));
         assert_eq!(round_half_even(2.5), 2);
         assert_eq!(round_half_even(-0.5), 0);
         assert_eq!(round_half_even(1.4), 1);
@@ -239,6 +252,14 @@ mod tests {
                 assert_eq!(pixels(&back, 1).unwrap()[0], g);
             }
         }
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_are_refused_before_resizing() {
+        let line = DynamicImage::ImageLuma8(GrayImage::new(16384, 1));
+        let mut out = vec![0.0; 224 * 224 * 3];
+        let e = ImagenetEval::default().apply(&line, 3, &mut out).unwrap_err().to_string();
+        assert!(e.contains("too extreme"), "{e}");
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl ImagenetRecipe {
     pub fn train_input(&self, img: &DynamicImage, d: &Draw, out: &mut [f32]) -> Result<()> {
         let c = self.channels;
         let ((rw, rh), (top, left)) = self.geometry(img.width(), img.height(), d);
-        let resized = image::resize(img, rw, rh);
+        let resized = image::resize(img, rw, rh)?;
         let px = image::pixels(&resized, c)?;
         let shift = self.pca.as_ref().map_or([0.0; 3], |p| p.offset(d.alpha));
         let s = self.size;

@@ -117,6 +117,35 @@ pub struct Loaded {
     pub preprocess: Preprocess,
 }
 
+/// Metadata comes from files of strangers: it must describe a network this crate builds, as
+/// [`ArchSpec::parse`] resolves it, and image sizes that fit its input.
+fn check_meta(m: &Meta) -> std::result::Result<(), String> {
+    use crate::arch::{ArchOptions, BlockKind};
+    let a = &m.arch;
+    let opts = ArchOptions {
+        family: Some(a.family),
+        shortcut: a.shortcut,
+        stride_in: (a.block == BlockKind::Bottleneck).then_some(a.stride_in),
+        classes: Some(a.classes),
+        in_channels: Some(a.in_channels),
+    };
+    let again = ArchSpec::parse(&a.name, &opts).map_err(|e| e.to_string())?;
+    if &again != a {
+        return Err(format!("the architecture record of {} differs from what its name and options resolve to", a.name));
+    }
+    let (h, w, c) = m.image;
+    if !(8..=4096).contains(&m.input_size) || c != a.in_channels || h == 0 || w == 0 || h > m.input_size || w > m.input_size {
+        return Err(format!(
+            "image {h}x{w}x{c} and input size {} do not fit a {}-channel network (input 8..=4096, image within it)",
+            m.input_size, a.in_channels
+        ));
+    }
+    if m.class_names.len() > a.classes {
+        return Err(format!("{} class names for {} classes", m.class_names.len(), a.classes));
+    }
+    Ok(())
+}
+
 /// Parse a checkpoint; every problem is an error naming the file.
 pub fn read(path: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -141,6 +170,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded> {
     }
     let meta: Meta = serde_json::from_str(md.get("meta").ok_or_else(|| anyhow!("{}: no metadata", path.display()))?)
         .with_context(|| format!("{}: bad metadata", path.display()))?;
+    check_meta(&meta).map_err(|e| anyhow!("{}: inconsistent metadata: {e}", path.display()))?;
     let (crop_pad, flip): (usize, bool) = md
         .get("preprocess")
         .map(|s| serde_json::from_str(s))

@@ -150,7 +150,10 @@ pub fn evaluate(net: &mut Net, d: &dyn Source, workers: usize) -> Result<(f64, f
         errors += out.errors;
         count += m;
     }
-    let n = count.max(1) as f64;
+    if count == 0 {
+        bail!("no readable evaluation images (all {} were skipped as unreadable)", d.len());
+    }
+    let n = count as f64;
     Ok((loss / n, 100.0 * errors as f64 / n))
 }
 

@@ -26,7 +26,8 @@ fn stage_blocks(sd: &StateDict) -> Vec<usize> {
         let mut max: Option<usize> = None;
         for k in sd.keys() {
             if let Some(rest) = k.strip_prefix(&prefix) {
-                if let Some(b) = rest.split('.').next().and_then(|b| b.parse::<usize>().ok()) {
+                // (block indices beyond any real network are ignored, not overflowed)
+                if let Some(b) = rest.split('.').next().and_then(|b| b.parse::<usize>().ok()).filter(|&b| b < 100_000) {
                     max = Some(max.map_or(b, |m: usize| m.max(b)));
                 }
             }

@@ -49,8 +49,12 @@ fn collect(
     entries: &[(Value<'_>, Value<'_>)],
     mut storage: impl FnMut(&TorchTensor) -> Result<Vec<u8>>,
 ) -> Result<StateDict> {
-    let mut tensors = Vec::new();
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
     let mut cache: HashMap<String, Vec<u8>> = HashMap::new();
+    // each storage key keeps the type and size it was first declared with
+    let mut declared: HashMap<&str, (&str, u64)> = HashMap::new();
+    // gathered bytes are bounded by twice the storages' bytes (views of one storage may overlap a little)
+    let (mut stored, mut gathered) = (0u64, 0u64);
     for (k, v) in entries {
         let Some(key) = k.text() else {
             bail!("{name}: byte {}: a state_dict key is a {}, not text", k.offset, k.type_name());
@@ -60,23 +64,43 @@ fn collect(
             // non-tensor entries (e.g. a version number) are not weights
             _ => continue,
         };
+        match declared.get(t.storage.as_str()) {
+            Some(&(dtype, numel)) if (dtype, numel) != (t.dtype, t.numel) => bail!(
+                "{name}: tensor {key}: storage '{}' declared again as {} x {} (first {dtype} x {numel})",
+                t.storage,
+                t.numel,
+                t.dtype
+            ),
+            Some(_) => {}
+            None => {
+                declared.insert(&t.storage, (t.dtype, t.numel));
+            }
+        }
         if !cache.contains_key(&t.storage) {
             let bytes = storage(t)?;
+            stored += bytes.len() as u64;
             cache.insert(t.storage.clone(), bytes);
         }
         let bytes = &cache[&t.storage];
+        if (bytes.len() as u64) < storage_bytes(name, t)? {
+            bail!("{name}: tensor {key}: storage '{}' holds {} bytes, fewer than it declares", t.storage, bytes.len());
+        }
         let count: u64 = t.shape.iter().map(|&d| d as u64).try_fold(1u64, |a, d| a.checked_mul(d)).unwrap_or(u64::MAX);
         if count > t.numel.max(1) {
             bail!("{name}: tensor {key}: {count} elements from a storage of {}", t.numel);
         }
-        // gather the strided view, element by element
-        let mut raw = Vec::with_capacity(count as usize * t.itemsize);
+        let out_bytes = count * t.itemsize as u64; // <= numel * itemsize <= the bytes present
+        gathered += out_bytes;
+        if gathered > 2 * stored + (1 << 20) {
+            bail!("{name}: tensor {key}: the state_dict's views add up to far more than its storages");
+        }
+        // gather the strided view, element by element (rebuild_tensor checked the view lies in the storage)
+        let mut raw = Vec::with_capacity(out_bytes as usize);
         let mut idx = vec![0usize; t.shape.len()];
         for _ in 0..count {
-            let e = t.offset as usize + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
-            let b = bytes.get(e * t.itemsize..(e + 1) * t.itemsize).ok_or_else(|| {
-                anyhow!("{name}: tensor {key} reaches element {e} of storage '{}', which holds {}", t.storage, bytes.len() / t.itemsize)
-            })?;
+            let e = idx.iter().zip(&t.stride).try_fold(t.offset as usize, |a, (i, s)| i.checked_mul(*s).and_then(|d| a.checked_add(d)));
+            let b = e.and_then(|e| Some(e.checked_mul(t.itemsize)?..(e + 1).checked_mul(t.itemsize)?)).and_then(|r| bytes.get(r));
+            let b = b.ok_or_else(|| anyhow!("{name}: tensor {key} reaches beyond storage '{}'", t.storage))?;
             raw.extend_from_slice(b);
             for d in (0..idx.len()).rev() {
                 idx[d] += 1;
@@ -87,6 +111,8 @@ fn collect(
             }
         }
         let data = to_f32(t.dtype, &raw).ok_or_else(|| anyhow!("{name}: tensor {key}: unsupported type {}", t.dtype))?;
+        // a repeated key: the last one wins, as in Python
+        tensors.retain(|(n, _)| n != key);
         tensors.push((key.to_string(), Tensor { shape: t.shape.clone(), data }));
     }
     if tensors.is_empty() {
@@ -113,8 +139,12 @@ pub fn read_zip(name: &str, bytes: &[u8]) -> Result<StateDict> {
     let root_dir = pkl.trim_end_matches("data.pkl").to_string();
     let member = |zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, m: &str, limit: u64| -> Result<Vec<u8>> {
         let f = zip.by_name(m).map_err(|e| anyhow!("{name}: member {m}: {e}"))?;
-        if f.size() > limit {
-            bail!("{name}: member {m} is {} bytes, more than the {limit} expected", f.size());
+        // torch.save stores members uncompressed: their size is bounded by the file's
+        if f.compression() != zip::CompressionMethod::Stored {
+            bail!("{name}: member {m} is compressed ({:?}); torch.save writes stored members", f.compression());
+        }
+        if f.size() > limit || f.size() > bytes.len() as u64 {
+            bail!("{name}: member {m} declares {} bytes, more than expected ({limit}) or than the file holds", f.size());
         }
         let mut out = Vec::with_capacity(f.size() as usize);
         f.take(limit).read_to_end(&mut out).map_err(|e| anyhow!("{name}: member {m}: {e}"))?;
@@ -178,13 +208,20 @@ pub fn read_legacy(name: &str, bytes: &[u8]) -> Result<StateDict> {
         .collect::<Option<_>>()
         .ok_or_else(|| anyhow!("{name}: byte {at}: a storage key is not text"))?;
     // the storages follow in key order: each an 8-byte element count, then the elements
+    // element sizes from every tensor in the file (optimizer state included), not only the state_dict's
     let mut itemsizes: HashMap<&str, usize> = HashMap::new();
-    let entries = unwrap_state_dict(name, &root)?;
-    for (_, v) in entries {
-        if let Kind::Tensor(t) = &v.kind {
-            itemsizes.insert(&t.storage, t.itemsize);
+    let mut todo = vec![&root];
+    while let Some(v) = todo.pop() {
+        match &v.kind {
+            Kind::Tensor(t) => {
+                itemsizes.insert(&t.storage, t.itemsize);
+            }
+            Kind::List(items) | Kind::Tuple(items) => todo.extend(items),
+            Kind::Dict(entries) => todo.extend(entries.iter().flat_map(|(k, v)| [k, v])),
+            _ => {}
         }
     }
+    let entries = unwrap_state_dict(name, &root)?;
     let mut spans: HashMap<String, (usize, usize)> = HashMap::new();
     for k in &keys {
         let head = bytes.get(pos..pos + 8).ok_or_else(|| anyhow!("{name}: byte {pos}: file ends before storage '{k}'"))?;

@@ -44,6 +44,14 @@ fn zip_and_legacy_pth_read_as_pytorch_reads_them() {
 }
 
 #[test]
+fn a_legacy_file_with_optimizer_state_reads() {
+    // the optimizer's f64 / i64 storages sit among the state_dict's in the file
+    let sd = parse_state_dict("legacy_optim.pth", &fixture("legacy_optim.pth")).unwrap();
+    assert_eq!(sd.tensors.len(), expected().len());
+    assert_eq!(sd.get("module.t.weight").unwrap().data, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+}
+
+#[test]
 fn a_pickle_that_calls_os_system_is_refused_by_name_and_not_run() {
     let _ = std::fs::remove_file("/tmp/resnet-evil-ran");
     let e = parse_state_dict("evil.pth", &fixture("evil.pth")).unwrap_err().to_string();
@@ -202,4 +210,136 @@ fn truncated_checkpoints_are_clear_errors() {
         assert!(parse_state_dict("ck.safetensors", &bytes[..len]).is_err());
     }
     assert!(t.elapsed().as_secs_f64() < 60.0);
+}
+
+/// Pickle opcodes for an int (BININT or LONG1).
+fn pk_int(v: u64) -> Vec<u8> {
+    if v < (1 << 31) {
+        let mut b = vec![b'J'];
+        b.extend_from_slice(&(v as u32).to_le_bytes());
+        b
+    } else {
+        let mut b = vec![0x8a, 8];
+        b.extend_from_slice(&v.to_le_bytes());
+        b
+    }
+}
+
+fn pk_str(s: &str) -> Vec<u8> {
+    let mut b = vec![b'X'];
+    b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    b.extend_from_slice(s.as_bytes());
+    b
+}
+
+/// A state_dict pickle of 1-D tensors: (name, storage key, numel declared, size, dtype storage class).
+fn state_dict_pickle(tensors: &[(&str, &str, u64, u64, &str)]) -> Vec<u8> {
+    let mut p = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
+    for &(name, key, numel, size, class) in tensors {
+        p.extend(pk_str(name));
+        p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        p.extend(pk_str("storage"));
+        p.extend_from_slice(format!("ctorch\n{class}\n").as_bytes());
+        p.extend(pk_str(key));
+        p.extend(pk_str("cpu"));
+        p.extend(pk_int(numel));
+        p.extend_from_slice(b"tQ");
+        p.extend(pk_int(0));
+        p.push(b'(');
+        p.extend(pk_int(size));
+        p.extend_from_slice(b"t(");
+        p.extend(pk_int(1));
+        p.extend_from_slice(b"t\x89ccollections\nOrderedDict\n)RtR");
+    }
+    p.extend_from_slice(b"u.");
+    p
+}
+
+/// A torch.save zip: archive/data.pkl, archive/byteorder and the storages.
+fn pth_zip(pkl: &[u8], storages: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let o = zip::write::SimpleFileOptions::default().compression_method(method);
+    use std::io::Write;
+    w.start_file("archive/data.pkl", o).unwrap();
+    w.write_all(pkl).unwrap();
+    w.start_file("archive/byteorder", o).unwrap();
+    w.write_all(b"little").unwrap();
+    for (k, b) in storages {
+        w.start_file(format!("archive/data/{k}"), o).unwrap();
+        w.write_all(b).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+#[test]
+fn hostile_pth_sizes_are_refused_before_allocating() {
+    let stored = zip::CompressionMethod::Stored;
+    let four = [0u8; 16];
+    // the well-formed file reads
+    let ok = pth_zip(&state_dict_pickle(&[("a", "0", 4, 4, "FloatStorage")]), &[("0", &four)], stored);
+    assert_eq!(parse_state_dict("ok.pth", &ok).unwrap().get("a").unwrap().data, vec![0.0; 4]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "a storage declaring 2^40 elements",
+            pth_zip(&state_dict_pickle(&[("a", "0", 1 << 40, 1 << 40, "FloatStorage")]), &[("0", &four)], stored),
+            "holds 16 bytes",
+        ),
+        (
+            "one key declared twice with different sizes",
+            pth_zip(
+                &state_dict_pickle(&[("a", "0", 4, 4, "FloatStorage"), ("b", "0", 1 << 40, 1 << 40, "FloatStorage")]),
+                &[("0", &four)],
+                stored,
+            ),
+            "declared again",
+        ),
+        (
+            "a compressed member",
+            pth_zip(&state_dict_pickle(&[("a", "0", 4, 4, "FloatStorage")]), &[("0", &four)], zip::CompressionMethod::Deflated),
+            "compressed",
+        ),
+        (
+            "a view beyond its storage",
+            pth_zip(&state_dict_pickle(&[("a", "0", 4, 5, "FloatStorage")]), &[("0", &four)], stored),
+            "reaches beyond its storage",
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        let t = Instant::now();
+        let e = format!("{:#}", parse_state_dict("h.pth", &bytes).expect_err(what));
+        assert!(e.contains(want) && e.starts_with("h.pth"), "{what}: {e}");
+        assert!(t.elapsed().as_secs_f64() < 1.0, "{what}");
+    }
+    // a repeated key keeps the last tensor, as Python does
+    let two = pth_zip(
+        &state_dict_pickle(&[("a", "0", 4, 4, "FloatStorage"), ("a", "1", 2, 2, "DoubleStorage")]),
+        &[("0", &four), ("1", &[0u8; 16])],
+        stored,
+    );
+    let sd = parse_state_dict("two.pth", &two).unwrap();
+    assert_eq!((sd.tensors.len(), sd.get("a").unwrap().shape.clone()), (1, vec![2]));
+}
+
+#[test]
+fn checkpoints_with_inconsistent_metadata_are_refused() {
+    use crate::data::augment::Preprocess;
+    use crate::train::checkpoint::{self, Meta};
+    let spec = ArchSpec::parse("resnet8", &ArchOptions { classes: Some(2), in_channels: Some(1), ..Default::default() }).unwrap();
+    let net = Net::new(&spec, 1, 8, 8, false, 0).unwrap();
+    let pre = Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.0; 64], crop_pad: 0, flip: false };
+    let good = Meta::new(spec.clone(), vec![], (8, 8, 1), 8);
+    checkpoint::parse(Path::new("g"), &checkpoint::to_bytes(&net, None, &pre, &good).unwrap()).unwrap();
+    let mut zero_stride = good.clone();
+    zero_stride.arch.stages[1].stride = 0;
+    let mut channels = good.clone();
+    channels.image.2 = 3;
+    let mut big = good.clone();
+    big.image = (40, 40, 1);
+    let mut deep = good.clone();
+    deep.arch.stages[0].blocks = 1 << 40;
+    for (what, m) in [("stride 0", zero_stride), ("channels", channels), ("image larger than input", big), ("blocks", deep)] {
+        let b = checkpoint::to_bytes(&net, None, &pre, &m).unwrap();
+        let e = format!("{:#}", checkpoint::parse(Path::new("bad.safetensors"), &b).err().expect(what));
+        assert!(e.contains("bad.safetensors: inconsistent metadata"), "{what}: {e}");
+    }
 }
