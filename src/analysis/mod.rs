@@ -1,3 +1,4 @@
 //! Analyses of networks: parameter / FLOP summaries.
 
+pub mod plot;
 pub mod summary;

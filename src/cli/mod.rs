@@ -7,6 +7,7 @@ mod convert;
 mod data;
 mod eval;
 mod export;
+mod plot;
 mod predict;
 mod summary;
 mod train;
@@ -48,6 +49,8 @@ enum Command {
     Export(export::Args),
     /// Top-1 / top-5 error under the paper's test protocols (single, 10-crop, multi-scale), one model or an ensemble
     Eval(eval::Args),
+    /// Training curves of runs (error vs iterations) in the style of the paper's Figures 1, 4 and 6
+    Plot(plot::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Convert(a) => convert::run(a),
         Command::Export(a) => export::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Plot(a) => plot::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,199 @@
+//! Training curves in the style of the paper's Figures 1, 4 and 6: x =
+//! iterations, y = error (%), training error thin and dashed, test (or
+//! validation) error bold, one colour per run, a legend naming each run.
+//! PNG (rendered here, encoded by `image`) or SVG, by the file's extension.
+
+use anyhow::{Context, Result, bail};
+use plotters::prelude::*;
+use std::path::Path;
+
+/// One run's curves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Curve {
+    pub label: String,
+    /// (iteration, training error %) per metrics window
+    pub train: Vec<(f64, f64)>,
+    /// (iteration, error %) per evaluation
+    pub test: Vec<(f64, f64)>,
+    /// "test" or "val"
+    pub split: String,
+}
+
+/// The curves of a run directory (metrics.jsonl; the label from config.toml's architecture).
+pub fn read_run(dir: &Path) -> Result<Curve> {
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (mut train, mut test, mut val) = (vec![], vec![], vec![]);
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}: line {} is not JSON", path.display(), i + 1))?;
+        let it = v["iter"].as_f64().unwrap_or(f64::NAN);
+        if let Some(e) = v["train_err"].as_f64() {
+            train.push((it, e));
+        } else if let Some(e) = v["err"].as_f64() {
+            match v["split"].as_str() {
+                Some("test") => test.push((it, e)),
+                Some("val") => val.push((it, e)),
+                _ => {}
+            }
+        }
+    }
+    let label = std::fs::read_to_string(dir.join("config.toml"))
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Value>(&t).ok())
+        .and_then(|c| c.get("arch")?.get("name")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| dir.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned()));
+    let split = if test.is_empty() && !val.is_empty() { "val" } else { "test" };
+    Ok(Curve { label, train, test: if split == "val" { val } else { test }, split: split.into() })
+}
+
+/// Legend labels: the network's name, with the run directory where two runs share a name.
+pub fn label_runs(curves: &mut [Curve], dirs: &[&Path]) {
+    let names: Vec<String> = curves.iter().map(|c| c.label.clone()).collect();
+    for (c, d) in curves.iter_mut().zip(dirs) {
+        if names.iter().filter(|n| **n == c.label).count() > 1 {
+            c.label = format!("{} ({})", c.label, d.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()));
+        }
+    }
+}
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // DejaVu Sans (assets/DejaVuSans.LICENSE): text without system fonts
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, include_bytes!("../../assets/DejaVuSans.ttf"));
+    });
+}
+
+const COLOURS: [RGBColor; 8] = [
+    RGBColor(230, 159, 0),
+    RGBColor(0, 114, 178),
+    RGBColor(204, 51, 17),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
+    RGBColor(120, 120, 120),
+    RGBColor(0, 0, 0),
+];
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, curves: &[Curve], title: &str) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("drawing: {e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let xmax = curves.iter().flat_map(|c| c.train.iter().chain(&c.test)).map(|p| p.0).fold(1.0, f64::max);
+    let ymax = curves
+        .iter()
+        .flat_map(|c| c.test.iter().chain(c.train.iter().skip(c.train.len() / 20)))
+        .map(|p| p.1)
+        .fold(5.0f64, f64::max)
+        .min(100.0);
+    let ymax = (ymax * 1.1 / 5.0).ceil() * 5.0;
+    let scale = if xmax >= 2e4 { 1e4 } else { 1.0 };
+    let xlabel = if scale > 1.0 { "iter. (1e4)" } else { "iter." };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..xmax / scale, 0.0..ymax)
+        .map_err(err)?;
+    let split = curves.first().map_or("test", |c| c.split.as_str());
+    chart
+        .configure_mesh()
+        .x_desc(xlabel)
+        .y_desc(format!("error (%): {split} bold, training dashed"))
+        .x_label_formatter(&|x| if scale > 1.0 { format!("{x:.1}") } else { format!("{x:.0}") })
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    for (i, c) in curves.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let pts = |v: &[(f64, f64)]| -> Vec<(f64, f64)> { v.iter().filter(|p| p.0.is_finite()).map(|&(x, y)| (x / scale, y.min(ymax))).collect() };
+        chart
+            .draw_series(DashedLineSeries::new(pts(&c.train), 4, 3, colour.stroke_width(1)))
+            .map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(pts(&c.test), colour.stroke_width(3)))
+            .map_err(err)?
+            .label(c.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Draw `curves` into `out` (.png or .svg), `w` x `h` pixels. Runs of the same network are told
+/// apart by their run directory in the legend (see [`label_runs`]).
+pub fn render(curves: &[Curve], out: &Path, title: &str, (w, h): (u32, u32)) -> Result<()> {
+    if curves.is_empty() {
+        bail!("nothing to plot");
+    }
+    register_font();
+    let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("svg") => {
+            let mut s = String::new();
+            draw(SVGBackend::with_string(&mut s, (w, h)).into_drawing_area(), curves, title)?;
+            crate::train::checkpoint::write_atomic(out, s.as_bytes())
+        }
+        Some("png") => {
+            let mut buf = vec![0u8; (w * h * 3) as usize];
+            draw(BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area(), curves, title)?;
+            let img = image::RgbImage::from_raw(w, h, buf).context("plot buffer")?;
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+            crate::train::checkpoint::write_atomic(out, &png)
+        }
+        _ => bail!("{}: the figure's name must end in .png or .svg", out.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curves_from_metrics_and_figures_in_both_formats() {
+        let dir = std::env::temp_dir().join(format!("resnet-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut m = String::new();
+        for it in (50..=1000).step_by(50) {
+            m += &format!("{{\"iter\":{it},\"epoch\":0,\"lr\":0.1,\"train_loss\":1.0,\"train_err\":{},\"img_per_s\":1}}\n", 60.0 - it as f64 / 25.0);
+            if it % 250 == 0 {
+                m += &format!("{{\"iter\":{it},\"epoch\":1,\"split\":\"test\",\"loss\":1.0,\"err\":{}}}\n", 50.0 - it as f64 / 50.0);
+            }
+        }
+        std::fs::write(dir.join("metrics.jsonl"), m).unwrap();
+        std::fs::write(dir.join("config.toml"), "[arch]\nname = \"plain20\"\n").unwrap();
+        let c = read_run(&dir).unwrap();
+        assert_eq!((c.label.as_str(), c.train.len(), c.test.len(), c.split.as_str()), ("plain20", 20, 4, "test"));
+        assert_eq!(c.test[3], (1000.0, 30.0));
+        for ext in ["png", "svg"] {
+            let out = dir.join(format!("fig.{ext}"));
+            render(&[c.clone(), Curve { label: "resnet20".into(), ..c.clone() }], &out, "test", (640, 400)).unwrap();
+            let len = std::fs::metadata(&out).unwrap().len();
+            assert!(len > 2000, "{ext}: {len} bytes");
+        }
+        let png = image::open(dir.join("fig.png")).unwrap();
+        assert_eq!((png.width(), png.height()), (640, 400));
+        // not all white: curves and text were drawn
+        let px = png.to_rgb8();
+        assert!(px.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 5000);
+        assert!(render(&[c], &dir.join("fig.bmp"), "t", (10, 10)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
