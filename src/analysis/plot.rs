@@ -1,7 +1,8 @@
-//! Training curves in the style of the paper's Figures 1, 4 and 6: x =
-//! iterations, y = error (%), training error thin and dashed, test (or
-//! validation) error bold, one colour per run, a legend naming each run.
-//! PNG (rendered here, encoded by `image`) or SVG, by the file's extension.
+//! Figures: training curves in the style of the paper's Figures 1, 4 and 6
+//! (x = iterations, y = error (%), training error thin and dashed, test (or
+//! validation) error bold, one colour per run, a legend naming each run), and
+//! plain line charts (Figure 7's layer responses). PNG (rendered here,
+//! encoded by `image`) or SVG, by the file's extension.
 
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
@@ -79,12 +80,24 @@ const COLOURS: [RGBColor; 8] = [
     RGBColor(0, 0, 0),
 ];
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, curves: &[Curve], title: &str) -> Result<()>
+/// What a figure shows.
+pub enum Figure<'a> {
+    /// training curves of runs
+    Training(&'a [Curve]),
+    /// labelled lines with round markers
+    Lines { series: &'a [(String, Vec<(f64, f64)>)], xlabel: &'a str, ylabel: &'a str },
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, fig: &Figure, title: &str) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("drawing: {e:?}");
     root.fill(&WHITE).map_err(err)?;
+    let curves = match fig {
+        Figure::Training(c) => *c,
+        Figure::Lines { series, xlabel, ylabel } => return draw_lines(root, series, xlabel, ylabel, title),
+    };
     let xmax = curves.iter().flat_map(|c| c.train.iter().chain(&c.test)).map(|p| p.0).fold(1.0, f64::max);
     let ymax = curves
         .iter()
@@ -136,23 +149,77 @@ where
     Ok(())
 }
 
-/// Draw `curves` into `out` (.png or .svg), `w` x `h` pixels. Runs of the same network are told
-/// apart by their run directory in the legend (see [`label_runs`]).
-pub fn render(curves: &[Curve], out: &Path, title: &str, (w, h): (u32, u32)) -> Result<()> {
+fn draw_lines<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    series: &[(String, Vec<(f64, f64)>)],
+    xlabel: &str,
+    ylabel: &str,
+    title: &str,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("drawing: {e:?}");
+    let pts = series.iter().flat_map(|(_, v)| v.iter()).filter(|p| p.0.is_finite() && p.1.is_finite());
+    let (xmax, ymax) = pts.fold((1.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+    let ymax = if ymax > 0.0 { ymax * 1.1 } else { 1.0 };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..xmax + 1.0, 0.0..ymax)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(xlabel)
+        .y_desc(ylabel)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    for (i, (label, v)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(v.iter().copied(), colour.stroke_width(2)).point_size(3))
+            .map_err(err)?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Draw training `curves` into `out` (.png or .svg), `w` x `h` pixels. Runs of the same network are
+/// told apart by their run directory in the legend (see [`label_runs`]).
+pub fn render(curves: &[Curve], out: &Path, title: &str, size: (u32, u32)) -> Result<()> {
     if curves.is_empty() {
         bail!("nothing to plot");
     }
+    render_figure(&Figure::Training(curves), out, title, size)
+}
+
+/// Draw any [`Figure`] into `out` (.png or .svg).
+pub fn render_figure(fig: &Figure, out: &Path, title: &str, (w, h): (u32, u32)) -> Result<()> {
     register_font();
     let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("svg") => {
             let mut s = String::new();
-            draw(SVGBackend::with_string(&mut s, (w, h)).into_drawing_area(), curves, title)?;
+            draw(SVGBackend::with_string(&mut s, (w, h)).into_drawing_area(), fig, title)?;
             crate::train::checkpoint::write_atomic(out, s.as_bytes())
         }
         Some("png") => {
             let mut buf = vec![0u8; (w * h * 3) as usize];
-            draw(BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area(), curves, title)?;
+            draw(BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area(), fig, title)?;
             let img = image::RgbImage::from_raw(w, h, buf).context("plot buffer")?;
             let mut png = Vec::new();
             img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;

@@ -9,6 +9,7 @@ mod eval;
 mod export;
 mod plot;
 mod predict;
+mod responses;
 mod summary;
 mod train;
 
@@ -51,6 +52,8 @@ enum Command {
     Eval(eval::Args),
     /// Training curves of runs (error vs iterations) in the style of the paper's Figures 1, 4 and 6
     Plot(plot::Args),
+    /// Figure 7: standard deviations of every 3x3 layer's response over a test set, CSV and figures
+    Responses(responses::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Export(a) => export::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Plot(a) => plot::run(a),
+        Command::Responses(a) => responses::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
