@@ -149,8 +149,14 @@ mod tests {
 }
 
 /// The responses of classifier `c` over up to `limit` test images of `data` (a CIFAR / MNIST-style data
-/// set's test split, or an image folder's val/ split or class folders).
-pub fn measure(c: &mut crate::predict::Classifier, data: &std::path::Path, limit: usize) -> anyhow::Result<Vec<Moments>> {
+/// set's test split, or an image folder's val/ split or class folders). `strict_counts`: see
+/// [`crate::data::load_with`].
+pub fn measure(
+    c: &mut crate::predict::Classifier,
+    data: &std::path::Path,
+    limit: usize,
+    strict_counts: bool,
+) -> anyhow::Result<Vec<Moments>> {
     use crate::predict::Transform;
     let per = c.net.input_dims(1).len();
     let b = c.net.batch;
@@ -174,7 +180,7 @@ pub fn measure(c: &mut crate::predict::Classifier, data: &std::path::Path, limit
         let Transform::Recipe(pre) = c.transform.clone() else {
             anyhow::bail!("{}: an ImageNet-style model cannot read a CIFAR / MNIST-style data set", data.display());
         };
-        let (splits, _) = crate::data::load(data, None)?;
+        let (splits, _) = crate::data::load_with(data, None, strict_counts)?;
         let d = splits.test;
         if pre.src != (d.h, d.w, d.c) {
             anyhow::bail!("the model takes {:?} images (H, W, C), {} holds {:?}", pre.src, data.display(), (d.h, d.w, d.c));

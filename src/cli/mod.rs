@@ -9,6 +9,7 @@ mod eval;
 mod export;
 mod plot;
 mod predict;
+mod reproduce;
 mod responses;
 mod summary;
 mod train;
@@ -54,6 +55,8 @@ enum Command {
     Plot(plot::Args),
     /// Figure 7: standard deviations of every 3x3 layer's response over a test set, CSV and figures
     Responses(responses::Args),
+    /// Reproduce the paper's CIFAR experiments from one command (degradation: Figure 6/7; cifar10: Table 6)
+    Reproduce(reproduce::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Responses(a) => responses::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

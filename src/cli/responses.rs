@@ -53,7 +53,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut csv = String::from("model,index,layer,std\n");
     let (mut ordered, mut sorted) = (vec![], vec![]);
     for (m, name) in models.iter_mut().zip(&names) {
-        let r = responses::measure(m, &a.data, a.limit)?;
+        let r = responses::measure(m, &a.data, a.limit, true)?;
         for (i, l) in r.iter().enumerate() {
             writeln!(csv, "{name},{},{},{:.6}", i + 1, l.name, l.std())?;
         }

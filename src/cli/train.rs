@@ -146,11 +146,14 @@ pub struct Args {
     /// Print the outcome as one JSON object
     #[arg(long)]
     json: bool,
+    /// Accept official CIFAR file names holding fewer records than the official counts (subsets, tests)
+    #[arg(long, hide = true)]
+    lenient_counts: bool,
 }
 
 /// The in-memory splits of `cfg` with the CIFAR recipe `pre`.
 fn memory_data(cfg: &TrainConfig, pre: Option<Preprocess>) -> Result<RunData> {
-    let (splits, _) = data::load(&cfg.data, cfg.format)?;
+    let (splits, _) = data::load_with(&cfg.data, cfg.format, !cfg.lenient_counts)?;
     let (train, val) = train::split_val(splits.train, cfg.val, cfg.seed)?;
     let pre = pre.unwrap_or_else(|| Preprocess::cifar_recipe(&train, cfg.crop_pad, cfg.flip));
     let p = Arc::new(pre.clone());
@@ -241,7 +244,7 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
                 bail!("{flag} applies to image folders (the ImageNet recipe), not to {}", data_path.display());
             }
         }
-        let (splits, format) = data::load(&data_path, format)?;
+        let (splits, format) = data::load_with(&data_path, format, !a.lenient_counts)?;
         (splits.train.classes, splits.train.c, splits.train.len() - a.val.min(splits.train.len()), Some(format), false)
     };
     if let Some(c) = opts.classes
@@ -333,6 +336,7 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         skip_bad: a.skip_bad,
         workers: a.workers.max(1),
         finetune,
+        lenient_counts: a.lenient_counts,
     };
     let data = if cfg.recipe.is_some() { folder_data(&mut cfg, None, a.quiet)? } else { memory_data(&cfg, None)? };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -363,10 +367,22 @@ fn resumed(dir: &Path, quiet: bool) -> Result<(PathBuf, TrainConfig, RunData)> {
     Ok((dir.to_path_buf(), cfg, data))
 }
 
-pub fn run(a: Args) -> Result<()> {
+/// Parse `resnet train` arguments (without the program and subcommand names), for callers in the crate.
+pub fn parse_args(argv: &[String]) -> Result<Args> {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+    use clap::Parser;
+    Ok(Cli::try_parse_from(std::iter::once("train".to_string()).chain(argv.iter().cloned()))?.args)
+}
+
+/// Start or resume a run as `a` says; returns its directory, configuration and outcome.
+pub fn execute(a: &Args) -> Result<(PathBuf, TrainConfig, train::Outcome)> {
     let (dir, cfg, data) = match &a.resume {
         Some(d) => resumed(d, a.quiet)?,
-        None => new_run(&a)?,
+        None => new_run(a)?,
     };
     let progress = if a.quiet {
         Progress::Quiet
@@ -375,13 +391,29 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         Progress::Lines
     };
+    let out = train::run(&dir, &cfg, &data, a.stop_at, progress)?;
+    Ok((dir, cfg, out))
+}
+
+/// The training split (unaugmented) and the test split of an in-memory run, with the checkpoint's recipe.
+pub fn memory_splits(cfg: &TrainConfig, pre: Preprocess) -> Result<(Arc<dyn Source>, Option<Arc<dyn Source>>)> {
+    let d = memory_data(cfg, Some(pre))?;
+    Ok((d.train, d.test))
+}
+
+/// Ctrl-C: the first writes a resumable checkpoint and stops the run, a second quits at once.
+pub fn install_ctrlc() {
     let _ = ctrlc::set_handler(|| {
         if train::STOP.swap(true, std::sync::atomic::Ordering::Relaxed) {
             std::process::exit(130); // a second Ctrl-C: leave now
         }
         eprintln!("\nstopping: writing a resumable checkpoint (Ctrl-C again to quit at once)");
     });
-    let out = train::run(&dir, &cfg, &data, a.stop_at, progress)?;
+}
+
+pub fn run(a: Args) -> Result<()> {
+    install_ctrlc();
+    let (dir, cfg, out) = execute(&a)?;
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {

@@ -67,6 +67,9 @@ pub struct TrainConfig {
     pub workers: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune: Option<Finetune>,
+    /// official CIFAR file names may hold fewer records (subsets, tests)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lenient_counts: bool,
 }
 
 fn one() -> usize {

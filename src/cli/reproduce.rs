@@ -1,0 +1,265 @@
+//! `resnet reproduce`: the paper's CIFAR experiments from one command.
+//!
+//! - `degradation`: plain and residual nets of each depth with the same recipe
+//!   (Sec. 4.2, Figure 6): final training error on the full training set in
+//!   eval mode, test error, the Figure-6-style curves and Figure 7's responses,
+//!   in DIR/REPORT.md.
+//! - `cifar10`: Table 6's nets at the paper's 64k iterations, our errors beside
+//!   the paper's.
+//!
+//! Runs live in DIR/runs/<net>; a finished run is skipped, an unfinished one
+//! resumed, so the command can be stopped and run again at will.
+
+use super::train as train_cli;
+use crate::analysis::{plot, responses};
+use crate::predict::{Classifier, LoadOptions};
+use crate::train::{self, checkpoint};
+use anyhow::{Context, Result, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// Plain vs residual nets of the same depths on the same recipe (Figure 6, the degradation problem)
+    #[command(after_help = "Example (about an hour on a 2-core machine):\n  \
+resnet reproduce degradation --data data/fashion-mnist --depths 20,56 --iters 3000 --out docs/degradation")]
+    Degradation(Common),
+    /// The paper's CIFAR-10 protocol: Table 6's nets at 64k iterations, our errors beside the paper's
+    #[command(after_help = "Example (days on a CPU; prints the estimate first):\n  \
+resnet reproduce cifar10 --data cifar-10-binary.tar.gz --out runs/table6")]
+    Cifar10(Common),
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// The data set (CIFAR-10 for `cifar10`; any CIFAR / MNIST-style set for `degradation`)
+    #[arg(long)]
+    data: PathBuf,
+    /// Output directory: runs/, figures, REPORT.md
+    #[arg(long)]
+    out: PathBuf,
+    /// Depths (6n+2) of the plain and residual nets (default: degradation 20,56; cifar10 20,32,44,56,110)
+    #[arg(long, value_delimiter = ',')]
+    depths: Option<Vec<usize>>,
+    /// Iterations per run (default 64000, the paper's); the lr milestones scale with it
+    #[arg(long)]
+    iters: Option<u64>,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Training crops' padding (the paper: 4; 2 suits 28x28 images in short runs)
+    #[arg(long, default_value_t = 4)]
+    crop_pad: usize,
+    /// Start without asking after printing the estimated duration (cifar10)
+    #[arg(long)]
+    yes: bool,
+    #[arg(long, hide = true)]
+    lenient_counts: bool,
+}
+
+/// Table 6 of the paper: CIFAR-10 test error (%) of the residual nets.
+pub const TABLE6: [(usize, f64); 6] = [(20, 8.75), (32, 7.51), (44, 7.17), (56, 6.97), (110, 6.43), (1202, 7.93)];
+
+/// What a finished run reports.
+struct Row {
+    name: String,
+    dir: PathBuf,
+    train_err: f64,
+    test_err: f64,
+}
+
+/// Train (or resume, or skip when finished) `arch` into `dir`.
+fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
+    let last = dir.join("last.safetensors");
+    if last.exists() {
+        let ck = checkpoint::read(&last)?;
+        if ck.meta.iteration >= iters {
+            eprintln!("{arch}: finished ({}), skipped", dir.display());
+            return Ok(());
+        }
+    }
+    let argv: Vec<String> = if dir.join("config.toml").exists() {
+        eprintln!("{arch}: resuming {}", dir.display());
+        vec!["--resume".into(), dir.display().to_string()]
+    } else {
+        eprintln!("{arch}: training into {}", dir.display());
+        let mut v: Vec<String> = [
+            "--arch", arch, "--data", &c.data.display().to_string(), "--out", &dir.display().to_string(),
+            "--iters", &iters.to_string(), "--batch", &c.batch.to_string(), "--seed", &c.seed.to_string(),
+            "--crop-pad", &c.crop_pad.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if c.lenient_counts {
+            v.push("--lenient-counts".into());
+        }
+        v
+    };
+    let a = train_cli::parse_args(&argv)?;
+    let (_, _, out) = train_cli::execute(&a)?;
+    if out.interrupted {
+        bail!("interrupted: run the same command again to continue");
+    }
+    Ok(())
+}
+
+/// Final training error (whole training set, eval mode, no augmentation) and test error of a run.
+fn final_errors(dir: &Path) -> Result<(f64, f64)> {
+    let text = std::fs::read_to_string(dir.join("config.toml"))?;
+    let cfg: train::TrainConfig = toml::from_str(&text).with_context(|| format!("{}/config.toml", dir.display()))?;
+    let ck = checkpoint::read(&dir.join("last.safetensors"))?;
+    let mut net = crate::net::Net::new(&ck.meta.arch, 250, ck.meta.input_size, ck.meta.input_size, false, 0)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ck.restore(&mut net)?;
+    let (train_src, test_src) = train_cli::memory_splits(&cfg, ck.preprocess.clone())?;
+    let (_, train_err) = train::evaluate(&mut net, train_src.as_ref(), 1)?;
+    let test = test_src.context("the data set has no test split")?;
+    let (_, test_err) = train::evaluate(&mut net, test.as_ref(), 1)?;
+    Ok((train_err, test_err))
+}
+
+fn figures(out: &Path, rows: &[Row], c: &Common, what: &str) -> Result<Vec<String>> {
+    let mut made = vec![];
+    for (kind, title) in [("plain", "plain networks"), ("resnet", "ResNets")] {
+        let dirs: Vec<&Path> = rows.iter().filter(|r| r.name.starts_with(kind)).map(|r| r.dir.as_path()).collect();
+        if dirs.is_empty() {
+            continue;
+        }
+        let curves = dirs.iter().map(|d| plot::read_run(d)).collect::<Result<Vec<_>>>()?;
+        let file = format!("fig6-{kind}.png");
+        plot::render(&curves, &out.join(&file), &format!("{what}: {title}"), (900, 520))?;
+        made.push(file);
+    }
+    // Figure 7 over (at most) 2000 test images
+    let opts = LoadOptions { batch: Some(50), ..Default::default() };
+    let mut series = vec![];
+    let mut sorted = vec![];
+    for r in rows {
+        let mut model = Classifier::load(&r.dir.join("last.safetensors"), &opts)?;
+        let m = responses::measure(&mut model, &c.data, 2000, !c.lenient_counts)?;
+        let stds: Vec<f64> = m.iter().map(|l| l.std()).collect();
+        series.push((r.name.clone(), stds.iter().enumerate().map(|(i, &s)| ((i + 1) as f64, s)).collect::<Vec<_>>()));
+        let mut d = stds;
+        d.sort_by(|a, b| b.total_cmp(a));
+        sorted.push((r.name.clone(), d.iter().enumerate().map(|(i, &s)| ((i + 1) as f64, s)).collect::<Vec<_>>()));
+    }
+    for (s, x, file) in [(&series, "layer index (original)", "fig7-responses.png"), (&sorted, "layer index (sorted by magnitude)", "fig7-responses-sorted.png")] {
+        plot::render_figure(&plot::Figure::Lines { series: s, xlabel: x, ylabel: "std" }, &out.join(file), "Layer responses (std)", (900, 420))?;
+        made.push(file.to_string());
+    }
+    Ok(made)
+}
+
+fn command_line() -> String {
+    std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>().join(" ")
+}
+
+pub fn run(a: Args) -> Result<()> {
+    train_cli::install_ctrlc();
+    let (c, cifar10) = match a.what {
+        What::Degradation(c) => (c, false),
+        What::Cifar10(c) => (c, true),
+    };
+    let depths = c.depths.clone().unwrap_or(if cifar10 { vec![20, 32, 44, 56, 110] } else { vec![20, 56] });
+    let iters = c.iters.unwrap_or(64_000);
+    let mut nets: Vec<String> = vec![];
+    for kind in ["plain", "resnet"] {
+        for d in &depths {
+            // the paper's plain nets stop at 56 layers
+            if !(cifar10 && kind == "plain" && *d > 56) {
+                nets.push(format!("{kind}{d}"));
+            }
+        }
+    }
+    for n in &nets {
+        crate::arch::ArchSpec::parse(n, &Default::default())
+            .ok()
+            .filter(|s| s.family == crate::arch::Family::Cifar)
+            .with_context(|| format!("{n}: depths must be 6n+2 (20, 32, 44, 56, 110, ...)"))?;
+    }
+    let runs = c.out.join("runs");
+    std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+    if cifar10 {
+        // the estimated duration, from a few timed steps of each net
+        let mut total = 0.0;
+        for n in &nets {
+            let spec = crate::arch::ArchSpec::parse(n, &Default::default())?;
+            let r = crate::bench::run(&spec, c.batch, 32, crate::bench::Mode::Train, 2, 1, |_, _| {}).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let done = checkpoint::read(&runs.join(n).join("last.safetensors")).map_or(0, |ck| ck.meta.iteration.min(iters));
+            total += (iters - done) as f64 * c.batch as f64 / r.img_per_s;
+        }
+        eprintln!("estimated duration on this machine: {:.1} hours for {} runs of {iters} iterations", total / 3600.0, nets.len());
+        if !c.yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            eprint!("start? [y/N] ");
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            if !answer.trim().eq_ignore_ascii_case("y") {
+                return Ok(());
+            }
+        }
+    }
+    let mut rows = vec![];
+    for n in &nets {
+        let dir = runs.join(n);
+        ensure_run(&c, n, &dir, iters)?;
+        let (train_err, test_err) = final_errors(&dir)?;
+        rows.push(Row { name: n.clone(), dir, train_err, test_err });
+    }
+    let what = if cifar10 { "CIFAR-10".to_string() } else { c.data.file_name().map_or("data".into(), |f| f.to_string_lossy().into_owned()) };
+    let figs = figures(&c.out, &rows, &c, &what)?;
+    // REPORT.md
+    let mut r = String::new();
+    writeln!(r, "# {}\n", if cifar10 { "CIFAR-10, Table 6" } else { "The degradation problem (Figure 6)" })?;
+    writeln!(r, "Command:\n\n    {}\n", command_line())?;
+    writeln!(r, "Data: `{}`; {iters} iterations per run, batch {}, the paper's CIFAR recipe (lr 0.1, /10 at 50% and 75%; pad-{} crops, flips).\n", c.data.display(), c.batch, c.crop_pad)?;
+    if cifar10 {
+        writeln!(r, "| net | training error (%) | test error (%) | paper's test error (%) |\n|---|---|---|---|")?;
+    } else {
+        writeln!(r, "| net | training error (%) | test error (%) |\n|---|---|---|")?;
+    }
+    for row in &rows {
+        let paper = TABLE6.iter().find(|(d, _)| format!("resnet{d}") == row.name).map_or("—".to_string(), |(_, e)| format!("{e:.2}"));
+        if cifar10 {
+            writeln!(r, "| {} | {:.2} | {:.2} | {paper} |", row.name, row.train_err, row.test_err)?;
+        } else {
+            writeln!(r, "| {} | {:.2} | {:.2} |", row.name, row.train_err, row.test_err)?;
+        }
+    }
+    writeln!(r, "\nTraining error: the whole training set in eval mode (no augmentation), after the last iteration.\n")?;
+    if !cifar10 && depths.len() >= 2 {
+        let (lo, hi) = (depths.iter().min().copied().unwrap_or(0), depths.iter().max().copied().unwrap_or(0));
+        let get = |n: String| rows.iter().find(|r| r.name == n).map(|r| r.train_err);
+        if let (Some(p_lo), Some(p_hi), Some(r_lo), Some(r_hi)) =
+            (get(format!("plain{lo}")), get(format!("plain{hi}")), get(format!("resnet{lo}")), get(format!("resnet{hi}")))
+        {
+            writeln!(r, "## What held\n")?;
+            writeln!(
+                r,
+                "- plain-{hi}'s training error is {} plain-{lo}'s ({p_hi:.2}% vs {p_lo:.2}%): {}.",
+                if p_hi > p_lo { "above" } else { "not above" },
+                if p_hi > p_lo { "the degradation problem shows" } else { "the degradation problem does not show at this budget" }
+            )?;
+            writeln!(
+                r,
+                "- ResNet-{hi}'s training error is {} ResNet-{lo}'s ({r_hi:.2}% vs {r_lo:.2}%): {}.\n",
+                if r_hi <= r_lo { "not above" } else { "above" },
+                if r_hi <= r_lo { "residual learning removes it" } else { "the deeper ResNet has not caught up at this budget" }
+            )?;
+        }
+    }
+    writeln!(r, "## Figures\n")?;
+    for f in &figs {
+        writeln!(r, "![{f}]({f})\n")?;
+    }
+    checkpoint::write_atomic(&c.out.join("REPORT.md"), r.as_bytes())?;
+    print!("{r}");
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! `resnet reproduce cifar10` end to end on a tiny generated archive in the exact
+//! CIFAR-10 binary format (cifar-10-binary.tar.gz: five data batches, a test
+//! batch, batches.meta.txt; records of a label byte and 3072 pixel bytes),
+//! with a handful of iterations; then again, skipping the finished runs.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn tiny_cifar10(dir: &std::path::Path) -> PathBuf {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("cifar-10-batches-bin/{name}"), bytes).unwrap();
+    };
+    for (b, name) in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"]
+        .iter()
+        .enumerate()
+    {
+        let mut bytes = vec![];
+        for r in 0..20usize {
+            let label = ((r + b) % 10) as u8;
+            bytes.push(label);
+            // a class-dependent brightness, so the nets have something to learn
+            bytes.extend((0..3072).map(|i| ((label as usize * 20 + i * 7 + r) % 256) as u8));
+        }
+        add(name, &bytes);
+    }
+    add("batches.meta.txt", b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n");
+    let path = dir.join("cifar-10-binary.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    std::fs::write(&path, gz.finish().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
+    let dir = std::env::temp_dir().join(format!("resnet-reproduce-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = tiny_cifar10(&dir);
+    let out = dir.join("table6");
+    let args = [
+        "reproduce", "cifar10", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--depths", "8,20",
+        "--iters", "3", "--batch", "8", "--yes", "--lenient-counts",
+    ];
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("estimated duration on this machine"), "{err}");
+    let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
+    for row in ["| plain8 |", "| plain20 |", "| resnet8 |", "| resnet20 | "] {
+        assert!(report.contains(row), "{row} missing:\n{report}");
+    }
+    // the paper's Table 6 beside ours where it has the net
+    assert!(report.contains("| 8.75 |") && report.contains("paper's test error"), "{report}");
+    for f in ["fig6-plain.png", "fig6-resnet.png", "fig7-responses.png", "fig7-responses-sorted.png"] {
+        let len = std::fs::metadata(out.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 5000, "{f}: {len} bytes");
+        assert!(report.contains(&format!("]({f})")), "{f} not in the report");
+    }
+    // again: every run is finished and skipped, the report is the same
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.matches("skipped").count() == 4, "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("REPORT.md")).unwrap(), report);
+    let _ = std::fs::remove_dir_all(&dir);
+}
