@@ -128,14 +128,11 @@ pub fn ten_crop_inputs(t: &ImagenetEval, img: &DynamicImage, c: usize) -> Result
 
 /// A network like `base` for `h` x `w` inputs (batch `n`), with its weights.
 fn net_at(base: &Net, n: usize, h: usize, w: usize) -> Result<Net> {
-    let mut net = Net::new(base.spec(), n, h, w, false, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
-    net.params.copy_from_slice(&base.params);
-    net.stats.copy_from_slice(&base.stats);
-    net.path = base.path;
-    Ok(net)
+    base.resized(n, h, w).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Softmax scores of one model on one image under `protocol`, averaged over its views.
+/// Softmax scores of one model on one image under `protocol`, averaged over its views (multi-scale:
+/// over the positions of each scale and flip, then the scales and flips with equal weight).
 pub fn model_probs(m: &mut Classifier, img: &DynamicImage, protocol: &Protocol) -> Result<Vec<f64>> {
     let c = m.net.spec().in_channels;
     let k = m.net.classes();
@@ -169,10 +166,14 @@ pub fn model_probs(m: &mut Classifier, img: &DynamicImage, protocol: &Protocol) 
                 net.input[..x.len()].copy_from_slice(&x);
                 net.forward(2, false);
                 let (scores, d) = net.score_map(2);
-                for pos in scores.chunks(k) {
-                    add(pos, &mut acc);
+                for view in scores.chunks(d.h * d.w * k) {
+                    let mut mean = vec![0f64; k];
+                    for pos in view.chunks(k) {
+                        softmax(pos).iter().zip(mean.iter_mut()).for_each(|(p, a)| *a += p / (d.h * d.w) as f64);
+                    }
+                    acc.iter_mut().zip(&mean).for_each(|(a, p)| *a += p);
+                    views += 1;
                 }
-                debug_assert_eq!(scores.len(), 2 * d.h * d.w * k);
             }
         }
     }
@@ -307,6 +308,11 @@ mod tests {
             assert_eq!(e, m, "{protocol:?}");
             assert!((e.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         }
+        // multi-scale weighs its scales equally, however many positions each has
+        let both = model_probs(&mut one[0], &img, &Protocol::MultiScale(vec![64, 96])).unwrap();
+        let a = model_probs(&mut one[0], &img, &Protocol::MultiScale(vec![64])).unwrap();
+        let b = model_probs(&mut one[0], &img, &Protocol::MultiScale(vec![96])).unwrap();
+        assert!(both.iter().zip(a.iter().zip(&b)).all(|(x, (a, b))| (x - (a + b) / 2.0).abs() < 1e-9));
         // single view = predict's probabilities
         let p = one[0].classify(std::slice::from_ref(&img)).unwrap();
         let s = model_probs(&mut one[0], &img, &Protocol::Single).unwrap();

@@ -102,10 +102,7 @@ pub struct Prediction {
 
 impl Prediction {
     fn new(logits: &[f32]) -> Prediction {
-        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let e: Vec<f64> = logits.iter().map(|&z| ((z - max) as f64).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        Prediction { logits: logits.to_vec(), probs: e.iter().map(|&x| (x / sum) as f32).collect() }
+        Prediction { logits: logits.to_vec(), probs: crate::eval::softmax(logits).iter().map(|&p| p as f32).collect() }
     }
 
     /// The `k` most probable classes, (index, probability), best first.

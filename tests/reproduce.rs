@@ -68,5 +68,19 @@ fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.matches("skipped").count() == 4, "{err}");
     assert_eq!(std::fs::read_to_string(out.join("REPORT.md")).unwrap(), report);
+    // a different recipe on the same directory is refused, not mixed in
+    let mut other: Vec<&str> = args.to_vec();
+    other[9] = "5";
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(&other).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && err.contains("holds a run of plain8") && err.contains("3 iterations"), "{err}");
+    // cifar10 takes CIFAR-10 only
+    let fm = dir.join("fm");
+    std::fs::create_dir_all(&fm).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(["reproduce", "cifar10", "--data", dir.to_str().unwrap(), "--out", fm.to_str().unwrap(), "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -47,17 +47,39 @@ pub fn read_run(dir: &Path) -> Result<Curve> {
         .and_then(|t| toml::from_str::<toml::Value>(&t).ok())
         .and_then(|c| c.get("arch")?.get("name")?.as_str().map(str::to_string))
         .unwrap_or_else(|| dir.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned()));
+    // a run resumed from an older checkpoint logs those iterations again: keep the last of each, in order
+    for v in [&mut train, &mut test, &mut val] {
+        let mut seen = std::collections::BTreeMap::new();
+        for &(it, e) in v.iter() {
+            seen.insert(it.to_bits(), (it, e));
+        }
+        *v = seen.into_values().collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
     let split = if test.is_empty() && !val.is_empty() { "val" } else { "test" };
     Ok(Curve { label, train, test: if split == "val" { val } else { test }, split: split.into() })
 }
 
-/// Legend labels: the network's name, with the run directory where two runs share a name.
+/// Legend labels: each name, with `place` (a run directory's or a file's parent's name) where two share it.
+pub fn disambiguate(names: &[String], places: &[&Path]) -> Vec<String> {
+    names
+        .iter()
+        .zip(places)
+        .map(|(n, p)| {
+            if names.iter().filter(|m| *m == n).count() > 1 {
+                format!("{n} ({})", p.file_name().map_or(String::new(), |f| f.to_string_lossy().into_owned()))
+            } else {
+                n.clone()
+            }
+        })
+        .collect()
+}
+
+/// Legend labels of runs: the network's name, with the run directory where two runs share a name.
 pub fn label_runs(curves: &mut [Curve], dirs: &[&Path]) {
     let names: Vec<String> = curves.iter().map(|c| c.label.clone()).collect();
-    for (c, d) in curves.iter_mut().zip(dirs) {
-        if names.iter().filter(|n| **n == c.label).count() > 1 {
-            c.label = format!("{} ({})", c.label, d.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()));
-        }
+    for (c, l) in curves.iter_mut().zip(disambiguate(&names, dirs)) {
+        c.label = l;
     }
 }
 
@@ -244,11 +266,14 @@ mod tests {
                 m += &format!("{{\"iter\":{it},\"epoch\":1,\"split\":\"test\",\"loss\":1.0,\"err\":{}}}\n", 50.0 - it as f64 / 50.0);
             }
         }
+        // a resume from the checkpoint at 500 logs 550.. again
+        m += "{\"iter\":550,\"epoch\":0,\"lr\":0.1,\"train_loss\":1.0,\"train_err\":99.0,\"img_per_s\":1}\n";
         std::fs::write(dir.join("metrics.jsonl"), m).unwrap();
         std::fs::write(dir.join("config.toml"), "[arch]\nname = \"plain20\"\n").unwrap();
         let c = read_run(&dir).unwrap();
         assert_eq!((c.label.as_str(), c.train.len(), c.test.len(), c.split.as_str()), ("plain20", 20, 4, "test"));
         assert_eq!(c.test[3], (1000.0, 30.0));
+        assert!(c.train.windows(2).all(|w| w[0].0 < w[1].0) && c.train[10] == (550.0, 99.0));
         for ext in ["png", "svg"] {
             let out = dir.join(format!("fig.{ext}"));
             render(&[c.clone(), Curve { label: "resnet20".into(), ..c.clone() }], &out, "test", (640, 400)).unwrap();

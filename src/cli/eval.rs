@@ -85,6 +85,9 @@ pub fn run(a: Args) -> Result<()> {
     let mut skipped = 0;
     if a.data.is_dir() && folder::looks_like_folder(&a.data) {
         let f = folder::load(&a.data)?;
+        if f.val.is_none() && !a.json {
+            eprintln!("note: {} has no val/ folder: evaluating its class folders (training images, if it has train/)", a.data.display());
+        }
         let split = f.val.unwrap_or(f.train);
         if split.classes.len() != classes {
             bail!("{} has {} classes, the model {classes}", split.root.display(), split.classes.len());
@@ -111,6 +114,9 @@ pub fn run(a: Args) -> Result<()> {
         }
         let (splits, _) = data::load(&a.data, None)?;
         let d = splits.test;
+        if d.classes != classes {
+            bail!("{} has {} classes, the model {classes}", a.data.display(), d.classes);
+        }
         let n = a.limit.unwrap_or(d.len()).min(d.len());
         let pb = bar(n);
         let mut probs = vec![vec![0f64; classes]; n];
@@ -143,6 +149,9 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     let r = tally.report(skipped);
+    if r.images == 0 {
+        bail!("no images evaluated (an empty split, --limit 0, or every image unreadable)");
+    }
     let proto = match &protocol {
         Protocol::Single => "single".to_string(),
         Protocol::TenCrop => "10crop".to_string(),

@@ -75,17 +75,40 @@ struct Row {
     test_err: f64,
 }
 
-/// Train (or resume, or skip when finished) `arch` into `dir`.
+/// Train (or resume, or skip when finished) `arch` into `dir`. A run already there must have been
+/// started with the same request (network, data, iterations, batch, seed, crops).
 fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
-    let last = dir.join("last.safetensors");
-    if last.exists() {
-        let ck = checkpoint::read(&last)?;
-        if ck.meta.iteration >= iters {
+    let config = dir.join("config.toml");
+    if config.exists() {
+        let text = std::fs::read_to_string(&config)?;
+        let cfg: train::TrainConfig = toml::from_str(&text).with_context(|| format!("{}", config.display()))?;
+        let same_data = cfg.data == c.data || cfg.data.canonicalize().ok() == c.data.canonicalize().ok();
+        let asked = (arch, iters, c.batch, c.seed, c.crop_pad);
+        let stored = (cfg.arch.name.as_str(), cfg.schedule.iters, cfg.batch, cfg.seed, cfg.crop_pad);
+        if !same_data || asked != stored {
+            bail!(
+                "{} holds a run of {} on {} ({} iterations, batch {}, seed {}, crop pad {}), not what this command asks \
+                 ({arch} on {}, {iters} iterations, batch {}, seed {}, crop pad {}): use another --out or remove it",
+                dir.display(),
+                stored.0,
+                cfg.data.display(),
+                stored.1,
+                stored.2,
+                stored.3,
+                stored.4,
+                c.data.display(),
+                c.batch,
+                c.seed,
+                c.crop_pad
+            );
+        }
+        let last = dir.join("last.safetensors");
+        if last.exists() && checkpoint::read(&last)?.meta.iteration >= cfg.schedule.iters {
             eprintln!("{arch}: finished ({}), skipped", dir.display());
             return Ok(());
         }
     }
-    let argv: Vec<String> = if dir.join("config.toml").exists() {
+    let argv: Vec<String> = if config.exists() {
         eprintln!("{arch}: resuming {}", dir.display());
         vec!["--resume".into(), dir.display().to_string()]
     } else {
@@ -140,21 +163,12 @@ fn figures(out: &Path, rows: &[Row], c: &Common, what: &str) -> Result<Vec<Strin
     }
     // Figure 7 over (at most) 2000 test images
     let opts = LoadOptions { batch: Some(50), ..Default::default() };
-    let mut series = vec![];
-    let mut sorted = vec![];
+    let mut all = vec![];
     for r in rows {
         let mut model = Classifier::load(&r.dir.join("last.safetensors"), &opts)?;
-        let m = responses::measure(&mut model, &c.data, 2000, !c.lenient_counts)?;
-        let stds: Vec<f64> = m.iter().map(|l| l.std()).collect();
-        series.push((r.name.clone(), stds.iter().enumerate().map(|(i, &s)| ((i + 1) as f64, s)).collect::<Vec<_>>()));
-        let mut d = stds;
-        d.sort_by(|a, b| b.total_cmp(a));
-        sorted.push((r.name.clone(), d.iter().enumerate().map(|(i, &s)| ((i + 1) as f64, s)).collect::<Vec<_>>()));
+        all.push((r.name.clone(), responses::measure(&mut model, &c.data, 2000, !c.lenient_counts)?));
     }
-    for (s, x, file) in [(&series, "layer index (original)", "fig7-responses.png"), (&sorted, "layer index (sorted by magnitude)", "fig7-responses-sorted.png")] {
-        plot::render_figure(&plot::Figure::Lines { series: s, xlabel: x, ylabel: "std" }, &out.join(file), "Layer responses (std)", (900, 420))?;
-        made.push(file.to_string());
-    }
+    made.extend(responses::figures(&all, out, "fig7-responses")?);
     Ok(made)
 }
 
@@ -163,12 +177,19 @@ fn command_line() -> String {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    train_cli::install_ctrlc();
     let (c, cifar10) = match a.what {
         What::Degradation(c) => (c, false),
         What::Cifar10(c) => (c, true),
     };
-    let depths = c.depths.clone().unwrap_or(if cifar10 { vec![20, 32, 44, 56, 110] } else { vec![20, 56] });
+    // the data first: an in-memory set (CIFAR-10 for `cifar10`)
+    let (_, format) = crate::data::load_with(&c.data, None, !c.lenient_counts)
+        .with_context(|| "reproduce takes a CIFAR / MNIST-style data set (image folders: use resnet train)")?;
+    if cifar10 && format != crate::data::Format::Cifar10 {
+        bail!("{} holds {format:?}, not CIFAR-10 (use `reproduce degradation` for other data)", c.data.display());
+    }
+    let mut depths = c.depths.clone().unwrap_or(if cifar10 { vec![20, 32, 44, 56, 110] } else { vec![20, 56] });
+    depths.sort();
+    depths.dedup();
     let iters = c.iters.unwrap_or(64_000);
     let mut nets: Vec<String> = vec![];
     for kind in ["plain", "resnet"] {
@@ -206,10 +227,14 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
+    train_cli::install_ctrlc();
     let mut rows = vec![];
     for n in &nets {
         let dir = runs.join(n);
         ensure_run(&c, n, &dir, iters)?;
+        if train::STOP.load(std::sync::atomic::Ordering::Relaxed) {
+            bail!("interrupted: run the same command again to continue");
+        }
         let (train_err, test_err) = final_errors(&dir)?;
         rows.push(Row { name: n.clone(), dir, train_err, test_err });
     }
@@ -233,7 +258,12 @@ pub fn run(a: Args) -> Result<()> {
             writeln!(r, "| {} | {:.2} | {:.2} |", row.name, row.train_err, row.test_err)?;
         }
     }
-    writeln!(r, "\nTraining error: the whole training set in eval mode (no augmentation), after the last iteration.\n")?;
+    writeln!(
+        r,
+        "\nTraining error in the table: the whole training set in eval mode (no augmentation), after the last \
+         iteration; the dashed curves in the figures are the augmented mini-batches' error during training.{}\n",
+        if cifar10 { " The paper's ResNet-110 figure is its best of 5 runs (mean 6.61 ± 0.16)." } else { "" }
+    )?;
     if !cifar10 && depths.len() >= 2 {
         let (lo, hi) = (depths.iter().min().copied().unwrap_or(0), depths.iter().max().copied().unwrap_or(0));
         let get = |n: String| rows.iter().find(|r| r.name == n).map(|r| r.train_err);
@@ -241,21 +271,27 @@ pub fn run(a: Args) -> Result<()> {
             (get(format!("plain{lo}")), get(format!("plain{hi}")), get(format!("resnet{lo}")), get(format!("resnet{hi}")))
         {
             writeln!(r, "## What held\n")?;
+            let degraded = p_hi > p_lo;
             writeln!(
                 r,
-                "- plain-{hi}'s training error is {} plain-{lo}'s ({p_hi:.2}% vs {p_lo:.2}%): {}.",
-                if p_hi > p_lo { "above" } else { "not above" },
-                if p_hi > p_lo { "the degradation problem shows" } else { "the degradation problem does not show at this budget" }
+                "- plain-{hi}'s training error is {} plain-{lo}'s ({p_hi:.2}% vs {p_lo:.2}%){}.",
+                if degraded { "above" } else { "not above" },
+                if degraded { ": the deeper plain net is harder to optimise (the degradation problem)" } else { ": no degradation at this budget" }
             )?;
             writeln!(
                 r,
-                "- ResNet-{hi}'s training error is {} ResNet-{lo}'s ({r_hi:.2}% vs {r_lo:.2}%): {}.\n",
+                "- ResNet-{hi}'s training error is {} ResNet-{lo}'s ({r_hi:.2}% vs {r_lo:.2}%){}.\n",
                 if r_hi <= r_lo { "not above" } else { "above" },
-                if r_hi <= r_lo { "residual learning removes it" } else { "the deeper ResNet has not caught up at this budget" }
+                match (degraded, r_hi <= r_lo) {
+                    (true, true) => ": with shortcuts the deeper net trains at least as well",
+                    (true, false) => ": the deeper ResNet has not caught up at this budget",
+                    (false, _) => "",
+                }
             )?;
+            writeln!(r, "Single runs, one seed: differences of a few tenths of a point are within run-to-run noise.\n")?;
         }
     }
-    writeln!(r, "## Figures\n")?;
+    writeln!(r, "## Figures\n\nFigure 7 (layer responses) over the first 2000 test images.\n")?;
     for f in &figs {
         writeln!(r, "![{f}]({f})\n")?;
     }

@@ -28,50 +28,25 @@ pub struct Args {
     limit: usize,
 }
 
-/// Legend names: the network, with the file's parent directory where two models share a name.
-fn labels(models: &[Classifier], paths: &[PathBuf]) -> Vec<String> {
-    let names: Vec<String> = models.iter().map(|m| m.net.spec().name.clone()).collect();
-    names
-        .iter()
-        .zip(paths)
-        .map(|(n, p)| {
-            if names.iter().filter(|m| *m == n).count() > 1 {
-                let dir = p.parent().and_then(|d| d.file_name()).map_or(String::new(), |d| d.to_string_lossy().into_owned());
-                format!("{n} ({dir})")
-            } else {
-                n.clone()
-            }
-        })
-        .collect()
-}
-
 pub fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let opts = LoadOptions { batch: Some(50), ..Default::default() };
     let mut models = a.weights.iter().map(|w| Classifier::load(w, &opts)).collect::<Result<Vec<_>>>()?;
-    let names = labels(&models, &a.weights);
+    let parents: Vec<&std::path::Path> = a.weights.iter().map(|w| w.parent().unwrap_or(w.as_path())).collect();
+    let names = plot::disambiguate(&models.iter().map(|m| m.net.spec().name.clone()).collect::<Vec<_>>(), &parents);
     let mut csv = String::from("model,index,layer,std\n");
-    let (mut ordered, mut sorted) = (vec![], vec![]);
+    let mut all = vec![];
     for (m, name) in models.iter_mut().zip(&names) {
         let r = responses::measure(m, &a.data, a.limit, true)?;
         for (i, l) in r.iter().enumerate() {
-            writeln!(csv, "{name},{},{},{:.6}", i + 1, l.name, l.std())?;
+            writeln!(csv, "\"{}\",{},{},{:.6}", name.replace('"', "'"), i + 1, l.name, l.std())?;
         }
-        let stds: Vec<f64> = r.iter().map(|l| l.std()).collect();
-        ordered.push((name.clone(), stds.iter().enumerate().map(|(i, &s)| ((i + 1) as f64, s)).collect::<Vec<_>>()));
-        let mut desc = stds.clone();
-        desc.sort_by(|x, y| y.total_cmp(x));
-        sorted.push((name.clone(), desc.iter().enumerate().map(|(i, &s)| ((i + 1) as f64, s)).collect::<Vec<_>>()));
-        println!("{name}: {} layers, std from {:.3} to {:.3}", r.len(), desc.last().unwrap_or(&0.0), desc[0]);
+        let (lo, hi) = r.iter().map(|l| l.std()).fold((f64::MAX, 0f64), |(a, b), s| (a.min(s), b.max(s)));
+        println!("{name}: {} layers, std from {lo:.3} to {hi:.3}", r.len());
+        all.push((name.clone(), r));
     }
     crate::train::checkpoint::write_atomic(&a.out.join("responses.csv"), csv.as_bytes())?;
-    for (series, xlabel, file, title) in [
-        (&ordered, "layer index (original)", "responses.png", "Layer responses"),
-        (&sorted, "layer index (sorted by magnitude)", "responses-sorted.png", "Layer responses, sorted"),
-    ] {
-        let fig = plot::Figure::Lines { series, xlabel, ylabel: "std" };
-        plot::render_figure(&fig, &a.out.join(file), title, (900, 420))?;
-    }
-    println!("{}: responses.csv, responses.png, responses-sorted.png", a.out.display());
+    let figs = responses::figures(&all, &a.out, "responses")?;
+    println!("{}: responses.csv, {}", a.out.display(), figs.join(", "));
     Ok(())
 }

@@ -127,6 +127,23 @@ impl Net {
     /// `train` allocates what backward needs. Parameters are He-initialised
     /// (see [`crate::init`]) from `seed`.
     pub fn new(spec: &ArchSpec, batch: usize, h: usize, w: usize, train: bool, seed: u64) -> Result<Net, BuildError> {
+        let mut net = Net::zeroed(spec, batch, h, w, train)?;
+        crate::init::he_init(&mut net, seed);
+        Ok(net)
+    }
+
+    /// A network like `self` (same weights and statistics, kernel path) for batches of `batch` images of
+    /// `h` x `w` pixels, in eval mode: the fully-convolutional form at other input sizes.
+    pub fn resized(&self, batch: usize, h: usize, w: usize) -> Result<Net, BuildError> {
+        let mut net = Net::zeroed(self.spec(), batch, h, w, false)?;
+        net.params.copy_from_slice(&self.params);
+        net.stats.copy_from_slice(&self.stats);
+        net.path = self.path;
+        Ok(net)
+    }
+
+    /// [`Net::new`] with every parameter zero (no initialisation).
+    fn zeroed(spec: &ArchSpec, batch: usize, h: usize, w: usize, train: bool) -> Result<Net, BuildError> {
         if batch == 0 {
             return Err(BuildError::Invalid("batch size must be at least 1".into()));
         }
@@ -164,7 +181,7 @@ impl Net {
         } else {
             4
         };
-        let mut net = Net {
+        let net = Net {
             batch,
             train,
             path: crate::kernels::Path::cached(),
@@ -185,7 +202,6 @@ impl Net {
             partials: (0..if train { threads } else { 0 }).map(|_| vec![0.0; plan.max_conv_weights()]).collect(),
             plan,
         };
-        crate::init::he_init(&mut net, seed);
         Ok(net)
     }
 
