@@ -54,7 +54,9 @@ pub fn run(a: Args) -> Result<()> {
         let mut sd = weights::parse_state_dict(&name, &bytes)?;
         let prefix = sd.strip_prefix();
         let spec = weights::infer::infer_arch(&sd, a.arch.as_deref(), &a.arch_opts.options()).with_context(|| name.clone())?;
-        let t = ImagenetEval { crop: a.arch_opts.input_size.unwrap_or(224), ..Default::default() };
+        // the standard transform, its sizes scaled with --input-size (224: resize 256)
+        let crop = a.arch_opts.input_size.unwrap_or(224);
+        let t = ImagenetEval { crop, resize: (crop * 256 + 112) / 224, ..Default::default() };
         // check the fit key by key on a small build (eval, batch 1)
         let mut net = crate::net::Net::new(&spec, 1, t.crop, t.crop, false, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
         weights::load_into(&mut net, &sd).map_err(|m| anyhow::anyhow!("{name}: the weights do not fit {}:\n{m}", spec.name))?;

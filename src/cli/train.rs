@@ -74,7 +74,7 @@ pub struct Args {
     out: Option<PathBuf>,
     /// Continue the run in this directory exactly where it stopped
     #[arg(long, conflicts_with_all = ["data", "out", "iters", "epochs", "batch", "seed", "val", "milestones", "lr",
-        "crop_pad", "no_flip", "scale", "pca", "lr_plateau", "init_from"])]
+        "crop_pad", "no_flip", "scale", "pca", "lr_plateau", "init_from", "workers", "skip_bad", "lenient_counts"])]
     resume: Option<PathBuf>,
     /// Total iterations (default 64000, the paper's CIFAR runs); milestones scale with it
     #[arg(long, conflicts_with = "epochs")]

@@ -122,7 +122,7 @@ impl Default for ImagenetEval {
 impl ImagenetEval {
     /// Size after the resize step, as torchvision computes it: (w, h).
     pub fn resized_size(&self, w: u32, h: u32) -> (u32, u32) {
-        if self.resize == 0 {
+        if self.resize == 0 || w == 0 || h == 0 {
             return (w, h);
         }
         let s = self.resize as u64;
