@@ -21,7 +21,8 @@ fn main() -> anyhow::Result<()> {
     println!("{} with {} classes ({} weights)", c.net.spec().name, c.net.classes(), c.source);
     let decoded = images.iter().map(|p| resnet::data::image::open(p.as_ref())).collect::<anyhow::Result<Vec<_>>>()?;
     for (path, p) in images.iter().zip(c.classify(&decoded)?) {
-        let top: Vec<String> = p.top(3).iter().map(|&(i, prob)| format!("{} {:.1}%", c.labels[i], 100.0 * prob)).collect();
+        let top: Vec<String> =
+            p.top(3).iter().map(|&(i, prob)| format!("{} {:.1}%", c.labels[i], 100.0 * prob)).collect();
         println!("{path}: {}", top.join(", "));
     }
 

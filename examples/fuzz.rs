@@ -55,7 +55,13 @@ fn seeds(name: &str) -> Vec<Vec<u8>> {
             let mut sd = resnet::weights::StateDict::of_net(&net);
             sd.tensors.truncate(6);
             let small = resnet::weights::safetensors_bytes(&sd, None).unwrap();
-            let pre = resnet::data::augment::Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.0; 64], crop_pad: 0, flip: false };
+            let pre = resnet::data::augment::Preprocess {
+                src: (8, 8, 1),
+                size: 8,
+                mean: vec![0.0; 64],
+                crop_pad: 0,
+                flip: false,
+            };
             let meta = resnet::train::checkpoint::Meta {
                 iteration: 3,
                 ..resnet::train::checkpoint::Meta::new(spec.clone(), vec!["a".into(), "b".into()], (8, 8, 1), 8)
@@ -73,7 +79,9 @@ fn seeds(name: &str) -> Vec<Vec<u8>> {
             }
             let grey = image::GrayImage::from_fn(5, 7, |x, y| image::Luma([(x * y * 9) as u8]));
             let mut b = vec![];
-            image::DynamicImage::ImageLuma8(grey).write_to(&mut std::io::Cursor::new(&mut b), image::ImageFormat::Png).unwrap();
+            image::DynamicImage::ImageLuma8(grey)
+                .write_to(&mut std::io::Cursor::new(&mut b), image::ImageFormat::Png)
+                .unwrap();
             out.push(b);
             out
         }
@@ -139,7 +147,11 @@ fn main() {
         std::process::exit(2);
     };
     let opt = |flag: &str, default: u64| {
-        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let (secs, seed) = (opt("--secs", 30), opt("--seed", 1));
     let seeds = seeds(name);
@@ -159,7 +171,11 @@ fn main() {
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join(format!("{name}-{}-{n}", if slow { "slow" } else { "panic" }));
             std::fs::write(&path, &input).unwrap();
-            eprintln!("{name}: {} on input {n}, saved to {}", if slow { "took over 1 s" } else { "panic" }, path.display());
+            eprintln!(
+                "{name}: {} on input {n}, saved to {}",
+                if slow { "took over 1 s" } else { "panic" },
+                path.display()
+            );
             findings += 1;
             if findings >= 5 {
                 break;
@@ -167,6 +183,9 @@ fn main() {
         }
         n += 1;
     }
-    println!("{name}: {n} inputs in {:.0} s ({accepted} read without error), {findings} findings", start.elapsed().as_secs_f64());
+    println!(
+        "{name}: {n} inputs in {:.0} s ({accepted} read without error), {findings} findings",
+        start.elapsed().as_secs_f64()
+    );
     std::process::exit(if findings > 0 { 1 } else { 0 });
 }

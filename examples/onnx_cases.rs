@@ -41,13 +41,16 @@ fn main() -> anyhow::Result<()> {
             let u = |i: usize| counter_uniform(&format!("onnx/{}", t.name), i as u64);
             let v: Vec<f32> = match t.kind {
                 ParamKind::BnWeight | ParamKind::RunningVar => (0..t.len).map(|i| 0.5 + u(i)).collect(),
-                ParamKind::BnBias | ParamKind::RunningMean | ParamKind::FcBias => (0..t.len).map(|i| u(i) - 0.5).collect(),
+                ParamKind::BnBias | ParamKind::RunningMean | ParamKind::FcBias => {
+                    (0..t.len).map(|i| u(i) - 0.5).collect()
+                }
                 _ => continue,
             };
             net.set_torch(&t.name, &t.shape, &v).map_err(anyhow::Error::msg)?;
         }
         let c = spec.in_channels;
-        let nchw: Vec<f32> = (0..n * c * size * size).map(|i| 2.0 * counter_uniform("onnx/input", i as u64) - 1.0).collect();
+        let nchw: Vec<f32> =
+            (0..n * c * size * size).map(|i| 2.0 * counter_uniform("onnx/input", i as u64) - 1.0).collect();
         for b in 0..n {
             for ch in 0..c {
                 for y in 0..size {
@@ -61,7 +64,8 @@ fn main() -> anyhow::Result<()> {
         let logits: Vec<Vec<f32>> = (0..n).map(|i| net.logits_of(i).to_vec()).collect();
         let weights = dir.join(format!("{name}.safetensors"));
         let bytes = if spec.family == resnet::arch::Family::Cifar {
-            let pre = Preprocess { src: (size, size, c), size, mean: vec![0.0; size * size * c], crop_pad: 0, flip: false };
+            let pre =
+                Preprocess { src: (size, size, c), size, mean: vec![0.0; size * size * c], crop_pad: 0, flip: false };
             let names = (0..spec.classes).map(|i| format!("c{i}")).collect();
             let meta = Meta::new(spec.clone(), names, (size, size, c), size);
             checkpoint::to_bytes(&net, None, &pre, &meta)?

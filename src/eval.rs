@@ -15,12 +15,102 @@
 //!   not cropped.
 //!
 //! Several models (an ensemble, Table 5) average their softmax scores.
+//!
+//! The single view over a whole test split runs in batches ([`each_batch`]
+//! over a [`Source`]); training's validation, `resnet eval` and the layer
+//! responses all walk a test set through it.
 
 use crate::data::image::{self, ImagenetEval};
+use crate::data::source::{FolderSource, MemorySource, Source, fill};
 use crate::net::Net;
 use crate::predict::{Classifier, Transform};
-use anyhow::{Result, bail};
 use ::image::DynamicImage;
+use anyhow::{Result, bail};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Run the single evaluation view of the first `limit` images of `src` through `net` (eval mode), a
+/// batch at a time (inputs made on `workers` threads when the source decodes files). After each
+/// batch's forward pass, `f(net, kept)` with the (image index, label) of every image in it: the
+/// net's first `kept.len()` outputs. Images skipped as unreadable are left out.
+pub fn each_batch(
+    net: &mut Net,
+    src: &dyn Source,
+    limit: usize,
+    workers: usize,
+    mut f: impl FnMut(&Net, &[(usize, u32)]) -> Result<()>,
+) -> Result<()> {
+    let (b, per) = (net.batch, src.input_len());
+    if per != net.input_dims(1).len() {
+        bail!("the data give {per}-value inputs, the network takes {}", net.input_dims(1).len());
+    }
+    let n = limit.min(src.len());
+    let mut x = vec![0f32; b * per];
+    let mut kept = Vec::with_capacity(b);
+    for start in (0..n).step_by(b) {
+        let k = b.min(n - start);
+        // x: (k, per) the batch's inputs; net.input: the readable ones, packed
+        let labels = fill(src, workers, &mut x, k, |j, out| src.eval_input(start + j, out))?;
+        kept.clear();
+        for (j, label) in labels.into_iter().enumerate() {
+            if let Some(l) = label {
+                let m = kept.len();
+                net.input[m * per..(m + 1) * per].copy_from_slice(&x[j * per..(j + 1) * per]);
+                kept.push((start + j, l));
+            }
+        }
+        if !kept.is_empty() {
+            net.forward(kept.len(), false);
+            f(net, &kept)?;
+        }
+    }
+    Ok(())
+}
+
+/// A classifier's test split: its single views as a [`Source`], and a note for the user if the
+/// split is not a held-out one.
+pub struct TestSplit {
+    pub source: Box<dyn Source>,
+    pub note: Option<String>,
+}
+
+/// The test split of `data` seen through classifier `c`'s evaluation transform: a CIFAR / MNIST-style
+/// data set's test split (models with our CIFAR recipe only), or an image folder's val/ split, else
+/// its class folders. `strict_counts`: see [`crate::data::load_with`]; `skip_bad`: leave unreadable
+/// images out instead of stopping.
+pub fn test_split(c: &Classifier, data: &Path, strict_counts: bool, skip_bad: bool) -> Result<TestSplit> {
+    let classes = c.net.classes();
+    let channels = c.net.spec().in_channels;
+    let (source, note): (Box<dyn Source>, _) = if data.is_dir() && crate::data::folder::looks_like_folder(data) {
+        let f = crate::data::folder::load(data)?;
+        let note = f.val.is_none().then(|| {
+            format!(
+                "{} has no val/ folder: evaluating its class folders (training images, if it has train/)",
+                data.display()
+            )
+        });
+        let split = f.val.unwrap_or(f.train);
+        if split.classes.len() != classes {
+            bail!("{} has {} classes, the model {classes}", split.root.display(), split.classes.len());
+        }
+        let recipe = crate::data::imagenet::ImagenetRecipe::for_size(c.input_size(), channels);
+        (Box::new(FolderSource::new(split, Arc::new(recipe), skip_bad).with_view(c.transform.clone())), note)
+    } else {
+        let Transform::Recipe(pre) = &c.transform else {
+            bail!("{}: an ImageNet-style model cannot read a CIFAR / MNIST-style data set", data.display());
+        };
+        let (splits, _) = crate::data::load_with(data, None, strict_counts)?;
+        let d = splits.test;
+        if d.classes != classes {
+            bail!("{} has {} classes, the model {classes}", data.display(), d.classes);
+        }
+        if pre.src != (d.h, d.w, d.c) {
+            bail!("the model takes {:?} images (H, W, C), {} holds {:?}", pre.src, data.display(), (d.h, d.w, d.c));
+        }
+        (Box::new(MemorySource { data: Arc::new(d), pre: Arc::new(pre.clone()) }), None)
+    };
+    Ok(TestSplit { source, note })
+}
 
 /// A test protocol.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,7 +185,9 @@ fn flip(px: &[u8], w: usize, c: usize) -> Vec<u8> {
 fn imagenet_transform(m: &Classifier, what: &str) -> Result<ImagenetEval> {
     match &m.transform {
         Transform::Imagenet(t) => Ok(t.clone()),
-        Transform::Recipe(_) => bail!("{what} applies to ImageNet-style models; CIFAR-family models use the single view"),
+        Transform::Recipe(_) => {
+            bail!("{what} applies to ImageNet-style models; CIFAR-family models use the single view")
+        }
     }
 }
 
@@ -253,7 +345,8 @@ mod tests {
         assert_eq!(five_crops(341, 256, 224), [(0, 0), (0, 117), (32, 0), (32, 117), (16, 58)]);
         // the crops of an image whose pixels encode their coordinates
         let img = DynamicImage::ImageRgb8(RgbImage::from_fn(40, 30, |x, y| Rgb([x as u8, y as u8, 0])));
-        let t = ImagenetEval { resize: 30, crop: 20, mean: vec![0.0; 3], std: vec![1.0 / 255.0; 3], mean_image: vec![] };
+        let t =
+            ImagenetEval { resize: 30, crop: 20, mean: vec![0.0; 3], std: vec![1.0 / 255.0; 3], mean_image: vec![] };
         let x = ten_crop_inputs(&t, &img, 3).unwrap();
         let at = |crop: usize, y: usize, xx: usize| {
             let i = ((crop * 20 + y) * 20 + xx) * 3;
@@ -325,6 +418,71 @@ mod tests {
         );
         let e = ensemble_probs(&mut two, &img, &Protocol::Single).unwrap();
         assert!(e.iter().zip(a.iter().zip(&b)).all(|(e, (a, b))| (e - (a + b) / 2.0).abs() < 1e-12));
+    }
+
+    /// A source of `n` images whose image 3 is unreadable (left out, as with skip_bad).
+    struct Holey(MemorySource);
+    impl Source for Holey {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn classes(&self) -> usize {
+            self.0.classes()
+        }
+        fn class_names(&self) -> Vec<String> {
+            self.0.class_names()
+        }
+        fn input_len(&self) -> usize {
+            self.0.input_len()
+        }
+        fn train_input(&self, i: usize, seed: u64, pos: u64, out: &mut [f32]) -> Result<u32> {
+            self.0.train_input(i, seed, pos, out)
+        }
+        fn eval_input(&self, i: usize, out: &mut [f32]) -> Result<Option<u32>> {
+            if i == 3 { Ok(None) } else { self.0.eval_input(i, out) }
+        }
+    }
+
+    #[test]
+    fn each_batch_sees_every_readable_image_once_with_its_plain_forward() {
+        let n = 7;
+        let d = crate::data::Dataset {
+            images: (0..n * 8 * 8).map(|i| (i * 37 % 251) as u8).collect(),
+            labels: (0..n as u16).map(|i| i % 3).collect(),
+            h: 8,
+            w: 8,
+            c: 1,
+            classes: 3,
+            class_names: vec![],
+        };
+        let pre =
+            crate::data::augment::Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.1; 64], crop_pad: 0, flip: false };
+        let src = Holey(MemorySource { data: Arc::new(d), pre: Arc::new(pre) });
+        let spec =
+            ArchSpec::parse("resnet8", &ArchOptions { classes: Some(3), in_channels: Some(1), ..Default::default() })
+                .unwrap();
+        let mut net = Net::new(&spec, 3, 8, 8, false, 5).unwrap();
+        let mut single = Net::new(&spec, 1, 8, 8, false, 5).unwrap();
+        let mut seen = vec![];
+        each_batch(&mut net, &src, 6, 1, |net, kept| {
+            for (j, &(i, label)) in kept.iter().enumerate() {
+                src.eval_input(i, &mut single.input).unwrap();
+                single.forward(1, false);
+                let (a, b) = (net.logits_of(j), single.logits_of(0));
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * y.abs().max(1.0)),
+                    "image {i}: {a:?} vs {b:?}"
+                );
+                seen.push((i, label));
+            }
+            Ok(())
+        })
+        .unwrap();
+        // batches of 3 over the first 6 images; image 3 left out
+        assert_eq!(seen, vec![(0, 0), (1, 1), (2, 2), (4, 1), (5, 2)]);
+        // a network of another input size is refused
+        let mut wrong = Net::new(&spec, 3, 16, 16, false, 5).unwrap();
+        assert!(each_batch(&mut wrong, &src, 6, 1, |_, _| Ok(())).unwrap_err().to_string().contains("inputs"));
     }
 
     #[test]

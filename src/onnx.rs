@@ -171,7 +171,8 @@ impl Graph<'_> {
             ("pads", Attr::Ints(vec![c.pad as i64; 4])),
         ];
         let bn = |s: &Self, leaf: &str| s.tensor(&format!("{}.{leaf}", u.bn_name));
-        let (gamma, beta, mean, var) = (bn(self, "weight"), bn(self, "bias"), bn(self, "running_mean"), bn(self, "running_var"));
+        let (gamma, beta, mean, var) =
+            (bn(self, "weight"), bn(self, "bias"), bn(self, "running_mean"), bn(self, "running_var"));
         let y = if self.fold_bn {
             let per = c.cin * c.k * c.k;
             let mut bias = vec![0.0f32; c.cout];
@@ -187,8 +188,10 @@ impl Graph<'_> {
         } else {
             self.inits.push(tensor_f32(&wname, &dims, &w));
             let conv = self.node("Conv", &[x, &wname], &attrs, None);
-            let names: Vec<String> =
-                ["weight", "bias", "running_mean", "running_var"].iter().map(|l| format!("{}.{l}", u.bn_name)).collect();
+            let names: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
+                .iter()
+                .map(|l| format!("{}.{l}", u.bn_name))
+                .collect();
             for (n, v) in names.iter().zip([&gamma, &beta, &mean, &var]) {
                 self.inits.push(tensor_f32(n, &[c.cout], v));
             }
@@ -228,7 +231,12 @@ pub fn export(net: &Net, fold_bn: bool) -> Vec<u8> {
                 let mut s = input.clone();
                 if *stride > 1 {
                     let n = format!("{}.shortcut", b.name);
-                    let consts = [("starts", vec![0, 0]), ("ends", vec![i64::MAX, i64::MAX]), ("axes", vec![2, 3]), ("steps", vec![*stride as i64; 2])];
+                    let consts = [
+                        ("starts", vec![0, 0]),
+                        ("ends", vec![i64::MAX, i64::MAX]),
+                        ("axes", vec![2, 3]),
+                        ("steps", vec![*stride as i64; 2]),
+                    ];
                     for (k, v) in &consts {
                         g.inits.push(tensor_i64(&format!("{n}.{k}"), v));
                     }

@@ -65,8 +65,18 @@ pub const TORCH_GLOBALS: [(&str, &str); 13] = [
 ];
 
 /// Element types of the storages in [`TORCH_GLOBALS`] (index 3 on), as (name, bytes per element).
-const TORCH_DTYPES: [(&str, usize); 10] =
-    [("f32", 4), ("f64", 8), ("f16", 2), ("bf16", 2), ("i64", 8), ("i32", 4), ("i16", 2), ("i8", 1), ("u8", 1), ("bool", 1)];
+const TORCH_DTYPES: [(&str, usize); 10] = [
+    ("f32", 4),
+    ("f64", 8),
+    ("f16", 2),
+    ("bf16", 2),
+    ("i64", 8),
+    ("i32", 4),
+    ("i16", 2),
+    ("i8", 1),
+    ("u8", 1),
+    ("bool", 1),
+];
 
 /// Which pickles a parser reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,12 +270,12 @@ impl<'a, 'n> Parser<'a, 'n> {
         Parser {
             profile,
             name,
-        bytes,
-        pos: 0,
-        at: 0,
-        objs: Vec::new(),
-        stack: Vec::new(),
-        marks: Vec::new(),
+            bytes,
+            pos: 0,
+            at: 0,
+            objs: Vec::new(),
+            stack: Vec::new(),
+            marks: Vec::new(),
             memo: HashMap::new(),
         }
     }
@@ -379,11 +389,24 @@ enum Obj<'a> {
     List(Vec<Id>),
     Tuple(Vec<Id>),
     Dict(Vec<(Id, Id)>),
-    Array { shape: Vec<usize>, dtype: String, fortran: bool, data: Option<Id> },
+    Array {
+        shape: Vec<usize>,
+        dtype: String,
+        fortran: bool,
+        data: Option<Id>,
+    },
     Dtype(String),
-    Global { module: &'static str, name: &'static str, callable: Callable },
+    Global {
+        module: &'static str,
+        name: &'static str,
+        callable: Callable,
+    },
     /// A storage named by a persistent id: (key, dtype index, elements).
-    Storage { key: String, dtype: usize, numel: u64 },
+    Storage {
+        key: String,
+        dtype: usize,
+        numel: u64,
+    },
     Tensor(TorchTensor),
 }
 
@@ -669,10 +692,9 @@ impl<'a> Parser<'a, '_> {
 
     fn ints_of(&self, id: Id, what: &str) -> Result<Vec<usize>, DataError> {
         match self.obj(id) {
-            Obj::Tuple(v) | Obj::List(v) if v.len() <= MAX_DIMS => v
-                .iter()
-                .map(|&d| self.int_of(d, what).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
-                .collect(),
+            Obj::Tuple(v) | Obj::List(v) if v.len() <= MAX_DIMS => {
+                v.iter().map(|&d| self.int_of(d, what).map(|n| usize::try_from(n).unwrap_or(usize::MAX))).collect()
+            }
             _ => Err(self.err(format!("{what} is not a tuple of at most {MAX_DIMS} ints"))),
         }
     }
@@ -699,7 +721,9 @@ impl<'a> Parser<'a, '_> {
             return Err(self.err("persistent id with a storage view: this old legacy layout is not supported"));
         }
         let Obj::Global { callable: Callable::Storage(dtype), .. } = *self.obj(ty) else {
-            return Err(self.err(format!("persistent id names a {}, not a torch storage type", self.obj(ty).type_name())));
+            return Err(
+                self.err(format!("persistent id names a {}, not a torch storage type", self.obj(ty).type_name()))
+            );
         };
         let key = self.ascii(key).filter(|k| (1..=64).contains(&k.len()));
         let key = key.ok_or_else(|| self.err("persistent id: the storage key is not short ASCII text"))?;
@@ -732,7 +756,15 @@ impl<'a> Parser<'a, '_> {
             )));
         }
         let (dtype_name, itemsize) = TORCH_DTYPES[*dtype];
-        Ok(Obj::Tensor(TorchTensor { storage: key.clone(), dtype: dtype_name, itemsize, numel: *numel, offset, shape, stride }))
+        Ok(Obj::Tensor(TorchTensor {
+            storage: key.clone(),
+            dtype: dtype_name,
+            itemsize,
+            numel: *numel,
+            offset,
+            shape,
+            stride,
+        }))
     }
 
     /// Text of a str, or of ASCII bytes (Python 2 str).

@@ -12,23 +12,14 @@
 //! ```
 
 use crate::arch::{ArchOptions, ArchSpec};
-use crate::data::augment::Preprocess;
-use crate::data::image::{self, ImagenetEval};
+use crate::data::image::ImagenetEval;
+pub use crate::data::image::Transform;
 use crate::net::Net;
 use crate::train::checkpoint;
 use crate::weights::{self, StateDict};
-use anyhow::{Context, Result, anyhow, bail};
 use ::image::DynamicImage;
+use anyhow::{Context, Result, anyhow, bail};
 use std::path::Path;
-
-/// How an image becomes the network input.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Transform {
-    /// Our CIFAR-family recipe: stored size and channels, mean image.
-    Recipe(Preprocess),
-    /// torchvision's resize / centre crop / mean / std.
-    Imagenet(ImagenetEval),
-}
 
 /// What `load` may be told about weights that do not say it themselves.
 #[derive(Clone, Debug, Default)]
@@ -121,10 +112,7 @@ pub fn default_labels(classes: usize) -> Vec<String> {
 impl Classifier {
     /// Build a classifier for `spec` at `size` x `size` with `sd`'s tensors.
     pub fn from_state_dict(spec: &ArchSpec, sd: &StateDict, transform: Transform, batch: usize) -> Result<Classifier> {
-        let size = match &transform {
-            Transform::Recipe(p) => p.size,
-            Transform::Imagenet(t) => t.crop,
-        };
+        let size = transform.input_size();
         let mut net = Net::new(spec, batch.max(1), size, size, false, 0).map_err(|e| anyhow!("{e}"))?;
         weights::load_into(&mut net, sd).map_err(|m| anyhow!("the weights do not fit {}:\n{m}", spec.name))?;
         Ok(Classifier { labels: default_labels(spec.classes), net, transform, source: "torchvision" })
@@ -172,23 +160,18 @@ impl Classifier {
         if spec.has_maxpool() && t.crop < 32 {
             bail!("--crop {} is too small for {}: at least 32", t.crop, spec.name);
         }
-        Classifier::from_state_dict(&spec, &sd, Transform::Imagenet(t), batch).with_context(|| format!("{}", path.display()))
+        Classifier::from_state_dict(&spec, &sd, Transform::Imagenet(t), batch)
+            .with_context(|| format!("{}", path.display()))
     }
 
     /// Side of the network input.
     pub fn input_size(&self) -> usize {
-        match &self.transform {
-            Transform::Recipe(p) => p.size,
-            Transform::Imagenet(t) => t.crop,
-        }
+        self.transform.input_size()
     }
 
     /// Write the network input of `img` into `out` (size, size, C).
     pub fn input_of(&self, img: &DynamicImage, out: &mut [f32]) -> Result<()> {
-        match &self.transform {
-            Transform::Recipe(p) => image::apply_recipe(p, img, out),
-            Transform::Imagenet(t) => t.apply(img, self.net.spec().in_channels, out),
-        }
+        self.transform.apply(img, self.net.spec().in_channels, out)
     }
 
     /// Classify prepared inputs, (n, size, size, C) NHWC.
@@ -224,7 +207,13 @@ mod tests {
 
     #[test]
     fn overrides_change_only_what_is_given() {
-        let base = ImagenetEval { resize: 73, crop: 64, mean: vec![0.0; 3], std: vec![1.0; 3], mean_image: vec![0.5; 64 * 64 * 3] };
+        let base = ImagenetEval {
+            resize: 73,
+            crop: 64,
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+            mean_image: vec![0.5; 64 * 64 * 3],
+        };
         let t = EvalOverride { resize: Some(80), ..Default::default() }.apply(&base).unwrap();
         assert_eq!((t.resize, t.crop, t.mean_image.len()), (80, 64, 64 * 64 * 3));
         assert_eq!(t.mean, vec![0.0; 3]);

@@ -40,7 +40,18 @@ fn folder(tag: &str, train: usize, val: usize) -> PathBuf {
     let data = needs("data/fashion-mnist", "fetch-fashion-mnist.sh");
     let out = tmpdir(tag);
     let (t, v) = (train.to_string(), val.to_string());
-    let args = ["data", "folder", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--train", &t, "--val", &v];
+    let args = [
+        "data",
+        "folder",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--train",
+        &t,
+        "--val",
+        &v,
+    ];
     ok(&[&args[..], &["--classes", "4", "--scale", "2", "--jpeg"]].concat());
     out
 }
@@ -61,7 +72,22 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     let d = data.to_str().unwrap();
     let run = tmpdir("run");
     let r = run.to_str().unwrap();
-    ok(&["train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--out", r, "--epochs", "6", "--batch", "32", "--quiet"]);
+    ok(&[
+        "train",
+        "--arch",
+        "resnet18",
+        "--data",
+        d,
+        "--input-size",
+        "32",
+        "--out",
+        r,
+        "--epochs",
+        "6",
+        "--batch",
+        "32",
+        "--quiet",
+    ]);
     let errs = evals(&run);
     assert_eq!(errs.len(), 6);
     // 4 classes: chance is 75%; the validation error falls well below it
@@ -74,7 +100,19 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     // larger inputs, whose border positions it scores near chance.)
     let weights = format!("{r}/last.safetensors");
     let eval = |protocol: &str| -> Value {
-        serde_json::from_str(&ok(&["eval", "--weights", &weights, "--data", d, "--protocol", protocol, "--scales", "32", "--json"])).unwrap()
+        serde_json::from_str(&ok(&[
+            "eval",
+            "--weights",
+            &weights,
+            "--data",
+            d,
+            "--protocol",
+            protocol,
+            "--scales",
+            "32",
+            "--json",
+        ]))
+        .unwrap()
     };
     let single = eval("single");
     assert_eq!(single["images"], 100);
@@ -101,8 +139,23 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     let ft = tmpdir("ft");
     let f = ft.to_str().unwrap();
     let out = ok(&[
-        "train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--out", f, "--epochs", "2", "--batch", "32",
-        "--init-from", pth.to_str().unwrap(), "--reset-head", "--quiet",
+        "train",
+        "--arch",
+        "resnet18",
+        "--data",
+        d,
+        "--input-size",
+        "32",
+        "--out",
+        f,
+        "--epochs",
+        "2",
+        "--batch",
+        "32",
+        "--init-from",
+        pth.to_str().unwrap(),
+        "--reset-head",
+        "--quiet",
     ]);
     assert!(out.contains("finished at iteration 25/25"), "{out}");
     let cfg = std::fs::read_to_string(ft.join("config.toml")).unwrap();
@@ -116,16 +169,44 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     assert!(["000-T-shirt_top", "001-Trouser", "002-Pullover", "003-Dress"].contains(&label.as_str()), "{label}");
     // without --reset-head the 10-class head does not fit 4 classes: named, not a panic
     let o = resnet(&[
-        "train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--out", &format!("{f}-nohead"), "--epochs", "1",
-        "--init-from", pth.to_str().unwrap(), "--quiet",
+        "train",
+        "--arch",
+        "resnet18",
+        "--data",
+        d,
+        "--input-size",
+        "32",
+        "--out",
+        &format!("{f}-nohead"),
+        "--epochs",
+        "1",
+        "--init-from",
+        pth.to_str().unwrap(),
+        "--quiet",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(2) && err.contains("fc.weight: network [4, 512], file [10, 512]"), "{err}");
     // --freeze-backbone: only the fc moves (BN statistics still adapt)
     let fr = tmpdir("freeze");
     ok(&[
-        "train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--out", fr.to_str().unwrap(), "--iters", "3",
-        "--batch", "16", "--init-from", pth.to_str().unwrap(), "--reset-head", "--freeze-backbone", "--quiet",
+        "train",
+        "--arch",
+        "resnet18",
+        "--data",
+        d,
+        "--input-size",
+        "32",
+        "--out",
+        fr.to_str().unwrap(),
+        "--iters",
+        "3",
+        "--batch",
+        "16",
+        "--init-from",
+        pth.to_str().unwrap(),
+        "--reset-head",
+        "--freeze-backbone",
+        "--quiet",
     ]);
     let mut orig = resnet::weights::read_state_dict(&pth).unwrap();
     orig.strip_prefix();
@@ -149,7 +230,8 @@ fn a_corrupt_jpeg_stops_the_run_by_name_unless_skipped() {
     std::fs::write(data.join("train/002-Pullover/corrupt.jpg"), &bytes[..bytes.len() / 3]).unwrap();
     let run = tmpdir("bad-run");
     let r = run.to_str().unwrap();
-    let args = ["train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--epochs", "2", "--batch", "8", "--quiet"];
+    let args =
+        ["train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--epochs", "2", "--batch", "8", "--quiet"];
     let o = resnet(&[&args[..], &["--out", r]].concat());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -157,6 +239,21 @@ fn a_corrupt_jpeg_stops_the_run_by_name_unless_skipped() {
     let skip = format!("{r}-skip");
     let out = ok(&[&args[..], &["--out", &skip, "--skip-bad"]].concat());
     assert!(out.contains("finished") && out.contains("1 unreadable image(s) skipped"), "{out}");
+    // evaluation, batched single view and the per-image protocols alike: stops naming the file, or
+    // with --skip-bad leaves it out and counts it
+    std::fs::write(data.join("val/002-Pullover/corrupt.jpg"), &bytes[..bytes.len() / 3]).unwrap();
+    let w = format!("{skip}/last.safetensors");
+    for protocol in ["single", "10crop"] {
+        let args = ["eval", "--weights", &w, "--data", d, "--protocol", protocol, "--json"];
+        let o = resnet(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.code() == Some(2) && err.contains("corrupt.jpg") && !err.contains("panicked"),
+            "{protocol}: {err}"
+        );
+        let v: Value = serde_json::from_str(&ok(&[&args[..], &["--skip-bad"]].concat())).unwrap();
+        assert_eq!((v["images"].as_u64(), v["skipped"].as_u64()), (Some(16), Some(1)), "{protocol}: {v}");
+    }
     for p in [&data, &run, &PathBuf::from(skip)] {
         let _ = std::fs::remove_dir_all(p);
     }
@@ -167,7 +264,8 @@ fn an_image_folder_run_resumes_bit_identically() {
     let data = folder("resume", 6, 2);
     let d = data.to_str().unwrap();
     let (a, b) = (tmpdir("straight"), tmpdir("halves"));
-    let args = ["train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--iters", "6", "--batch", "8", "--quiet"];
+    let args =
+        ["train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--iters", "6", "--batch", "8", "--quiet"];
     ok(&[&args[..], &["--out", a.to_str().unwrap()]].concat());
     ok(&[&args[..], &["--out", b.to_str().unwrap(), "--stop-at", "3"]].concat());
     ok(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);

@@ -50,7 +50,10 @@ fn cut_photos(dir: &Path, g: &Value) -> Vec<PathBuf> {
         let name = p.as_str().unwrap();
         let img = image::open(fetched(&format!(".cache/photos/{name}.png"))).unwrap().to_rgb8();
         let (top, left) = ((img.height() - 256) / 2, (img.width() - 256) / 2);
-        assert_eq!([top, left], [g["cut"][name][0].as_u64().unwrap() as u32, g["cut"][name][1].as_u64().unwrap() as u32]);
+        assert_eq!(
+            [top, left],
+            [g["cut"][name][0].as_u64().unwrap() as u32, g["cut"][name][1].as_u64().unwrap() as u32]
+        );
         let cut = image::imageops::crop_imm(&img, left, top, 256, 256).to_image();
         let path = dir.join(format!("{name}.png"));
         cut.save(&path).unwrap();
@@ -73,7 +76,8 @@ fn predict_logits(args: &[&str]) -> Vec<Vec<f64>> {
 
 fn check(what: &str, ours: &[Vec<f64>], g: &Value, key: &str) {
     for (i, p) in g["photos"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<f64> = g[key][p.as_str().unwrap()].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let want: Vec<f64> =
+            g[key][p.as_str().unwrap()].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         assert_eq!(ours[i].len(), want.len());
         let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
         let err = ours[i].iter().zip(&want).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
@@ -89,10 +93,8 @@ fn torchvision_layout_nets_match_pytorch_on_real_photos() {
     let photos = cut_photos(&dir, &g);
     let photos: Vec<&str> = photos.iter().map(|p| p.to_str().unwrap()).collect();
     for arch in ["resnet18", "resnet50"] {
-        let opts = ArchOptions {
-            stride_in: (arch == "resnet50").then_some(StrideIn::ThreeByThree),
-            ..Default::default()
-        };
+        let opts =
+            ArchOptions { stride_in: (arch == "resnet50").then_some(StrideIn::ThreeByThree), ..Default::default() };
         let spec = ArchSpec::parse(arch, &opts).unwrap();
         let mut net = Net::new(&spec, 1, 224, 224, false, 0).unwrap();
         common::golden::fill(&mut net);

@@ -16,9 +16,16 @@ fn tiny_cifar10(dir: &std::path::Path) -> PathBuf {
         h.set_cksum();
         tar.append_data(&mut h, format!("cifar-10-batches-bin/{name}"), bytes).unwrap();
     };
-    for (b, name) in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"]
-        .iter()
-        .enumerate()
+    for (b, name) in [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ]
+    .iter()
+    .enumerate()
     {
         let mut bytes = vec![];
         for r in 0..20usize {
@@ -45,8 +52,20 @@ fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
     let data = tiny_cifar10(&dir);
     let out = dir.join("table6");
     let args = [
-        "reproduce", "cifar10", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--depths", "8,20",
-        "--iters", "3", "--batch", "8", "--yes", "--lenient-counts",
+        "reproduce",
+        "cifar10",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--depths",
+        "8,20",
+        "--iters",
+        "3",
+        "--batch",
+        "8",
+        "--yes",
+        "--lenient-counts",
     ];
     let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -73,7 +92,10 @@ fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
     other[9] = "5";
     let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(&other).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.code() == Some(2) && err.contains("holds a run of plain8") && err.contains("3 iterations"), "{err}");
+    assert!(
+        o.status.code() == Some(2) && err.contains("holds a run of plain8") && err.contains("3 iterations"),
+        "{err}"
+    );
     // cifar10 takes CIFAR-10 only
     let fm = dir.join("fm");
     std::fs::create_dir_all(&fm).unwrap();

@@ -103,6 +103,25 @@ fn stop_and_resume_is_bit_identical() {
     assert_eq!((out["finished"].as_bool(), out["iteration"].as_u64()), (Some(true), Some(24)));
     let last_test = tests.last().unwrap()["err"].as_f64().unwrap();
     assert!((out["test_err"].as_f64().unwrap() - last_test).abs() < 1e-9, "{out}");
+    // `resnet eval` on the test split agrees with the run's own evaluation (to one image: another batch
+    // size may round a near-tie the other way); an ensemble of the model with itself is the model
+    let w = a.join("last.safetensors");
+    let eval = |extra: &[&str]| -> serde_json::Value {
+        let args = [&["eval", "--data", data.to_str().unwrap(), "--json"][..], extra].concat();
+        let o = resnet(&args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let one = eval(&["--weights", w.to_str().unwrap()]);
+    assert_eq!(one["images"], 24);
+    assert!((one["top1_err"].as_f64().unwrap() - last_test).abs() <= 100.0 / 24.0 + 1e-9, "{one} vs {last_test}");
+    let two = eval(&["--weights", w.to_str().unwrap(), "--weights", w.to_str().unwrap()]);
+    assert_eq!((&two["top1_err"], &two["top5_err"]), (&one["top1_err"], &one["top5_err"]));
+    assert!((two["loss"].as_f64().unwrap() - one["loss"].as_f64().unwrap()).abs() < 1e-9, "{two} vs {one}");
+    assert_eq!(eval(&["--weights", w.to_str().unwrap(), "--limit", "10"])["images"], 10);
+    let o =
+        resnet(&["eval", "--weights", w.to_str().unwrap(), "--data", data.to_str().unwrap(), "--protocol", "10crop"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("single view"));
     // a second start in the same directory is refused
     let o = resnet(&[&common[..], &["--out", a.to_str().unwrap()]].concat());
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--resume"));

@@ -87,7 +87,11 @@ fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // DejaVu Sans (assets/DejaVuSans.LICENSE): text without system fonts
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, include_bytes!("../../assets/DejaVuSans.ttf"));
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            include_bytes!("../../assets/DejaVuSans.ttf"),
+        );
     });
 }
 
@@ -149,10 +153,10 @@ where
         .map_err(err)?;
     for (i, c) in curves.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let pts = |v: &[(f64, f64)]| -> Vec<(f64, f64)> { v.iter().filter(|p| p.0.is_finite()).map(|&(x, y)| (x / scale, y.min(ymax))).collect() };
-        chart
-            .draw_series(DashedLineSeries::new(pts(&c.train), 4, 3, colour.stroke_width(1)))
-            .map_err(err)?;
+        let pts = |v: &[(f64, f64)]| -> Vec<(f64, f64)> {
+            v.iter().filter(|p| p.0.is_finite()).map(|&(x, y)| (x / scale, y.min(ymax))).collect()
+        };
+        chart.draw_series(DashedLineSeries::new(pts(&c.train), 4, 3, colour.stroke_width(1))).map_err(err)?;
         chart
             .draw_series(LineSeries::new(pts(&c.test), colour.stroke_width(3)))
             .map_err(err)?
@@ -162,10 +166,14 @@ where
     legend_and_present(&mut chart, &root)
 }
 
-type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type Chart<'a, DB> =
+    ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
 
 /// The legend box (upper right) and the finished drawing.
-fn legend_and_present<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>, root: &DrawingArea<DB, plotters::coord::Shift>) -> Result<()>
+fn legend_and_present<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -263,9 +271,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut m = String::new();
         for it in (50..=1000).step_by(50) {
-            m += &format!("{{\"iter\":{it},\"epoch\":0,\"lr\":0.1,\"train_loss\":1.0,\"train_err\":{},\"img_per_s\":1}}\n", 60.0 - it as f64 / 25.0);
+            m += &format!(
+                "{{\"iter\":{it},\"epoch\":0,\"lr\":0.1,\"train_loss\":1.0,\"train_err\":{},\"img_per_s\":1}}\n",
+                60.0 - it as f64 / 25.0
+            );
             if it % 250 == 0 {
-                m += &format!("{{\"iter\":{it},\"epoch\":1,\"split\":\"test\",\"loss\":1.0,\"err\":{}}}\n", 50.0 - it as f64 / 50.0);
+                m += &format!(
+                    "{{\"iter\":{it},\"epoch\":1,\"split\":\"test\",\"loss\":1.0,\"err\":{}}}\n",
+                    50.0 - it as f64 / 50.0
+                );
             }
         }
         // a resume from the checkpoint at 500 logs 550.. again

@@ -108,11 +108,26 @@ mod tests {
         accumulate(&net, 3, &mut acc);
         // resnet8: the 3x3 stem and two 3x3 convs in each of three blocks
         let names: Vec<&str> = acc.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1", "layer2.0.conv2", "layer3.0.conv1", "layer3.0.conv2"]);
+        assert_eq!(
+            names,
+            [
+                "conv1",
+                "layer1.0.conv1",
+                "layer1.0.conv2",
+                "layer2.0.conv1",
+                "layer2.0.conv2",
+                "layer3.0.conv1",
+                "layer3.0.conv2"
+            ]
+        );
         assert_eq!(acc[0].count, 3 * 8 * 8 * 16);
         // the stem directly: a naive convolution of the input, then BN with the running statistics
-        let (gamma, beta, mean, var) =
-            (net.get_torch("bn1.weight").unwrap(), net.get_torch("bn1.bias").unwrap(), net.get_torch("bn1.running_mean").unwrap(), net.get_torch("bn1.running_var").unwrap());
+        let (gamma, beta, mean, var) = (
+            net.get_torch("bn1.weight").unwrap(),
+            net.get_torch("bn1.bias").unwrap(),
+            net.get_torch("bn1.running_mean").unwrap(),
+            net.get_torch("bn1.running_var").unwrap(),
+        );
         let w = net.get_torch("conv1.weight").unwrap(); // (16, 3, 3, 3)
         let mut vals = vec![];
         for b in 0..3 {
@@ -174,53 +189,20 @@ pub fn figures(models: &[(String, Vec<Moments>)], dir: &std::path::Path, prefix:
     Ok(made)
 }
 
-/// The responses of classifier `c` over up to `limit` test images of `data` (a CIFAR / MNIST-style data
-/// set's test split, or an image folder's val/ split or class folders). `strict_counts`: see
-/// [`crate::data::load_with`].
+/// The responses of classifier `c` over up to `limit` test images of `data` (see
+/// [`crate::eval::test_split`]). `strict_counts`: see [`crate::data::load_with`].
 pub fn measure(
     c: &mut crate::predict::Classifier,
     data: &std::path::Path,
     limit: usize,
     strict_counts: bool,
 ) -> anyhow::Result<Vec<Moments>> {
-    use crate::predict::Transform;
-    let per = c.net.input_dims(1).len();
-    let b = c.net.batch;
+    let split = crate::eval::test_split(c, data, strict_counts, false)?;
     let mut acc = vec![];
-    if data.is_dir() && crate::data::folder::looks_like_folder(data) {
-        let f = crate::data::folder::load(data)?;
-        let split = f.val.unwrap_or(f.train);
-        let n = limit.min(split.len());
-        for start in (0..n).step_by(b) {
-            let k = b.min(n - start);
-            let mut x = vec![0f32; k * per];
-            for (j, (path, _)) in split.files[start..start + k].iter().enumerate() {
-                let img = crate::data::image::open(path)?;
-                c.input_of(&img, &mut x[j * per..(j + 1) * per])?;
-            }
-            c.net.input[..x.len()].copy_from_slice(&x);
-            c.net.forward(k, false);
-            accumulate(&c.net, k, &mut acc);
-        }
-    } else {
-        let Transform::Recipe(pre) = c.transform.clone() else {
-            anyhow::bail!("{}: an ImageNet-style model cannot read a CIFAR / MNIST-style data set", data.display());
-        };
-        let (splits, _) = crate::data::load_with(data, None, strict_counts)?;
-        let d = splits.test;
-        if pre.src != (d.h, d.w, d.c) {
-            anyhow::bail!("the model takes {:?} images (H, W, C), {} holds {:?}", pre.src, data.display(), (d.h, d.w, d.c));
-        }
-        let n = limit.min(d.len());
-        for start in (0..n).step_by(b) {
-            let k = b.min(n - start);
-            for j in 0..k {
-                pre.write(d.image(start + j), &mut c.net.input[j * per..(j + 1) * per], (0, 0), false);
-            }
-            c.net.forward(k, false);
-            accumulate(&c.net, k, &mut acc);
-        }
-    }
+    crate::eval::each_batch(&mut c.net, split.source.as_ref(), limit, 2, |net, kept| {
+        accumulate(net, kept.len(), &mut acc);
+        Ok(())
+    })?;
     if acc.is_empty() {
         anyhow::bail!("{}: no images, or no 3x3 layers", data.display());
     }

@@ -47,21 +47,34 @@ pub fn run(a: Args) -> Result<()> {
         md.insert("arch".to_string(), ck.meta.arch.name.clone());
         md.insert("classes".to_string(), serde_json::to_string(&ck.meta.class_names)?);
         md.insert("source".to_string(), "resnet checkpoint".to_string());
-        println!("{}: {} as torchvision-named safetensors ({} tensors)", a.output.display(), ck.meta.arch.name, sd.tensors.len());
+        println!(
+            "{}: {} as torchvision-named safetensors ({} tensors)",
+            a.output.display(),
+            ck.meta.arch.name,
+            sd.tensors.len()
+        );
         weights::safetensors_bytes(&sd, Some(md))?
     } else {
         let name = a.input.display().to_string();
         let mut sd = weights::parse_state_dict(&name, &bytes)?;
         let prefix = sd.strip_prefix();
-        let spec = weights::infer::infer_arch(&sd, a.arch.as_deref(), &a.arch_opts.options()).with_context(|| name.clone())?;
+        let spec =
+            weights::infer::infer_arch(&sd, a.arch.as_deref(), &a.arch_opts.options()).with_context(|| name.clone())?;
         // the standard transform, its sizes scaled with --input-size (224: resize 256)
         let crop = a.arch_opts.input_size.unwrap_or(224);
         let t = ImagenetEval { crop, resize: (crop * 256 + 112) / 224, ..Default::default() };
         // check the fit key by key on a small build (eval, batch 1)
         let mut net = crate::net::Net::new(&spec, 1, t.crop, t.crop, false, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
-        weights::load_into(&mut net, &sd).map_err(|m| anyhow::anyhow!("{name}: the weights do not fit {}:\n{m}", spec.name))?;
+        weights::load_into(&mut net, &sd)
+            .map_err(|m| anyhow::anyhow!("{name}: the weights do not fit {}:\n{m}", spec.name))?;
         let c = spec.in_channels;
-        let pre = Preprocess { src: (t.crop, t.crop, c), size: t.crop, mean: vec![0.0; t.crop * t.crop * c], crop_pad: 0, flip: false };
+        let pre = Preprocess {
+            src: (t.crop, t.crop, c),
+            size: t.crop,
+            mean: vec![0.0; t.crop * t.crop * c],
+            crop_pad: 0,
+            flip: false,
+        };
         let meta = Meta {
             eval: Some(t.clone()),
             ..Meta::new(spec.clone(), crate::predict::default_labels(spec.classes), (t.crop, t.crop, c), t.crop)

@@ -32,10 +32,12 @@ enum DataCommand {
     )]
     Fetch(FetchArgs),
     /// Write images of a data set (CIFAR, MNIST-style) as an image folder: OUT/train/<class>/*.png and OUT/val/<class>/*.png
-    #[command(after_help = "Examples:\n  resnet data folder --data data/fashion-mnist --out data/fm-folder --train 200 --val 50\n  \
+    #[command(
+        after_help = "Examples:\n  resnet data folder --data data/fashion-mnist --out data/fm-folder --train 200 --val 50\n  \
     resnet data folder --data data/fashion-mnist --out data/fm-jpeg --jpeg --classes 4 --scale 3\n\n\
 The training images come from the data set's training split, the validation images from its test split, \
-the first N of each class in file order. Class folder names are the data set's class names.")]
+the first N of each class in file order. Class folder names are the data set's class names."
+    )]
     Folder(FolderArgs),
     /// Measure how fast an image folder's images are decoded and augmented (the ImageNet recipe), per worker
     #[command(after_help = "Examples:\n  resnet data bench --data data/fm-jpeg --input-size 64\n  \
@@ -164,7 +166,8 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         Some(arch) => {
             let opts = crate::arch::ArchOptions::default();
             let spec = crate::arch::ArchSpec::parse(arch, &opts)?;
-            let r = crate::bench::run(&spec, 32, a.input_size, crate::bench::Mode::Train, 3, 1, |_, _| {}).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = crate::bench::run(&spec, 32, a.input_size, crate::bench::Mode::Train, 3, 1, |_, _| {})
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             Some(r.img_per_s)
         }
         None => None,
@@ -175,12 +178,21 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
-    println!("{}: {n} images decoded + augmented (scale {:?}, crop {}, flip, PCA lighting)", a.data.display(), src.recipe.scale, a.input_size);
+    println!(
+        "{}: {n} images decoded + augmented (scale {:?}, crop {}, flip, PCA lighting)",
+        a.data.display(),
+        src.recipe.scale,
+        a.input_size
+    );
     println!("  1 worker:  {one:8.1} img/s");
     println!("  {} workers: {many:8.1} img/s", a.workers);
     if let Some(net) = net {
         println!("  {} training at batch 32: {net:.1} img/s", a.arch.as_deref().unwrap_or(""));
-        let verdict = if many >= net { "the network bounds training (the loader keeps ahead)" } else { "the loader bounds training: more --workers, smaller images on disk, or a faster disk" };
+        let verdict = if many >= net {
+            "the network bounds training (the loader keeps ahead)"
+        } else {
+            "the loader bounds training: more --workers, smaller images on disk, or a faster disk"
+        };
         println!("  -> {verdict}");
     }
     Ok(())
@@ -220,7 +232,11 @@ fn run_folder(a: FolderArgs) -> Result<()> {
                 _ => image::RgbImage::from_raw(w, h, px).map(image::DynamicImage::ImageRgb8),
             }
             .ok_or_else(|| anyhow::anyhow!("image {i} has the wrong size"))?;
-            let img = if a.scale > 1 { img.resize_exact(w * a.scale, h * a.scale, image::imageops::FilterType::Nearest) } else { img };
+            let img = if a.scale > 1 {
+                img.resize_exact(w * a.scale, h * a.scale, image::imageops::FilterType::Nearest)
+            } else {
+                img
+            };
             let path = dir.join(format!("{i:05}.{}", if a.jpeg { "jpg" } else { "png" }));
             let f = std::io::BufWriter::new(std::fs::File::create(&path)?);
             if a.jpeg {

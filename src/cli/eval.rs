@@ -2,8 +2,8 @@
 
 use crate::data;
 use crate::data::folder;
-use crate::eval::{Protocol, Tally, ensemble_probs};
-use crate::predict::{Classifier, LoadOptions, Transform};
+use crate::eval::{self, Protocol, Tally, ensemble_probs};
+use crate::predict::{Classifier, LoadOptions};
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use std::io::IsTerminal;
@@ -75,18 +75,63 @@ pub fn run(a: Args) -> Result<()> {
         (!a.json && std::io::stderr().is_terminal()).then(|| {
             let pb = indicatif::ProgressBar::new(n as u64);
             pb.set_style(
-                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} images  [{elapsed_precise} < {eta_precise}]")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} images  [{elapsed_precise} < {eta_precise}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             pb
         })
     };
     let mut tally = Tally::default();
     let mut skipped = 0;
-    if a.data.is_dir() && folder::looks_like_folder(&a.data) {
+    let folder = a.data.is_dir() && folder::looks_like_folder(&a.data);
+    if protocol == Protocol::Single {
+        // every model's batched single view; the ensemble averages softmax scores image by image
+        let share = 1.0 / models.len() as f64;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut probs: Vec<Option<Vec<f64>>> = vec![];
+        let mut labels = vec![];
+        for (i, m) in models.iter_mut().enumerate() {
+            let split = eval::test_split(m, &a.data, true, a.skip_bad)?;
+            let src = split.source.as_ref();
+            if let Some(note) = split.note.filter(|_| i == 0 && !a.json) {
+                eprintln!("note: {note}");
+            }
+            let n = a.limit.unwrap_or(src.len()).min(src.len());
+            if i == 0 {
+                probs = vec![None; n];
+                labels = vec![0; n];
+            }
+            let pb = bar(n);
+            eval::each_batch(&mut m.net, src, n, workers, |net, kept| {
+                for (j, &(img, label)) in kept.iter().enumerate() {
+                    let p = probs[img].get_or_insert_with(|| vec![0.0; classes]);
+                    p.iter_mut().zip(eval::softmax(net.logits_of(j))).for_each(|(acc, p)| *acc += p * share);
+                    labels[img] = label;
+                }
+                if let (Some(pb), Some(&(last, _))) = (&pb, kept.last()) {
+                    pb.set_position(last as u64 + 1);
+                }
+                Ok(())
+            })?;
+            skipped = src.skipped();
+        }
+        for (p, &l) in probs.iter().zip(&labels) {
+            if let Some(p) = p {
+                tally.add(p, l as usize);
+            }
+        }
+    } else {
+        if !folder {
+            bail!("{} is a CIFAR / MNIST-style data set: CIFAR-family models use the single view", a.data.display());
+        }
         let f = folder::load(&a.data)?;
         if f.val.is_none() && !a.json {
-            eprintln!("note: {} has no val/ folder: evaluating its class folders (training images, if it has train/)", a.data.display());
+            eprintln!(
+                "note: {} has no val/ folder: evaluating its class folders (training images, if it has train/)",
+                a.data.display()
+            );
         }
         let split = f.val.unwrap_or(f.train);
         if split.classes.len() != classes {
@@ -108,45 +153,6 @@ pub fn run(a: Args) -> Result<()> {
                 pb.inc(1);
             }
         }
-    } else {
-        if protocol != Protocol::Single {
-            bail!("{} is a CIFAR / MNIST-style data set: CIFAR-family models use the single view", a.data.display());
-        }
-        let (splits, _) = data::load(&a.data, None)?;
-        let d = splits.test;
-        if d.classes != classes {
-            bail!("{} has {} classes, the model {classes}", a.data.display(), d.classes);
-        }
-        let n = a.limit.unwrap_or(d.len()).min(d.len());
-        let pb = bar(n);
-        let mut probs = vec![vec![0f64; classes]; n];
-        let share = 1.0 / models.len() as f64;
-        for m in models.iter_mut() {
-            let Transform::Recipe(pre) = m.transform.clone() else {
-                bail!("{}: an ImageNet-style model cannot read a CIFAR / MNIST-style data set", a.data.display());
-            };
-            if pre.src != (d.h, d.w, d.c) {
-                bail!("the model takes {:?} images (H, W, C), {} holds {:?}", pre.src, a.data.display(), (d.h, d.w, d.c));
-            }
-            let per = pre.size * pre.size * pre.src.2;
-            let mut x = vec![0f32; m.net.batch * per];
-            for start in (0..n).step_by(m.net.batch) {
-                let k = m.net.batch.min(n - start);
-                for j in 0..k {
-                    pre.write(d.image(start + j), &mut x[j * per..(j + 1) * per], (0, 0), false);
-                }
-                for (j, p) in m.classify_tensor(&x[..k * per])?.into_iter().enumerate() {
-                    let s = crate::eval::softmax(&p.logits);
-                    probs[start + j].iter_mut().zip(&s).for_each(|(acc, p)| *acc += p * share);
-                }
-                if let Some(pb) = &pb {
-                    pb.set_position(start as u64 + k as u64);
-                }
-            }
-        }
-        for (i, p) in probs.iter().enumerate() {
-            tally.add(p, d.labels[i] as usize);
-        }
     }
     let r = tally.report(skipped);
     if r.images == 0 {
@@ -163,7 +169,8 @@ pub fn run(a: Args) -> Result<()> {
         v["models"] = serde_json::json!(a.weights.iter().map(|w| w.display().to_string()).collect::<Vec<_>>());
         println!("{v}");
     } else {
-        let who = if models.len() > 1 { format!("ensemble of {}", models.len()) } else { a.weights[0].display().to_string() };
+        let who =
+            if models.len() > 1 { format!("ensemble of {}", models.len()) } else { a.weights[0].display().to_string() };
         println!(
             "{who} on {} ({proto}, {} images{}): top-1 error {:.2}%, top-5 error {:.2}%, loss {:.4}",
             a.data.display(),

@@ -65,10 +65,17 @@ pub fn run(a: Args) -> Result<()> {
     }
     let eval = EvalOverride { resize: a.resize, crop: a.crop, mean: a.mean.clone(), std: a.std.clone() };
     let custom = !eval.is_empty();
-    let opts = LoadOptions { arch: a.arch.clone(), opts: a.arch_opts.options(), eval, batch: Some(a.batch.min(a.images.len())) };
+    let opts = LoadOptions {
+        arch: a.arch.clone(),
+        opts: a.arch_opts.options(),
+        eval,
+        batch: Some(a.batch.min(a.images.len())),
+    };
     let mut c = Classifier::load(&a.weights, &opts)?;
     if custom && matches!(c.transform, crate::predict::Transform::Recipe(_)) {
-        eprintln!("note: --resize/--crop/--mean/--std apply to ImageNet-style weights; this checkpoint's own preprocessing is used");
+        eprintln!(
+            "note: --resize/--crop/--mean/--std apply to ImageNet-style weights; this checkpoint's own preprocessing is used"
+        );
     }
     if let Some(l) = &a.labels {
         c.labels = if l == "imagenet" {
@@ -81,11 +88,7 @@ pub fn run(a: Args) -> Result<()> {
             bail!("--labels {l} has {} names, the network has {} classes", c.labels.len(), c.net.classes());
         }
     }
-    let images = a
-        .images
-        .iter()
-        .map(|p| image::open(p))
-        .collect::<Result<Vec<_>>>()?;
+    let images = a.images.iter().map(|p| image::open(p)).collect::<Result<Vec<_>>>()?;
     let preds = c.classify(&images)?;
     let k = a.top.min(c.net.classes());
     if a.json {

@@ -114,9 +114,20 @@ fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
     } else {
         eprintln!("{arch}: training into {}", dir.display());
         let mut v: Vec<String> = [
-            "--arch", arch, "--data", &c.data.display().to_string(), "--out", &dir.display().to_string(),
-            "--iters", &iters.to_string(), "--batch", &c.batch.to_string(), "--seed", &c.seed.to_string(),
-            "--crop-pad", &c.crop_pad.to_string(),
+            "--arch",
+            arch,
+            "--data",
+            &c.data.display().to_string(),
+            "--out",
+            &dir.display().to_string(),
+            "--iters",
+            &iters.to_string(),
+            "--batch",
+            &c.batch.to_string(),
+            "--seed",
+            &c.seed.to_string(),
+            "--crop-pad",
+            &c.crop_pad.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -213,11 +224,17 @@ pub fn run(a: Args) -> Result<()> {
         let mut total = 0.0;
         for n in &nets {
             let spec = crate::arch::ArchSpec::parse(n, &Default::default())?;
-            let r = crate::bench::run(&spec, c.batch, 32, crate::bench::Mode::Train, 2, 1, |_, _| {}).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let done = checkpoint::read(&runs.join(n).join("last.safetensors")).map_or(0, |ck| ck.meta.iteration.min(iters));
+            let r = crate::bench::run(&spec, c.batch, 32, crate::bench::Mode::Train, 2, 1, |_, _| {})
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let done =
+                checkpoint::read(&runs.join(n).join("last.safetensors")).map_or(0, |ck| ck.meta.iteration.min(iters));
             total += (iters - done) as f64 * c.batch as f64 / r.img_per_s;
         }
-        eprintln!("estimated duration on this machine: {:.1} hours for {} runs of {iters} iterations", total / 3600.0, nets.len());
+        eprintln!(
+            "estimated duration on this machine: {:.1} hours for {} runs of {iters} iterations",
+            total / 3600.0,
+            nets.len()
+        );
         if !c.yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             eprint!("start? [y/N] ");
             let mut answer = String::new();
@@ -238,20 +255,33 @@ pub fn run(a: Args) -> Result<()> {
         let (train_err, test_err) = final_errors(&dir)?;
         rows.push(Row { name: n.clone(), dir, train_err, test_err });
     }
-    let what = if cifar10 { "CIFAR-10".to_string() } else { c.data.file_name().map_or("data".into(), |f| f.to_string_lossy().into_owned()) };
+    let what = if cifar10 {
+        "CIFAR-10".to_string()
+    } else {
+        c.data.file_name().map_or("data".into(), |f| f.to_string_lossy().into_owned())
+    };
     let figs = figures(&c.out, &rows, &c, &what)?;
     // REPORT.md
     let mut r = String::new();
     writeln!(r, "# {}\n", if cifar10 { "CIFAR-10, Table 6" } else { "The degradation problem (Figure 6)" })?;
     writeln!(r, "Command:\n\n    {}\n", command_line())?;
-    writeln!(r, "Data: `{}`; {iters} iterations per run, batch {}, the paper's CIFAR recipe (lr 0.1, /10 at 50% and 75%; pad-{} crops, flips).\n", c.data.display(), c.batch, c.crop_pad)?;
+    writeln!(
+        r,
+        "Data: `{}`; {iters} iterations per run, batch {}, the paper's CIFAR recipe (lr 0.1, /10 at 50% and 75%; pad-{} crops, flips).\n",
+        c.data.display(),
+        c.batch,
+        c.crop_pad
+    )?;
     if cifar10 {
         writeln!(r, "| net | training error (%) | test error (%) | paper's test error (%) |\n|---|---|---|---|")?;
     } else {
         writeln!(r, "| net | training error (%) | test error (%) |\n|---|---|---|")?;
     }
     for row in &rows {
-        let paper = TABLE6.iter().find(|(d, _)| format!("resnet{d}") == row.name).map_or("—".to_string(), |(_, e)| format!("{e:.2}"));
+        let paper = TABLE6
+            .iter()
+            .find(|(d, _)| format!("resnet{d}") == row.name)
+            .map_or("—".to_string(), |(_, e)| format!("{e:.2}"));
         if cifar10 {
             writeln!(r, "| {} | {:.2} | {:.2} | {paper} |", row.name, row.train_err, row.test_err)?;
         } else {
@@ -267,16 +297,23 @@ pub fn run(a: Args) -> Result<()> {
     if !cifar10 && depths.len() >= 2 {
         let (lo, hi) = (depths.iter().min().copied().unwrap_or(0), depths.iter().max().copied().unwrap_or(0));
         let get = |n: String| rows.iter().find(|r| r.name == n).map(|r| r.train_err);
-        if let (Some(p_lo), Some(p_hi), Some(r_lo), Some(r_hi)) =
-            (get(format!("plain{lo}")), get(format!("plain{hi}")), get(format!("resnet{lo}")), get(format!("resnet{hi}")))
-        {
+        if let (Some(p_lo), Some(p_hi), Some(r_lo), Some(r_hi)) = (
+            get(format!("plain{lo}")),
+            get(format!("plain{hi}")),
+            get(format!("resnet{lo}")),
+            get(format!("resnet{hi}")),
+        ) {
             writeln!(r, "## What held\n")?;
             let degraded = p_hi > p_lo;
             writeln!(
                 r,
                 "- plain-{hi}'s training error is {} plain-{lo}'s ({p_hi:.2}% vs {p_lo:.2}%){}.",
                 if degraded { "above" } else { "not above" },
-                if degraded { ": the deeper plain net is harder to optimise (the degradation problem)" } else { ": no degradation at this budget" }
+                if degraded {
+                    ": the deeper plain net is harder to optimise (the degradation problem)"
+                } else {
+                    ": no degradation at this budget"
+                }
             )?;
             writeln!(
                 r,
@@ -288,7 +325,10 @@ pub fn run(a: Args) -> Result<()> {
                     (false, _) => "",
                 }
             )?;
-            writeln!(r, "Single runs, one seed: differences of a few tenths of a point are within run-to-run noise.\n")?;
+            writeln!(
+                r,
+                "Single runs, one seed: differences of a few tenths of a point are within run-to-run noise.\n"
+            )?;
         }
     }
     writeln!(r, "## Figures\n\nFigure 7 (layer responses) over the first 2000 test images.\n")?;

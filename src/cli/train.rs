@@ -157,7 +157,8 @@ fn memory_data(cfg: &TrainConfig, pre: Option<Preprocess>) -> Result<RunData> {
     let (train, val) = train::split_val(splits.train, cfg.val, cfg.seed)?;
     let pre = pre.unwrap_or_else(|| Preprocess::cifar_recipe(&train, cfg.crop_pad, cfg.flip));
     let p = Arc::new(pre.clone());
-    let src = |d: crate::data::Dataset| -> Arc<dyn Source> { Arc::new(MemorySource { data: Arc::new(d), pre: p.clone() }) };
+    let src =
+        |d: crate::data::Dataset| -> Arc<dyn Source> { Arc::new(MemorySource { data: Arc::new(d), pre: p.clone() }) };
     Ok(RunData { train: src(train), val: val.map(src), test: Some(src(splits.test)), pre, eval: None })
 }
 
@@ -199,7 +200,13 @@ fn folder_data(cfg: &mut TrainConfig, mean: Option<Vec<f32>>, quiet: bool) -> Re
         }
     }
     let c = recipe.channels;
-    let pre = Preprocess { src: (recipe.size, recipe.size, c), size: recipe.size, mean: recipe.mean.clone(), crop_pad: 0, flip: false };
+    let pre = Preprocess {
+        src: (recipe.size, recipe.size, c),
+        size: recipe.size,
+        mean: recipe.mean.clone(),
+        crop_pad: 0,
+        flip: false,
+    };
     let eval = data::image::ImagenetEval { mean_image: vec![], ..recipe.eval() };
     let recipe = Arc::new(recipe);
     let src = |f: folder::Folder| -> Arc<dyn Source> { Arc::new(FolderSource::new(f, recipe.clone(), cfg.skip_bad)) };
@@ -239,7 +246,9 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         if opts.input_size.is_some() {
             bail!("--input-size is set by the data in training (32x32; 28x28 images are padded to it)");
         }
-        for (flag, set) in [("--scale", a.scale.is_some()), ("--pca", a.pca.is_some()), ("--lr-plateau", a.lr_plateau.is_some())] {
+        for (flag, set) in
+            [("--scale", a.scale.is_some()), ("--pca", a.pca.is_some()), ("--lr-plateau", a.lr_plateau.is_some())]
+        {
             if set {
                 bail!("{flag} applies to image folders (the ImageNet recipe), not to {}", data_path.display());
             }
@@ -315,7 +324,11 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
     } else {
         None
     };
-    let finetune = a.init_from.clone().map(|p| Finetune { init_from: p, reset_head: a.reset_head, freeze_backbone: a.freeze_backbone });
+    let finetune = a.init_from.clone().map(|p| Finetune {
+        init_from: p,
+        reset_head: a.reset_head,
+        freeze_backbone: a.freeze_backbone,
+    });
     let mut cfg = TrainConfig {
         arch: spec,
         data: data_path,
@@ -348,7 +361,8 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
 fn resumed(dir: &Path, quiet: bool) -> Result<(PathBuf, TrainConfig, RunData)> {
     let path = dir.join("config.toml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut cfg: TrainConfig = toml::from_str(&text).with_context(|| format!("{}: bad configuration", path.display()))?;
+    let mut cfg: TrainConfig =
+        toml::from_str(&text).with_context(|| format!("{}: bad configuration", path.display()))?;
     if cfg.threads != crate::par::threads() {
         eprintln!(
             "note: this run computed with {} threads, now {}: results stay correct but are no longer bit-identical to an uninterrupted run",
@@ -359,11 +373,8 @@ fn resumed(dir: &Path, quiet: bool) -> Result<(PathBuf, TrainConfig, RunData)> {
     // the input pipeline as recorded in the last checkpoint (a run stopped before its first has none)
     let last = dir.join("last.safetensors");
     let pre = if last.exists() { Some(train::checkpoint::read(&last)?.preprocess) } else { None };
-    let data = if cfg.recipe.is_some() {
-        folder_data(&mut cfg, pre.map(|p| p.mean), quiet)?
-    } else {
-        memory_data(&cfg, pre)?
-    };
+    let data =
+        if cfg.recipe.is_some() { folder_data(&mut cfg, pre.map(|p| p.mean), quiet)? } else { memory_data(&cfg, pre)? };
     Ok((dir.to_path_buf(), cfg, data))
 }
 

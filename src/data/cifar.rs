@@ -11,8 +11,8 @@
 //! `data_batch_5`, `test_batch`, names under `label_names` in `batches.meta`. CIFAR-100 (`cifar-100-python/`):
 //! `train`, `test` (fine labels used), names under `fine_label_names` in `meta`.
 
-use crate::pickle::{self, Kind, Value};
 use super::{DataError, Dataset, Source, Splits};
+use crate::pickle::{self, Kind, Value};
 
 /// Image height and width.
 pub const SIDE: usize = 32;

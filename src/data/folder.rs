@@ -40,23 +40,27 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 /// Whether `dir` looks like a root of class folders holding images.
 pub fn looks_like_folder(dir: &Path) -> bool {
     let root = if dir.join("train").is_dir() { dir.join("train") } else { dir.to_path_buf() };
-    sorted_entries(&root).is_ok_and(|e| {
-        e.iter().any(|c| c.is_dir() && sorted_entries(c).is_ok_and(|f| f.iter().any(|p| is_image(p))))
-    })
+    sorted_entries(&root)
+        .is_ok_and(|e| e.iter().any(|c| c.is_dir() && sorted_entries(c).is_ok_and(|f| f.iter().any(|p| is_image(p)))))
 }
 
 /// Read one split: a directory of class folders. `classes`, when given,
 /// fixes the class list (the val split takes the train split's).
 pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<Folder, DataError> {
     let dirs: Vec<PathBuf> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
-    let names: Vec<String> = dirs.iter().filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(str::to_string)).collect();
+    let names: Vec<String> =
+        dirs.iter().filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(str::to_string)).collect();
     if names.len() != dirs.len() {
         return Err(DataError::new(root, None, "a class folder name is not valid UTF-8"));
     }
     let classes: Vec<String> = match classes {
         Some(c) => {
             if let Some(extra) = names.iter().find(|n| !c.contains(n)) {
-                return Err(DataError::new(root, None, format!("class folder '{extra}' is not a class of the training split")));
+                return Err(DataError::new(
+                    root,
+                    None,
+                    format!("class folder '{extra}' is not a class of the training split"),
+                ));
             }
             c.to_vec()
         }
@@ -127,9 +131,13 @@ mod tests {
     #[test]
     fn layouts_classes_and_splits() {
         let t = TempDir::new("folder");
-        for (split, class, file) in
-            [("train", "dog", "b.png"), ("train", "dog", "a.JPG"), ("train", "cat", "x.jpeg"), ("train", "cat", "notes.txt"), ("val", "cat", "v.png")]
-        {
+        for (split, class, file) in [
+            ("train", "dog", "b.png"),
+            ("train", "dog", "a.JPG"),
+            ("train", "cat", "x.jpeg"),
+            ("train", "cat", "notes.txt"),
+            ("val", "cat", "v.png"),
+        ] {
             t.write(&format!("{split}/{class}/{file}"), b"x");
         }
         assert!(looks_like_folder(t.path()));

@@ -30,9 +30,8 @@ pub const MAX_DECODED_BYTES: u64 = 1 << 30;
 
 /// Decode JPEG or PNG bytes (format from the content, not the name).
 pub fn decode(name: &str, bytes: &[u8]) -> Result<DynamicImage> {
-    let mut r = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| anyhow!("{name}: cannot read: {e}"))?;
+    let mut r =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| anyhow!("{name}: cannot read: {e}"))?;
     match r.format() {
         Some(image::ImageFormat::Png) => {}
         // the JPEG decoder fills a cut-off scan with grey instead of failing: a complete file ends with
@@ -82,7 +81,11 @@ pub fn resize(img: &DynamicImage, w: u32, h: u32) -> Result<DynamicImage> {
         return Ok(img.clone());
     }
     if w == 0 || h == 0 || w as u64 * h as u64 > MAX_RESIZED_PIXELS {
-        bail!("a {}x{} image would be resized to {w}x{h}: too extreme an aspect ratio or size", img.width(), img.height());
+        bail!(
+            "a {}x{} image would be resized to {w}x{h}: too extreme an aspect ratio or size",
+            img.width(),
+            img.height()
+        );
     }
     Ok(img.resize_exact(w, h, image::imageops::FilterType::Triangle))
 }
@@ -158,13 +161,44 @@ impl ImagenetEval {
                 let (iy, ix) = (top + y as i64, left + x as i64);
                 let inside = iy >= 0 && ix >= 0 && iy < h as i64 && ix < w as i64;
                 for ch in 0..c {
-                    let v = if inside { px[((iy as usize) * w as usize + ix as usize) * c + ch] as f32 / 255.0 } else { 0.0 };
+                    let v = if inside {
+                        px[((iy as usize) * w as usize + ix as usize) * c + ch] as f32 / 255.0
+                    } else {
+                        0.0
+                    };
                     let o = (y * s + x) * c + ch;
                     out[o] = (v - self.mean[ch]) / self.std[ch] - mi.map_or(0.0, |m| m[o]);
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// How an image becomes a network input at evaluation: one of the two transforms above.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transform {
+    /// Our CIFAR-family recipe: stored size and channels, mean image.
+    Recipe(Preprocess),
+    /// torchvision's resize / centre crop / mean / std.
+    Imagenet(ImagenetEval),
+}
+
+impl Transform {
+    /// Side of the network input.
+    pub fn input_size(&self) -> usize {
+        match self {
+            Transform::Recipe(p) => p.size,
+            Transform::Imagenet(t) => t.crop,
+        }
+    }
+
+    /// Write the input of `img` for a network of `channels` input channels into `out` (size, size, C).
+    pub fn apply(&self, img: &DynamicImage, channels: usize, out: &mut [f32]) -> Result<()> {
+        match self {
+            Transform::Recipe(p) => apply_recipe(p, img, out),
+            Transform::Imagenet(t) => t.apply(img, channels, out),
+        }
     }
 }
 
@@ -206,7 +240,8 @@ mod tests {
 
     #[test]
     fn a_256_image_is_an_exact_crop() {
-        let img = RgbImage::from_fn(256, 300, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8]));
+        let img =
+            RgbImage::from_fn(256, 300, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8]));
         let img = DynamicImage::ImageRgb8(img);
         let t = ImagenetEval::default();
         let mut out = vec![0.0; 224 * 224 * 3];
@@ -227,7 +262,8 @@ mod tests {
     #[test]
     fn recipe_centres_and_subtracts_the_mean() {
         let pre = Preprocess { src: (28, 28, 1), size: 32, mean: vec![0.25; 32 * 32], crop_pad: 4, flip: true };
-        let img = DynamicImage::ImageLuma8(GrayImage::from_fn(28, 28, |x, _| image::Luma([if x == 0 { 255 } else { 0 }])));
+        let img =
+            DynamicImage::ImageLuma8(GrayImage::from_fn(28, 28, |x, _| image::Luma([if x == 0 { 255 } else { 0 }])));
         let mut out = vec![0.0; 32 * 32];
         apply_recipe(&pre, &img, &mut out).unwrap();
         // column 0 of the image lands at column 2 of the input; the border is padding
@@ -245,7 +281,9 @@ mod tests {
         let rgba = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(3, 2, image::Rgba([200, 100, 50, 7])));
         let grey16 = DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(3, 2, image::Luma([65535u16])));
         let rgb16 = DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(3, 2, image::Rgb([0u16, 32896, 65535])));
-        for (img, want3, want1) in [(rgba, [200, 100, 50], None), (grey16, [255, 255, 255], Some(255)), (rgb16, [0, 128, 255], None)] {
+        for (img, want3, want1) in
+            [(rgba, [200, 100, 50], None), (grey16, [255, 255, 255], Some(255)), (rgb16, [0, 128, 255], None)]
+        {
             let back = decode("x.png", &png(&img)).unwrap();
             assert_eq!(&pixels(&back, 3).unwrap()[..3], &want3);
             if let Some(g) = want1 {

@@ -17,8 +17,8 @@
 
 use super::image::{self, ImagenetEval};
 use crate::init::{counter_normal, counter_uniform};
-use anyhow::{Result, bail};
 use ::image::DynamicImage;
+use anyhow::{Result, bail};
 
 /// Principal components of RGB pixel values in [0, 1]: eigenvector j is column j of `eigvec`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

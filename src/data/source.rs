@@ -5,13 +5,15 @@
 //! - [`MemorySource`]: CIFAR / MNIST-style data held in memory, the CIFAR
 //!   recipe ([`Preprocess`]);
 //! - [`FolderSource`]: an image folder decoded on demand, the ImageNet recipe
-//!   ([`ImagenetRecipe`]). An image that cannot be read stops the run with
+//!   ([`ImagenetRecipe`]) for training, its evaluation view (or a trained
+//!   model's, [`FolderSource::with_view`]) for evaluation. An image that cannot be read stops the run with
 //!   an error naming the file, or with `skip_bad` is counted once and
 //!   replaced by the next readable image (training) or left out (evaluation).
 
 use super::Dataset;
 use super::augment::Preprocess;
 use super::folder::Folder;
+use super::image::Transform;
 use super::imagenet::ImagenetRecipe;
 use anyhow::{Result, anyhow};
 use std::collections::BTreeSet;
@@ -74,13 +76,22 @@ impl Source for MemorySource {
 pub struct FolderSource {
     pub folder: Folder,
     pub recipe: Arc<ImagenetRecipe>,
+    /// the evaluation view: the recipe's centre crop unless [`FolderSource::with_view`] says otherwise
+    pub view: Transform,
     pub skip_bad: bool,
     bad: Mutex<BTreeSet<usize>>,
 }
 
 impl FolderSource {
     pub fn new(folder: Folder, recipe: Arc<ImagenetRecipe>, skip_bad: bool) -> FolderSource {
-        FolderSource { folder, recipe, skip_bad, bad: Mutex::new(BTreeSet::new()) }
+        let view = Transform::Imagenet(recipe.eval());
+        FolderSource { folder, recipe, view, skip_bad, bad: Mutex::new(BTreeSet::new()) }
+    }
+
+    /// Evaluate through `view` (a trained model's transform) instead; its input must have the
+    /// recipe's channels. Training inputs still follow the recipe, so use this for evaluation only.
+    pub fn with_view(self, view: Transform) -> FolderSource {
+        FolderSource { view, ..self }
     }
 
     /// Decode image `i`, or the error naming its file.
@@ -110,9 +121,12 @@ impl Source for FolderSource {
         self.folder.classes.clone()
     }
     fn input_len(&self) -> usize {
-        self.recipe.size * self.recipe.size * self.recipe.channels
+        self.view.input_size() * self.view.input_size() * self.recipe.channels
     }
     fn train_input(&self, i: usize, seed: u64, pos: u64, out: &mut [f32]) -> Result<u32> {
+        if self.view.input_size() != self.recipe.size {
+            return Err(anyhow!("a folder source viewed at another size is for evaluation only"));
+        }
         let n = self.len();
         for k in 0..n {
             let j = (i + k) % n;
@@ -136,7 +150,7 @@ impl Source for FolderSource {
     fn eval_input(&self, i: usize, out: &mut [f32]) -> Result<Option<u32>> {
         match self.decode(i) {
             Ok(img) => {
-                self.recipe.eval().apply(&img, self.recipe.channels, out)?;
+                self.view.apply(&img, self.recipe.channels, out)?;
                 Ok(Some(self.folder.files[i].1))
             }
             Err(_) if self.skip_bad => {

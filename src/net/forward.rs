@@ -141,7 +141,12 @@ impl Net {
         let (fmap, d) = self.feature_map(n);
         let (fin, fout) = (self.plan.fc.fin, self.plan.fc.fout);
         let mut out = vec![0.0; d.n * d.h * d.w * fout];
-        self.plan.fc.forward(&self.params[self.plan.fc_w..self.plan.fc_w + fin * fout], &self.params[self.plan.fc_b..self.plan.fc_b + fout], fmap, &mut out);
+        self.plan.fc.forward(
+            &self.params[self.plan.fc_w..self.plan.fc_w + fin * fout],
+            &self.params[self.plan.fc_b..self.plan.fc_b + fout],
+            fmap,
+            &mut out,
+        );
         (out, Dims { c: fout, ..d })
     }
 

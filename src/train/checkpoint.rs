@@ -134,7 +134,13 @@ fn check_meta(m: &Meta) -> std::result::Result<(), String> {
         return Err(format!("the architecture record of {} differs from what its name and options resolve to", a.name));
     }
     let (h, w, c) = m.image;
-    if !(8..=4096).contains(&m.input_size) || c != a.in_channels || h == 0 || w == 0 || h > m.input_size || w > m.input_size {
+    if !(8..=4096).contains(&m.input_size)
+        || c != a.in_channels
+        || h == 0
+        || w == 0
+        || h > m.input_size
+        || w > m.input_size
+    {
         return Err(format!(
             "image {h}x{w}x{c} and input size {} do not fit a {}-channel network (input 8..=4096, image within it)",
             m.input_size, a.in_channels

@@ -16,7 +16,7 @@ use crate::data::augment::Preprocess;
 use crate::data::image::ImagenetEval;
 use crate::data::imagenet::ImagenetRecipe;
 use crate::data::loader::Loader;
-use crate::data::source::{Source, fill};
+use crate::data::source::Source;
 use crate::data::{Dataset, Format};
 use crate::net::Net;
 use crate::ops::loss::cross_entropy;
@@ -125,34 +125,20 @@ pub fn split_val(train: Dataset, val: usize, seed: u64) -> Result<(Dataset, Opti
 /// Loss and top-1 error (percent) of `net` on `d`, single view, eval mode
 /// (images skipped as unreadable are left out).
 pub fn evaluate(net: &mut Net, d: &dyn Source, workers: usize) -> Result<(f64, f64)> {
-    let b = net.batch;
-    let per = d.input_len();
     let k = net.classes();
     let (mut loss, mut errors, mut count) = (0.0f64, 0usize, 0usize);
-    let mut dl = vec![0.0f32; b * k];
-    let mut x = vec![0.0f32; b * per];
-    for start in (0..d.len()).step_by(b) {
-        let n = b.min(d.len() - start);
-        let labels = fill(d, workers, &mut x, n, |j, out| d.eval_input(start + j, out))?;
-        // pack the readable ones
-        let mut m = 0;
-        let mut kept = vec![];
-        for (j, l) in labels.iter().enumerate() {
-            if let Some(l) = l {
-                net.input[m * per..(m + 1) * per].copy_from_slice(&x[j * per..(j + 1) * per]);
-                kept.push(*l);
-                m += 1;
-            }
-        }
-        if m == 0 {
-            continue;
-        }
-        net.forward(m, false);
-        let out = cross_entropy(&net.logits[..m * k], &kept, k, &mut dl[..m * k]);
+    let mut dl = vec![0.0f32; net.batch * k];
+    let mut labels = Vec::with_capacity(net.batch);
+    crate::eval::each_batch(net, d, d.len(), workers, |net, kept| {
+        let m = kept.len();
+        labels.clear();
+        labels.extend(kept.iter().map(|&(_, l)| l));
+        let out = cross_entropy(&net.logits[..m * k], &labels, k, &mut dl[..m * k]);
         loss += out.loss as f64 * m as f64;
         errors += out.errors;
         count += m;
-    }
+        Ok(())
+    })?;
     if count == 0 {
         bail!("no readable evaluation images (all {} were skipped as unreadable)", d.len());
     }
@@ -187,8 +173,9 @@ pub fn init_from(net: &mut Net, f: &Finetune) -> Result<()> {
             sd.tensors.push((n.to_string(), crate::weights::Tensor { shape: t.shape.clone(), data }));
         }
     }
-    crate::weights::load_into(net, &sd)
-        .map_err(|m| anyhow::anyhow!("--init-from {}: the weights do not fit {}:\n{m}", path.display(), net.spec().name))
+    crate::weights::load_into(net, &sd).map_err(|m| {
+        anyhow::anyhow!("--init-from {}: the weights do not fit {}:\n{m}", path.display(), net.spec().name)
+    })
 }
 
 /// Appends JSON lines to RUN/metrics.jsonl, flushed line by line.
@@ -397,7 +384,10 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
                         && meta.plateau.observe(err, done, p)
                         && progress != Progress::Quiet
                     {
-                        eprintln!("iter {done}: validation error plateaued: lr divided by {}", 1.0 / cfg.schedule.gamma);
+                        eprintln!(
+                            "iter {done}: validation error plateaued: lr divided by {}",
+                            1.0 / cfg.schedule.gamma
+                        );
                     }
                     if meta.best_val_err.is_none_or(|b| err < b) {
                         meta.best_val_err = Some(err);

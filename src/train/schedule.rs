@@ -117,7 +117,12 @@ mod tests {
         let mut st = PlateauState::default();
         // improving, then flat: the third evaluation without improvement drops the rate
         let errs = [50.0, 40.0, 35.0, 35.05, 36.0, 34.95, 30.0, 31.0, 30.5, 30.0, 29.95, 29.0];
-        let dropped: Vec<u64> = errs.iter().enumerate().filter(|&(i, &e)| st.observe(e, 100 * (i as u64 + 1), &p)).map(|(i, _)| i as u64).collect();
+        let dropped: Vec<u64> = errs
+            .iter()
+            .enumerate()
+            .filter(|&(i, &e)| st.observe(e, 100 * (i as u64 + 1), &p))
+            .map(|(i, _)| i as u64)
+            .collect();
         // 35.05, 36.0, 34.95 (not better than 35 by more than 0.1) -> drop at the 6th; 31, 30.5, 30.0 -> drop at the 10th
         assert_eq!(dropped, vec![5, 9]);
         assert_eq!(st.drops, vec![600, 1000]);

@@ -56,7 +56,9 @@ impl StateDict {
             .params
             .iter()
             .chain(&net.plan.stats)
-            .map(|t| (t.name.clone(), Tensor { shape: t.shape.clone(), data: net.get_torch(&t.name).unwrap_or_default() }))
+            .map(|t| {
+                (t.name.clone(), Tensor { shape: t.shape.clone(), data: net.get_torch(&t.name).unwrap_or_default() })
+            })
             .collect();
         StateDict { tensors }
     }
@@ -119,7 +121,8 @@ impl fmt::Display for Mismatch {
         };
         list(f, "missing from the file", self.missing.clone())?;
         list(f, "unexpected in the file", self.unexpected.clone())?;
-        let shapes = self.wrong_shape.iter().map(|(n, want, got)| format!("{n}: network {want:?}, file {got:?}")).collect();
+        let shapes =
+            self.wrong_shape.iter().map(|(n, want, got)| format!("{n}: network {want:?}, file {got:?}")).collect();
         list(f, "wrong shape", shapes)
     }
 }
@@ -249,7 +252,8 @@ fn read_safetensors(name: &str, bytes: &[u8]) -> Result<StateDict> {
     let mut tensors = Vec::with_capacity(views.len());
     for (n, v) in views {
         let dtype = format!("{:?}", v.dtype());
-        let data = to_f32(&dtype, v.data()).ok_or_else(|| anyhow!("{name}: tensor {n} has unsupported type {dtype}"))?;
+        let data =
+            to_f32(&dtype, v.data()).ok_or_else(|| anyhow!("{name}: tensor {n} has unsupported type {dtype}"))?;
         tensors.push((n, Tensor { shape: v.shape().to_vec(), data }));
     }
     Ok(StateDict { tensors })
@@ -257,8 +261,11 @@ fn read_safetensors(name: &str, bytes: &[u8]) -> Result<StateDict> {
 
 /// Serialise a state_dict as safetensors (f32), with optional metadata.
 pub fn safetensors_bytes(sd: &StateDict, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
-    let owned: Vec<(&str, &Tensor, Vec<u8>)> =
-        sd.tensors.iter().map(|(n, t)| (n.as_str(), t, t.data.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let owned: Vec<(&str, &Tensor, Vec<u8>)> = sd
+        .tensors
+        .iter()
+        .map(|(n, t)| (n.as_str(), t, t.data.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
     let views = owned
         .iter()
         .map(|(n, t, b)| Ok((n.to_string(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))

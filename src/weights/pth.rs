@@ -98,8 +98,13 @@ fn collect(
         let mut raw = Vec::with_capacity(out_bytes as usize);
         let mut idx = vec![0usize; t.shape.len()];
         for _ in 0..count {
-            let e = idx.iter().zip(&t.stride).try_fold(t.offset as usize, |a, (i, s)| i.checked_mul(*s).and_then(|d| a.checked_add(d)));
-            let b = e.and_then(|e| Some(e.checked_mul(t.itemsize)?..(e + 1).checked_mul(t.itemsize)?)).and_then(|r| bytes.get(r));
+            let e = idx
+                .iter()
+                .zip(&t.stride)
+                .try_fold(t.offset as usize, |a, (i, s)| i.checked_mul(*s).and_then(|d| a.checked_add(d)));
+            let b = e
+                .and_then(|e| Some(e.checked_mul(t.itemsize)?..(e + 1).checked_mul(t.itemsize)?))
+                .and_then(|r| bytes.get(r));
             let b = b.ok_or_else(|| anyhow!("{name}: tensor {key} reaches beyond storage '{}'", t.storage))?;
             raw.extend_from_slice(b);
             for d in (0..idx.len()).rev() {
@@ -110,7 +115,8 @@ fn collect(
                 idx[d] = 0;
             }
         }
-        let data = to_f32(t.dtype, &raw).ok_or_else(|| anyhow!("{name}: tensor {key}: unsupported type {}", t.dtype))?;
+        let data =
+            to_f32(t.dtype, &raw).ok_or_else(|| anyhow!("{name}: tensor {key}: unsupported type {}", t.dtype))?;
         // a repeated key: the last one wins, as in Python
         tensors.retain(|(n, _)| n != key);
         tensors.push((key.to_string(), Tensor { shape: t.shape.clone(), data }));
@@ -144,7 +150,10 @@ pub fn read_zip(name: &str, bytes: &[u8]) -> Result<StateDict> {
             bail!("{name}: member {m} is compressed ({:?}); torch.save writes stored members", f.compression());
         }
         if f.size() > limit || f.size() > bytes.len() as u64 {
-            bail!("{name}: member {m} declares {} bytes, more than expected ({limit}) or than the file holds", f.size());
+            bail!(
+                "{name}: member {m} declares {} bytes, more than expected ({limit}) or than the file holds",
+                f.size()
+            );
         }
         let mut out = Vec::with_capacity(f.size() as usize);
         f.take(limit).read_to_end(&mut out).map_err(|e| anyhow!("{name}: member {m}: {e}"))?;
@@ -171,7 +180,8 @@ pub fn read_zip(name: &str, bytes: &[u8]) -> Result<StateDict> {
 }
 
 /// The first pickle of a legacy file: protocol 2, the 80-bit magic number 0x1950a86a20f9469cfc6c, STOP.
-pub const LEGACY_MAGIC: [u8; 15] = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, b'.'];
+pub const LEGACY_MAGIC: [u8; 15] =
+    [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, b'.'];
 
 /// A legacy-format `.pth`.
 pub fn read_legacy(name: &str, bytes: &[u8]) -> Result<StateDict> {
@@ -224,7 +234,8 @@ pub fn read_legacy(name: &str, bytes: &[u8]) -> Result<StateDict> {
     let entries = unwrap_state_dict(name, &root)?;
     let mut spans: HashMap<String, (usize, usize)> = HashMap::new();
     for k in &keys {
-        let head = bytes.get(pos..pos + 8).ok_or_else(|| anyhow!("{name}: byte {pos}: file ends before storage '{k}'"))?;
+        let head =
+            bytes.get(pos..pos + 8).ok_or_else(|| anyhow!("{name}: byte {pos}: file ends before storage '{k}'"))?;
         let numel = u64::from_le_bytes(head.try_into().expect("8 bytes"));
         let size = itemsizes.get(k.as_str()).copied().unwrap_or(1) as u64;
         let len = numel.checked_mul(size).filter(|&l| l <= (bytes.len() - pos - 8) as u64).ok_or_else(|| {

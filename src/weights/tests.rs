@@ -94,7 +94,10 @@ fn hostile_safetensors_headers_are_refused_without_allocating() {
         ("data beyond the file", st_file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 4])),
         (
             "offsets past the end",
-            st_file(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4611686018427387904,4611686018427387908]}}"#, &[0; 4]),
+            st_file(
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4611686018427387904,4611686018427387908]}}"#,
+                &[0; 4],
+            ),
         ),
         (
             "overlapping tensors",
@@ -180,7 +183,9 @@ fn safetensors_round_trip_and_prefixes() {
 fn truncated_checkpoints_are_clear_errors() {
     use crate::data::augment::Preprocess;
     use crate::train::checkpoint::{self, Meta};
-    let spec = ArchSpec::parse("resnet8", &ArchOptions { classes: Some(2), in_channels: Some(1), ..Default::default() }).unwrap();
+    let spec =
+        ArchSpec::parse("resnet8", &ArchOptions { classes: Some(2), in_channels: Some(1), ..Default::default() })
+            .unwrap();
     let net = Net::new(&spec, 1, 8, 8, false, 0).unwrap();
     let pre = Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.5; 64], crop_pad: 0, flip: false };
     let meta = Meta { iteration: 1, ..Meta::new(spec.clone(), vec!["a".into(), "b".into()], (8, 8, 1), 8) };
@@ -295,7 +300,11 @@ fn hostile_pth_sizes_are_refused_before_allocating() {
         ),
         (
             "a compressed member",
-            pth_zip(&state_dict_pickle(&[("a", "0", 4, 4, "FloatStorage")]), &[("0", &four)], zip::CompressionMethod::Deflated),
+            pth_zip(
+                &state_dict_pickle(&[("a", "0", 4, 4, "FloatStorage")]),
+                &[("0", &four)],
+                zip::CompressionMethod::Deflated,
+            ),
             "compressed",
         ),
         (
@@ -324,7 +333,9 @@ fn hostile_pth_sizes_are_refused_before_allocating() {
 fn checkpoints_with_inconsistent_metadata_are_refused() {
     use crate::data::augment::Preprocess;
     use crate::train::checkpoint::{self, Meta};
-    let spec = ArchSpec::parse("resnet8", &ArchOptions { classes: Some(2), in_channels: Some(1), ..Default::default() }).unwrap();
+    let spec =
+        ArchSpec::parse("resnet8", &ArchOptions { classes: Some(2), in_channels: Some(1), ..Default::default() })
+            .unwrap();
     let net = Net::new(&spec, 1, 8, 8, false, 0).unwrap();
     let pre = Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.0; 64], crop_pad: 0, flip: false };
     let good = Meta::new(spec.clone(), vec![], (8, 8, 1), 8);
@@ -337,7 +348,9 @@ fn checkpoints_with_inconsistent_metadata_are_refused() {
     big.image = (40, 40, 1);
     let mut deep = good.clone();
     deep.arch.stages[0].blocks = 1 << 40;
-    for (what, m) in [("stride 0", zero_stride), ("channels", channels), ("image larger than input", big), ("blocks", deep)] {
+    for (what, m) in
+        [("stride 0", zero_stride), ("channels", channels), ("image larger than input", big), ("blocks", deep)]
+    {
         let b = checkpoint::to_bytes(&net, None, &pre, &m).unwrap();
         let e = format!("{:#}", checkpoint::parse(Path::new("bad.safetensors"), &b).err().expect(what));
         assert!(e.contains("bad.safetensors: inconsistent metadata"), "{what}: {e}");
