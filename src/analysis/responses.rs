@@ -88,6 +88,52 @@ pub fn accumulate(net: &Net, n: usize, acc: &mut Vec<Moments>) {
     }
 }
 
+/// Figure 7 for several models (name, layer responses): `dir/<prefix>.png` with the layers in network
+/// order and `dir/<prefix>-sorted.png` with each model's stds in descending order. Returns the file names.
+pub fn figures(models: &[(String, Vec<Moments>)], dir: &std::path::Path, prefix: &str) -> anyhow::Result<Vec<String>> {
+    use crate::analysis::plot::{Figure, render_figure};
+    let points = |v: Vec<f64>| v.into_iter().enumerate().map(|(i, s)| ((i + 1) as f64, s)).collect::<Vec<_>>();
+    let ordered: Vec<(String, Vec<(f64, f64)>)> =
+        models.iter().map(|(n, m)| (n.clone(), points(m.iter().map(Moments::std).collect()))).collect();
+    let sorted: Vec<(String, Vec<(f64, f64)>)> = models
+        .iter()
+        .map(|(n, m)| {
+            let mut s: Vec<f64> = m.iter().map(Moments::std).collect();
+            s.sort_by(|a, b| b.total_cmp(a));
+            (n.clone(), points(s))
+        })
+        .collect();
+    let mut made = vec![];
+    for (series, xlabel, file, title) in [
+        (&ordered, "layer index (original)", format!("{prefix}.png"), "Layer responses (std)"),
+        (&sorted, "layer index (sorted by magnitude)", format!("{prefix}-sorted.png"), "Layer responses (std), sorted"),
+    ] {
+        render_figure(&Figure::Lines { series, xlabel, ylabel: "std" }, &dir.join(&file), title, (900, 420))?;
+        made.push(file);
+    }
+    Ok(made)
+}
+
+/// The responses of classifier `c` over up to `limit` test images of `data` (see
+/// [`crate::eval::test_split`]). `strict_counts`: see [`crate::data::load_with`].
+pub fn measure(
+    c: &mut crate::predict::Classifier,
+    data: &std::path::Path,
+    limit: usize,
+    strict_counts: bool,
+) -> anyhow::Result<Vec<Moments>> {
+    let split = crate::eval::test_split(c, data, strict_counts, false)?;
+    let mut acc = vec![];
+    crate::eval::each_batch(&mut c.net, split.source.as_ref(), limit, 2, |net, kept| {
+        accumulate(net, kept.len(), &mut acc);
+        Ok(())
+    })?;
+    if acc.is_empty() {
+        anyhow::bail!("{}: no images, or no 3x3 layers", data.display());
+    }
+    Ok(acc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,50 +207,4 @@ mod tests {
         assert_eq!(acc[0].count, 2 * 3 * 8 * 8 * 16);
         assert!((acc[0].std() - std).abs() < 1e-5 * std);
     }
-}
-
-/// Figure 7 for several models (name, layer responses): `dir/<prefix>.png` with the layers in network
-/// order and `dir/<prefix>-sorted.png` with each model's stds in descending order. Returns the file names.
-pub fn figures(models: &[(String, Vec<Moments>)], dir: &std::path::Path, prefix: &str) -> anyhow::Result<Vec<String>> {
-    use crate::analysis::plot::{Figure, render_figure};
-    let points = |v: Vec<f64>| v.into_iter().enumerate().map(|(i, s)| ((i + 1) as f64, s)).collect::<Vec<_>>();
-    let ordered: Vec<(String, Vec<(f64, f64)>)> =
-        models.iter().map(|(n, m)| (n.clone(), points(m.iter().map(Moments::std).collect()))).collect();
-    let sorted: Vec<(String, Vec<(f64, f64)>)> = models
-        .iter()
-        .map(|(n, m)| {
-            let mut s: Vec<f64> = m.iter().map(Moments::std).collect();
-            s.sort_by(|a, b| b.total_cmp(a));
-            (n.clone(), points(s))
-        })
-        .collect();
-    let mut made = vec![];
-    for (series, xlabel, file, title) in [
-        (&ordered, "layer index (original)", format!("{prefix}.png"), "Layer responses (std)"),
-        (&sorted, "layer index (sorted by magnitude)", format!("{prefix}-sorted.png"), "Layer responses (std), sorted"),
-    ] {
-        render_figure(&Figure::Lines { series, xlabel, ylabel: "std" }, &dir.join(&file), title, (900, 420))?;
-        made.push(file);
-    }
-    Ok(made)
-}
-
-/// The responses of classifier `c` over up to `limit` test images of `data` (see
-/// [`crate::eval::test_split`]). `strict_counts`: see [`crate::data::load_with`].
-pub fn measure(
-    c: &mut crate::predict::Classifier,
-    data: &std::path::Path,
-    limit: usize,
-    strict_counts: bool,
-) -> anyhow::Result<Vec<Moments>> {
-    let split = crate::eval::test_split(c, data, strict_counts, false)?;
-    let mut acc = vec![];
-    crate::eval::each_batch(&mut c.net, split.source.as_ref(), limit, 2, |net, kept| {
-        accumulate(net, kept.len(), &mut acc);
-        Ok(())
-    })?;
-    if acc.is_empty() {
-        anyhow::bail!("{}: no images, or no 3x3 layers", data.display());
-    }
-    Ok(acc)
 }

@@ -406,8 +406,10 @@ pub fn execute(a: &Args) -> Result<(PathBuf, TrainConfig, train::Outcome)> {
     Ok((dir, cfg, out))
 }
 
+type Shared = Arc<dyn Source>;
+
 /// The training split (unaugmented) and the test split of an in-memory run, with the checkpoint's recipe.
-pub fn memory_splits(cfg: &TrainConfig, pre: Preprocess) -> Result<(Arc<dyn Source>, Option<Arc<dyn Source>>)> {
+pub fn memory_splits(cfg: &TrainConfig, pre: Preprocess) -> Result<(Shared, Option<Shared>)> {
     let d = memory_data(cfg, Some(pre))?;
     Ok((d.train, d.test))
 }

@@ -41,6 +41,7 @@ impl Pca {
 
     /// From sampled RGB pixels in [0, 1]: eigen-decomposition of their 3x3
     /// covariance (cyclic Jacobi), eigenvalues descending.
+    #[allow(clippy::needless_range_loop)] // matrix indices read as in the Jacobi method
     pub fn from_pixels(px: &[[f32; 3]]) -> Pca {
         let n = px.len().max(1) as f64;
         let mut mean = [0f64; 3];

@@ -159,10 +159,10 @@ pub fn read_zip(name: &str, bytes: &[u8]) -> Result<StateDict> {
         f.take(limit).read_to_end(&mut out).map_err(|e| anyhow!("{name}: member {m}: {e}"))?;
         Ok(out)
     };
-    if let Ok(order) = member(&mut zip, &format!("{root_dir}byteorder"), 16) {
-        if order != b"little" {
-            bail!("{name}: byte order {:?}: only little-endian files are read", String::from_utf8_lossy(&order));
-        }
+    if let Ok(order) = member(&mut zip, &format!("{root_dir}byteorder"), 16)
+        && order != b"little"
+    {
+        bail!("{name}: byte order {:?}: only little-endian files are read", String::from_utf8_lossy(&order));
     }
     let pkl_bytes = member(&mut zip, &pkl, bytes.len() as u64)?;
     let pkl_name = format!("{name}:{pkl}");
@@ -203,10 +203,10 @@ pub fn read_legacy(name: &str, bytes: &[u8]) -> Result<StateDict> {
         bail!("{name}: byte {at}: legacy protocol version {:?}, expected 1001", proto.as_int());
     }
     let (info, at) = next("system info")?;
-    if let Some(v) = info.get("little_endian") {
-        if !matches!(v.kind, Kind::Bool(true)) {
-            bail!("{name}: byte {at}: written on a big-endian machine: only little-endian files are read");
-        }
+    if let Some(v) = info.get("little_endian")
+        && !matches!(v.kind, Kind::Bool(true))
+    {
+        bail!("{name}: byte {at}: written on a big-endian machine: only little-endian files are read");
     }
     let (root, _) = next("state_dict")?;
     let (keys, at) = next("storage keys")?;
