@@ -167,6 +167,20 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     assert_eq!(v[0]["logits"].as_array().unwrap().len(), 4);
     let label = v[0]["top"][0]["label"].as_str().unwrap().to_string();
     assert!(["000-T-shirt_top", "001-Trouser", "002-Pullover", "003-Dress"].contains(&label.as_str()), "{label}");
+    // the layer responses of the 10-class torchvision model on this 4-class folder (labels unused)
+    let figs = ft.join("figs");
+    ok(&[
+        "responses",
+        "--weights",
+        pth.to_str().unwrap(),
+        "--data",
+        d,
+        "--limit",
+        "8",
+        "--out",
+        figs.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(figs.join("responses.csv")).unwrap().lines().count(), 1 + 16);
     // without --reset-head the 10-class head does not fit 4 classes: named, not a panic
     let o = resnet(&[
         "train",

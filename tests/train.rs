@@ -118,6 +118,29 @@ fn stop_and_resume_is_bit_identical() {
     let two = eval(&["--weights", w.to_str().unwrap(), "--weights", w.to_str().unwrap()]);
     assert_eq!((&two["top1_err"], &two["top5_err"]), (&one["top1_err"], &one["top5_err"]));
     assert!((two["loss"].as_f64().unwrap() - one["loss"].as_f64().unwrap()).abs() < 1e-9, "{two} vs {one}");
+    // an ensemble of two different models: the loss of their averaged probabilities, image by image,
+    // computed here through the library's classifier
+    let e1 = epochs.iter().map(|e| e.path()).min().unwrap(); // epoch 2 of 4
+    let pair = eval(&["--weights", w.to_str().unwrap(), "--weights", e1.to_str().unwrap()]);
+    let test = resnet::data::load(&data, None).unwrap().0.test;
+    let probs = |path: &Path| -> Vec<Vec<f32>> {
+        let mut c = resnet::predict::Classifier::load(path, &Default::default()).unwrap();
+        let resnet::predict::Transform::Recipe(pre) = c.transform.clone() else { panic!("a CIFAR-recipe model") };
+        let per = pre.size * pre.size * pre.src.2;
+        let mut x = vec![0f32; test.len() * per];
+        for i in 0..test.len() {
+            pre.write(test.image(i), &mut x[i * per..(i + 1) * per], (0, 0), false);
+        }
+        c.classify_tensor(&x).unwrap().into_iter().map(|p| p.probs).collect()
+    };
+    let (p, q) = (probs(&w), probs(&e1));
+    let loss: f64 = (0..test.len())
+        .map(|i| -((p[i][test.labels[i] as usize] as f64 + q[i][test.labels[i] as usize] as f64) / 2.0).ln())
+        .sum::<f64>()
+        / test.len() as f64;
+    let got = pair["loss"].as_f64().unwrap();
+    assert!((got - loss).abs() <= 1e-5 * loss, "ensemble loss {got}, expected {loss}");
+    assert_ne!(p, q, "two different models");
     assert_eq!(eval(&["--weights", w.to_str().unwrap(), "--limit", "10"])["images"], 10);
     let o =
         resnet(&["eval", "--weights", w.to_str().unwrap(), "--data", data.to_str().unwrap(), "--protocol", "10crop"]);

@@ -68,6 +68,7 @@ pub fn run(a: Args) -> Result<()> {
     let opts = LoadOptions { arch: a.arch.clone(), batch: Some(10), ..Default::default() };
     let mut models = a.weights.iter().map(|w| Classifier::load(w, &opts)).collect::<Result<Vec<_>>>()?;
     let classes = models[0].net.classes();
+    let models_len = models.len();
     if let Some(m) = models.iter().find(|m| m.net.classes() != classes) {
         bail!("the models of an ensemble must have the same classes ({classes} vs {})", m.net.classes());
     }
@@ -87,39 +88,51 @@ pub fn run(a: Args) -> Result<()> {
     let mut skipped = 0;
     let folder = a.data.is_dir() && folder::looks_like_folder(&a.data);
     if protocol == Protocol::Single {
-        // every model's batched single view; the ensemble averages softmax scores image by image
-        let share = 1.0 / models.len() as f64;
+        // every model's batched single view; the ensemble averages softmax scores image by image, over
+        // the images every model read
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut probs: Vec<Option<Vec<f64>>> = vec![];
+        let mut probs: Vec<(Vec<f64>, usize)> = vec![];
         let mut labels = vec![];
+        let mut pb = None;
         for (i, m) in models.iter_mut().enumerate() {
             let split = eval::test_split(m, &a.data, true, a.skip_bad)?;
             let src = split.source.as_ref();
-            if let Some(note) = split.note.filter(|_| i == 0 && !a.json) {
-                eprintln!("note: {note}");
+            if src.classes() != classes {
+                bail!("{} has {} classes, the model {classes}", a.data.display(), src.classes());
             }
             let n = a.limit.unwrap_or(src.len()).min(src.len());
             if i == 0 {
-                probs = vec![None; n];
+                if let Some(note) = split.note.filter(|_| !a.json) {
+                    eprintln!("note: {note}");
+                }
+                probs = vec![(vec![0.0; classes], 0); n];
                 labels = vec![0; n];
+                pb = bar(n * models_len);
+            } else if n != probs.len() {
+                bail!("the models of the ensemble see {} and {n} test images", probs.len());
             }
-            let pb = bar(n);
             eval::each_batch(&mut m.net, src, n, workers, |net, kept| {
                 for (j, &(img, label)) in kept.iter().enumerate() {
-                    let p = probs[img].get_or_insert_with(|| vec![0.0; classes]);
-                    p.iter_mut().zip(eval::softmax(net.logits_of(j))).for_each(|(acc, p)| *acc += p * share);
+                    let (p, seen) = &mut probs[img];
+                    p.iter_mut().zip(eval::softmax(net.logits_of(j))).for_each(|(acc, p)| *acc += p);
+                    *seen += 1;
                     labels[img] = label;
                 }
                 if let (Some(pb), Some(&(last, _))) = (&pb, kept.last()) {
-                    pb.set_position(last as u64 + 1);
+                    pb.set_position((i * n + last + 1) as u64);
                 }
                 Ok(())
             })?;
-            skipped = src.skipped();
+            skipped = skipped.max(src.skipped());
         }
-        for (p, &l) in probs.iter().zip(&labels) {
-            if let Some(p) = p {
-                tally.add(p, l as usize);
+        if let Some(pb) = &pb {
+            pb.finish_and_clear();
+        }
+        for ((p, seen), &l) in probs.iter().zip(&labels) {
+            if *seen == models_len {
+                tally.add(&p.iter().map(|v| v / models_len as f64).collect::<Vec<_>>(), l as usize);
+            } else if *seen > 0 {
+                skipped += 1; // read by some models only
             }
         }
     } else {

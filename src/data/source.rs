@@ -15,7 +15,7 @@ use super::augment::Preprocess;
 use super::folder::Folder;
 use super::image::Transform;
 use super::imagenet::ImagenetRecipe;
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
@@ -99,6 +99,10 @@ impl FolderSource {
         super::image::open(&self.folder.files[i].0)
     }
 
+    fn name(&self, i: usize) -> String {
+        self.folder.files[i].0.display().to_string()
+    }
+
     fn mark_bad(&self, i: usize) {
         if let Ok(mut b) = self.bad.lock() {
             b.insert(i);
@@ -133,26 +137,23 @@ impl Source for FolderSource {
             if self.is_bad(j) {
                 continue;
             }
-            match self.decode(j) {
-                Ok(img) => {
-                    self.recipe.train_input(&img, &self.recipe.draw(seed, pos), out)?;
-                    return Ok(self.folder.files[j].1);
-                }
-                Err(e) if self.skip_bad => {
-                    let _ = e;
-                    self.mark_bad(j);
-                }
+            let made = self.decode(j).and_then(|img| {
+                self.recipe.train_input(&img, &self.recipe.draw(seed, pos), out).with_context(|| self.name(j))
+            });
+            match made {
+                Ok(()) => return Ok(self.folder.files[j].1),
+                Err(_) if self.skip_bad => self.mark_bad(j),
                 Err(e) => return Err(e.context("unreadable training image (--skip-bad skips such files)")),
             }
         }
         Err(anyhow!("{}: no readable image", self.folder.root.display()))
     }
     fn eval_input(&self, i: usize, out: &mut [f32]) -> Result<Option<u32>> {
-        match self.decode(i) {
-            Ok(img) => {
-                self.view.apply(&img, self.recipe.channels, out)?;
-                Ok(Some(self.folder.files[i].1))
-            }
+        let made = self
+            .decode(i)
+            .and_then(|img| self.view.apply(&img, self.recipe.channels, out).with_context(|| self.name(i)));
+        match made {
+            Ok(()) => Ok(Some(self.folder.files[i].1)),
             Err(_) if self.skip_bad => {
                 self.mark_bad(i);
                 Ok(None)
