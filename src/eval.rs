@@ -74,6 +74,18 @@ pub struct TestSplit {
     pub note: Option<String>,
 }
 
+/// An image folder's test images: its val/ split, else its class folders, with a note for the user then.
+pub fn folder_test_split(data: &Path) -> Result<(crate::data::folder::Folder, Option<String>)> {
+    let f = crate::data::folder::load(data)?;
+    let note = f.val.is_none().then(|| {
+        format!(
+            "{} has no val/ folder: evaluating its class folders (training images, if it has train/)",
+            data.display()
+        )
+    });
+    Ok((f.val.unwrap_or(f.train), note))
+}
+
 /// The test split of `data` seen through classifier `c`'s evaluation transform: a CIFAR / MNIST-style
 /// data set's test split (models with our CIFAR recipe only), or an image folder's val/ split, else
 /// its class folders. Its classes need not be the model's (compare `source.classes()` where labels
@@ -82,14 +94,7 @@ pub struct TestSplit {
 pub fn test_split(c: &Classifier, data: &Path, strict_counts: bool, skip_bad: bool) -> Result<TestSplit> {
     let channels = c.net.spec().in_channels;
     let (source, note): (Box<dyn Source>, _) = if data.is_dir() && crate::data::folder::looks_like_folder(data) {
-        let f = crate::data::folder::load(data)?;
-        let note = f.val.is_none().then(|| {
-            format!(
-                "{} has no val/ folder: evaluating its class folders (training images, if it has train/)",
-                data.display()
-            )
-        });
-        let split = f.val.unwrap_or(f.train);
+        let (split, note) = folder_test_split(data)?;
         let recipe = crate::data::imagenet::ImagenetRecipe::for_size(c.input_size(), channels);
         (Box::new(FolderSource::new(split, Arc::new(recipe), skip_bad).with_view(c.transform.clone())), note)
     } else {

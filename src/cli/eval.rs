@@ -139,14 +139,10 @@ pub fn run(a: Args) -> Result<()> {
         if !folder {
             bail!("{} is a CIFAR / MNIST-style data set: CIFAR-family models use the single view", a.data.display());
         }
-        let f = folder::load(&a.data)?;
-        if f.val.is_none() && !a.json {
-            eprintln!(
-                "note: {} has no val/ folder: evaluating its class folders (training images, if it has train/)",
-                a.data.display()
-            );
+        let (split, note) = eval::folder_test_split(&a.data)?;
+        if let Some(note) = note.filter(|_| !a.json) {
+            eprintln!("note: {note}");
         }
-        let split = f.val.unwrap_or(f.train);
         if split.classes.len() != classes {
             bail!("{} has {} classes, the model {classes}", split.root.display(), split.classes.len());
         }
