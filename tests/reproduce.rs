@@ -106,3 +106,50 @@ fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn reproduce_degradation_reports_what_held_and_keeps_its_recipe() {
+    let dir = std::env::temp_dir().join(format!("resnet-degradation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = tiny_cifar10(&dir);
+    let out = dir.join("deg");
+    let args = [
+        "reproduce",
+        "degradation",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--depths",
+        "8,14",
+        "--iters",
+        "3",
+        "--batch",
+        "8",
+        "--crop-pad",
+        "0",
+        "--no-flip",
+        "--train-images",
+        "40",
+        "--lenient-counts",
+    ];
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
+    for row in ["| plain8 |", "| plain14 |", "| resnet8 |", "| resnet14 |"] {
+        assert!(report.contains(row), "{row} missing:\n{report}");
+    }
+    assert!(report.contains("; no augmentation)") && report.contains("the mini-batches' error"), "{report}");
+    assert!(report.contains("(40 of its training images") && report.contains("(the images trained on)"), "{report}");
+    assert!(report.contains("plain-14's training error is") && report.contains("ResNet-14's training error is"));
+    let cfg = std::fs::read_to_string(out.join("runs/resnet14/config.toml")).unwrap();
+    assert!(cfg.contains("flip = false") && cfg.contains("crop_pad = 0") && cfg.contains("train_images = 40"), "{cfg}");
+    // the same directory with flips: refused, naming the difference
+    let with_flips: Vec<&str> = args.iter().copied().filter(|a| *a != "--no-flip").collect();
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(&with_flips).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && err.contains("flips off") && err.contains("flips on"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -220,3 +220,31 @@ fn kill_and_interrupt_leave_loadable_checkpoints() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+fn train_images_trains_on_a_subset_and_counts_epochs_over_it() {
+    let data = data_dir("subset");
+    let run = tmp("subset");
+    // 32 of the 96 training images, batch 16: 2 iterations an epoch, 3 epochs = 6 iterations
+    let args = small_run(&data, &run, &["--epochs", "3", "--train-images", "32", "--json"]);
+    let o = resnet(&strs(&args));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(out["iteration"], 6, "{out}");
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(cfg.contains("train_images = 32"), "{cfg}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let tests: Vec<&str> = metrics.lines().filter(|l| l.contains("\"split\":\"test\"")).collect();
+    assert_eq!(tests.len(), 3, "one test evaluation per epoch of 32 images:\n{metrics}");
+    // more images than the training set has: refused before anything is written
+    let run2 = tmp("subset-too-many");
+    let _ = std::fs::remove_dir_all(&run2);
+    let o = resnet(&strs(&small_run(&data, &run2, &["--iters", "2", "--train-images", "97"])));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--train-images 97") && err.contains("96 images"), "{err}");
+    assert!(!run2.exists());
+    for d in [data, run] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

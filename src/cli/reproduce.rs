@@ -57,6 +57,14 @@ struct Common {
     /// Training crops' padding (the paper: 4; 2 suits 28x28 images in short runs)
     #[arg(long, default_value_t = 4)]
     crop_pad: usize,
+    /// Train on this many (seeded, random) of the training images: more epochs in a short budget (the
+    /// training error is then over these images; the test set stays whole)
+    #[arg(long)]
+    train_images: Option<usize>,
+    /// No random horizontal flips (with --crop-pad 0: no augmentation, so the nets minimise the very
+    /// training error the report compares)
+    #[arg(long)]
+    no_flip: bool,
     /// Start without asking after printing the estimated duration (cifar10)
     #[arg(long)]
     yes: bool,
@@ -76,19 +84,21 @@ struct Row {
 }
 
 /// Train (or resume, or skip when finished) `arch` into `dir`. A run already there must have been
-/// started with the same request (network, data, iterations, batch, seed, crops).
+/// started with the same request (network, data, iterations, batch, seed, crops, flips).
 fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
     let config = dir.join("config.toml");
     if config.exists() {
         let text = std::fs::read_to_string(&config)?;
         let cfg: train::TrainConfig = toml::from_str(&text).with_context(|| format!("{}", config.display()))?;
         let same_data = cfg.data == c.data || cfg.data.canonicalize().ok() == c.data.canonicalize().ok();
-        let asked = (arch, iters, c.batch, c.seed, c.crop_pad);
-        let stored = (cfg.arch.name.as_str(), cfg.schedule.iters, cfg.batch, cfg.seed, cfg.crop_pad);
+        let asked = (arch, iters, c.batch, c.seed, c.crop_pad, !c.no_flip, c.train_images);
+        let stored =
+            (cfg.arch.name.as_str(), cfg.schedule.iters, cfg.batch, cfg.seed, cfg.crop_pad, cfg.flip, cfg.train_images);
         if !same_data || asked != stored {
             bail!(
-                "{} holds a run of {} on {} ({} iterations, batch {}, seed {}, crop pad {}), not what this command asks \
-                 ({arch} on {}, {iters} iterations, batch {}, seed {}, crop pad {}): use another --out or remove it",
+                "{} holds a run of {} on {} ({} iterations, batch {}, seed {}, crop pad {}, flips {}, training images \
+                 {}), not what this command asks ({arch} on {}, {iters} iterations, batch {}, seed {}, crop pad {}, \
+                 flips {}, training images {}): use another --out or remove it",
                 dir.display(),
                 stored.0,
                 cfg.data.display(),
@@ -96,10 +106,14 @@ fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
                 stored.2,
                 stored.3,
                 stored.4,
+                on_off(stored.5),
+                images(stored.6),
                 c.data.display(),
                 c.batch,
                 c.seed,
-                c.crop_pad
+                c.crop_pad,
+                on_off(asked.5),
+                images(asked.6)
             );
         }
         let last = dir.join("last.safetensors");
@@ -132,6 +146,12 @@ fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if c.no_flip {
+            v.push("--no-flip".into());
+        }
+        if let Some(n) = c.train_images {
+            v.extend(["--train-images".into(), n.to_string()]);
+        }
         if c.lenient_counts {
             v.push("--lenient-counts".into());
         }
@@ -143,6 +163,24 @@ fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
         bail!("interrupted: run the same command again to continue");
     }
     Ok(())
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+fn images(n: Option<usize>) -> String {
+    n.map_or("all".into(), |n| n.to_string())
+}
+
+/// The augmentation in words: "pad-2 crops, flips", "no augmentation", ...
+fn augmentation(crop_pad: usize, flip: bool) -> String {
+    match (crop_pad, !flip) {
+        (0, true) => "no augmentation".into(),
+        (0, false) => "flips, no crops".into(),
+        (p, true) => format!("pad-{p} crops, no flips"),
+        (p, false) => format!("pad-{p} crops, flips"),
+    }
 }
 
 /// Final training error (whole training set, eval mode, no augmentation) and test error of a run.
@@ -158,6 +196,32 @@ fn final_errors(dir: &Path) -> Result<(f64, f64)> {
     let test = test_src.context("the data set has no test split")?;
     let (_, test_err) = train::evaluate(&mut net, test.as_ref(), 1)?;
     Ok((train_err, test_err))
+}
+
+/// The report's "What held" section: the plain pair's and the residual pair's training errors
+/// (shallow, deep), in percent.
+fn what_held(lo: usize, hi: usize, plain: (f64, f64), resnet: (f64, f64)) -> String {
+    let ((p_lo, p_hi), (r_lo, r_hi)) = (plain, resnet);
+    let degraded = p_hi > p_lo;
+    let caught_up = r_hi <= r_lo;
+    format!(
+        "## What held\n\n\
+         - plain-{hi}'s training error is {} plain-{lo}'s ({p_hi:.2}% vs {p_lo:.2}%){}.\n\
+         - ResNet-{hi}'s training error is {} ResNet-{lo}'s ({r_hi:.2}% vs {r_lo:.2}%){}.\n\n\
+         Single runs, one seed: differences of a few tenths of a point are within run-to-run noise.\n\n",
+        if degraded { "above" } else { "not above" },
+        if degraded {
+            ": the deeper plain net is harder to optimise (the degradation problem)"
+        } else {
+            ": no degradation at this budget"
+        },
+        if caught_up { "not above" } else { "above" },
+        match (degraded, caught_up) {
+            (true, true) => ": with shortcuts the deeper net trains at least as well",
+            (true, false) => ": the deeper ResNet has not caught up at this budget",
+            (false, _) => "",
+        }
+    )
 }
 
 fn figures(out: &Path, rows: &[Row], c: &Common, what: &str) -> Result<Vec<String>> {
@@ -267,10 +331,12 @@ pub fn run(a: Args) -> Result<()> {
     writeln!(r, "Command:\n\n    {}\n", command_line())?;
     writeln!(
         r,
-        "Data: `{}`; {iters} iterations per run, batch {}, the paper's CIFAR recipe (lr 0.1, /10 at 50% and 75%; pad-{} crops, flips).\n",
+        "Data: `{}`{}; {iters} iterations per run, batch {}, the paper's CIFAR recipe (lr 0.1, /10 at 50% and 75%; {}).\n",
         c.data.display(),
+        c.train_images
+            .map_or(String::new(), |n| format!(" ({n} of its training images, seeded random; the whole test set)")),
         c.batch,
-        c.crop_pad
+        augmentation(c.crop_pad, !c.no_flip)
     )?;
     if cifar10 {
         writeln!(r, "| net | training error (%) | test error (%) | paper's test error (%) |\n|---|---|---|---|")?;
@@ -288,10 +354,12 @@ pub fn run(a: Args) -> Result<()> {
             writeln!(r, "| {} | {:.2} | {:.2} |", row.name, row.train_err, row.test_err)?;
         }
     }
+    let augmented = if c.crop_pad == 0 && c.no_flip { "" } else { "augmented " };
     writeln!(
         r,
-        "\nTraining error in the table: the whole training set in eval mode (no augmentation), after the last \
-         iteration; the dashed curves in the figures are the augmented mini-batches' error during training.{}\n",
+        "\nTraining error in the table: the whole training set{} in eval mode (no augmentation), after the last \
+         iteration; the dashed curves in the figures are the {augmented}mini-batches' error during training.{}\n",
+        if c.train_images.is_some() { " (the images trained on)" } else { "" },
         if cifar10 { " The paper's ResNet-110 figure is its best of 5 runs (mean 6.61 ± 0.16)." } else { "" }
     )?;
     if !cifar10 && depths.len() >= 2 {
@@ -303,32 +371,7 @@ pub fn run(a: Args) -> Result<()> {
             get(format!("resnet{lo}")),
             get(format!("resnet{hi}")),
         ) {
-            writeln!(r, "## What held\n")?;
-            let degraded = p_hi > p_lo;
-            writeln!(
-                r,
-                "- plain-{hi}'s training error is {} plain-{lo}'s ({p_hi:.2}% vs {p_lo:.2}%){}.",
-                if degraded { "above" } else { "not above" },
-                if degraded {
-                    ": the deeper plain net is harder to optimise (the degradation problem)"
-                } else {
-                    ": no degradation at this budget"
-                }
-            )?;
-            writeln!(
-                r,
-                "- ResNet-{hi}'s training error is {} ResNet-{lo}'s ({r_hi:.2}% vs {r_lo:.2}%){}.\n",
-                if r_hi <= r_lo { "not above" } else { "above" },
-                match (degraded, r_hi <= r_lo) {
-                    (true, true) => ": with shortcuts the deeper net trains at least as well",
-                    (true, false) => ": the deeper ResNet has not caught up at this budget",
-                    (false, _) => "",
-                }
-            )?;
-            writeln!(
-                r,
-                "Single runs, one seed: differences of a few tenths of a point are within run-to-run noise.\n"
-            )?;
+            r.push_str(&what_held(lo, hi, (p_lo, p_hi), (r_lo, r_hi)));
         }
     }
     writeln!(r, "## Figures\n\nFigure 7 (layer responses) over the first 2000 test images.\n")?;
@@ -338,4 +381,32 @@ pub fn run(a: Args) -> Result<()> {
     checkpoint::write_atomic(&c.out.join("REPORT.md"), r.as_bytes())?;
     print!("{r}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_held_names_each_outcome() {
+        let r = what_held(20, 56, (7.0, 11.6), (6.8, 6.5));
+        assert!(r.contains("plain-56's training error is above plain-20's (11.60% vs 7.00%)"), "{r}");
+        assert!(r.contains("ResNet-56's training error is not above ResNet-20's (6.50% vs 6.80%)"), "{r}");
+        assert!(r.contains("trains at least as well"), "{r}");
+        let r = what_held(20, 56, (7.0, 11.6), (6.8, 7.7));
+        assert!(r.contains("ResNet-56's training error is above") && r.contains("not caught up"), "{r}");
+        let r = what_held(20, 56, (7.0, 6.9), (6.8, 7.7));
+        assert!(r.contains("is not above plain-20's") && r.contains("no degradation"), "{r}");
+        assert!(!r.contains("caught up") && !r.contains("at least as well"), "{r}");
+        // equal errors count as "not above"
+        assert!(what_held(20, 56, (7.0, 9.0), (6.8, 6.8)).contains("at least as well"));
+    }
+
+    #[test]
+    fn augmentation_in_words() {
+        assert_eq!(augmentation(0, false), "no augmentation");
+        assert_eq!(augmentation(0, true), "flips, no crops");
+        assert_eq!(augmentation(2, true), "pad-2 crops, flips");
+        assert_eq!(augmentation(4, false), "pad-4 crops, no flips");
+    }
 }

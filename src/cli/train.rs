@@ -93,6 +93,10 @@ pub struct Args {
     /// Hold out this many (seeded, random) training images for validation; best.safetensors picks on them
     #[arg(long, default_value_t = 0)]
     val: usize,
+    /// Train on this many (seeded, random) of the training images (after --val); in-memory data sets. More
+    /// epochs in a short budget: the test set stays whole
+    #[arg(long)]
+    train_images: Option<usize>,
     /// Learning-rate milestones (iterations), instead of 50% and 75% of the run (or of the plateau rule)
     #[arg(long, value_delimiter = ',')]
     milestones: Option<Vec<u64>>,
@@ -154,7 +158,10 @@ pub struct Args {
 /// The in-memory splits of `cfg` with the CIFAR recipe `pre`.
 fn memory_data(cfg: &TrainConfig, pre: Option<Preprocess>) -> Result<RunData> {
     let (splits, _) = data::load_with(&cfg.data, cfg.format, !cfg.lenient_counts)?;
-    let (train, val) = train::split_val(splits.train, cfg.val, cfg.seed)?;
+    let (mut train, val) = train::split_val(splits.train, cfg.val, cfg.seed)?;
+    if let Some(n) = cfg.train_images {
+        train = train::subset(train, n, cfg.seed)?;
+    }
     let pre = pre.unwrap_or_else(|| Preprocess::cifar_recipe(&train, cfg.crop_pad, cfg.flip));
     let p = Arc::new(pre.clone());
     let src =
@@ -235,6 +242,9 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
     // the network takes the data's channels, classes and size
     let mut has_val = a.val > 0;
     let (classes, channels, train_len, format, recipe) = if is_folder {
+        if a.train_images.is_some() {
+            bail!("--train-images applies to in-memory data sets (CIFAR / MNIST-style), not to image folders");
+        }
         let splits = folder::load(&data_path)?;
         has_val |= splits.val.is_some();
         let mut t = splits.train;
@@ -254,7 +264,15 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
             }
         }
         let (splits, format) = data::load_with(&data_path, format, !a.lenient_counts)?;
-        (splits.train.classes, splits.train.c, splits.train.len() - a.val.min(splits.train.len()), Some(format), false)
+        let left = splits.train.len() - a.val.min(splits.train.len());
+        let train_len = match a.train_images {
+            Some(n) if n == 0 || n > left => {
+                bail!("--train-images {n}: the training set has {left} images (after --val), pick 1 to {left}")
+            }
+            Some(n) => n,
+            None => left,
+        };
+        (splits.train.classes, splits.train.c, train_len, Some(format), false)
     };
     if let Some(c) = opts.classes
         && c != classes
@@ -336,6 +354,7 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         batch,
         seed: a.seed,
         val: a.val,
+        train_images: a.train_images,
         schedule,
         momentum: 0.9,
         weight_decay: 1e-4,

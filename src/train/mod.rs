@@ -42,6 +42,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// training images held out (seeded) as a validation set
     pub val: usize,
+    /// train on this many (seeded, random) of the training images left after `val`; None = all
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_images: Option<usize>,
     pub schedule: Schedule,
     pub momentum: f32,
     pub weight_decay: f32,
@@ -98,6 +101,16 @@ pub struct RunData {
     pub eval: Option<ImagenetEval>,
 }
 
+/// The images `idx` of `d`, in that order.
+fn pick(d: &Dataset, idx: &[u32]) -> Dataset {
+    let mut out = d.clone_empty();
+    for &i in idx {
+        out.images.extend_from_slice(d.image(i as usize));
+        out.labels.push(d.labels[i as usize]);
+    }
+    out
+}
+
 /// Hold out `val` seeded random training images.
 pub fn split_val(train: Dataset, val: usize, seed: u64) -> Result<(Dataset, Option<Dataset>)> {
     if val == 0 {
@@ -107,19 +120,27 @@ pub fn split_val(train: Dataset, val: usize, seed: u64) -> Result<(Dataset, Opti
         bail!("--val {val} leaves no training images (the training set has {})", train.len());
     }
     let perm = crate::data::augment::permutation(train.len(), seed ^ 0x7A1, 0);
-    let pick = |idx: &[u32]| {
-        let mut d = train.clone_empty();
-        for &i in idx {
-            d.images.extend_from_slice(train.image(i as usize));
-            d.labels.push(train.labels[i as usize]);
-        }
-        d
-    };
     let (v, t) = perm.split_at(val);
     let (mut v, mut t) = (v.to_vec(), t.to_vec());
     v.sort();
     t.sort();
-    Ok((pick(&t), Some(pick(&v))))
+    Ok((pick(&train, &t), Some(pick(&train, &v))))
+}
+
+/// Keep `n` seeded random images of `train`, in their original order (`--train-images`).
+pub fn subset(train: Dataset, n: usize, seed: u64) -> Result<Dataset> {
+    if n == 0 {
+        bail!("--train-images must be at least 1");
+    }
+    if n > train.len() {
+        bail!("--train-images {n}: the training set has only {} images", train.len());
+    }
+    if n == train.len() {
+        return Ok(train);
+    }
+    let mut keep = crate::data::augment::permutation(train.len(), seed ^ 0x5B5E7, 0)[..n].to_vec();
+    keep.sort();
+    Ok(pick(&train, &keep))
 }
 
 /// Loss and top-1 error (percent) of `net` on `d`, single view, eval mode
@@ -443,4 +464,49 @@ fn prune_epochs(dir: &Path, keep: usize) -> Result<()> {
         std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` 1x1 grey images whose pixel is their index (mod 256) and label their index mod 10.
+    fn indexed(n: usize) -> Dataset {
+        Dataset {
+            images: (0..n).map(|i| (i % 256) as u8).collect(),
+            labels: (0..n).map(|i| (i % 10) as u16).collect(),
+            h: 1,
+            w: 1,
+            c: 1,
+            classes: 10,
+            class_names: vec![],
+        }
+    }
+
+    #[test]
+    fn subset_keeps_seeded_images_in_order_with_their_labels() {
+        let s = subset(indexed(200), 50, 3).unwrap();
+        assert_eq!((s.len(), s.images.len()), (50, 50));
+        assert!(s.images.windows(2).all(|w| w[0] < w[1]), "original order kept, no repeats");
+        for (px, label) in s.images.iter().zip(&s.labels) {
+            assert_eq!(*px as u16 % 10, *label, "labels travel with their images");
+        }
+        assert_eq!(subset(indexed(200), 50, 3).unwrap().images, s.images, "the same seed, the same images");
+        assert_ne!(subset(indexed(200), 50, 4).unwrap().images, s.images, "another seed, other images");
+        assert_eq!(subset(indexed(200), 200, 3).unwrap().images, indexed(200).images);
+        let e = subset(indexed(200), 201, 3).unwrap_err().to_string();
+        assert!(e.contains("--train-images 201") && e.contains("200 images"), "{e}");
+        assert!(subset(indexed(200), 0, 3).is_err());
+    }
+
+    #[test]
+    fn split_val_partitions_the_training_set() {
+        let (t, v) = split_val(indexed(100), 30, 1).unwrap();
+        let v = v.unwrap();
+        assert_eq!((t.len(), v.len()), (70, 30));
+        let mut all: Vec<u8> = t.images.iter().chain(&v.images).copied().collect();
+        all.sort();
+        assert_eq!(all, indexed(100).images, "every image once, in one split or the other");
+        assert!(split_val(indexed(100), 100, 1).is_err());
+    }
 }
