@@ -142,7 +142,7 @@ fn reproduce_degradation_reports_what_held_and_keeps_its_recipe() {
         assert!(report.contains(row), "{row} missing:\n{report}");
     }
     assert!(report.contains("; no augmentation)") && report.contains("the mini-batches' error"), "{report}");
-    assert!(report.contains("(40 of its training images") && report.contains("(the images trained on)"), "{report}");
+    assert!(report.contains("(40 of its training images") && report.contains("(the 40 images trained on)"), "{report}");
     assert!(report.contains("plain-14's training error is") && report.contains("ResNet-14's training error is"));
     let cfg = std::fs::read_to_string(out.join("runs/resnet14/config.toml")).unwrap();
     assert!(cfg.contains("flip = false") && cfg.contains("crop_pad = 0") && cfg.contains("train_images = 40"), "{cfg}");
@@ -151,5 +151,20 @@ fn reproduce_degradation_reports_what_held_and_keeps_its_recipe() {
     let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(&with_flips).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(2) && err.contains("flips off") && err.contains("flips on"), "{err}");
+    // ... and with another subset
+    let other: Vec<&str> = args.iter().map(|a| if *a == "40" { "60" } else { a }).collect();
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(&other).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(2) && err.contains("training images 40") && err.contains("training images 60"),
+        "{err}"
+    );
+    // reproduce cifar10 stays the paper's protocol
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(["reproduce", "cifar10", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-flip"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && err.contains("reproduce degradation"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

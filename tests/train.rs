@@ -244,7 +244,30 @@ fn train_images_trains_on_a_subset_and_counts_epochs_over_it() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--train-images 97") && err.contains("96 images"), "{err}");
     assert!(!run2.exists());
-    for d in [data, run] {
+    let o = resnet(&strs(&small_run(&data, &run2, &["--iters", "2", "--val", "16", "--train-images", "81"])));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("80 images left after --val 16"), "{err}");
+    // all of them is the plain run (nothing recorded, so it matches runs made without the flag)
+    let o = resnet(&strs(&small_run(&data, &run2, &["--iters", "1", "--train-images", "96"])));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!std::fs::read_to_string(run2.join("config.toml")).unwrap().contains("train_images"));
+    // stopped and resumed, the subset run ends bit for bit where the straight one did
+    let run3 = tmp("subset-resumed");
+    let _ = std::fs::remove_dir_all(&run3);
+    train(&strs(&small_run(&data, &run3, &["--epochs", "3", "--train-images", "32", "--stop-at", "3"])));
+    let o = resnet(&["train", "--resume", run3.to_str().unwrap(), "--train-images", "32"]);
+    assert!(!o.status.success(), "a resume takes its recipe from the run");
+    train(&["train", "--resume", run3.to_str().unwrap(), "--quiet"]);
+    let (x, y) = (
+        resnet::train::checkpoint::read(&run.join("last.safetensors")).unwrap(),
+        resnet::train::checkpoint::read(&run3.join("last.safetensors")).unwrap(),
+    );
+    assert_eq!((x.meta.iteration, y.meta.iteration), (6, 6));
+    for (name, (_, v)) in &x.tensors {
+        let same = v.iter().zip(&y.tensors[name].1).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "{name} differs between the straight and the resumed subset run");
+    }
+    for d in [data, run, run2, run3] {
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -256,6 +256,12 @@ pub fn run(a: Args) -> Result<()> {
         What::Degradation(c) => (c, false),
         What::Cifar10(c) => (c, true),
     };
+    if cifar10 && (c.train_images.is_some() || c.no_flip) {
+        bail!(
+            "reproduce cifar10 is the paper's protocol (all 50k training images, flips), to set beside Table 6: \
+             use reproduce degradation for --train-images / --no-flip"
+        );
+    }
     // the data first: an in-memory set (CIFAR-10 for `cifar10`)
     let (_, format) = crate::data::load_with(&c.data, None, !c.lenient_counts)
         .with_context(|| "reproduce takes a CIFAR / MNIST-style data set (image folders: use resnet train)")?;
@@ -359,7 +365,7 @@ pub fn run(a: Args) -> Result<()> {
         r,
         "\nTraining error in the table: the whole training set{} in eval mode (no augmentation), after the last \
          iteration; the dashed curves in the figures are the {augmented}mini-batches' error during training.{}\n",
-        if c.train_images.is_some() { " (the images trained on)" } else { "" },
+        c.train_images.map_or(String::new(), |n| format!(" (the {n} images trained on)")),
         if cifar10 { " The paper's ResNet-110 figure is its best of 5 runs (mean 6.61 ± 0.16)." } else { "" }
     )?;
     if !cifar10 && depths.len() >= 2 {

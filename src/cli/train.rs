@@ -74,7 +74,8 @@ pub struct Args {
     out: Option<PathBuf>,
     /// Continue the run in this directory exactly where it stopped
     #[arg(long, conflicts_with_all = ["data", "out", "iters", "epochs", "batch", "seed", "val", "milestones", "lr",
-        "crop_pad", "no_flip", "scale", "pca", "lr_plateau", "init_from", "workers", "skip_bad", "lenient_counts"])]
+        "crop_pad", "no_flip", "scale", "pca", "lr_plateau", "init_from", "workers", "skip_bad", "lenient_counts",
+        "train_images"])]
     resume: Option<PathBuf>,
     /// Total iterations (default 64000, the paper's CIFAR runs); milestones scale with it
     #[arg(long, conflicts_with = "epochs")]
@@ -94,7 +95,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     val: usize,
     /// Train on this many (seeded, random) of the training images (after --val); in-memory data sets. More
-    /// epochs in a short budget: the test set stays whole
+    /// epochs in a short budget: the test set stays whole (and is evaluated every epoch, which costs more
+    /// the smaller N is)
     #[arg(long)]
     train_images: Option<usize>,
     /// Learning-rate milestones (iterations), instead of 50% and 75% of the run (or of the plateau rule)
@@ -241,6 +243,7 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
     let mut opts = a.arch_opts.clone();
     // the network takes the data's channels, classes and size
     let mut has_val = a.val > 0;
+    let mut train_images = a.train_images;
     let (classes, channels, train_len, format, recipe) = if is_folder {
         if a.train_images.is_some() {
             bail!("--train-images applies to in-memory data sets (CIFAR / MNIST-style), not to image folders");
@@ -264,10 +267,19 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
             }
         }
         let (splits, format) = data::load_with(&data_path, format, !a.lenient_counts)?;
-        let left = splits.train.len() - a.val.min(splits.train.len());
+        let all = splits.train.len();
+        if a.val >= all {
+            bail!("--val {} leaves no training images (the training set has {all})", a.val);
+        }
+        let left = all - a.val;
+        let after_val = if a.val > 0 { format!(" left after --val {}", a.val) } else { String::new() };
         let train_len = match a.train_images {
             Some(n) if n == 0 || n > left => {
-                bail!("--train-images {n}: the training set has {left} images (after --val), pick 1 to {left}")
+                bail!("--train-images {n}: the training set has {left} images{after_val}, pick 1 to {left}")
+            }
+            Some(n) if n == left => {
+                train_images = None; // all of them: the same run as without the flag
+                n
             }
             Some(n) => n,
             None => left,
@@ -354,7 +366,7 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         batch,
         seed: a.seed,
         val: a.val,
-        train_images: a.train_images,
+        train_images,
         schedule,
         momentum: 0.9,
         weight_decay: 1e-4,
