@@ -236,6 +236,21 @@ fn train_images_trains_on_a_subset_and_counts_epochs_over_it() {
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let tests: Vec<&str> = metrics.lines().filter(|l| l.contains("\"split\":\"test\"")).collect();
     assert_eq!(tests.len(), 3, "one test evaluation per epoch of 32 images:\n{metrics}");
+    // evaluations every 4 iterations instead of every epoch (2 iterations), and after the last
+    let run4 = tmp("subset-eval-every");
+    let _ = std::fs::remove_dir_all(&run4);
+    train(&strs(&small_run(&data, &run4, &["--iters", "10", "--train-images", "32", "--eval-every", "4"])));
+    let metrics = std::fs::read_to_string(run4.join("metrics.jsonl")).unwrap();
+    let at: Vec<u64> = metrics
+        .lines()
+        .filter(|l| l.contains("\"split\":\"test\""))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["iter"].as_u64().unwrap())
+        .collect();
+    assert_eq!(at, [4, 8, 10], "{metrics}");
+    let _ = std::fs::remove_dir_all(&run4);
+    let o = resnet(&strs(&small_run(&data, &run4, &["--iters", "10", "--eval-every", "0"])));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--eval-every must be at least 1") && !run4.exists(), "{err}");
     // more images than the training set has: refused before anything is written
     let run2 = tmp("subset-too-many");
     let _ = std::fs::remove_dir_all(&run2);

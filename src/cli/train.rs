@@ -75,7 +75,7 @@ pub struct Args {
     /// Continue the run in this directory exactly where it stopped
     #[arg(long, conflicts_with_all = ["data", "out", "iters", "epochs", "batch", "seed", "val", "milestones", "lr",
         "crop_pad", "no_flip", "scale", "pca", "lr_plateau", "init_from", "workers", "skip_bad", "lenient_counts",
-        "train_images"])]
+        "train_images", "eval_every"])]
     resume: Option<PathBuf>,
     /// Total iterations (default 64000, the paper's CIFAR runs); milestones scale with it
     #[arg(long, conflicts_with = "epochs")]
@@ -124,8 +124,8 @@ pub struct Args {
     /// Image folders: PCA colour augmentation from the standard ImageNet values, the training data, or none
     #[arg(long, value_enum)]
     pca: Option<PcaArg>,
-    /// Image folders: divide the lr by 10 after this many evaluations (epochs) without a better
-    /// validation error (default 2 when there is a validation split)
+    /// Image folders: divide the lr by 10 after this many evaluations (epochs, or --eval-every) without a
+    /// better validation error (default 2 when there is a validation split)
     #[arg(long)]
     lr_plateau: Option<u32>,
     /// Image folders: skip unreadable images (counted and reported) instead of stopping
@@ -146,6 +146,10 @@ pub struct Args {
     /// A metrics line every N iterations
     #[arg(long, default_value_t = 50)]
     log_every: u64,
+    /// Evaluate the validation / test splits every N iterations instead of at every epoch's end (always
+    /// after the last); with a small --train-images, epochs are short and evaluation would dominate
+    #[arg(long)]
+    eval_every: Option<u64>,
     /// No progress output
     #[arg(long)]
     quiet: bool,
@@ -239,6 +243,9 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
     let batch = a.batch.unwrap_or(if is_folder { 256 } else { 128 });
     if batch == 0 {
         bail!("--batch must be at least 1");
+    }
+    if a.eval_every == Some(0) {
+        bail!("--eval-every must be at least 1 (leave it out to evaluate at every epoch's end)");
     }
     let mut opts = a.arch_opts.clone();
     // the network takes the data's channels, classes and size
@@ -371,6 +378,7 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         momentum: 0.9,
         weight_decay: 1e-4,
         log_every: a.log_every.max(1),
+        eval_every: a.eval_every.unwrap_or(0),
         ckpt_every: a.ckpt_every,
         keep: a.keep.max(1),
         threads: crate::par::threads(),

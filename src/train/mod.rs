@@ -50,6 +50,10 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     /// a training-window line in metrics.jsonl every this many iterations
     pub log_every: u64,
+    /// evaluate the validation / test splits every this many iterations (0 = at every epoch's end);
+    /// always after the last iteration
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub eval_every: u64,
     /// extra checkpoints every this many iterations (0 = none)
     pub ckpt_every: u64,
     /// epoch checkpoints kept
@@ -77,6 +81,10 @@ pub struct TrainConfig {
 
 fn one() -> usize {
     1
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Start from other weights (our checkpoint or a torchvision file).
@@ -393,7 +401,8 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
             pb.set_position(done);
         }
         let epoch_end = epoch > it * b / per_epoch;
-        if epoch_end || done == total {
+        let eval_now = if cfg.eval_every > 0 { done % cfg.eval_every == 0 } else { epoch_end };
+        if eval_now || done == total {
             for (split, d) in [("val", data.val.as_ref()), ("test", data.test.as_ref())] {
                 let Some(d) = d else { continue };
                 let (loss, err) = evaluate(&mut net, d.as_ref(), cfg.workers)?;
