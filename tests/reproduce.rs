@@ -159,6 +159,15 @@ fn reproduce_degradation_reports_what_held_and_keeps_its_recipe() {
         o.status.code() == Some(2) && err.contains("training images 40") && err.contains("training images 60"),
         "{err}"
     );
+    // all 100 training images is no subset: nothing recorded, the report says nothing of one
+    let all = dir.join("deg-all");
+    let mut every: Vec<&str> = args.iter().map(|a| if *a == "40" { "100" } else { a }).collect();
+    every[5] = all.to_str().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(&every).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = std::fs::read_to_string(all.join("runs/plain8/config.toml")).unwrap();
+    let report = std::fs::read_to_string(all.join("REPORT.md")).unwrap();
+    assert!(!cfg.contains("train_images") && !report.contains("of its training images"), "{cfg}\n{report}");
     // reproduce cifar10 stays the paper's protocol
     let o = Command::new(env!("CARGO_BIN_EXE_resnet"))
         .args(["reproduce", "cifar10", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-flip"])

@@ -84,7 +84,7 @@ struct Row {
 }
 
 /// Train (or resume, or skip when finished) `arch` into `dir`. A run already there must have been
-/// started with the same request (network, data, iterations, batch, seed, crops, flips).
+/// started with the same request (network, data, iterations, batch, seed, crops, flips, training images).
 fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
     let config = dir.join("config.toml");
     if config.exists() {
@@ -263,8 +263,13 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     // the data first: an in-memory set (CIFAR-10 for `cifar10`)
-    let (_, format) = crate::data::load_with(&c.data, None, !c.lenient_counts)
+    let (splits, format) = crate::data::load_with(&c.data, None, !c.lenient_counts)
         .with_context(|| "reproduce takes a CIFAR / MNIST-style data set (image folders: use resnet train)")?;
+    let mut c = c;
+    if c.train_images == Some(splits.train.len()) {
+        c.train_images = None; // all of them: the runs record no subset (as `resnet train` does)
+    }
+    drop(splits);
     if cifar10 && format != crate::data::Format::Cifar10 {
         bail!("{} holds {format:?}, not CIFAR-10 (use `reproduce degradation` for other data)", c.data.display());
     }
