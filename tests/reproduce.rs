@@ -44,6 +44,12 @@ fn tiny_cifar10(dir: &std::path::Path) -> PathBuf {
     path
 }
 
+/// `resnet ARGS`: the exit code and stderr.
+fn resnet(args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().expect("run resnet");
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
 #[test]
 fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
     let dir = std::env::temp_dir().join(format!("resnet-reproduce-{}", std::process::id()));
@@ -67,9 +73,8 @@ fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
         "--yes",
         "--lenient-counts",
     ];
-    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let (code, err) = resnet(&args);
+    assert!(code == Some(0), "{err}");
     assert!(err.contains("estimated duration on this machine"), "{err}");
     let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
     for row in ["| plain8 |", "| plain20 |", "| resnet8 |", "| resnet20 | "] {
@@ -83,27 +88,20 @@ fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
         assert!(report.contains(&format!("]({f})")), "{f} not in the report");
     }
     // again: every run is finished and skipped, the report is the same
-    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() && err.matches("skipped").count() == 4, "{err}");
+    let (code, err) = resnet(&args);
+    assert!(code == Some(0) && err.matches("skipped").count() == 4, "{err}");
     assert_eq!(std::fs::read_to_string(out.join("REPORT.md")).unwrap(), report);
     // a different recipe on the same directory is refused, not mixed in
     let mut other: Vec<&str> = args.to_vec();
     other[9] = "5";
-    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(&other).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        o.status.code() == Some(2) && err.contains("holds a run of plain8") && err.contains("3 iterations"),
-        "{err}"
-    );
+    let (code, err) = resnet(&other);
+    assert!(code == Some(2) && err.contains("holds a run of plain8") && err.contains("3 iterations"), "{err}");
     // cifar10 takes CIFAR-10 only
     let fm = dir.join("fm");
     std::fs::create_dir_all(&fm).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_resnet"))
-        .args(["reproduce", "cifar10", "--data", dir.to_str().unwrap(), "--out", fm.to_str().unwrap(), "--yes"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, err) =
+        resnet(&["reproduce", "cifar10", "--data", dir.to_str().unwrap(), "--out", fm.to_str().unwrap(), "--yes"]);
+    assert_eq!(code, Some(2), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -134,9 +132,8 @@ fn reproduce_degradation_reports_what_held_and_keeps_its_recipe() {
         "40",
         "--lenient-counts",
     ];
-    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let (code, err) = resnet(&args);
+    assert!(code == Some(0), "{err}");
     let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
     for row in ["| plain8 |", "| plain14 |", "| resnet8 |", "| resnet14 |"] {
         assert!(report.contains(row), "{row} missing:\n{report}");
@@ -148,32 +145,31 @@ fn reproduce_degradation_reports_what_held_and_keeps_its_recipe() {
     assert!(cfg.contains("flip = false") && cfg.contains("crop_pad = 0") && cfg.contains("train_images = 40"), "{cfg}");
     // the same directory with flips: refused, naming the difference
     let with_flips: Vec<&str> = args.iter().copied().filter(|a| *a != "--no-flip").collect();
-    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(&with_flips).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.code() == Some(2) && err.contains("flips off") && err.contains("flips on"), "{err}");
+    let (code, err) = resnet(&with_flips);
+    assert!(code == Some(2) && err.contains("flips off") && err.contains("flips on"), "{err}");
     // ... and with another subset
     let other: Vec<&str> = args.iter().map(|a| if *a == "40" { "60" } else { a }).collect();
-    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(&other).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        o.status.code() == Some(2) && err.contains("training images 40") && err.contains("training images 60"),
-        "{err}"
-    );
+    let (code, err) = resnet(&other);
+    assert!(code == Some(2) && err.contains("training images 40") && err.contains("training images 60"), "{err}");
     // all 100 training images is no subset: nothing recorded, the report says nothing of one
     let all = dir.join("deg-all");
     let mut every: Vec<&str> = args.iter().map(|a| if *a == "40" { "100" } else { a }).collect();
     every[5] = all.to_str().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(&every).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, err) = resnet(&every);
+    assert_eq!(code, Some(0), "{err}");
     let cfg = std::fs::read_to_string(all.join("runs/plain8/config.toml")).unwrap();
     let report = std::fs::read_to_string(all.join("REPORT.md")).unwrap();
     assert!(!cfg.contains("train_images") && !report.contains("of its training images"), "{cfg}\n{report}");
     // reproduce cifar10 stays the paper's protocol
-    let o = Command::new(env!("CARGO_BIN_EXE_resnet"))
-        .args(["reproduce", "cifar10", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-flip"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.code() == Some(2) && err.contains("reproduce degradation"), "{err}");
+    let (code, err) = resnet(&[
+        "reproduce",
+        "cifar10",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-flip",
+    ]);
+    assert!(code == Some(2) && err.contains("reproduce degradation"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
