@@ -4,7 +4,7 @@
 //! with a handful of iterations; then again, skipping the finished runs.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn tiny_cifar10(dir: &std::path::Path) -> PathBuf {
@@ -44,6 +44,29 @@ fn tiny_cifar10(dir: &std::path::Path) -> PathBuf {
     path
 }
 
+/// A fresh scratch directory holding a tiny CIFAR-10 archive.
+fn scratch_with_cifar10(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("resnet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = tiny_cifar10(&dir);
+    (dir, data)
+}
+
+/// `resnet reproduce WHAT` on `data` into `out`: 3 iterations of batch 8 per net, then `extra`
+/// (argument 9 is the iteration count).
+fn tiny_reproduce<'a>(
+    what: &'a str,
+    data: &'a Path,
+    out: &'a Path,
+    depths: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let base =
+        ["reproduce", what, "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--depths", depths];
+    base.into_iter().chain(["--iters", "3", "--batch", "8"]).chain(extra.iter().copied()).collect()
+}
+
 /// `resnet ARGS`: the exit code and stderr.
 fn resnet(args: &[&str]) -> (Option<i32>, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().expect("run resnet");
@@ -52,27 +75,9 @@ fn resnet(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
-    let dir = std::env::temp_dir().join(format!("resnet-reproduce-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = tiny_cifar10(&dir);
+    let (dir, data) = scratch_with_cifar10("reproduce");
     let out = dir.join("table6");
-    let args = [
-        "reproduce",
-        "cifar10",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--depths",
-        "8,20",
-        "--iters",
-        "3",
-        "--batch",
-        "8",
-        "--yes",
-        "--lenient-counts",
-    ];
+    let args = tiny_reproduce("cifar10", &data, &out, "8,20", &["--yes", "--lenient-counts"]);
     let (code, err) = resnet(&args);
     assert!(code == Some(0), "{err}");
     assert!(err.contains("estimated duration on this machine"), "{err}");
@@ -107,31 +112,10 @@ fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
 
 #[test]
 fn reproduce_degradation_reports_what_held_and_keeps_its_recipe() {
-    let dir = std::env::temp_dir().join(format!("resnet-degradation-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = tiny_cifar10(&dir);
+    let (dir, data) = scratch_with_cifar10("degradation");
     let out = dir.join("deg");
-    let args = [
-        "reproduce",
-        "degradation",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--depths",
-        "8,14",
-        "--iters",
-        "3",
-        "--batch",
-        "8",
-        "--crop-pad",
-        "0",
-        "--no-flip",
-        "--train-images",
-        "40",
-        "--lenient-counts",
-    ];
+    let extra = ["--crop-pad", "0", "--no-flip", "--train-images", "40", "--lenient-counts"];
+    let args = tiny_reproduce("degradation", &data, &out, "8,14", &extra);
     let (code, err) = resnet(&args);
     assert!(code == Some(0), "{err}");
     let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
