@@ -114,7 +114,7 @@ fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
 fn reproduce_degradation_reports_what_held_and_keeps_its_recipe() {
     let (dir, data) = scratch_with_cifar10("degradation");
     let out = dir.join("deg");
-    let extra = ["--crop-pad", "0", "--no-flip", "--train-images", "40", "--lenient-counts"];
+    let extra = ["--crop-pad", "0", "--no-flip", "--train-images", "40", "--eval-every", "2", "--lenient-counts"];
     let args = tiny_reproduce("degradation", &data, &out, "8,14", &extra);
     let (code, err) = resnet(&args);
     assert!(code == Some(0), "{err}");
@@ -127,6 +127,10 @@ fn reproduce_degradation_reports_what_held_and_keeps_its_recipe() {
     assert!(report.contains("plain-14's training error is") && report.contains("ResNet-14's training error is"));
     let cfg = std::fs::read_to_string(out.join("runs/resnet14/config.toml")).unwrap();
     assert!(cfg.contains("flip = false") && cfg.contains("crop_pad = 0") && cfg.contains("train_images = 40"), "{cfg}");
+    // test evaluations at iteration 2 and after the last (3), not at every epoch's end (5 batches of 8)
+    let metrics = std::fs::read_to_string(out.join("runs/resnet14/metrics.jsonl")).unwrap();
+    let tests: Vec<&str> = metrics.lines().filter(|l| l.contains("\"split\":\"test\"")).collect();
+    assert!(tests.len() == 2 && tests[0].contains("\"iter\":2,") && tests[1].contains("\"iter\":3,"), "{metrics}");
     // the same directory with flips: refused, naming the difference
     let with_flips: Vec<&str> = args.iter().copied().filter(|a| *a != "--no-flip").collect();
     let (code, err) = resnet(&with_flips);

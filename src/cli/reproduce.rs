@@ -61,6 +61,10 @@ struct Common {
     /// training error is then over these images; the test set stays whole)
     #[arg(long)]
     train_images: Option<usize>,
+    /// Evaluate the test set every N iterations instead of every epoch (the training itself is the same;
+    /// with a small --train-images epochs are short)
+    #[arg(long)]
+    eval_every: Option<u64>,
     /// No random horizontal flips (with --crop-pad 0: no augmentation, so the nets minimise the very
     /// training error the report compares)
     #[arg(long)]
@@ -151,6 +155,9 @@ fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
         }
         if let Some(n) = c.train_images {
             v.extend(["--train-images".into(), n.to_string()]);
+        }
+        if let Some(n) = c.eval_every {
+            v.extend(["--eval-every".into(), n.to_string()]);
         }
         if c.lenient_counts {
             v.push("--lenient-counts".into());
