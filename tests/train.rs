@@ -262,6 +262,9 @@ fn train_images_trains_on_a_subset_and_counts_epochs_over_it() {
     let o = resnet(&strs(&small_run(&data, &run2, &["--iters", "2", "--val", "16", "--train-images", "81"])));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("80 images left after --val 16"), "{err}");
+    let o = resnet(&strs(&small_run(&data, &run2, &["--iters", "2", "--val", "96", "--train-images", "10"])));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--val 96 leaves no training images (the training set has 96)"), "{err}");
     // all of them is the plain run (nothing recorded, so it matches runs made without the flag)
     let o = resnet(&strs(&small_run(&data, &run2, &["--iters", "1", "--train-images", "96"])));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

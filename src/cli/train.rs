@@ -275,8 +275,8 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         }
         let (splits, format) = data::load_with(&data_path, format, !a.lenient_counts)?;
         let all = splits.train.len();
-        if a.val >= all {
-            bail!("--val {} leaves no training images (the training set has {all})", a.val);
+        if a.val > 0 {
+            train::check_val(a.val, all)?;
         }
         let left = all - a.val;
         let after_val = if a.val > 0 { format!(" left after --val {}", a.val) } else { String::new() };

@@ -119,14 +119,20 @@ fn pick(d: &Dataset, idx: &[u32]) -> Dataset {
     out
 }
 
+/// `--val val` must leave training images out of `len`.
+pub fn check_val(val: usize, len: usize) -> Result<()> {
+    if val >= len {
+        bail!("--val {val} leaves no training images (the training set has {len})");
+    }
+    Ok(())
+}
+
 /// Hold out `val` seeded random training images.
 pub fn split_val(train: Dataset, val: usize, seed: u64) -> Result<(Dataset, Option<Dataset>)> {
     if val == 0 {
         return Ok((train, None));
     }
-    if val >= train.len() {
-        bail!("--val {val} leaves no training images (the training set has {})", train.len());
-    }
+    check_val(val, train.len())?;
     let perm = crate::data::augment::permutation(train.len(), seed ^ 0x7A1, 0);
     let (v, t) = perm.split_at(val);
     let (mut v, mut t) = (v.to_vec(), t.to_vec());
