@@ -53,6 +53,24 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// The last checkpoints of a straight run `a` and a stopped-and-resumed run `b` are the same, bit for
+/// bit (metadata, every tensor's shape and values); their iteration.
+fn assert_same_last_checkpoint(a: &Path, b: &Path) -> u64 {
+    let (x, y) = (
+        resnet::train::checkpoint::read(&a.join("last.safetensors")).unwrap(),
+        resnet::train::checkpoint::read(&b.join("last.safetensors")).unwrap(),
+    );
+    assert_eq!(x.meta, y.meta);
+    assert_eq!(x.tensors.len(), y.tensors.len());
+    for (name, (shape, v)) in &x.tensors {
+        let (s2, v2) = &y.tensors[name];
+        assert_eq!(shape, s2, "{name}");
+        let same = v.iter().zip(v2).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "{name} differs between the straight and the resumed run");
+    }
+    x.meta.iteration
+}
+
 fn train(args: &[&str]) {
     let o = resnet(args);
     assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
@@ -69,19 +87,7 @@ fn stop_and_resume_is_bit_identical() {
     let half = resnet::train::checkpoint::read(&b.join("last.safetensors")).unwrap();
     assert_eq!(half.meta.iteration, 12);
     train(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
-    let (x, y) = (
-        resnet::train::checkpoint::read(&a.join("last.safetensors")).unwrap(),
-        resnet::train::checkpoint::read(&b.join("last.safetensors")).unwrap(),
-    );
-    assert_eq!(x.meta, y.meta);
-    assert_eq!(x.meta.iteration, 24);
-    assert_eq!(x.tensors.len(), y.tensors.len());
-    for (name, (shape, v)) in &x.tensors {
-        let (s2, v2) = &y.tensors[name];
-        assert_eq!(shape, s2, "{name}");
-        let same = v.iter().zip(v2).all(|(p, q)| p.to_bits() == q.to_bits());
-        assert!(same, "{name} differs between the straight and the resumed run");
-    }
+    assert_eq!(assert_same_last_checkpoint(&a, &b), 24);
     // the run directory: config, metrics with training windows and test evaluations, epoch checkpoints
     let cfg = std::fs::read_to_string(a.join("config.toml")).unwrap();
     assert!(cfg.contains("milestones = [12, 18]"), "{cfg}");
@@ -276,15 +282,7 @@ fn train_images_trains_on_a_subset_and_counts_epochs_over_it() {
     let o = resnet(&["train", "--resume", run3.to_str().unwrap(), "--train-images", "32"]);
     assert!(!o.status.success(), "a resume takes its recipe from the run");
     train(&["train", "--resume", run3.to_str().unwrap(), "--quiet"]);
-    let (x, y) = (
-        resnet::train::checkpoint::read(&run.join("last.safetensors")).unwrap(),
-        resnet::train::checkpoint::read(&run3.join("last.safetensors")).unwrap(),
-    );
-    assert_eq!((x.meta.iteration, y.meta.iteration), (6, 6));
-    for (name, (_, v)) in &x.tensors {
-        let same = v.iter().zip(&y.tensors[name].1).all(|(p, q)| p.to_bits() == q.to_bits());
-        assert!(same, "{name} differs between the straight and the resumed subset run");
-    }
+    assert_eq!(assert_same_last_checkpoint(&run, &run3), 6);
     for d in [data, run, run2, run3] {
         let _ = std::fs::remove_dir_all(d);
     }
