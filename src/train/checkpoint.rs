@@ -35,6 +35,9 @@ pub struct Meta {
     /// position `iteration * batch`, so (seed, iteration) is the whole state.
     #[serde(default)]
     pub seed: u64,
+    /// the batch size the run trains with (None in converted weights and older checkpoints)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
     /// For converted torchvision weights: their evaluation transform, used
     /// instead of the mean image (which is then all zeros).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +59,7 @@ impl Meta {
             warmup_done_at: None,
             best_val_err: None,
             seed: 0,
+            batch: None,
             eval: None,
             plateau: Default::default(),
         }
@@ -93,17 +97,35 @@ pub fn to_bytes(net: &Net, velocity: Option<&[f32]>, pre: &Preprocess, meta: &Me
     Ok(safetensors::serialize(views, Some(md))?)
 }
 
-/// Write `bytes` to `path` atomically.
+/// Temporary files of this process get distinct names: two writers never share one.
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Write `bytes` to `path` atomically: a temporary file in the same directory (named for this
+/// process and write), fsync, rename over `path`, fsync of the directory. On any failure the
+/// temporary file is removed and `path` is untouched; `Ok` means the bytes are durable.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
+    let n = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
+    let written = (|| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
         f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return written;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    // the rename is durable once the directory is synced (some file systems cannot sync a directory)
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -213,5 +235,52 @@ impl Loaded {
 
     pub fn velocity(&self) -> Option<&Vec<f32>> {
         self.tensors.get("optimizer.velocity").map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("resnet-ckpt-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn entries(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temp_file() {
+        let d = scratch("ok");
+        let p = d.join("a.bin");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(entries(&d), ["a.bin"]);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn failed_writes_remove_their_temp_file_and_keep_the_target() {
+        let d = scratch("fail");
+        // the output is a directory: the rename fails
+        std::fs::create_dir(d.join("out")).unwrap();
+        std::fs::write(d.join("out/keep"), b"x").unwrap();
+        let e = write_atomic(&d.join("out"), b"bytes").unwrap_err();
+        assert!(format!("{e:#}").contains("out"), "{e:#}");
+        assert_eq!(entries(&d), ["out"], "no temp file left beside the target");
+        assert_eq!(entries(&d.join("out")), ["keep"]);
+        // the parent is a regular file: nothing can be created
+        std::fs::write(d.join("file"), b"f").unwrap();
+        assert!(write_atomic(&d.join("file/x"), b"bytes").is_err());
+        assert_eq!(entries(&d), ["file", "out"]);
+        let _ = std::fs::remove_dir_all(d);
     }
 }
