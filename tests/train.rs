@@ -2,79 +2,12 @@
 //! directory contents, metrics, and exact resume (N straight iterations equal
 //! N/2 + resume, bit for bit).
 
-use std::path::{Path, PathBuf};
+#[path = "common/runs.rs"]
+mod runs;
+
+use runs::{assert_same_last_checkpoint, data_dir, resnet, small_run, strs, tmp, train};
+use std::path::Path;
 use std::process::Command;
-
-fn resnet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().expect("run resnet")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("resnet-train-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// IDX files of `n` 28x28 images whose brightness encodes the label (learnable).
-fn write_idx(dir: &Path, prefix: &str, n: usize) {
-    let mut img = vec![0, 0, 8, 3];
-    for d in [n as u32, 28, 28] {
-        img.extend(d.to_be_bytes());
-    }
-    let mut lab = vec![0, 0, 8, 1];
-    lab.extend((n as u32).to_be_bytes());
-    for i in 0..n {
-        let label = (i * 7 % 10) as u8;
-        for p in 0..784 {
-            img.push(((label as usize * 25 + (p * 31 + i * 17) % 20) % 256) as u8);
-        }
-        lab.push(label);
-    }
-    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
-}
-
-/// A data directory of the test's own (tests run in parallel).
-fn data_dir(test: &str) -> PathBuf {
-    let d = tmp(&format!("data-{test}"));
-    write_idx(&d, "train", 96);
-    write_idx(&d, "t10k", 24);
-    d
-}
-
-/// `resnet train --arch resnet8` on `data` into `run`, batch 16, quiet, then `extra`.
-fn small_run(data: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
-    let base = ["train", "--arch", "resnet8", "--data", data.to_str().unwrap(), "--out", run.to_str().unwrap()];
-    base.iter().chain(["--batch", "16", "--quiet"].iter()).chain(extra).map(|s| s.to_string()).collect()
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-/// The last checkpoints of a straight run `a` and a stopped-and-resumed run `b` are the same, bit for
-/// bit (metadata, every tensor's shape and values); their iteration.
-fn assert_same_last_checkpoint(a: &Path, b: &Path) -> u64 {
-    let (x, y) = (
-        resnet::train::checkpoint::read(&a.join("last.safetensors")).unwrap(),
-        resnet::train::checkpoint::read(&b.join("last.safetensors")).unwrap(),
-    );
-    assert_eq!(x.meta, y.meta);
-    assert_eq!(x.tensors.len(), y.tensors.len());
-    for (name, (shape, v)) in &x.tensors {
-        let (s2, v2) = &y.tensors[name];
-        assert_eq!(shape, s2, "{name}");
-        let same = v.iter().zip(v2).all(|(p, q)| p.to_bits() == q.to_bits());
-        assert!(same, "{name} differs between the straight and the resumed run");
-    }
-    x.meta.iteration
-}
-
-fn train(args: &[&str]) {
-    let o = resnet(args);
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-}
 
 #[test]
 fn stop_and_resume_is_bit_identical() {
@@ -189,13 +122,23 @@ fn a_diverging_run_stops_naming_the_iteration() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("not finite") && err.contains("iteration"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // nothing was saved: the message says so (no "keeps the last good state"), and the same --out
+    // takes a fresh start (a run that never wrote a checkpoint has nothing to resume)
+    assert!(!run.join("last.safetensors").exists());
+    assert!(err.contains("no checkpoint was written") && !err.contains("last good state"), "{err}");
+    let args = small_run(&data, &run, &["--iters", "12"]);
+    let o = resnet(&strs(&args));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(cfg["schedule"]["lr"].as_float(), Some(0.1), "the new run's configuration: {cfg}");
     for d in [data, run] {
         let _ = std::fs::remove_dir_all(d);
     }
 }
 
 /// kill -9 at any instant leaves the previous checkpoint loadable; Ctrl-C
-/// (SIGINT) writes a resumable one and exits cleanly.
+/// (SIGINT) writes a resumable one and exits with 130.
 #[test]
 fn kill_and_interrupt_leave_loadable_checkpoints() {
     let data = data_dir("kill");
@@ -219,7 +162,7 @@ fn kill_and_interrupt_leave_loadable_checkpoints() {
     let before = resnet::train::checkpoint::read(&last).unwrap().meta.iteration;
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "Ctrl-C exits cleanly: {status:?}");
+    assert_eq!(status.code(), Some(130), "Ctrl-C saves, then exits 128 + SIGINT: {status:?}");
     let after = resnet::train::checkpoint::read(&last).unwrap().meta.iteration;
     assert!(after >= before && after < 100_000);
     for d in [data, run] {

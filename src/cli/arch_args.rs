@@ -68,6 +68,16 @@ impl ArchArgs {
 }
 
 impl ArchOpts {
+    /// Whether any option was given.
+    pub fn any_set(&self) -> bool {
+        self.family.is_some()
+            || self.shortcut.is_some()
+            || self.stride_in.is_some()
+            || self.classes.is_some()
+            || self.in_channels.is_some()
+            || self.input_size.is_some()
+    }
+
     /// Validate `arch` with these options into a spec and the input side.
     pub fn resolve(&self, arch: &str) -> anyhow::Result<(ArchSpec, usize)> {
         let spec = ArchSpec::parse(arch, &self.options())?;

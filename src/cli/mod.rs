@@ -11,6 +11,7 @@ mod plot;
 mod predict;
 mod reproduce;
 mod responses;
+mod signals;
 mod summary;
 mod train;
 
@@ -76,6 +77,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // stopped on a signal after saving (the command has said so): 128 + the signal
+        Err(ref e) if let Some(stop) = e.downcast_ref::<signals::Interrupted>() => ExitCode::from(stop.exit_code()),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -167,7 +167,8 @@ fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
     let a = train_cli::parse_args(&argv)?;
     let (_, _, out) = train_cli::execute(&a)?;
     if out.interrupted {
-        bail!("interrupted: run the same command again to continue");
+        eprintln!("interrupted: run the same command again to continue");
+        return Err(super::signals::received().unwrap_or(super::signals::Interrupted { signal: 2 }).into());
     }
     Ok(())
 }
@@ -326,13 +327,14 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
-    train_cli::install_ctrlc();
+    super::signals::install();
     let mut rows = vec![];
     for n in &nets {
         let dir = runs.join(n);
         ensure_run(&c, n, &dir, iters)?;
-        if train::STOP.load(std::sync::atomic::Ordering::Relaxed) {
-            bail!("interrupted: run the same command again to continue");
+        if let Some(stop) = super::signals::received() {
+            eprintln!("interrupted: run the same command again to continue");
+            return Err(stop.into());
         }
         let (train_err, test_err) = final_errors(&dir)?;
         rows.push(Row { name: n.clone(), dir, train_err, test_err });

@@ -2,12 +2,14 @@
 //! data, its ImageNet recipe on image folders, and fine-tuning.
 
 use super::arch_args::ArchOpts;
+use super::signals;
 use crate::arch::Family;
 use crate::data::augment::Preprocess;
 use crate::data::folder;
 use crate::data::imagenet::{ImagenetRecipe, Pca};
 use crate::data::source::{FolderSource, MemorySource, Source};
 use crate::data::{self, Format};
+use crate::train::rundir::{ResumePoint, RunDir};
 use crate::train::schedule::{Plateau, Schedule};
 use crate::train::{self, Finetune, Progress, RunData, TrainConfig};
 use anyhow::{Context, Result, bail};
@@ -105,12 +107,12 @@ pub struct Args {
     /// Base learning rate (default 0.1; image folders 0.1 x batch/256; 0.01 with --init-from)
     #[arg(long)]
     lr: Option<f32>,
-    /// Extra checkpoints every N iterations
-    #[arg(long, default_value_t = 0)]
-    ckpt_every: u64,
-    /// Epoch checkpoints to keep
-    #[arg(long, default_value_t = 3)]
-    keep: usize,
+    /// Extra checkpoints every N iterations (default 0: none; may change on --resume)
+    #[arg(long)]
+    ckpt_every: Option<u64>,
+    /// Epoch checkpoints to keep (default 3; may change on --resume)
+    #[arg(long)]
+    keep: Option<usize>,
     /// Training crops: pad the image by this many pixels and crop back at random (the paper: 4; 0 = no crops)
     #[arg(long, default_value_t = 4)]
     crop_pad: usize,
@@ -143,9 +145,9 @@ pub struct Args {
     /// With --init-from: train only the fc (the other weights keep their values)
     #[arg(long, requires = "init_from")]
     freeze_backbone: bool,
-    /// A metrics line every N iterations
-    #[arg(long, default_value_t = 50)]
-    log_every: u64,
+    /// A metrics line every N iterations (default 50; may change on --resume)
+    #[arg(long)]
+    log_every: Option<u64>,
     /// Evaluate the validation / test splits every N iterations instead of at every epoch's end (always
     /// after the last); with a small --train-images, epochs are short and evaluation would dominate
     #[arg(long)]
@@ -226,11 +228,13 @@ fn folder_data(cfg: &mut TrainConfig, mean: Option<Vec<f32>>, quiet: bool) -> Re
     Ok(RunData { train: src(train_folder), val: val_folder.map(src), test: None, pre, eval: Some(eval) })
 }
 
-fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
+fn new_run(a: &Args) -> Result<(RunDir, TrainConfig, RunData, ResumePoint)> {
     let Some(arch) = &a.arch else { bail!("--arch is required for a new run (or --resume RUN)") };
     let data_path = a.data.clone().context("--data is required for a new run")?;
+    // stored absolute: the run resumes from any working directory
+    let data_path = std::path::absolute(&data_path).with_context(|| format!("--data {}", data_path.display()))?;
     let out = a.out.clone().context("--out is required for a new run")?;
-    if out.join("config.toml").exists() {
+    if out.join("last.safetensors").exists() {
         bail!("{} already holds a run; continue it with --resume {0}", out.display());
     }
     let format = a.format.map(|f| match f {
@@ -241,9 +245,6 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
     });
     let is_folder = format.is_none() && data_path.is_dir() && folder::looks_like_folder(&data_path);
     let batch = a.batch.unwrap_or(if is_folder { 256 } else { 128 });
-    if batch == 0 {
-        bail!("--batch must be at least 1");
-    }
     if a.eval_every == Some(0) {
         bail!("--eval-every must be at least 1 (leave it out to evaluate at every epoch's end)");
     }
@@ -310,13 +311,13 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
     }
     let iters = match (a.iters, a.epochs) {
         (Some(i), _) => i,
-        (None, Some(e)) => (e * train_len as u64).div_ceil(batch as u64),
+        (None, Some(e)) => e
+            .checked_mul(train_len as u64)
+            .map(|images| images.div_ceil(batch.max(1) as u64))
+            .with_context(|| format!("--epochs {e}: {e} x {train_len} training images is too many iterations"))?,
         (None, None) if recipe => 600_000,
         (None, None) => 64_000,
     };
-    if iters == 0 {
-        bail!("the run needs at least one iteration");
-    }
     let mut schedule = Schedule::cifar(iters, spec.depth);
     if recipe {
         // the ImageNet recipe: no warm-up, lr /10 on plateaus (or fixed milestones)
@@ -361,7 +362,7 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
     } else {
         None
     };
-    let finetune = a.init_from.clone().map(|p| Finetune {
+    let finetune = a.init_from.as_deref().map(std::path::absolute).transpose()?.map(|p| Finetune {
         init_from: p,
         reset_head: a.reset_head,
         freeze_backbone: a.freeze_backbone,
@@ -377,31 +378,69 @@ fn new_run(a: &Args) -> Result<(PathBuf, TrainConfig, RunData)> {
         schedule,
         momentum: 0.9,
         weight_decay: 1e-4,
-        log_every: a.log_every.max(1),
+        log_every: a.log_every.unwrap_or(50),
         eval_every: a.eval_every.unwrap_or(0),
-        ckpt_every: a.ckpt_every,
-        keep: a.keep.max(1),
+        ckpt_every: a.ckpt_every.unwrap_or(0),
+        keep: a.keep.unwrap_or(3),
         threads: crate::par::threads(),
         crop_pad: a.crop_pad,
         flip: !a.no_flip,
         recipe,
         skip_bad: a.skip_bad,
-        workers: a.workers.max(1),
+        workers: a.workers,
         finetune,
         lenient_counts: a.lenient_counts,
     };
+    cfg.validate()?;
     let data = if cfg.recipe.is_some() { folder_data(&mut cfg, None, a.quiet)? } else { memory_data(&cfg, None)? };
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let (dir, replaced) = RunDir::create(&out)?;
+    if replaced && !a.quiet {
+        eprintln!("note: {} held a run that never wrote a checkpoint: starting afresh in its place", out.display());
+    }
     let text = toml::to_string(&cfg).context("writing the configuration")?;
-    train::checkpoint::write_atomic(&out.join("config.toml"), text.as_bytes())?;
-    Ok((out, cfg, data))
+    train::checkpoint::write_atomic(&dir.join("config.toml"), text.as_bytes())?;
+    Ok((dir, cfg, data, ResumePoint { checkpoint: None, note: None }))
 }
 
-fn resumed(dir: &Path, quiet: bool) -> Result<(PathBuf, TrainConfig, RunData)> {
-    let path = dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+/// Write `cfg` as the run's config.toml.
+fn save_config(dir: &RunDir, cfg: &TrainConfig) -> Result<()> {
+    let text = toml::to_string(cfg).context("writing the configuration")?;
+    train::checkpoint::write_atomic(&dir.join("config.toml"), text.as_bytes())
+}
+
+fn resumed(a: &Args, path: &Path) -> Result<(RunDir, TrainConfig, RunData, ResumePoint)> {
+    if a.arch_opts.any_set() {
+        bail!(
+            "--resume continues the network in {}/config.toml: network options (--shortcut, --classes, ...) cannot change",
+            path.display()
+        );
+    }
+    let dir = RunDir::open(path)?;
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
     let mut cfg: TrainConfig =
-        toml::from_str(&text).with_context(|| format!("{}: bad configuration", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{}: bad configuration", config.display()))?;
+    // what may change on resume: the cadence of logs and checkpoints (recorded in config.toml)
+    let mut changed = vec![];
+    if let Some(n) = a.log_every {
+        cfg.log_every = n;
+        changed.push(format!("log_every = {n}"));
+    }
+    if let Some(n) = a.ckpt_every {
+        cfg.ckpt_every = n;
+        changed.push(format!("ckpt_every = {n}"));
+    }
+    if let Some(n) = a.keep {
+        cfg.keep = n;
+        changed.push(format!("keep = {n}"));
+    }
+    cfg.validate().with_context(|| format!("{}: bad configuration", config.display()))?;
+    if !changed.is_empty() {
+        save_config(&dir, &cfg)?;
+        if !a.quiet {
+            eprintln!("note: {} now records {}", config.display(), changed.join(", "));
+        }
+    }
     if cfg.threads != crate::par::threads() {
         eprintln!(
             "note: this run computed with {} threads, now {}: results stay correct but are no longer bit-identical to an uninterrupted run",
@@ -409,12 +448,21 @@ fn resumed(dir: &Path, quiet: bool) -> Result<(PathBuf, TrainConfig, RunData)> {
             crate::par::threads()
         );
     }
-    // the input pipeline as recorded in the last checkpoint (a run stopped before its first has none)
-    let last = dir.join("last.safetensors");
-    let pre = if last.exists() { Some(train::checkpoint::read(&last)?.preprocess) } else { None };
+    let from = dir.resume_point()?;
+    if let Some(note) = &from.note
+        && !a.quiet
+    {
+        eprintln!("note: {note}");
+    }
+    // the input pipeline as recorded in the checkpoint (a run stopped before its first has none)
+    let pre = from.checkpoint.as_ref().map(|(_, ck)| ck.preprocess.clone());
     let data =
-        if cfg.recipe.is_some() { folder_data(&mut cfg, pre.map(|p| p.mean), quiet)? } else { memory_data(&cfg, pre)? };
-    Ok((dir.to_path_buf(), cfg, data))
+        if cfg.recipe.is_some() { folder_data(&mut cfg, pre.map(|p| p.mean), a.quiet) } else { memory_data(&cfg, pre) }
+            .with_context(|| {
+                let relative = if cfg.data.is_relative() { ", taken relative to the current directory" } else { "" };
+                format!("the data {} named in {}{relative}", cfg.data.display(), config.display())
+            })?;
+    Ok((dir, cfg, data, from))
 }
 
 /// Parse `resnet train` arguments (without the program and subcommand names), for callers in the crate.
@@ -430,8 +478,8 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
 
 /// Start or resume a run as `a` says; returns its directory, configuration and outcome.
 pub fn execute(a: &Args) -> Result<(PathBuf, TrainConfig, train::Outcome)> {
-    let (dir, cfg, data) = match &a.resume {
-        Some(d) => resumed(d, a.quiet)?,
+    let (dir, cfg, data, from) = match &a.resume {
+        Some(d) => resumed(a, d)?,
         None => new_run(a)?,
     };
     let progress = if a.quiet {
@@ -441,8 +489,8 @@ pub fn execute(a: &Args) -> Result<(PathBuf, TrainConfig, train::Outcome)> {
     } else {
         Progress::Lines
     };
-    let out = train::run(&dir, &cfg, &data, a.stop_at, progress)?;
-    Ok((dir, cfg, out))
+    let out = train::run(&dir, &cfg, &data, from, a.stop_at, progress)?;
+    Ok((dir.path().to_path_buf(), cfg, out))
 }
 
 type Shared = Arc<dyn Source>;
@@ -453,18 +501,8 @@ pub fn memory_splits(cfg: &TrainConfig, pre: Preprocess) -> Result<(Shared, Opti
     Ok((d.train, d.test))
 }
 
-/// Ctrl-C: the first writes a resumable checkpoint and stops the run, a second quits at once.
-pub fn install_ctrlc() {
-    let _ = ctrlc::set_handler(|| {
-        if train::STOP.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            std::process::exit(130); // a second Ctrl-C: leave now
-        }
-        eprintln!("\nstopping: writing a resumable checkpoint (Ctrl-C again to quit at once)");
-    });
-}
-
 pub fn run(a: Args) -> Result<()> {
-    install_ctrlc();
+    signals::install();
     let (dir, cfg, out) = execute(&a)?;
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
@@ -491,5 +529,8 @@ pub fn run(a: Args) -> Result<()> {
             println!("continue with: resnet train --resume {}", dir.display());
         }
     }
-    Ok(())
+    match signals::received() {
+        Some(stop) if out.interrupted => Err(stop.into()),
+        _ => Ok(()),
+    }
 }

@@ -3,11 +3,13 @@
 //! frozen configuration, metrics, atomic checkpoints and exact resume;
 //! optionally fine-tuning from other weights.
 //!
-//! RUN/config.toml   the fully resolved configuration, written once
+//! RUN/config.toml   the fully resolved configuration, written once (cadence flags of a resume update it)
 //! RUN/metrics.jsonl one JSON object per line (training windows, evaluations)
 //! RUN/last.safetensors, RUN/epoch-NNNN.safetensors (last `keep`), RUN/best.safetensors (with --val)
+//! RUN/.lock         held (flock) by the one process training the run
 
 pub mod checkpoint;
+pub mod rundir;
 pub mod schedule;
 
 use crate::arch::ArchSpec;
@@ -23,6 +25,7 @@ use crate::ops::loss::cross_entropy;
 use crate::optim::Sgd;
 use anyhow::{Context, Result, bail};
 use checkpoint::Meta;
+use rundir::{ResumePoint, RunDir};
 use schedule::Schedule;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -81,6 +84,86 @@ pub struct TrainConfig {
 
 fn one() -> usize {
     1
+}
+
+/// The largest crop padding: the side of the in-memory images (32).
+pub const MAX_CROP_PAD: usize = 32;
+
+impl TrainConfig {
+    /// The rules every configuration obeys, whether it comes from the command line or from a
+    /// (possibly hand-edited) config.toml: one validation for both. Errors name the setting as
+    /// config.toml spells it and the flag that sets it.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        let s = &self.schedule;
+        let checks: [(bool, String); 12] = [
+            (self.batch >= 1, "batch must be at least 1 (--batch)".into()),
+            (s.iters >= 1, "the run needs at least one iteration (iters; --iters / --epochs)".into()),
+            (self.log_every >= 1, "log_every must be at least 1 (--log-every)".into()),
+            (self.keep >= 1, "keep must be at least 1: the epoch checkpoints kept (--keep)".into()),
+            (self.workers >= 1 && self.threads >= 1, "workers and threads must be at least 1".into()),
+            (positive(s.lr), format!("the learning rate must be a positive number, not {} (lr; --lr)", s.lr)),
+            (
+                s.warmup_lr.is_none_or(positive),
+                format!("the warm-up rate must be a positive number, not {:?} (warmup_lr)", s.warmup_lr),
+            ),
+            (positive(s.gamma) && s.gamma <= 1.0, format!("gamma must be in (0, 1], not {}", s.gamma)),
+            (
+                self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum),
+                format!("momentum must be in [0, 1), not {}", self.momentum),
+            ),
+            (
+                self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+                format!("weight_decay must be a non-negative number, not {}", self.weight_decay),
+            ),
+            (
+                self.crop_pad <= MAX_CROP_PAD,
+                format!(
+                    "crop_pad {} is more than the image side {MAX_CROP_PAD} (--crop-pad; the paper pads by 4)",
+                    self.crop_pad
+                ),
+            ),
+            (self.train_images != Some(0), "--train-images must be at least 1 (train_images)".into()),
+        ];
+        if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
+            bail!("{msg}");
+        }
+        if let Some(r) = &self.recipe {
+            r.validate()?;
+        }
+        Ok(())
+    }
+
+    /// A checkpoint continues this run only if it was trained with the same network, batch, seed
+    /// and data shape: config.toml may not change them.
+    pub fn check_checkpoint(&self, path: &Path, meta: &Meta, pre: &Preprocess, class_names: &[String]) -> Result<()> {
+        let differs = |what: &str, cfg: String, ck: String| {
+            anyhow::anyhow!(
+                "config.toml says {what} {cfg} but {} was trained with {what} {ck}: the network, batch, seed and data \
+                 of a run cannot change (restore config.toml, or start a new run)",
+                path.display()
+            )
+        };
+        if meta.arch != self.arch {
+            return Err(differs("arch", format!("{:?}", self.arch), format!("{:?}", meta.arch)));
+        }
+        if meta.seed != self.seed {
+            return Err(differs("seed", self.seed.to_string(), meta.seed.to_string()));
+        }
+        if let Some(b) = meta.batch
+            && b != self.batch
+        {
+            return Err(differs("batch", self.batch.to_string(), b.to_string()));
+        }
+        if (meta.image, meta.input_size) != (pre.src, pre.size) || meta.class_names != class_names {
+            return Err(differs(
+                "data of shape",
+                format!("{:?} ({} classes)", pre.src, class_names.len()),
+                format!("{:?} ({} classes)", meta.image, meta.class_names.len()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -247,35 +330,48 @@ pub struct Outcome {
     pub skipped: usize,
 }
 
-/// Set by Ctrl-C: the loop writes a checkpoint and returns.
+/// Set by a stop signal (SIGINT, SIGTERM, SIGHUP): the loop writes a checkpoint and returns.
 pub static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Start or continue the run in `dir` until iteration `stop_at` (or the end).
-pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, progress: Progress) -> Result<Outcome> {
+/// Start or continue the run held in `dir` from `from` (for a new run: no checkpoint) until
+/// iteration `stop_at` (or the end). `metrics.jsonl` is first cut back to where the run continues.
+pub fn run(
+    dir: &RunDir,
+    cfg: &TrainConfig,
+    data: &RunData,
+    from: ResumePoint,
+    stop_at: Option<u64>,
+    progress: Progress,
+) -> Result<Outcome> {
+    cfg.validate().with_context(|| format!("{}: bad configuration", dir.join("config.toml").display()))?;
     let total = cfg.schedule.iters;
     let stop = stop_at.unwrap_or(total).min(total);
     let last_path = dir.join("last.safetensors");
     let train = &data.train;
     let pre = &data.pre;
-    let (mut meta, ck) = if last_path.exists() {
-        let ck = checkpoint::read(&last_path)?;
-        (ck.meta.clone(), Some(ck))
-    } else {
-        let meta = Meta {
-            seed: cfg.seed,
-            eval: data.eval.clone(),
-            ..Meta::new(cfg.arch.clone(), train.class_names(), pre.src, pre.size)
-        };
-        (meta, None)
+    let (mut meta, ck) = match from.checkpoint {
+        Some((path, ck)) => {
+            cfg.check_checkpoint(&path, &ck.meta, pre, &train.class_names())?;
+            (ck.meta.clone(), Some((path, ck)))
+        }
+        None => {
+            let meta = Meta {
+                seed: cfg.seed,
+                batch: Some(cfg.batch),
+                eval: data.eval.clone(),
+                ..Meta::new(cfg.arch.clone(), train.class_names(), pre.src, pre.size)
+            };
+            (meta, None)
+        }
     };
     let mut net =
         Net::new(&cfg.arch, cfg.batch, pre.size, pre.size, true, cfg.seed).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut sgd = Sgd::new(net.params.len());
-    if let Some(ck) = &ck {
-        ck.restore(&mut net).with_context(|| format!("restoring {}", last_path.display()))?;
-        let v = ck.velocity().context("the checkpoint has no optimizer state")?;
+    if let Some((path, ck)) = &ck {
+        ck.restore(&mut net).with_context(|| format!("restoring {}", path.display()))?;
+        let v = ck.velocity().with_context(|| format!("{}: the checkpoint has no optimizer state", path.display()))?;
         if v.len() != sgd.velocity.len() {
-            bail!("{}: optimizer state of the wrong size", last_path.display());
+            bail!("{}: optimizer state of the wrong size", path.display());
         }
         sgd.velocity.copy_from_slice(v);
     } else if let Some(f) = &cfg.finetune {
@@ -289,12 +385,14 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
     let freeze = cfg.finetune.as_ref().is_some_and(|f| f.freeze_backbone);
     sgd.momentum = cfg.momentum;
     sgd.weight_decay = cfg.weight_decay;
+    let metrics_path = dir.join("metrics.jsonl");
+    rundir::truncate_metrics(&metrics_path, meta.iteration)?;
     let mut metrics = Metrics(
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("metrics.jsonl"))
-            .context("opening metrics.jsonl")?,
+            .open(&metrics_path)
+            .with_context(|| format!("opening {}", metrics_path.display()))?,
     );
     let start = meta.iteration;
     let mut outcome = Outcome {
@@ -343,20 +441,26 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
         let bytes = checkpoint::to_bytes(net, Some(&sgd.velocity), pre, meta)?;
         checkpoint::write_atomic(&dir.join(name), &bytes)
     };
+    // what a failure leaves behind, for its message
+    let kept = || {
+        if last_path.exists() {
+            format!("{} keeps the last good state", last_path.display())
+        } else {
+            format!("no checkpoint was written yet: start afresh with the same --out {}", dir.path().display())
+        }
+    };
     for it in start..stop {
-        let batch = loader.next().context("the data loader stopped")?.with_context(|| {
-            format!("loading the batch of iteration {it}; {} keeps the last good state", last_path.display())
-        })?;
+        let batch = loader
+            .next()
+            .context("the data loader stopped")?
+            .with_context(|| format!("loading the batch of iteration {it}; {}", kept()))?;
         debug_assert_eq!(batch.iteration, it);
         let lr = cfg.schedule.lr(it, meta.warmup_done_at, &meta.plateau.drops);
         net.input_mut().copy_from_slice(&batch.x);
         net.forward(cfg.batch, true);
         let out = net.loss_backward(&batch.labels);
         if !out.loss.is_finite() {
-            bail!(
-                "the loss is not finite at iteration {it} (lr {lr}); the run stops here, {} keeps the last good state",
-                last_path.display()
-            );
+            bail!("the loss is not finite at iteration {it} (lr {lr}); the run stops here, {}", kept());
         }
         if freeze {
             for r in &fc_ranges {
@@ -369,9 +473,9 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
             net.plan.params.iter().find(|t| net.params[t.offset..t.offset + t.len].iter().any(|v| !v.is_finite()))
         {
             bail!(
-                "the weights ({}) are not finite after iteration {it} (lr {lr}); the run stops here, {} keeps the last good state",
+                "the weights ({}) are not finite after iteration {it} (lr {lr}); the run stops here, {}",
                 t.name,
-                last_path.display()
+                kept()
             );
         }
         win_loss += out.loss as f64;
@@ -464,8 +568,8 @@ pub fn run(dir: &Path, cfg: &TrainConfig, data: &RunData, stop_at: Option<u64>, 
 }
 
 /// Keep the newest `keep` epoch checkpoints.
-fn prune_epochs(dir: &Path, keep: usize) -> Result<()> {
-    let mut epochs: Vec<PathBuf> = std::fs::read_dir(dir)?
+fn prune_epochs(dir: &RunDir, keep: usize) -> Result<()> {
+    let mut epochs: Vec<PathBuf> = std::fs::read_dir(dir.path())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
@@ -512,6 +616,79 @@ mod tests {
         let e = subset(indexed(200), 201, 3).unwrap_err().to_string();
         assert!(e.contains("--train-images 201") && e.contains("200 images"), "{e}");
         assert!(subset(indexed(200), 0, 3).is_err());
+    }
+
+    fn config() -> TrainConfig {
+        TrainConfig {
+            arch: ArchSpec::parse("resnet8", &Default::default()).unwrap(),
+            data: "data".into(),
+            format: None,
+            batch: 16,
+            seed: 0,
+            val: 0,
+            train_images: None,
+            schedule: Schedule::cifar(100, 8),
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            log_every: 50,
+            eval_every: 0,
+            ckpt_every: 0,
+            keep: 3,
+            threads: 2,
+            crop_pad: 4,
+            flip: true,
+            recipe: None,
+            skip_bad: false,
+            workers: 1,
+            finetune: None,
+            lenient_counts: false,
+        }
+    }
+
+    #[test]
+    fn one_validation_for_flags_and_config_files() {
+        config().validate().unwrap();
+        let cases: [(fn(&mut TrainConfig), &str); 12] = [
+            (|c| c.batch = 0, "batch must be at least 1"),
+            (|c| c.schedule.iters = 0, "at least one iteration"),
+            (|c| c.log_every = 0, "log_every must be at least 1"),
+            (|c| c.keep = 0, "keep must be at least 1"),
+            (|c| c.workers = 0, "workers and threads"),
+            (|c| c.schedule.lr = f32::NAN, "positive number, not NaN"),
+            (|c| c.schedule.lr = -1.0, "positive number, not -1"),
+            (|c| c.schedule.warmup_lr = Some(0.0), "warm-up rate"),
+            (|c| c.momentum = 1.0, "momentum must be in [0, 1)"),
+            (|c| c.weight_decay = f32::INFINITY, "weight_decay"),
+            (|c| c.crop_pad = 100_000, "crop_pad 100000 is more than the image side 32"),
+            (|c| c.train_images = Some(0), "--train-images must be at least 1"),
+        ];
+        for (break_it, says) in cases {
+            let mut c = config();
+            break_it(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(says), "{e} (expected: {says})");
+        }
+        let mut c = config();
+        c.schedule.gamma = 0.0;
+        assert!(c.validate().unwrap_err().to_string().contains("gamma"));
+    }
+
+    #[test]
+    fn a_checkpoint_must_match_the_run_it_continues() {
+        let c = config();
+        let pre = Preprocess { src: (32, 32, 1), size: 32, mean: vec![], crop_pad: 4, flip: true };
+        let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let meta = Meta { batch: Some(16), ..Meta::new(c.arch.clone(), names.clone(), (32, 32, 1), 32) };
+        let p = Path::new("RUN/last.safetensors");
+        c.check_checkpoint(p, &meta, &pre, &names).unwrap();
+        let old = Meta { batch: None, ..meta.clone() };
+        c.check_checkpoint(p, &old, &pre, &names).expect("older checkpoints record no batch");
+        let e = |m: &Meta, names: &[String]| c.check_checkpoint(p, m, &pre, names).unwrap_err().to_string();
+        assert!(e(&Meta { batch: Some(32), ..meta.clone() }, &names).contains("batch 16 but RUN/last.safetensors"));
+        assert!(e(&Meta { seed: 3, ..meta.clone() }, &names).contains("seed 0 but"));
+        let other = ArchSpec::parse("resnet14", &Default::default()).unwrap();
+        assert!(e(&Meta { arch: other, ..meta.clone() }, &names).contains("arch"));
+        assert!(e(&meta, &names[..9]).contains("data of shape"));
     }
 
     #[test]

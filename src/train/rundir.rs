@@ -1,0 +1,276 @@
+//! A run directory held by one process at a time, and how a run in it continues.
+//!
+//! The hold is an OS advisory lock (`flock`) on `RUN/.lock`: the operating system releases it when
+//! the holding process ends, however it ends, so a crashed run never leaves a stale lock. The file
+//! holds the holder's pid, for the message a second writer gets.
+//!
+//! Continuing: `last.safetensors` when it loads, else the newest loadable epoch / iteration
+//! checkpoint (saying why), else iteration 0 (saying so); `metrics.jsonl` is cut back to the
+//! checkpoint's iteration, so no line is ever in it twice.
+
+use super::checkpoint::{self, Loaded};
+use anyhow::{Context, Result, bail};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The lock file inside a run directory.
+pub const LOCK: &str = ".lock";
+
+/// A run directory this process holds (the lock lasts as long as the value).
+#[derive(Debug)]
+pub struct RunDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+/// Where a run continues from.
+pub struct ResumePoint {
+    /// the checkpoint file and its contents; None: no checkpoint, iteration 0
+    pub checkpoint: Option<(PathBuf, Loaded)>,
+    /// why this is not `last.safetensors` (missing, damaged), or that the run starts at 0
+    pub note: Option<String>,
+}
+
+impl RunDir {
+    /// Hold `path` for a new run, creating it (and its parents) if needed. Refused while another
+    /// process holds it, and when it holds a run that wrote a checkpoint (continue that one with
+    /// `--resume`); a run that never wrote one is replaced (nothing of it could be continued).
+    /// Returns the directory and whether an earlier, checkpoint-less run was replaced.
+    pub fn create(path: &Path) -> Result<(RunDir, bool)> {
+        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        let dir = RunDir { path: path.to_path_buf(), _lock: lock(path)? };
+        let replaced = dir.join("config.toml").exists();
+        if replaced && !dir.checkpoints()?.is_empty() {
+            bail!("{} already holds a run; continue it with --resume {0}", path.display());
+        }
+        Ok((dir, replaced))
+    }
+
+    /// Hold the existing run in `path` (it must have a config.toml).
+    pub fn open(path: &Path) -> Result<RunDir> {
+        let config = path.join("config.toml");
+        if !config.is_file() {
+            bail!("{} holds no run (no config.toml); start one with --out {0}", path.display());
+        }
+        Ok(RunDir { path: path.to_path_buf(), _lock: lock(path)? })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Every checkpoint file of the run: last, best, epoch-*, iter-*.
+    fn checkpoints(&self) -> Result<Vec<PathBuf>> {
+        let mut v = vec![];
+        for e in std::fs::read_dir(&self.path).with_context(|| format!("reading {}", self.path.display()))? {
+            let p = e?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let ours = name == "last.safetensors"
+                || name == "best.safetensors"
+                || ((name.starts_with("epoch-") || name.starts_with("iter-")) && name.ends_with(".safetensors"));
+            if ours && p.is_file() {
+                v.push(p);
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    /// Where the run continues: `last.safetensors` if it loads; otherwise the newest loadable
+    /// epoch or iteration checkpoint, with a note saying why; with no checkpoint at all, iteration
+    /// 0 (noted). A damaged `last` with nothing to fall back on is an error: the run is never
+    /// restarted from zero behind the user's back.
+    pub fn resume_point(&self) -> Result<ResumePoint> {
+        let last = self.join("last.safetensors");
+        let why = if last.exists() {
+            match checkpoint::read(&last) {
+                Ok(ck) => return Ok(ResumePoint { checkpoint: Some((last, ck)), note: None }),
+                Err(e) => format!("{} cannot be loaded ({e:#})", last.display()),
+            }
+        } else {
+            format!("{} is missing", last.display())
+        };
+        // the others, newest first by the iteration their header records
+        let mut others: Vec<(u64, PathBuf)> = self
+            .checkpoints()?
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n != "last.safetensors" && n != "best.safetensors"))
+            .filter_map(|p| header_iteration(&p).map(|it| (it, p)))
+            .collect();
+        others.sort_by(|a, b| b.cmp(a));
+        for (_, p) in others {
+            if let Ok(ck) = checkpoint::read(&p) {
+                let note = format!(
+                    "{why}: continuing from {} (iteration {})",
+                    p.file_name().unwrap_or_default().to_string_lossy(),
+                    ck.meta.iteration
+                );
+                return Ok(ResumePoint { checkpoint: Some((p, ck)), note: Some(note) });
+            }
+        }
+        if last.exists() {
+            bail!("{why}, and no epoch or iteration checkpoint of the run loads: it cannot continue");
+        }
+        Ok(ResumePoint {
+            checkpoint: None,
+            note: Some(format!("{}: no checkpoint yet, starting at iteration 0", self.path.display())),
+        })
+    }
+}
+
+/// Take the run directory's lock (created if missing) and record our pid in it.
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let who = match holder.trim().parse::<u32>() {
+                Ok(pid) => format!("process {pid}"),
+                Err(_) => "another process".to_string(),
+            };
+            bail!(
+                "{} is in use by {who} (a resnet training it holds the lock {}); wait for it to end or stop it first",
+                dir.display(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    f.set_len(0).and_then(|_| writeln!(f, "{}", std::process::id())).and_then(|_| f.flush()).ok();
+    Ok(f)
+}
+
+/// The iteration a checkpoint's header records, reading only the header (None: not readable).
+fn header_iteration(path: &Path) -> Option<u64> {
+    let mut f = File::open(path).ok()?;
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).ok()?;
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 {
+        return None;
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    let meta: serde_json::Value = serde_json::from_str(v.get("__metadata__")?.get("meta")?.as_str()?).ok()?;
+    meta.get("iteration")?.as_u64()
+}
+
+/// Cut `metrics.jsonl` back to the lines of iterations up to `iteration`: everything from the
+/// first line of a later iteration (or an unfinished last line) on is removed. Lines are in
+/// iteration order, each written before the checkpoint of its iteration.
+pub fn truncate_metrics(path: &Path, iteration: u64) -> Result<()> {
+    let Ok(text) = std::fs::read(path) else { return Ok(()) };
+    let mut keep = 0usize;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        if !line.ends_with(b"\n") {
+            break;
+        }
+        let iter =
+            serde_json::from_slice::<serde_json::Value>(line).ok().and_then(|v| v.get("iter").and_then(|i| i.as_u64()));
+        if iter.is_some_and(|i| i > iteration) {
+            break;
+        }
+        keep += line.len();
+    }
+    if keep < text.len() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        f.set_len(keep as u64).with_context(|| format!("truncating {}", path.display()))?;
+        f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("resnet-rundir-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_second_holder_is_refused_until_the_first_lets_go() {
+        let d = scratch("lock");
+        let (first, replaced) = RunDir::create(&d).unwrap();
+        assert!(!replaced);
+        let e = RunDir::create(&d).unwrap_err().to_string();
+        assert!(e.contains("in use") && e.contains(&std::process::id().to_string()), "{e}");
+        std::fs::write(d.join("config.toml"), "x").unwrap();
+        assert!(RunDir::open(&d).unwrap_err().to_string().contains("in use"));
+        drop(first);
+        // free again; a run without a checkpoint may be replaced, one with a checkpoint not
+        let (_again, replaced) = RunDir::create(&d).unwrap();
+        assert!(replaced);
+        drop(_again);
+        std::fs::write(d.join("epoch-0001.safetensors"), "x").unwrap();
+        let e = RunDir::create(&d).unwrap_err().to_string();
+        assert!(e.contains("already holds a run") && e.contains("--resume"), "{e}");
+        assert!(RunDir::open(&d).is_ok());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn open_needs_a_run() {
+        let d = scratch("norun");
+        std::fs::create_dir_all(&d).unwrap();
+        let e = RunDir::open(&d).unwrap_err().to_string();
+        assert!(e.contains("no config.toml"), "{e}");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn resume_point_says_when_there_is_no_checkpoint_and_refuses_a_lone_damaged_last() {
+        let d = scratch("resume");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("config.toml"), "x").unwrap();
+        let dir = RunDir::open(&d).unwrap();
+        let p = dir.resume_point().unwrap();
+        assert!(p.checkpoint.is_none() && p.note.unwrap().contains("iteration 0"));
+        std::fs::write(d.join("last.safetensors"), "truncated").unwrap();
+        let e = dir.resume_point().err().unwrap().to_string();
+        assert!(e.contains("last.safetensors cannot be loaded") && e.contains("cannot continue"), "{e}");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn metrics_are_cut_back_to_the_checkpoint() {
+        let d = scratch("metrics");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("metrics.jsonl");
+        let lines = "{\"iter\":2,\"a\":1}\n{\"iter\":4}\n{\"iter\":4,\"split\":\"test\"}\n{\"iter\":6}\n{\"iter\":8}\n";
+        std::fs::write(&p, format!("{lines}{{\"iter\":1")).unwrap();
+        truncate_metrics(&p, 8).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), lines, "an unfinished last line goes");
+        truncate_metrics(&p, 5).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"iter\":2,\"a\":1}\n{\"iter\":4}\n{\"iter\":4,\"split\":\"test\"}\n"
+        );
+        truncate_metrics(&p, 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
+        truncate_metrics(&d.join("absent.jsonl"), 3).unwrap();
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
