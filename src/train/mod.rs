@@ -648,7 +648,8 @@ mod tests {
     #[test]
     fn one_validation_for_flags_and_config_files() {
         config().validate().unwrap();
-        let cases: [(fn(&mut TrainConfig), &str); 12] = [
+        type Breaks = fn(&mut TrainConfig);
+        let cases: [(Breaks, &str); 12] = [
             (|c| c.batch = 0, "batch must be at least 1"),
             (|c| c.schedule.iters = 0, "at least one iteration"),
             (|c| c.log_every = 0, "log_every must be at least 1"),
