@@ -8,8 +8,10 @@ use resnet::data::augment::Preprocess;
 use resnet::net::Net;
 use resnet::train::checkpoint::{self, Meta};
 use resnet::weights::{self, StateDict};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_resnet");
 
@@ -53,6 +55,30 @@ fn tmp(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// Run the binary with at most `mem_kib` KiB of address space (`ulimit -v`), killed after `secs`
+/// seconds (a test failure: it hung).
+fn run_limited(args: &[&str], mem_kib: u64, secs: u64) -> Output {
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!("ulimit -v {mem_kib} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bash");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} still running after {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }
 
 // ---- fixtures ----
@@ -216,5 +242,150 @@ fn weights_holding_nan_or_inf_are_refused_by_every_command_that_loads_them() {
     let fine = checkpoint_file(&d.join("fine.safetensors"), |_| {});
     let out = ok(&["predict", "--weights", s(&fine), s(&img)]);
     assert!(out.contains('%') && !out.contains("NaN"), "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+// ---- (5) bounded readers: decompression bombs, FIFOs ----
+
+/// Address space for the bomb tests: the binary loads its data well within it, and a bomb inflated
+/// to memory (1 GiB) would not fit.
+const MEM_KIB: u64 = 600_000;
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// `head` gzipped, then 1 GiB of zeros as further gzip members (one stream to a gzip reader):
+/// about 1 MB on disk.
+fn bomb(head: &[u8]) -> Vec<u8> {
+    let zeros = gzip(&vec![0u8; 16 << 20]);
+    let mut b = gzip(head);
+    for _ in 0..64 {
+        b.extend_from_slice(&zeros);
+    }
+    b
+}
+
+#[test]
+fn an_idx_gzip_bomb_is_refused_at_the_size_its_header_announces() {
+    let d = tmp("idx-bomb");
+    let data = mnist(&d.join("m"));
+    std::fs::remove_file(data.join("train-images-idx3-ubyte")).unwrap();
+    // a header announcing 20 images, then 1 GiB of zeros
+    let header: Vec<u8> = [0x803u32, 20, 28, 28].iter().flat_map(|v| v.to_be_bytes()).collect();
+    let gz = bomb(&header);
+    assert!(gz.len() < 2 << 20);
+    std::fs::write(data.join("train-images-idx3-ubyte.gz"), &gz).unwrap();
+    let run = d.join("run");
+    let args =
+        ["train", "--arch", "resnet8", "--in-channels", "1", "--data", s(&data), "--iters", "1", "--out", s(&run)];
+    let o = run_limited(&args, MEM_KIB, 60);
+    check_fails(&o, "train on an IDX bomb", &["train-images-idx3-ubyte.gz", "its header announces 20 images of 28x28"]);
+    let o = run_limited(&["data", "folder", "--data", s(&data), "--out", s(&d.join("f"))], MEM_KIB, 60);
+    check_fails(&o, "data folder on an IDX bomb", &["train-images-idx3-ubyte.gz", "announces 20 images"]);
+    // the same file in a tar.gz, as a member
+    let mut tar = tar::Builder::new(Vec::new());
+    for f in ["train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        tar.append_path_with_name(data.join(f), format!("mnist/{f}")).unwrap();
+    }
+    tar.append_path_with_name(data.join("train-images-idx3-ubyte.gz"), "mnist/train-images-idx3-ubyte.gz").unwrap();
+    std::fs::write(d.join("mnist.tar.gz"), gzip(&tar.into_inner().unwrap())).unwrap();
+    let o =
+        run_limited(&["data", "folder", "--data", s(&d.join("mnist.tar.gz")), "--out", s(&d.join("g"))], MEM_KIB, 60);
+    check_fails(
+        &o,
+        "an IDX bomb in a tar.gz",
+        &["mnist.tar.gz:mnist/train-images-idx3-ubyte.gz", "announces 20 images"],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_cifar_archive_bomb_is_refused_by_its_member_size_and_its_total() {
+    let d = tmp("cifar-bomb");
+    // a member declaring 1 GiB where a CIFAR-10 batch has 30730000 bytes: refused from its header
+    let mut h = tar::Header::new_gnu();
+    h.set_path("cifar-10-batches-bin/data_batch_1.bin").unwrap();
+    h.set_size(1 << 30);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let p = d.join("cifar-10-binary.tar.gz");
+    std::fs::write(&p, bomb(h.as_bytes())).unwrap();
+    let out = d.join("f");
+    let o = run_limited(&["data", "folder", "--data", s(&p), "--out", s(&out)], MEM_KIB, 60);
+    check_fails(
+        &o,
+        "a CIFAR member bomb",
+        &["cifar-10-binary.tar.gz:cifar-10-batches-bin/data_batch_1.bin: 1073741824 bytes", "30730000 bytes"],
+    );
+    let o = run_limited(
+        &["train", "--arch", "resnet8", "--data", s(&p), "--iters", "1", "--out", s(&d.join("r"))],
+        MEM_KIB,
+        60,
+    );
+    check_fails(&o, "train on a CIFAR member bomb", &["data_batch_1.bin: 1073741824 bytes"]);
+    // a member nobody reads, 2 GiB of zeros: inflated without being kept, and stopped at 1 GiB
+    let mut h = tar::Header::new_gnu();
+    h.set_path("cifar-10-batches-bin/padding.bin").unwrap();
+    h.set_size(2 << 30);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let zeros = gzip(&vec![0u8; 16 << 20]);
+    let mut b = gzip(h.as_bytes());
+    for _ in 0..130 {
+        b.extend_from_slice(&zeros);
+    }
+    std::fs::write(&p, b).unwrap();
+    let o = run_limited(&["data", "folder", "--data", s(&p), "--out", s(&out)], MEM_KIB, 60);
+    check_fails(
+        &o,
+        "a tar.gz inflating beyond 1 GiB",
+        &["cifar-10-binary.tar.gz: the archive decompresses to more than"],
+    );
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn mkfifo(p: &Path) {
+    let st = Command::new("mkfifo").arg(p).status().expect("run mkfifo");
+    assert!(st.success(), "mkfifo {}", p.display());
+}
+
+#[test]
+fn fifos_among_the_inputs_are_refused_by_name_without_hanging() {
+    let d = tmp("fifo");
+    let data = mnist(&d.join("m"));
+    std::fs::remove_file(data.join("t10k-labels-idx1-ubyte")).unwrap();
+    mkfifo(&data.join("t10k-labels-idx1-ubyte"));
+    let want = format!("{}: a FIFO (named pipe), not a regular file", s(&data.join("t10k-labels-idx1-ubyte")));
+    let run = d.join("run");
+    let args =
+        ["train", "--arch", "resnet8", "--in-channels", "1", "--data", s(&data), "--iters", "1", "--out", s(&run)];
+    check_fails(&run_limited(&args, MEM_KIB, 60), "train, FIFO in the data", &[&want]);
+    let o = run_limited(&["data", "folder", "--data", s(&data), "--out", s(&d.join("f"))], MEM_KIB, 60);
+    check_fails(&o, "data folder, FIFO in the data", &[&want]);
+    // an archive that is a FIFO
+    mkfifo(&d.join("c.tar.gz"));
+    let o = run_limited(&["data", "folder", "--data", s(&d.join("c.tar.gz")), "--out", s(&d.join("g"))], MEM_KIB, 60);
+    check_fails(&o, "a FIFO archive", &["c.tar.gz: a FIFO"]);
+    // an image folder holding a FIFO named like an image; a FIFO given as an image or as weights
+    let folder = d.join("folder");
+    std::fs::create_dir_all(folder.join("a")).unwrap();
+    std::fs::create_dir_all(folder.join("b")).unwrap();
+    png(&folder.join("a/1.png"));
+    mkfifo(&folder.join("b/2.png"));
+    let ck = checkpoint_file(&d.join("w.safetensors"), |_| {});
+    let o = run_limited(&["eval", "--weights", s(&ck), "--data", s(&folder)], MEM_KIB, 60);
+    check_fails(&o, "eval, FIFO in an image folder", &["b/2.png", "a FIFO (named pipe) named like an image"]);
+    let o = run_limited(&["predict", "--weights", s(&ck), s(&folder.join("b/2.png"))], MEM_KIB, 60);
+    check_fails(&o, "predict a FIFO", &["2.png: a FIFO"]);
+    mkfifo(&d.join("fifo.safetensors"));
+    let o =
+        run_limited(&["predict", "--weights", s(&d.join("fifo.safetensors")), s(&folder.join("a/1.png"))], MEM_KIB, 60);
+    check_fails(&o, "FIFO weights", &["fifo.safetensors: a FIFO"]);
+    let o = run_limited(&["convert", s(&d.join("fifo.safetensors")), s(&d.join("x.safetensors"))], MEM_KIB, 60);
+    check_fails(&o, "convert FIFO weights", &["fifo.safetensors: a FIFO"]);
     let _ = std::fs::remove_dir_all(&d);
 }

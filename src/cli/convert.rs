@@ -31,7 +31,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     crate::paths::refuse_same_file(&a.input, &a.output, "input and output")?;
-    let bytes = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let bytes = crate::paths::read_regular(&a.input)?;
     // the success line is printed once the file is in place (write_atomic: temporary file, fsync, rename)
     let (out, done) = if checkpoint::is_checkpoint(&bytes) {
         let ck = checkpoint::parse(&a.input, &bytes)?;

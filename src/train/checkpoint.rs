@@ -154,7 +154,7 @@ fn check_meta(m: &Meta) -> std::result::Result<(), String> {
 
 /// Parse a checkpoint; every problem is an error naming the file.
 pub fn read(path: &Path) -> Result<Loaded> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::paths::read_regular(path)?;
     parse(path, &bytes)
 }
 

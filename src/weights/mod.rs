@@ -188,7 +188,7 @@ pub fn file_kind(bytes: &[u8]) -> Option<FileKind> {
 /// Read a state_dict from a `.pth`/`.pt` (zip or legacy) or `.safetensors`
 /// file, unwrapped (`{"state_dict": ...}`) but with its key prefix kept.
 pub fn read_state_dict(path: &Path) -> Result<StateDict> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    let bytes = crate::paths::read_regular(path)?;
     parse_state_dict(&path.display().to_string(), &bytes)
 }
 
