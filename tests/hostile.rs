@@ -389,3 +389,23 @@ fn fifos_among_the_inputs_are_refused_by_name_without_hanging() {
     check_fails(&o, "convert FIFO weights", &["fifo.safetensors: a FIFO"]);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+// ---- (11) messages ----
+
+#[test]
+fn an_empty_class_folder_is_refused_naming_it() {
+    let d = tmp("empty-class");
+    let folder = d.join("folder");
+    for c in ["a", "b"] {
+        std::fs::create_dir_all(folder.join(c)).unwrap();
+    }
+    png(&folder.join("a/1.png"));
+    png(&folder.join("a/2.png"));
+    let want = format!("{}: class folder with no JPEG or PNG files", s(&folder.join("b")));
+    let run = d.join("run");
+    let args = ["train", "--arch", "resnet8", "--in-channels", "1", "--data", s(&folder), "--input-size", "32"];
+    fails_with(&[&args[..], &["--iters", "1", "--out", s(&run)]].concat(), &[&want]);
+    let ck = checkpoint_file(&d.join("w.safetensors"), |_| {});
+    fails_with(&["eval", "--weights", s(&ck), "--data", s(&folder)], &[&want]);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -1,7 +1,8 @@
 //! Image-folder datasets (the ImageNet layout): `PATH/train/<class>/*.jpg`
 //! and `PATH/val/<class>/*.jpg`, or a single root of class folders that a
 //! seeded `--val N` split divides. Classes are the folder names, sorted (as
-//! torchvision's `ImageFolder` sorts them); files are JPEG or PNG (by extension,
+//! torchvision's `ImageFolder` sorts them), and each must hold an image (as
+//! `ImageFolder` requires); files are JPEG or PNG (by extension,
 //! case-insensitive) and regular files (a FIFO named `x.png` is refused by
 //! name), sorted within a class. Nothing is decoded here: the loader decodes
 //! in its workers.
@@ -73,6 +74,7 @@ pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<Folder, DataError
     let mut files = vec![];
     for (d, name) in dirs.iter().zip(&names) {
         let label = classes.iter().position(|c| c == name).expect("checked above") as u32;
+        let before = files.len();
         for p in sorted_entries(d)?.into_iter().filter(|p| is_image(p)) {
             // regular files only: a FIFO would block its reader forever, a device never end (what is not
             // there, a dangling link, and directories named like images are skipped, as before)
@@ -84,9 +86,14 @@ pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<Folder, DataError
             }
             files.push((p, label));
         }
-    }
-    if files.is_empty() {
-        return Err(DataError::new(root, None, "no JPEG or PNG files in its class folders"));
+        if files.len() == before {
+            // torchvision's ImageFolder refuses an empty class too: it would be a class nothing can teach
+            return Err(DataError::new(
+                d,
+                None,
+                "class folder with no JPEG or PNG files (every class folder needs images; remove it or add some)",
+            ));
+        }
     }
     Ok(Folder { root: root.to_path_buf(), classes, files })
 }
@@ -175,7 +182,8 @@ mod tests {
         let e = load(t.path()).unwrap_err();
         assert!(e.msg.contains("no class folders"), "{e}");
         t.write("train/a/readme.md", b"x");
-        assert!(load(t.path()).unwrap_err().msg.contains("no JPEG or PNG"));
+        let e = load(t.path()).unwrap_err();
+        assert!(e.file.ends_with("train/a") && e.msg.starts_with("class folder with no JPEG or PNG"), "{e}");
         t.write("train/a/1.png", b"x");
         t.write("val/zebra/1.png", b"x");
         let e = load(t.path()).unwrap_err();
@@ -184,9 +192,22 @@ mod tests {
     }
 
     #[test]
-    fn a_fifo_named_like_an_image_is_refused_by_name() {
-        let t = TempDir::new("folder-fifo");
+    fn an_empty_class_folder_and_a_fifo_are_refused_by_name() {
+        let t = TempDir::new("folder-hostile");
         t.write("train/cat/1.png", b"x");
+        std::fs::create_dir_all(t.path().join("train/dog")).unwrap();
+        t.write("train/eel/notes.txt", b"x");
+        let e = load(t.path()).unwrap_err();
+        assert!(e.file.ends_with("train/dog") && e.msg.contains("no JPEG or PNG"), "{e}");
+        t.write("train/dog/2.jpg", b"x");
+        let e = load(t.path()).unwrap_err();
+        assert!(e.file.ends_with("train/eel"), "{e}");
+        t.write("train/eel/3.jpeg", b"x");
+        assert_eq!(load(t.path()).unwrap().train.len(), 3);
+        // an empty class folder in val/ too
+        std::fs::create_dir_all(t.path().join("val/cat")).unwrap();
+        assert!(load(t.path()).unwrap_err().file.ends_with("val/cat"));
+        std::fs::remove_dir(t.path().join("val/cat")).unwrap();
         let fifo = t.path().join("train/cat/0.png");
         assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
         let e = load(t.path()).unwrap_err();
