@@ -409,3 +409,22 @@ fn an_empty_class_folder_is_refused_naming_it() {
     fails_with(&["eval", "--weights", s(&ck), "--data", s(&folder)], &[&want]);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn depths_and_sizes_out_of_reach_get_the_real_reason() {
+    let d = tmp("reasons");
+    let data = mnist(&d.join("m"));
+    let out = d.join("rep");
+    let args = ["reproduce", "degradation", "--data", s(&data), "--depths", "1000004", "--out", s(&out)];
+    let (_, err) = fails_with(&args, &["depth 1000004 is beyond what this crate builds"]);
+    assert!(!err.contains("6n+2"), "{err}");
+    let args = ["reproduce", "degradation", "--data", s(&data), "--depths", "21", "--out", s(&out)];
+    fails_with(&args, &["no network of depth 21"]);
+    // a batch that fits nowhere, not even one image: no "about 0 would fit"
+    let (_, err) = fails_with(
+        &["bench", "--arch", "resnet20", "--input-size", "100000", "--steps", "1"],
+        &["even one image needs about", "smaller input size"],
+    );
+    assert!(!err.contains("about 0 would fit"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
