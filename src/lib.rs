@@ -24,6 +24,7 @@ pub mod onnx;
 pub mod ops;
 pub mod optim;
 pub mod par;
+pub mod paths;
 pub mod pickle;
 pub mod predict;
 pub mod profile;

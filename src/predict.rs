@@ -121,7 +121,7 @@ impl Classifier {
     /// Load our checkpoint or a torchvision state_dict file.
     pub fn load(path: &Path, o: &LoadOptions) -> Result<Classifier> {
         let batch = o.batch.unwrap_or(8);
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = crate::paths::read_regular(path)?;
         if checkpoint::is_checkpoint(&bytes) {
             let ck = checkpoint::parse(path, &bytes)?;
             let transform = match &ck.meta.eval {

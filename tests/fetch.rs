@@ -359,6 +359,24 @@ fn redirect_to_a_missing_file_names_both_urls() {
     fails_with(&a, &["HTTP 404", &server.url("/b/gone.tar.gz"), &server.url("/a/cifar-100-python.tar.gz")]);
 }
 
+#[test]
+fn a_redirect_to_another_scheme_is_refused_naming_it() {
+    let server = Server::start(vec![
+        ("/m/cifar-10-binary.tar.gz".into(), Reply::Redirect("file:///etc/passwd".into())),
+        ("/n/cifar-10-binary.tar.gz".into(), Reply::Redirect("ftp://127.0.0.1/cifar-10-binary.tar.gz".into())),
+    ]);
+    let dir = tmp("redirect-scheme");
+    for (path, scheme, to) in [("/m", "file:", "file:///etc/passwd"), ("/n", "ftp:", "ftp://127.0.0.1/")] {
+        let mut a = args(&["data", "fetch", "cifar10", "--dir", dir.to_str().unwrap(), "--mirror"]);
+        a.push(server.url(path));
+        let from = server.url(&format!("{path}/cifar-10-binary.tar.gz"));
+        fails_with(&a, &[&format!("the {scheme} scheme is refused"), to, &format!("redirected from {from}")]);
+    }
+    // the redirect was not followed as a relative path on the same server
+    assert_eq!(server.requests(), ["/m/cifar-10-binary.tar.gz", "/n/cifar-10-binary.tar.gz"]);
+    assert_eq!(names_in(&dir), Vec::<String>::new());
+}
+
 #[cfg(not(feature = "tls"))]
 #[test]
 fn https_without_tls_names_the_url() {

@@ -23,6 +23,7 @@ pub struct Curve {
 /// The curves of a run directory (metrics.jsonl; the label from config.toml's architecture).
 pub fn read_run(dir: &Path) -> Result<Curve> {
     let path = dir.join("metrics.jsonl");
+    crate::paths::check_regular(&path)?;
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let (mut train, mut test, mut val) = (vec![], vec![], vec![]);
     for (i, line) in text.lines().enumerate() {

@@ -4,7 +4,7 @@ use crate::data::augment::Preprocess;
 use crate::data::image::ImagenetEval;
 use crate::train::checkpoint::{self, Meta};
 use crate::weights::{self, StateDict};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -30,11 +30,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if a.input == a.output {
-        bail!("input and output are the same file: {}", a.input.display());
-    }
-    let bytes = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let out = if checkpoint::is_checkpoint(&bytes) {
+    crate::paths::refuse_same_file(&a.input, &a.output, "input and output")?;
+    let bytes = crate::paths::read_regular(&a.input)?;
+    // the success line is printed once the file is in place (write_atomic: temporary file, fsync, rename)
+    let (out, done) = if checkpoint::is_checkpoint(&bytes) {
         let ck = checkpoint::parse(&a.input, &bytes)?;
         let mut sd = StateDict::default();
         let mut names: Vec<&String> = ck.tensors.keys().filter(|n| !n.starts_with("optimizer.")).collect();
@@ -47,13 +46,13 @@ pub fn run(a: Args) -> Result<()> {
         md.insert("arch".to_string(), ck.meta.arch.name.clone());
         md.insert("classes".to_string(), serde_json::to_string(&ck.meta.class_names)?);
         md.insert("source".to_string(), "resnet checkpoint".to_string());
-        println!(
+        let done = format!(
             "{}: {} as torchvision-named safetensors ({} tensors)",
             a.output.display(),
             ck.meta.arch.name,
             sd.tensors.len()
         );
-        weights::safetensors_bytes(&sd, Some(md))?
+        (weights::safetensors_bytes(&sd, Some(md))?, done)
     } else {
         let name = a.input.display().to_string();
         let mut sd = weights::parse_state_dict(&name, &bytes)?;
@@ -79,14 +78,16 @@ pub fn run(a: Args) -> Result<()> {
             eval: Some(t.clone()),
             ..Meta::new(spec.clone(), crate::predict::default_labels(spec.classes), (t.crop, t.crop, c), t.crop)
         };
-        println!(
+        let done = format!(
             "{}: {} ({} classes{}) as a resnet checkpoint",
             a.output.display(),
             spec.name,
             spec.classes,
             if prefix.is_empty() { String::new() } else { format!(", prefix '{prefix}' removed") }
         );
-        checkpoint::to_bytes(&net, None, &pre, &meta)?
+        (checkpoint::to_bytes(&net, None, &pre, &meta)?, done)
     };
-    checkpoint::write_atomic(&a.output, &out).with_context(|| format!("writing {}", a.output.display()))
+    checkpoint::write_atomic(&a.output, &out).with_context(|| format!("writing {}", a.output.display()))?;
+    println!("{done}");
+    Ok(())
 }

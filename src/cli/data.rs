@@ -202,6 +202,7 @@ fn run_folder(a: FolderArgs) -> Result<()> {
     if a.scale == 0 {
         bail!("--scale must be at least 1");
     }
+    crate::paths::refuse_same_file(&a.data, &a.out, "--data and --out")?;
     if a.out.exists() && std::fs::read_dir(&a.out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} exists and is not empty", a.out.display());
     }

@@ -30,6 +30,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    crate::paths::refuse_same_file(&a.weights, &a.onnx, "--weights and --onnx")?;
     let eval = crate::predict::EvalOverride { crop: a.crop, ..Default::default() };
     let opts = LoadOptions { arch: a.arch.clone(), eval, batch: Some(1), ..Default::default() };
     let c = Classifier::load(&a.weights, &opts)?;

@@ -29,6 +29,8 @@ pub fn run(a: Args) -> Result<()> {
     if !(100..=8000).contains(&a.width) || !(100..=8000).contains(&a.height) {
         anyhow::bail!("--width and --height must be within 100..=8000 pixels");
     }
+    let metrics: Vec<PathBuf> = a.runs.iter().map(|r| r.join("metrics.jsonl")).collect();
+    crate::paths::refuse_any_same_file(&metrics, &[&a.out], "a run's metrics.jsonl and --out")?;
     let mut curves = a.runs.iter().map(|r| plot::read_run(r)).collect::<Result<Vec<_>>>()?;
     plot::label_runs(&mut curves, &a.runs.iter().map(|p| p.as_path()).collect::<Vec<_>>());
     plot::render(&curves, &a.out, &a.title, (a.width, a.height))?;

@@ -81,6 +81,7 @@ pub fn run(a: Args) -> Result<()> {
         c.labels = if l == "imagenet" {
             crate::weights::imagenet_classes()
         } else {
+            crate::paths::check_regular(std::path::Path::new(l)).context("--labels")?;
             let text = std::fs::read_to_string(l).with_context(|| format!("reading --labels {l}"))?;
             text.lines().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
         };

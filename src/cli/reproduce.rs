@@ -295,10 +295,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     for n in &nets {
-        crate::arch::ArchSpec::parse(n, &Default::default())
-            .ok()
-            .filter(|s| s.family == crate::arch::Family::Cifar)
-            .with_context(|| format!("{n}: depths must be 6n+2 (20, 32, 44, 56, 110, ...)"))?;
+        check_cifar_net(n)?;
     }
     let runs = c.out.join("runs");
     std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
@@ -403,6 +400,19 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// A net of `--depths` must be of the CIFAR family; otherwise the real reason (a depth beyond the
+/// limit, not 6n+2, an ImageNet depth).
+fn check_cifar_net(name: &str) -> Result<()> {
+    match crate::arch::ArchSpec::parse(name, &Default::default()) {
+        Ok(s) if s.family == crate::arch::Family::Cifar => Ok(()),
+        Ok(_) => bail!(
+            "--depths: {name} is an ImageNet-family network (depths 18, 34, 50, 101, 152 are); reproduce runs the \
+             CIFAR family: depths 6n+2 such as 20, 32, 44, 56, 110"
+        ),
+        Err(e) => bail!("--depths: {name}: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,6 +430,17 @@ mod tests {
         assert!(!r.contains("caught up") && !r.contains("at least as well"), "{r}");
         // equal errors count as "not above"
         assert!(what_held(20, 56, (7.0, 9.0), (6.8, 6.8)).contains("at least as well"));
+    }
+
+    #[test]
+    fn depths_name_the_real_reason() {
+        assert!(check_cifar_net("resnet56").is_ok() && check_cifar_net("plain1202").is_ok());
+        let e = check_cifar_net("plain1000004").unwrap_err().to_string();
+        assert!(e.contains("depth 1000004 is beyond what this crate builds") && !e.contains("must be 6n+2"), "{e}");
+        let e = check_cifar_net("resnet21").unwrap_err().to_string();
+        assert!(e.contains("--depths: resnet21: no network of depth 21"), "{e}");
+        let e = check_cifar_net("resnet18").unwrap_err().to_string();
+        assert!(e.contains("resnet18 is an ImageNet-family network"), "{e}");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let outputs = ["responses.csv", "responses.png", "responses-sorted.png"].map(|f| a.out.join(f));
+    crate::paths::refuse_any_same_file(&a.weights, &outputs, "--weights and a file written to --out")?;
+    crate::paths::refuse_any_same_file(&[&a.data], &outputs, "--data and a file written to --out")?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let opts = LoadOptions { batch: Some(50), ..Default::default() };
     let mut models = a.weights.iter().map(|w| Classifier::load(w, &opts)).collect::<Result<Vec<_>>>()?;

@@ -428,7 +428,12 @@ fn check_scheme(url: &str, chain: &[String]) -> Result<()> {
         );
     }
     if !lower.starts_with("http://") {
-        bail!("{url}{via}: only http:// and https:// URLs can be fetched");
+        match scheme_of(url) {
+            Some(scheme) => {
+                bail!("{url}{via}: the {scheme}: scheme is refused; only http:// and https:// URLs are fetched")
+            }
+            None => bail!("{url}{via}: only http:// and https:// URLs can be fetched"),
+        }
     }
     Ok(())
 }
@@ -451,10 +456,21 @@ fn request_error(url: &str, e: ureq::Error) -> anyhow::Error {
     }
 }
 
-/// The absolute URL of a redirect's `Location`, relative to `base`.
+/// The scheme of `url` when it has one (RFC 3986: a letter, then letters, digits, `+`, `-` or `.`,
+/// then `:`), lowercase.
+fn scheme_of(url: &str) -> Option<String> {
+    let (scheme, _) = url.split_once(':')?;
+    let mut c = scheme.chars();
+    let valid = c.next().is_some_and(|f| f.is_ascii_alphabetic())
+        && c.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '+' | '-' | '.'));
+    valid.then(|| scheme.to_ascii_lowercase())
+}
+
+/// The absolute URL of a redirect's `Location`, relative to `base`. A location with a scheme is
+/// absolute whatever its scheme (`file:///etc/passwd` is not a relative path): [`check_scheme`]
+/// then refuses what is not http(s).
 fn resolve(base: &str, location: &str) -> String {
-    let lower = location.to_ascii_lowercase();
-    if lower.starts_with("http://") || lower.starts_with("https://") {
+    if scheme_of(location).is_some() {
         return location.to_string();
     }
     let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
@@ -581,6 +597,14 @@ mod tests {
         assert_eq!(resolve(base, "/x/y"), "http://h:1/x/y");
         assert_eq!(resolve(base, "g.gz"), "http://h:1/a/b/g.gz");
         assert_eq!(resolve("http://h", "g.gz"), "http://h/g.gz");
+        // another scheme is absolute, not a relative path (and refused by check_scheme)
+        assert_eq!(resolve(base, "file:///etc/passwd"), "file:///etc/passwd");
+        assert_eq!(resolve(base, "FTP://o/x"), "FTP://o/x");
+        assert_eq!(resolve(base, "./a:b"), "http://h:1/a/b/./a:b");
+        assert_eq!(scheme_of("File:///x").as_deref(), Some("file"));
+        assert_eq!(scheme_of("1x:y"), None);
+        let e = check_scheme("file:///etc/passwd", &[base.to_string()]).unwrap_err().to_string();
+        assert!(e.contains("the file: scheme is refused") && e.contains(base), "{e}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Image-folder datasets (the ImageNet layout): `PATH/train/<class>/*.jpg`
 //! and `PATH/val/<class>/*.jpg`, or a single root of class folders that a
 //! seeded `--val N` split divides. Classes are the folder names, sorted (as
-//! torchvision's `ImageFolder` sorts them); files are JPEG or PNG (by
-//! extension, case-insensitive), sorted within a class. Nothing is decoded
-//! here: the loader decodes in its workers.
+//! torchvision's `ImageFolder` sorts them), and each must hold an image (as
+//! `ImageFolder` requires); files are JPEG or PNG (by extension,
+//! case-insensitive) and regular files (a FIFO named `x.png` is refused by
+//! name), sorted within a class. Nothing is decoded here: the loader decodes
+//! in its workers.
 
 use super::DataError;
 use std::path::{Path, PathBuf};
@@ -72,10 +74,26 @@ pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<Folder, DataError
     let mut files = vec![];
     for (d, name) in dirs.iter().zip(&names) {
         let label = classes.iter().position(|c| c == name).expect("checked above") as u32;
-        files.extend(sorted_entries(d)?.into_iter().filter(|p| p.is_file() && is_image(p)).map(|p| (p, label)));
-    }
-    if files.is_empty() {
-        return Err(DataError::new(root, None, "no JPEG or PNG files in its class folders"));
+        let before = files.len();
+        for p in sorted_entries(d)?.into_iter().filter(|p| is_image(p)) {
+            // regular files only: a FIFO would block its reader forever, a device never end (what is not
+            // there, a dangling link, and directories named like images are skipped, as before)
+            let Some(meta) = std::fs::metadata(&p).ok().filter(|m| !m.is_dir()) else { continue };
+            if let Some(kind) = crate::paths::not_regular(&meta) {
+                let msg =
+                    format!("{kind} named like an image, not a regular file; images are read from regular files only");
+                return Err(DataError::new(p, None, msg));
+            }
+            files.push((p, label));
+        }
+        if files.len() == before {
+            // torchvision's ImageFolder refuses an empty class too: it would be a class nothing can teach
+            return Err(DataError::new(
+                d,
+                None,
+                "class folder with no JPEG or PNG files (every class folder needs images; remove it or add some)",
+            ));
+        }
     }
     Ok(Folder { root: root.to_path_buf(), classes, files })
 }
@@ -164,11 +182,37 @@ mod tests {
         let e = load(t.path()).unwrap_err();
         assert!(e.msg.contains("no class folders"), "{e}");
         t.write("train/a/readme.md", b"x");
-        assert!(load(t.path()).unwrap_err().msg.contains("no JPEG or PNG"));
+        let e = load(t.path()).unwrap_err();
+        assert!(e.file.ends_with("train/a") && e.msg.starts_with("class folder with no JPEG or PNG"), "{e}");
         t.write("train/a/1.png", b"x");
         t.write("val/zebra/1.png", b"x");
         let e = load(t.path()).unwrap_err();
         assert!(e.msg.contains("'zebra' is not a class"), "{e}");
         assert!(!looks_like_folder(&t.path().join("missing")));
+    }
+
+    #[test]
+    fn an_empty_class_folder_and_a_fifo_are_refused_by_name() {
+        let t = TempDir::new("folder-hostile");
+        t.write("train/cat/1.png", b"x");
+        std::fs::create_dir_all(t.path().join("train/dog")).unwrap();
+        t.write("train/eel/notes.txt", b"x");
+        let e = load(t.path()).unwrap_err();
+        assert!(e.file.ends_with("train/dog") && e.msg.contains("no JPEG or PNG"), "{e}");
+        t.write("train/dog/2.jpg", b"x");
+        let e = load(t.path()).unwrap_err();
+        assert!(e.file.ends_with("train/eel"), "{e}");
+        t.write("train/eel/3.jpeg", b"x");
+        assert_eq!(load(t.path()).unwrap().train.len(), 3);
+        // an empty class folder in val/ too
+        std::fs::create_dir_all(t.path().join("val/cat")).unwrap();
+        assert!(load(t.path()).unwrap_err().file.ends_with("val/cat"));
+        std::fs::remove_dir(t.path().join("val/cat")).unwrap();
+        let fifo = t.path().join("train/cat/0.png");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = load(t.path()).unwrap_err();
+        assert!(e.file == fifo && e.msg.starts_with("a FIFO (named pipe) named like an image"), "{e}");
+        let e = format!("{:#}", crate::data::image::open(&fifo).unwrap_err());
+        assert!(e.contains("0.png: a FIFO (named pipe), not a regular file"), "{e}");
     }
 }

@@ -111,15 +111,14 @@ pub fn parse_idx_labels(name: &str, bytes: &[u8], classes: usize) -> Result<Vec<
     Ok(data.iter().map(|&l| u16::from(l)).collect())
 }
 
-/// One IDX file, plain or (when only the `.gz` is there) gzipped: its name for errors and its contents.
-fn read_idx(src: &Source, base: &str) -> Result<(String, Vec<u8>, bool), DataError> {
+/// One IDX file, plain or (when only the `.gz` is there) gzipped: its name for errors, its contents
+/// (decompressed, never beyond what its header announces: see [`super::bounded`]) and whether it was
+/// gzipped.
+fn read_idx<'a>(src: &'a Source, base: &str) -> Result<(String, std::borrow::Cow<'a, [u8]>, bool), DataError> {
     let gz = format!("{base}.gz");
     let (name, bytes) = src.require(&[base, &gz])?;
-    if name.ends_with(".gz") {
-        Ok((name.clone(), super::gunzip(&name, &bytes)?, true))
-    } else {
-        Ok((name, bytes.into_owned(), false))
-    }
+    let gzipped = name.ends_with(".gz");
+    Ok((name, bytes, gzipped))
 }
 
 /// Offsets in a gzipped file's errors count decompressed bytes: say so.

@@ -57,10 +57,25 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<DynamicImage> {
     Ok(img)
 }
 
-/// Read and decode an image file.
+/// Largest image file read: no JPEG or PNG of an image within [`MAX_DECODED_BYTES`] needs more.
+pub const MAX_FILE_BYTES: u64 = MAX_DECODED_BYTES;
+
+/// Read and decode an image file: a regular file (a FIFO or a device is refused by name, unopened)
+/// of at most [`MAX_FILE_BYTES`].
 pub fn open(path: &Path) -> Result<DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
-    decode(&path.display().to_string(), &bytes)
+    use std::io::Read;
+    let name = path.display().to_string();
+    let len = super::bounded::regular_file(path)?.ok_or_else(|| anyhow!("reading {name}: no such file"))?;
+    if len > MAX_FILE_BYTES {
+        bail!("{name}: {len} bytes, more than the {MAX_FILE_BYTES} an image file may have");
+    }
+    let f = std::fs::File::open(path).map_err(|e| anyhow!("reading {name}: {e}"))?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| anyhow!("reading {name}: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        bail!("{name}: more than the {MAX_FILE_BYTES} bytes an image file may have");
+    }
+    decode(&name, &bytes)
 }
 
 /// Pixels as u8 with `c` channels (1 = grey, 3 = RGB), (H, W, C) row-major.

@@ -1,8 +1,12 @@
 //! Datasets: CIFAR-10/100 and MNIST-style IDX files, decoded into one
 //! in-memory form. Parsers check every length and report bad input by file
-//! and byte offset; nothing here panics on bad data.
+//! and byte offset; nothing here panics on bad data. Files are read from
+//! regular files only and within the size their format announces, gzip
+//! included ([`bounded`]); archives as a stream (`archive.rs`).
 
+mod archive;
 pub mod augment;
+pub mod bounded;
 pub mod cifar;
 pub mod fetch;
 pub mod folder;
@@ -213,19 +217,12 @@ fn recognise(src: Source, path: &Path, format: Option<Format>) -> Result<(Source
 enum Source {
     /// A directory; files are looked up directly in it.
     Dir(PathBuf),
-    /// An archive read into memory (`tar`, decompressed): the wanted members, by base name.
-    Archive { path: PathBuf, tar: Vec<u8>, members: Vec<Member> },
+    /// An archive, read once at open: the wanted members' contents (decompressed, for `.gz` members).
+    Archive { path: PathBuf, members: Vec<archive::Member> },
 }
 
 /// A file's name for errors and its bytes (borrowed from an archive, or read from a directory).
 type Named<'a> = (String, std::borrow::Cow<'a, [u8]>);
-
-/// An archive member: its base name, path in the archive and bytes within the tar.
-struct Member {
-    base: String,
-    path: String,
-    range: std::ops::Range<usize>,
-}
 
 /// Base names of every member any format reads; archive members with other names are skipped.
 fn wanted_member(base: &str) -> bool {
@@ -235,53 +232,16 @@ fn wanted_member(base: &str) -> bool {
 }
 
 impl Source {
-    /// Read a tar archive (gzipped unless its name ends in `.tar`) into memory and index its wanted members.
+    /// Read a tar archive (gzipped unless its name ends in `.tar`): see [`archive::read_members`].
     fn open_archive(path: &Path) -> Result<Source, DataError> {
-        let raw = read_file(path)?.ok_or_else(|| DataError::new(path, None, "no such file"))?;
-        let plain_tar = path.to_string_lossy().to_lowercase().ends_with(".tar");
-        let tar = if plain_tar { raw } else { gunzip(path, &raw)? };
-        let in_tar = "(byte offset in the decompressed tar)";
-        let tar_err = |at: u64, e: &dyn fmt::Display| DataError::new(path, Some(at), format!("tar: {e} {in_tar}"));
-        let mut members: Vec<Member> = Vec::new();
-        {
-            let mut archive = tar::Archive::new(&tar[..]);
-            let entries = archive.entries().map_err(|e| tar_err(0, &e))?;
-            let mut next_header = 0u64;
-            for entry in entries {
-                let entry = entry.map_err(|e| tar_err(next_header, &e))?;
-                let (start, size) = (entry.raw_file_position(), entry.size());
-                next_header = start.saturating_add(size.div_ceil(512).saturating_mul(512));
-                if !entry.header().entry_type().is_file() {
-                    continue;
-                }
-                let member = entry.path().map_err(|e| tar_err(entry.raw_header_position(), &e))?;
-                let member = member.to_string_lossy().into_owned();
-                let base = member.rsplit('/').next().unwrap_or_default();
-                if !wanted_member(base) || members.iter().any(|m| m.base == base) {
-                    continue;
-                }
-                let name = format!("{}:{member}", path.display());
-                let range = usize::try_from(start)
-                    .ok()
-                    .and_then(|s| Some(s..s.checked_add(usize::try_from(size).ok()?)?))
-                    .filter(|r| r.end <= tar.len())
-                    .ok_or_else(|| {
-                        let have = (tar.len() as u64).saturating_sub(start);
-                        DataError::new(
-                            name,
-                            Some(start),
-                            format!("member truncated: header says {size} bytes, archive holds {have} {in_tar}"),
-                        )
-                    })?;
-                members.push(Member { base: base.to_string(), path: member, range });
-            }
-        }
-        Ok(Source::Archive { path: path.to_path_buf(), tar, members })
+        Ok(Source::Archive { path: path.to_path_buf(), members: archive::read_members(path, wanted_member)? })
     }
 
+    /// Whether `base` is there (in a directory: anything by that name but a directory, so that a
+    /// FIFO or a device is named when it is read rather than reported missing).
     fn has(&self, base: &str) -> bool {
         match self {
-            Source::Dir(d) => d.join(base).is_file(),
+            Source::Dir(d) => std::fs::metadata(d.join(base)).is_ok_and(|m| !m.is_dir()),
             Source::Archive { members, .. } => members.iter().any(|m| m.base == base),
         }
     }
@@ -297,16 +257,14 @@ impl Source {
         }
     }
 
-    /// The file `base` (its name for errors and its bytes), or None when it is not there.
+    /// The contents of file `base` (decompressed when its name ends in `.gz`) with its name for
+    /// errors, or None when it is not there. Read within the bound of its format.
     fn read(&self, base: &str) -> Result<Option<Named<'_>>, DataError> {
         let name = self.name(base);
         match self {
-            Source::Dir(d) => Ok(read_file(&d.join(base))?.map(|b| (name, b.into()))),
-            Source::Archive { tar, members, .. } => match members.iter().find(|m| m.base == base) {
-                Some(m) => match tar.get(m.range.clone()) {
-                    Some(b) => Ok(Some((name, b.into()))),
-                    None => Err(DataError::new(name, None, "member lies outside the archive")),
-                },
+            Source::Dir(d) => Ok(bounded::read_file(&d.join(base), base)?.map(|b| (name, b.into()))),
+            Source::Archive { members, .. } => match members.iter().find(|m| m.base == base) {
+                Some(m) => Ok(Some((name, m.content[..].into()))),
                 None => Ok(None),
             },
         }
@@ -329,32 +287,6 @@ impl Source {
             Source::Archive { .. } => format!("no such member in the archive{also}"),
         };
         Err(DataError::new(self.name(first), None, msg))
-    }
-}
-
-/// A file's bytes, None when it does not exist.
-fn read_file(path: &Path) -> Result<Option<Vec<u8>>, DataError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(DataError::new(path, None, format!("cannot read: {e}"))),
-    }
-}
-
-/// Decompress gzip data (one or more members); an error gives the offset in `bytes` where decoding stopped.
-fn gunzip(name: impl Into<PathBuf>, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
-    use std::io::Read;
-    if bytes.is_empty() {
-        return Err(DataError::new(name, Some(0), "empty file, expected gzip data"));
-    }
-    let mut dec = flate2::bufread::MultiGzDecoder::new(bytes);
-    let mut out = Vec::new();
-    match dec.read_to_end(&mut out) {
-        Ok(_) => Ok(out),
-        Err(e) => {
-            let at = bytes.len().saturating_sub(dec.get_ref().len());
-            Err(DataError::new(name, Some(at as u64), format!("gzip: {e}")))
-        }
     }
 }
 

@@ -88,6 +88,18 @@ impl FolderSource {
         FolderSource { folder, recipe, view, skip_bad, bad: Mutex::new(BTreeSet::new()) }
     }
 
+    /// Count the images `indices` (of `folder.files`) as skipped already: found unreadable before the
+    /// source was made (by the mean-image pass over a sample of the files, with `skip_bad`). They are
+    /// reported in [`Source::skipped`] and never tried again; without this, an unreadable file that
+    /// the mean-image pass left out and training happened not to draw was skipped but not counted.
+    pub fn with_unreadable(self, indices: impl IntoIterator<Item = usize>) -> FolderSource {
+        let n = self.folder.len();
+        if let Ok(mut b) = self.bad.lock() {
+            b.extend(indices.into_iter().filter(|&i| i < n));
+        }
+        self
+    }
+
     /// Evaluate through `view` (a trained model's transform) instead; its input must have the
     /// recipe's channels. Training inputs still follow the recipe, so use this for evaluation only.
     pub fn with_view(self, view: Transform) -> FolderSource {
@@ -200,4 +212,37 @@ pub fn fill<T: Send>(
         all.extend(r?);
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::testutil::TempDir;
+
+    #[test]
+    fn images_found_unreadable_before_are_counted_and_not_tried_again() {
+        let t = TempDir::new("source-bad");
+        let mut png = vec![];
+        ::image::GrayImage::from_pixel(12, 12, ::image::Luma([90]))
+            .write_to(&mut std::io::Cursor::new(&mut png), ::image::ImageFormat::Png)
+            .unwrap();
+        t.write("a/0.png", &png);
+        t.write("a/1.png", &png[..png.len() / 2]); // truncated
+        t.write("a/2.png", &png);
+        let folder = crate::data::folder::scan(t.path(), None).unwrap();
+        let recipe = Arc::new(ImagenetRecipe::for_size(8, 1));
+        let src = FolderSource::new(folder.clone(), recipe.clone(), true).with_unreadable([1, 99]);
+        assert_eq!(src.skipped(), 1);
+        // training draws past it, and it stays counted once
+        let mut out = vec![0.0; src.input_len()];
+        for pos in 0..6 {
+            src.train_input(1, 0, pos, &mut out).unwrap();
+        }
+        assert_eq!(src.skipped(), 1);
+        // without: found (and counted) only when drawn
+        let src = FolderSource::new(folder, recipe, true);
+        assert_eq!(src.skipped(), 0);
+        assert_eq!(src.eval_input(1, &mut out).unwrap(), None);
+        assert_eq!(src.skipped(), 1);
+    }
 }

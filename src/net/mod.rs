@@ -43,13 +43,27 @@ pub enum BuildError {
 impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BuildError::TooLarge { need_bytes, available_bytes, batch } => write!(
-                f,
-                "batch {batch} needs about {:.1} GiB of memory for this network, but only {:.1} GiB is available; use a smaller --batch (about {} would fit)",
-                *need_bytes as f64 / (1u64 << 30) as f64,
-                *available_bytes as f64 / (1u64 << 30) as f64,
-                (*batch as u64 * available_bytes / need_bytes.max(&1)).max(1) * 9 / 10
-            ),
+            BuildError::TooLarge { need_bytes, available_bytes, batch } => {
+                let gib = |b: f64| b / (1u64 << 30) as f64;
+                let (need, avail) = (*need_bytes as f64, *available_bytes as f64);
+                write!(
+                    f,
+                    "batch {batch} needs about {:.1} GiB of memory for this network, but only {:.1} GiB is available; ",
+                    gib(need),
+                    gib(avail)
+                )?;
+                // 90% of the batch that would fill the memory (in f64: no overflow, no wrap)
+                let fits = (*batch as f64 * avail / need.max(1.0) * 0.9).floor();
+                if fits >= 1.0 {
+                    write!(f, "use a smaller --batch (about {fits} would fit)")
+                } else {
+                    write!(
+                        f,
+                        "even one image needs about {:.1} GiB: use a smaller input size or a smaller network",
+                        gib(need / (*batch).max(1) as f64)
+                    )
+                }
+            }
             BuildError::Invalid(s) => f.write_str(s),
         }
     }

@@ -199,3 +199,19 @@ fn kernel_paths_give_the_same_gradients() {
         }
     }
 }
+
+#[test]
+fn too_large_says_what_would_fit_or_that_nothing_does() {
+    let gib = 1u64 << 30;
+    let e = BuildError::TooLarge { need_bytes: 40 * gib, available_bytes: 10 * gib, batch: 128 }.to_string();
+    assert!(e.contains("needs about 40.0 GiB") && e.ends_with("use a smaller --batch (about 28 would fit)"), "{e}");
+    // not even one image fits: no "about 0 would fit"
+    let e = BuildError::TooLarge { need_bytes: 2_000_000 * gib, available_bytes: 22 * gib, batch: 128 }.to_string();
+    assert!(
+        e.ends_with("even one image needs about 15625.0 GiB: use a smaller input size or a smaller network"),
+        "{e}"
+    );
+    // no overflow for extreme values
+    let e = BuildError::TooLarge { need_bytes: u64::MAX, available_bytes: u64::MAX / 2, batch: usize::MAX }.to_string();
+    assert!(e.contains("would fit"), "{e}");
+}

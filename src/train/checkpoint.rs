@@ -176,7 +176,7 @@ fn check_meta(m: &Meta) -> std::result::Result<(), String> {
 
 /// Parse a checkpoint; every problem is an error naming the file.
 pub fn read(path: &Path) -> Result<Loaded> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::paths::read_regular(path)?;
     parse(path, &bytes)
 }
 
@@ -188,7 +188,8 @@ pub fn is_checkpoint(bytes: &[u8]) -> bool {
         .is_some_and(|f| f == FORMAT)
 }
 
-/// [`read`] of bytes in memory (`path` names them in errors).
+/// [`read`] of bytes in memory (`path` names them in errors). A tensor holding a NaN or an infinity
+/// is refused, naming it ([`crate::weights::check_finite`]).
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded> {
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
@@ -211,7 +212,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded> {
         if view.dtype() != Dtype::F32 {
             bail!("{}: tensor {name} is {:?}, expected F32", path.display(), view.dtype());
         }
-        tensors.insert(name, (view.shape().to_vec(), floats_of(view.data())));
+        let data = floats_of(view.data());
+        // parameters, BN statistics, the momentum buffer (a NaN there would poison a resumed run), the mean image
+        crate::weights::check_finite(&path.display().to_string(), &name, &data)?;
+        tensors.insert(name, (view.shape().to_vec(), data));
     }
     let (_, mean) = tensors
         .remove("preprocess.mean_image")

@@ -188,19 +188,41 @@ pub fn file_kind(bytes: &[u8]) -> Option<FileKind> {
 /// Read a state_dict from a `.pth`/`.pt` (zip or legacy) or `.safetensors`
 /// file, unwrapped (`{"state_dict": ...}`) but with its key prefix kept.
 pub fn read_state_dict(path: &Path) -> Result<StateDict> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    let bytes = crate::paths::read_regular(path)?;
     parse_state_dict(&path.display().to_string(), &bytes)
 }
 
-/// [`read_state_dict`] of bytes in memory; `name` names them in errors.
+/// [`read_state_dict`] of bytes in memory; `name` names them in errors. A tensor holding a NaN or an
+/// infinity is refused ([`check_finite`]).
 pub fn parse_state_dict(name: &str, bytes: &[u8]) -> Result<StateDict> {
-    match file_kind(bytes) {
+    let sd = match file_kind(bytes) {
         Some(FileKind::PthZip) => pth::read_zip(name, bytes),
         Some(FileKind::PthLegacy) => pth::read_legacy(name, bytes),
         Some(FileKind::Safetensors) => read_safetensors(name, bytes),
         None if bytes.is_empty() => bail!("{name}: empty file"),
         None => bail!("{name}: not a PyTorch (.pth/.pt) or safetensors file (unrecognised first bytes)"),
+    }?;
+    for (n, t) in &sd.tensors {
+        check_finite(name, n, &t.data)?;
     }
+    Ok(sd)
+}
+
+/// Refuse tensor `tensor` of file `file` when it holds a NaN or an infinity (as f32: an f64 beyond
+/// f32's range counts): weights or statistics like that come from a diverged run or a damaged file,
+/// and a network built from them predicts NaN, or plausible-looking nonsense, without a word.
+pub fn check_finite(file: &str, tensor: &str, data: &[f32]) -> Result<()> {
+    let Some(first) = data.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    let bad = data.iter().filter(|v| !v.is_finite()).count();
+    bail!(
+        "{file}: tensor {tensor} holds {bad} non-finite value{} (NaN or infinite) of {}, the first ({}) at \
+         flat index {first}; refusing weights that cannot compute (a diverged run or a damaged file)",
+        if bad == 1 { "" } else { "s" },
+        data.len(),
+        data[first]
+    )
 }
 
 /// An f16 (IEEE half) as f32.

@@ -356,3 +356,63 @@ fn checkpoints_with_inconsistent_metadata_are_refused() {
         assert!(e.contains("bad.safetensors: inconsistent metadata"), "{what}: {e}");
     }
 }
+
+#[test]
+fn non_finite_values_are_refused_by_every_reader_naming_the_tensor() {
+    use crate::data::augment::Preprocess;
+    use crate::train::checkpoint::{self, Meta};
+    let stored = zip::CompressionMethod::Stored;
+    // .pth: a NaN in an f32 storage; an f64 beyond f32's range (infinite as f32)
+    let nan: Vec<u8> = [1.0f32, f32::NAN, 2.0, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let pth = pth_zip(&state_dict_pickle(&[("conv.weight", "0", 4, 4, "FloatStorage")]), &[("0", &nan)], stored);
+    let e = format!("{:#}", parse_state_dict("n.pth", &pth).unwrap_err());
+    assert!(e.starts_with("n.pth: tensor conv.weight holds 1 non-finite value (NaN or infinite) of 4"), "{e}");
+    assert!(e.contains("at flat index 1"), "{e}");
+    let big: Vec<u8> = [1e300f64, -1e300].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let pth = pth_zip(&state_dict_pickle(&[("bn.running_var", "0", 2, 2, "DoubleStorage")]), &[("0", &big)], stored);
+    let e = format!("{:#}", parse_state_dict("b.pth", &pth).unwrap_err());
+    assert!(e.contains("bn.running_var holds 2 non-finite values"), "{e}");
+    // safetensors
+    let spec =
+        ArchSpec::parse("resnet8", &ArchOptions { classes: Some(2), in_channels: Some(1), ..Default::default() })
+            .unwrap();
+    let mut net = Net::new(&spec, 1, 8, 8, false, 0).unwrap();
+    let mut sd = StateDict::of_net(&net);
+    sd.tensors[3].1.data[0] = f32::INFINITY;
+    let name = sd.tensors[3].0.clone();
+    let e = format!("{:#}", parse_state_dict("s.safetensors", &safetensors_bytes(&sd, None).unwrap()).unwrap_err());
+    assert!(e.contains(&format!("s.safetensors: tensor {name} holds 1 non-finite value")), "{e}");
+    // our checkpoints: parameters, BN statistics, the momentum buffer, the mean image
+    let pre = Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.0; 64], crop_pad: 0, flip: false };
+    let meta = Meta::new(spec.clone(), vec![], (8, 8, 1), 8);
+    let path = Path::new("ck.safetensors");
+    let velocity = vec![0.0f32; net.params.len()];
+    checkpoint::parse(path, &checkpoint::to_bytes(&net, Some(&velocity), &pre, &meta).unwrap()).unwrap();
+    let mut bad_velocity = velocity.clone();
+    bad_velocity[17] = f32::NAN;
+    let e = format!(
+        "{:#}",
+        checkpoint::parse(path, &checkpoint::to_bytes(&net, Some(&bad_velocity), &pre, &meta).unwrap()).err().unwrap()
+    );
+    assert!(e.contains("ck.safetensors: tensor optimizer.velocity holds 1 non-finite value"), "{e}");
+    let mut bad_mean = pre.clone();
+    bad_mean.mean[5] = f32::NEG_INFINITY;
+    let e = format!(
+        "{:#}",
+        checkpoint::parse(path, &checkpoint::to_bytes(&net, None, &bad_mean, &meta).unwrap()).err().unwrap()
+    );
+    assert!(e.contains("preprocess.mean_image"), "{e}");
+    for t in ["bn1.running_mean", "conv1.weight", "fc.bias"] {
+        let mut data = net.get_torch(t).unwrap();
+        let shape = net.tensor_info(t).unwrap().0.shape.clone();
+        data[0] = f32::NAN;
+        net.set_torch(t, &shape, &data).unwrap();
+        let e = format!(
+            "{:#}",
+            checkpoint::parse(path, &checkpoint::to_bytes(&net, None, &pre, &meta).unwrap()).err().unwrap()
+        );
+        assert!(e.contains(&format!("tensor {t} holds 1 non-finite")), "{t}: {e}");
+        data[0] = 0.0;
+        net.set_torch(t, &shape, &data).unwrap();
+    }
+}
