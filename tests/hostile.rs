@@ -430,10 +430,9 @@ fn depths_and_sizes_out_of_reach_get_the_real_reason() {
 }
 
 /// With --skip-bad, an unreadable image the mean-image pass leaves out is skipped; it must also be
-/// counted, even when training never draws it. The library side is `FolderSource::with_unreadable`;
-/// the mean-image pass lives in src/cli/train.rs (`folder_data`), which must hand it the indices.
+/// counted, even when training never draws it (the mean-image pass hands its indices to
+/// `FolderSource::with_unreadable`).
 #[test]
-#[ignore = "needs src/cli/train.rs folder_data to pass the mean pass's unreadable images to FolderSource::with_unreadable"]
 fn an_unreadable_image_left_out_of_the_mean_image_is_counted() {
     let d = tmp("skip-count");
     let folder = d.join("folder");

@@ -56,7 +56,9 @@ Sec. 3.4: batch 256, shorter side resized to a random size in [256, 480], random
 per-pixel mean subtraction, PCA colour augmentation, lr 0.1 (scaled by batch/256 for other batch sizes) \
 divided by 10 when the validation error plateaus (--lr-plateau, default patience 2 evaluations, one per epoch; --milestones for fixed steps), \
 evaluation on the centre crop of the image resized to 256. Sizes scale with --input-size (64: [73, 137], \
-evaluation at 73). Fine-tuning (--init-from) defaults to lr 0.01."
+evaluation at 73). Fine-tuning (--init-from) defaults to lr 0.01.\n\n\
+Stop signals: SIGINT (Ctrl-C), SIGTERM and SIGHUP write a resumable checkpoint and exit with 130, 143 and 129 \
+(a second signal quits at once). One process at a time trains a run directory (a lock on RUN/.lock)."
 )]
 pub struct Args {
     /// Network: resnetD or plainD; D = 6n+2 for CIFAR, 18/34/50/101/152 for ImageNet (image folders)
@@ -189,6 +191,8 @@ fn folder_data(cfg: &mut TrainConfig, mean: Option<Vec<f32>>, quiet: bool) -> Re
         (None, 0) => None,
         (None, n) => Some(train_folder.split_off(n, cfg.seed)?),
     };
+    // images the mean-image pass found unreadable (--skip-bad): counted as skipped by the source
+    let mut unreadable: Vec<usize> = vec![];
     match mean {
         Some(m) => recipe.mean = m,
         None => {
@@ -198,9 +202,12 @@ fn folder_data(cfg: &mut TrainConfig, mean: Option<Vec<f32>>, quiet: bool) -> Re
                 eprintln!("computing the mean image over {n} training images ...");
             }
             let perm = crate::data::augment::permutation(train_folder.len(), cfg.seed ^ 0x5EED, 0);
-            let files: Vec<&PathBuf> = perm[..n].iter().map(|&i| &train_folder.files[i as usize].0).collect();
-            let images = files.iter().filter_map(|p| match data::image::open(p) {
-                Err(_) if cfg.skip_bad => None,
+            let files = &train_folder.files;
+            let images = perm[..n].iter().filter_map(|&i| match data::image::open(&files[i as usize].0) {
+                Err(_) if cfg.skip_bad => {
+                    unreadable.push(i as usize);
+                    None
+                }
                 r => Some(r),
             });
             let (m, px) = recipe.statistics(images)?;
@@ -225,7 +232,8 @@ fn folder_data(cfg: &mut TrainConfig, mean: Option<Vec<f32>>, quiet: bool) -> Re
     let eval = data::image::ImagenetEval { mean_image: vec![], ..recipe.eval() };
     let recipe = Arc::new(recipe);
     let src = |f: folder::Folder| -> Arc<dyn Source> { Arc::new(FolderSource::new(f, recipe.clone(), cfg.skip_bad)) };
-    Ok(RunData { train: src(train_folder), val: val_folder.map(src), test: None, pre, eval: Some(eval) })
+    let train = Arc::new(FolderSource::new(train_folder, recipe.clone(), cfg.skip_bad).with_unreadable(unreadable));
+    Ok(RunData { train, val: val_folder.map(src), test: None, pre, eval: Some(eval) })
 }
 
 fn new_run(a: &Args) -> Result<(RunDir, TrainConfig, RunData, ResumePoint)> {

@@ -267,7 +267,7 @@ pub fn evaluate(net: &mut Net, d: &dyn Source, workers: usize) -> Result<(f64, f
 /// Load `f.init_from` into `net`: every tensor, or all but the fc with `reset_head`.
 pub fn init_from(net: &mut Net, f: &Finetune) -> Result<()> {
     let path = &f.init_from;
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::paths::read_regular(path)?;
     let mut sd = if checkpoint::is_checkpoint(&bytes) {
         let ck = checkpoint::parse(path, &bytes)?;
         let mut t: Vec<_> = ck
