@@ -73,7 +73,8 @@ pub struct ArchSpec {
 }
 
 /// What a user may leave unset; [`ArchSpec::parse`] fills in the family defaults.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ArchOptions {
     pub family: Option<Family>,
     pub shortcut: Option<ShortcutOpt>,
@@ -233,6 +234,17 @@ impl ArchSpec {
 
     pub fn has_maxpool(&self) -> bool {
         self.family == Family::Imagenet
+    }
+
+    /// The input side to build the network for: `requested` (`--input-size`) or the family's
+    /// default, refused when too small for the network's downsampling.
+    pub fn input_side(&self, requested: Option<usize>) -> Result<usize, ArchError> {
+        let size = requested.unwrap_or(self.input_size);
+        let min = if self.has_maxpool() { 32 } else { 8 };
+        if size < min {
+            return Err(ArchError(format!("--input-size {size} is too small for {}: at least {min}", self.name)));
+        }
+        Ok(size)
     }
 
     /// Channels a block of this width outputs.

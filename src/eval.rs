@@ -20,6 +20,7 @@
 //! over a [`Source`]); training's validation, `resnet eval` and the layer
 //! responses all walk a test set through it.
 
+use crate::backend::Backend;
 use crate::data::image::{self, ImagenetEval};
 use crate::data::source::{FolderSource, MemorySource, Source, fill};
 use crate::net::Net;
@@ -33,16 +34,16 @@ use std::sync::Arc;
 /// batch at a time (inputs made on `workers` threads when the source decodes files). After each
 /// batch's forward pass, `f(net, kept)` with the (image index, label) of every image in it: the
 /// net's first `kept.len()` outputs. Images skipped as unreadable are left out.
-pub fn each_batch(
-    net: &mut Net,
+pub fn each_batch<B: Backend>(
+    net: &mut B,
     src: &dyn Source,
     limit: usize,
     workers: usize,
-    mut f: impl FnMut(&Net, &[(usize, u32)]) -> Result<()>,
+    mut f: impl FnMut(&B, &[(usize, u32)]) -> Result<()>,
 ) -> Result<()> {
-    let (b, per) = (net.batch, src.input_len());
-    if per != net.input_dims(1).len() {
-        bail!("the data give {per}-value inputs, the network takes {}", net.input_dims(1).len());
+    let (b, per) = (net.capacity(), src.input_len());
+    if per != net.input_len() {
+        bail!("the data give {per}-value inputs, the network takes {}", net.input_len());
     }
     let n = limit.min(src.len());
     let mut x = vec![0f32; b * per];
@@ -55,7 +56,7 @@ pub fn each_batch(
         for (j, label) in labels.into_iter().enumerate() {
             if let Some(l) = label {
                 let m = kept.len();
-                net.input[m * per..(m + 1) * per].copy_from_slice(&x[j * per..(j + 1) * per]);
+                net.input_mut()[m * per..(m + 1) * per].copy_from_slice(&x[j * per..(j + 1) * per]);
                 kept.push((start + j, l));
             }
         }

@@ -22,25 +22,14 @@ pub struct Curve {
 
 /// The curves of a run directory (metrics.jsonl; the label from config.toml's architecture).
 pub fn read_run(dir: &Path) -> Result<Curve> {
-    let path = dir.join("metrics.jsonl");
-    crate::paths::check_regular(&path)?;
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    use crate::train::metrics::{self, Row};
     let (mut train, mut test, mut val) = (vec![], vec![], vec![]);
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("{}: line {} is not JSON", path.display(), i + 1))?;
-        let it = v["iter"].as_f64().unwrap_or(f64::NAN);
-        if let Some(e) = v["train_err"].as_f64() {
-            train.push((it, e));
-        } else if let Some(e) = v["err"].as_f64() {
-            match v["split"].as_str() {
-                Some("test") => test.push((it, e)),
-                Some("val") => val.push((it, e)),
-                _ => {}
-            }
+    for row in metrics::read(&dir.join("metrics.jsonl"))? {
+        match row {
+            Row::Train(r) => train.push((r.iter as f64, r.train_err)),
+            Row::Eval(r) if r.split == "test" => test.push((r.iter as f64, r.err)),
+            Row::Eval(r) if r.split == "val" => val.push((r.iter as f64, r.err)),
+            Row::Eval(_) => {}
         }
     }
     let label = std::fs::read_to_string(dir.join("config.toml"))

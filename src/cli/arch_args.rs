@@ -81,11 +81,7 @@ impl ArchOpts {
     /// Validate `arch` with these options into a spec and the input side.
     pub fn resolve(&self, arch: &str) -> anyhow::Result<(ArchSpec, usize)> {
         let spec = ArchSpec::parse(arch, &self.options())?;
-        let size = self.input_size.unwrap_or(spec.input_size);
-        let min = if spec.has_maxpool() { 32 } else { 8 };
-        if size < min {
-            anyhow::bail!("--input-size {size} is too small for {}: at least {min}", spec.name);
-        }
+        let size = spec.input_side(self.input_size)?;
         Ok((spec, size))
     }
 

@@ -13,7 +13,7 @@
 use super::train as train_cli;
 use crate::analysis::{plot, responses};
 use crate::predict::{Classifier, LoadOptions};
-use crate::train::{self, checkpoint};
+use crate::train::{self, TrainRequest, checkpoint};
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -90,6 +90,17 @@ struct Row {
 /// Train (or resume, or skip when finished) `arch` into `dir`. A run already there must have been
 /// started with the same request (network, data, iterations, batch, seed, crops, flips, training images).
 fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
+    let request = TrainRequest {
+        iters: Some(iters),
+        batch: Some(c.batch),
+        seed: c.seed,
+        crop_pad: Some(c.crop_pad),
+        no_flip: c.no_flip,
+        train_images: c.train_images,
+        eval_every: c.eval_every,
+        lenient_counts: c.lenient_counts,
+        ..TrainRequest::new(arch, &c.data)
+    };
     let config = dir.join("config.toml");
     if config.exists() {
         let text = std::fs::read_to_string(&config)?;
@@ -126,46 +137,13 @@ fn ensure_run(c: &Common, arch: &str, dir: &Path, iters: u64) -> Result<()> {
             return Ok(());
         }
     }
-    let argv: Vec<String> = if config.exists() {
+    let (_, _, out) = if config.exists() {
         eprintln!("{arch}: resuming {}", dir.display());
-        vec!["--resume".into(), dir.display().to_string()]
+        train_cli::train(None, Some((dir, &Default::default())), None, false)?
     } else {
         eprintln!("{arch}: training into {}", dir.display());
-        let mut v: Vec<String> = [
-            "--arch",
-            arch,
-            "--data",
-            &c.data.display().to_string(),
-            "--out",
-            &dir.display().to_string(),
-            "--iters",
-            &iters.to_string(),
-            "--batch",
-            &c.batch.to_string(),
-            "--seed",
-            &c.seed.to_string(),
-            "--crop-pad",
-            &c.crop_pad.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if c.no_flip {
-            v.push("--no-flip".into());
-        }
-        if let Some(n) = c.train_images {
-            v.extend(["--train-images".into(), n.to_string()]);
-        }
-        if let Some(n) = c.eval_every {
-            v.extend(["--eval-every".into(), n.to_string()]);
-        }
-        if c.lenient_counts {
-            v.push("--lenient-counts".into());
-        }
-        v
+        train_cli::train(Some((dir, request.resolve()?)), None, None, false)?
     };
-    let a = train_cli::parse_args(&argv)?;
-    let (_, _, out) = train_cli::execute(&a)?;
     if out.interrupted {
         eprintln!("interrupted: run the same command again to continue");
         return Err(super::signals::received().unwrap_or(super::signals::Interrupted { signal: 2 }).into());
@@ -199,9 +177,9 @@ fn final_errors(dir: &Path) -> Result<(f64, f64)> {
     let mut net = crate::net::Net::new(&ck.meta.arch, 250, ck.meta.input_size, ck.meta.input_size, false, 0)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     ck.restore(&mut net)?;
-    let (train_src, test_src) = train_cli::memory_splits(&cfg, ck.preprocess.clone())?;
-    let (_, train_err) = train::evaluate(&mut net, train_src.as_ref(), 1)?;
-    let test = test_src.context("the data set has no test split")?;
+    let data = train::RunData::open(&cfg, Some(ck.preprocess.clone()))?;
+    let (_, train_err) = train::evaluate(&mut net, data.train.as_ref(), 1)?;
+    let test = data.test.context("the data set has no test split")?;
     let (_, test_err) = train::evaluate(&mut net, test.as_ref(), 1)?;
     Ok((train_err, test_err))
 }

@@ -1,12 +1,21 @@
 //! Stop signals of a training command: SIGINT (Ctrl-C), SIGTERM (docker stop, systemd, SLURM
-//! pre-emption) and SIGHUP (a dropped terminal or ssh session). The first sets
-//! [`crate::train::STOP`]: the run writes a resumable checkpoint and the command exits with
+//! pre-emption) and SIGHUP (a dropped terminal or ssh session). The first sets the flag
+//! [`stop_flag`] the trainer watches: the run writes a resumable checkpoint and the command exits with
 //! 128 + the signal's number (130, 143, 129), so a script tells an interrupted run from a finished
 //! one. A second signal quits at once (the checkpoints on disk stay intact: writes are atomic).
 //! A SIGHUP that was ignored when the process started (`nohup`) stays ignored.
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, LazyLock};
+
+/// Set by the first stop signal; handed to the trainer as its cancellation flag.
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+/// The cancellation flag the stop signals set.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    STOP.clone()
+}
 
 /// The first stop signal received (0: none).
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
@@ -77,7 +86,7 @@ pub fn install() {
                 // a second signal: leave now
                 std::process::exit(128 + signal);
             }
-            crate::train::STOP.store(true, Ordering::Relaxed);
+            STOP.store(true, Ordering::Relaxed);
             eprintln!("\nstopping on {}: writing a resumable checkpoint (send it again to quit at once)", name(signal));
         }
     });

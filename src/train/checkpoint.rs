@@ -6,8 +6,8 @@
 //! previous file intact.
 
 use crate::arch::ArchSpec;
+use crate::backend::Backend;
 use crate::data::augment::Preprocess;
-use crate::net::Net;
 use anyhow::{Context, Result, anyhow, bail};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -75,11 +75,11 @@ fn floats_of(b: &[u8]) -> Vec<f32> {
 }
 
 /// Serialise `net` (+ momentum and preprocessing) with `meta`.
-pub fn to_bytes(net: &Net, velocity: Option<&[f32]>, pre: &Preprocess, meta: &Meta) -> Result<Vec<u8>> {
+pub fn to_bytes(net: &impl Backend, velocity: Option<&[f32]>, pre: &Preprocess, meta: &Meta) -> Result<Vec<u8>> {
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = vec![];
-    for t in net.plan.params.iter().chain(&net.plan.stats) {
-        let data = net.get_torch(&t.name).ok_or_else(|| anyhow!("no tensor {}", t.name))?;
-        owned.push((t.name.clone(), t.shape.clone(), bytes_of(&data)));
+    for (name, shape) in net.tensors() {
+        let data = net.get_tensor(&name).ok_or_else(|| anyhow!("no tensor {name}"))?;
+        owned.push((name, shape, bytes_of(&data)));
     }
     if let Some(v) = velocity {
         owned.push(("optimizer.velocity".into(), vec![v.len()], bytes_of(v)));
@@ -229,10 +229,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded> {
 
 impl Loaded {
     /// Copy every network tensor into `net`; a missing or mis-shaped tensor is an error.
-    pub fn restore(&self, net: &mut Net) -> Result<()> {
-        for name in net.tensor_names() {
+    pub fn restore(&self, net: &mut impl Backend) -> Result<()> {
+        for (name, _) in net.tensors() {
             let (shape, data) = self.tensors.get(&name).ok_or_else(|| anyhow!("checkpoint lacks tensor {name}"))?;
-            net.set_torch(&name, shape, data).map_err(|e| anyhow!("checkpoint: {e}"))?;
+            net.set_tensor(&name, shape, data).map_err(|e| anyhow!("checkpoint: {e}"))?;
         }
         Ok(())
     }

@@ -5,8 +5,7 @@
 //! holds the holder's pid, for the message a second writer gets.
 //!
 //! Continuing: `last.safetensors` when it loads, else the newest loadable epoch / iteration
-//! checkpoint (saying why), else iteration 0 (saying so); `metrics.jsonl` is cut back to the
-//! checkpoint's iteration, so no line is ever in it twice.
+//! checkpoint (saying why), else iteration 0 (saying so).
 
 use super::checkpoint::{self, Loaded};
 use anyhow::{Context, Result, bail};
@@ -172,34 +171,6 @@ fn header_iteration(path: &Path) -> Option<u64> {
     meta.get("iteration")?.as_u64()
 }
 
-/// Cut `metrics.jsonl` back to the lines of iterations up to `iteration`: everything from the
-/// first line of a later iteration (or an unfinished last line) on is removed. Lines are in
-/// iteration order, each written before the checkpoint of its iteration.
-pub fn truncate_metrics(path: &Path, iteration: u64) -> Result<()> {
-    let Ok(text) = std::fs::read(path) else { return Ok(()) };
-    let mut keep = 0usize;
-    for line in text.split_inclusive(|&b| b == b'\n') {
-        if !line.ends_with(b"\n") {
-            break;
-        }
-        let iter =
-            serde_json::from_slice::<serde_json::Value>(line).ok().and_then(|v| v.get("iter").and_then(|i| i.as_u64()));
-        if iter.is_some_and(|i| i > iteration) {
-            break;
-        }
-        keep += line.len();
-    }
-    if keep < text.len() {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        f.set_len(keep as u64).with_context(|| format!("truncating {}", path.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,26 +222,6 @@ mod tests {
         std::fs::write(d.join("last.safetensors"), "truncated").unwrap();
         let e = dir.resume_point().err().unwrap().to_string();
         assert!(e.contains("last.safetensors cannot be loaded") && e.contains("cannot continue"), "{e}");
-        let _ = std::fs::remove_dir_all(d);
-    }
-
-    #[test]
-    fn metrics_are_cut_back_to_the_checkpoint() {
-        let d = scratch("metrics");
-        std::fs::create_dir_all(&d).unwrap();
-        let p = d.join("metrics.jsonl");
-        let lines = "{\"iter\":2,\"a\":1}\n{\"iter\":4}\n{\"iter\":4,\"split\":\"test\"}\n{\"iter\":6}\n{\"iter\":8}\n";
-        std::fs::write(&p, format!("{lines}{{\"iter\":1")).unwrap();
-        truncate_metrics(&p, 8).unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), lines, "an unfinished last line goes");
-        truncate_metrics(&p, 5).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            "{\"iter\":2,\"a\":1}\n{\"iter\":4}\n{\"iter\":4,\"split\":\"test\"}\n"
-        );
-        truncate_metrics(&p, 0).unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
-        truncate_metrics(&d.join("absent.jsonl"), 3).unwrap();
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -133,32 +133,29 @@ fn ignorable(name: &str) -> bool {
 }
 
 /// Copy every tensor of `sd` into `net`; all mismatches at once, or none copied.
-pub fn load_into(net: &mut Net, sd: &StateDict) -> Result<(), Mismatch> {
+pub fn load_into(net: &mut impl crate::backend::Backend, sd: &StateDict) -> Result<(), Mismatch> {
     let mut m = Mismatch::default();
     let mut by_name: HashMap<&str, &Tensor> = HashMap::new();
     for (n, t) in &sd.tensors {
         by_name.insert(n.as_str(), t);
     }
-    let names = net.tensor_names();
-    for name in &names {
+    let tensors = net.tensors();
+    for (name, shape) in &tensors {
         match by_name.get(name.as_str()) {
             None => m.missing.push(name.clone()),
-            Some(t) => {
-                let (info, _) = net.tensor_info(name).expect("a name of this net");
-                if info.shape != t.shape {
-                    m.wrong_shape.push((name.clone(), info.shape.clone(), t.shape.clone()));
-                }
-            }
+            Some(t) if *shape != t.shape => m.wrong_shape.push((name.clone(), shape.clone(), t.shape.clone())),
+            Some(_) => {}
         }
     }
-    let known: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    let names: Vec<&String> = tensors.iter().map(|(n, _)| n).collect();
+    let known: std::collections::HashSet<&str> = names.iter().map(|n| n.as_str()).collect();
     m.unexpected = sd.keys().filter(|k| !known.contains(k) && !ignorable(k)).map(str::to_string).collect();
     if !m.is_empty() {
         return Err(m);
     }
-    for name in &names {
+    for name in names {
         let t = by_name[name.as_str()];
-        net.set_torch(name, &t.shape, &t.data).map_err(|e| Mismatch { unexpected: vec![e], ..Default::default() })?;
+        net.set_tensor(name, &t.shape, &t.data).map_err(|e| Mismatch { unexpected: vec![e], ..Default::default() })?;
     }
     Ok(())
 }

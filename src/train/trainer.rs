@@ -1,0 +1,335 @@
+//! The training loop: a [`Trainer`] owns a run (its directory, configuration, data and a
+//! [`Backend`]) and advances it step by step, evaluating and checkpointing on the run's schedule.
+//!
+//! It knows no kernels: every computation goes through the backend, tensors leave it by
+//! torchvision name. It prints nothing: what happens is told to an observer as [`Event`]s. It
+//! stops when the cancellation flag it was handed is set (a signal handler, a GUI, a test),
+//! after writing a resumable checkpoint. A step is split where a data-parallel run all-reduces
+//! the gradients: forward + backward, then the gradient hook, then the optimizer step.
+
+use super::checkpoint::{self, Meta};
+use super::metrics::{self, EvalRow, Row, TrainRow};
+use super::rundir::{ResumePoint, RunDir};
+use super::{RunData, TrainConfig, evaluate, init_from};
+use crate::backend::Backend;
+use crate::data::loader::{Batch, Loader};
+use crate::optim::Sgd;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// What a run tells its observer.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// the loop starts at `iteration` of `total`
+    Started { iteration: u64, total: u64 },
+    /// a window of training iterations ended (also written to metrics.jsonl)
+    Window(&'a TrainRow),
+    /// a split was evaluated (also written to metrics.jsonl)
+    Evaluated(&'a EvalRow),
+    /// one iteration is done
+    Step { iteration: u64 },
+    /// the validation error plateaued: the rate is divided by `factor` from `iteration` on
+    PlateauDrop { iteration: u64, factor: f32 },
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub iteration: u64,
+    pub finished: bool,
+    pub interrupted: bool,
+    pub test_loss: Option<f64>,
+    pub test_err: Option<f64>,
+    pub val_err: Option<f64>,
+    /// unreadable images skipped (--skip-bad)
+    pub skipped: usize,
+}
+
+/// Runs between "gradients ready" and "optimizer step" with the flat gradients (e.g. an all-reduce).
+pub type GradientHook = Box<dyn FnMut(&mut [f32]) -> Result<()> + Send>;
+
+/// One training iteration's result.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOut {
+    pub loss: f32,
+    pub errors: usize,
+    pub lr: f32,
+}
+
+/// A run in progress.
+pub struct Trainer<B: Backend> {
+    backend: B,
+    sgd: Sgd,
+    cfg: TrainConfig,
+    data: RunData,
+    dir: RunDir,
+    meta: Meta,
+    log: metrics::Log,
+    hook: Option<GradientHook>,
+}
+
+impl<B: Backend> Trainer<B> {
+    /// Take over the run held in `dir`: `backend` is built for `cfg` (batch capacity, input side),
+    /// `from` says where the run continues (no checkpoint: a new run, fine-tuned from
+    /// `cfg.finetune` if set). The checkpoint must match the configuration; metrics.jsonl is cut
+    /// back to its iteration.
+    pub fn new(mut backend: B, dir: RunDir, cfg: TrainConfig, data: RunData, from: ResumePoint) -> Result<Self> {
+        cfg.validate().with_context(|| format!("{}: bad configuration", dir.join("config.toml").display()))?;
+        if backend.capacity() < cfg.batch || backend.spec() != &cfg.arch {
+            bail!("the backend is not built for this run ({} with batch {})", cfg.arch.name, cfg.batch);
+        }
+        let mut sgd = Sgd::new(backend.param_count());
+        sgd.momentum = cfg.momentum;
+        sgd.weight_decay = cfg.weight_decay;
+        let meta = match from.checkpoint {
+            Some((path, ck)) => {
+                cfg.check_checkpoint(&path, &ck.meta, &data.pre, &data.train.class_names())?;
+                ck.restore(&mut backend).with_context(|| format!("restoring {}", path.display()))?;
+                let v = ck.velocity().with_context(|| format!("{}: no optimizer state", path.display()))?;
+                if v.len() != sgd.velocity.len() {
+                    bail!("{}: optimizer state of the wrong size", path.display());
+                }
+                sgd.velocity.copy_from_slice(v);
+                ck.meta
+            }
+            None => {
+                if let Some(f) = &cfg.finetune {
+                    init_from(&mut backend, f)?;
+                }
+                Meta {
+                    seed: cfg.seed,
+                    batch: Some(cfg.batch),
+                    eval: data.eval.clone(),
+                    ..Meta::new(cfg.arch.clone(), data.train.class_names(), data.pre.src, data.pre.size)
+                }
+            }
+        };
+        // with a frozen backbone only the fc's parameters move
+        if cfg.finetune.as_ref().is_some_and(|f| f.freeze_backbone) {
+            sgd.trainable = Some(["fc.weight", "fc.bias"].iter().filter_map(|n| backend.param_range(n)).collect());
+        }
+        let log = metrics::Log::open(&dir.join("metrics.jsonl"), meta.iteration)?;
+        Ok(Trainer { backend, sgd, cfg, data, dir, meta, log, hook: None })
+    }
+
+    /// Run `hook` on the gradients of every step before the optimizer uses them.
+    pub fn set_gradient_hook(&mut self, hook: GradientHook) {
+        self.hook = Some(hook);
+    }
+
+    /// Iterations done.
+    pub fn iteration(&self) -> u64 {
+        self.meta.iteration
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// What a failure leaves behind, for its message.
+    fn kept(&self) -> String {
+        let last = self.dir.join("last.safetensors");
+        if last.exists() {
+            format!("{} keeps the last good state", last.display())
+        } else {
+            format!("no checkpoint was written yet: start afresh with the same --out {}", self.dir.path().display())
+        }
+    }
+
+    /// One iteration on `batch`: forward, backward, the gradient hook, the optimizer step. A loss or
+    /// weights that are not finite stop the run (the last checkpoint is untouched).
+    pub fn step(&mut self, batch: &Batch) -> Result<StepOut> {
+        let it = self.meta.iteration;
+        let lr = self.cfg.schedule.lr(it, self.meta.warmup_done_at, &self.meta.plateau.drops);
+        let b = &mut self.backend;
+        b.input_mut()[..batch.x.len()].copy_from_slice(&batch.x);
+        b.forward(batch.labels.len(), true);
+        let out = b.loss_backward(&batch.labels);
+        if !out.loss.is_finite() {
+            bail!("the loss is not finite at iteration {it} (lr {lr}); the run stops here, {}", self.kept());
+        }
+        if let Some(hook) = &mut self.hook {
+            hook(self.backend.grads_mut())?;
+        }
+        self.backend.sgd_step(&mut self.sgd, lr);
+        if let Some(name) = self.backend.non_finite_param() {
+            bail!(
+                "the weights ({name}) are not finite after iteration {it} (lr {lr}); the run stops here, {}",
+                self.kept()
+            );
+        }
+        self.meta.iteration += 1;
+        Ok(StepOut { loss: out.loss, errors: out.errors, lr })
+    }
+
+    /// Loss and top-1 error (percent) on the validation (`val`) or test split, eval mode.
+    pub fn evaluate(&mut self, val: bool) -> Result<Option<(f64, f64)>> {
+        let split = if val { self.data.val.clone() } else { self.data.test.clone() };
+        split.map(|d| evaluate(&mut self.backend, d.as_ref(), self.cfg.workers)).transpose()
+    }
+
+    /// Write the run's state as RUN/`name` (atomically).
+    pub fn checkpoint(&self, name: &str) -> Result<PathBuf> {
+        let bytes = checkpoint::to_bytes(&self.backend, Some(&self.sgd.velocity), &self.data.pre, &self.meta)?;
+        let path = self.dir.join(name);
+        checkpoint::write_atomic(&path, &bytes)?;
+        Ok(path)
+    }
+
+    /// Train until iteration `stop_at` (or the end), or until `cancel` is set (then a resumable
+    /// checkpoint is written first). A finished run asked again reports its final evaluation.
+    pub fn run(
+        &mut self,
+        stop_at: Option<u64>,
+        cancel: &AtomicBool,
+        observe: &mut dyn FnMut(Event),
+    ) -> Result<Outcome> {
+        let total = self.cfg.schedule.iters;
+        let stop = stop_at.unwrap_or(total).min(total);
+        let start = self.meta.iteration;
+        let mut outcome = Outcome {
+            iteration: start,
+            finished: start >= total,
+            interrupted: false,
+            test_loss: None,
+            test_err: None,
+            val_err: None,
+            skipped: 0,
+        };
+        if start >= stop {
+            if outcome.finished {
+                // a finished run asked again: its final evaluation
+                if let Some((loss, err)) = self.evaluate(false)? {
+                    (outcome.test_loss, outcome.test_err) = (Some(loss), Some(err));
+                } else if let Some((_, err)) = self.evaluate(true)? {
+                    outcome.val_err = Some(err);
+                }
+            }
+            return Ok(outcome);
+        }
+        observe(Event::Started { iteration: start, total });
+        let cfg = self.cfg.clone();
+        let (b, per_epoch) = (cfg.batch as u64, self.data.train.len().max(1) as u64);
+        let loader = Loader::spawn(self.data.train.clone(), cfg.workers, cfg.seed, cfg.batch, start, stop);
+        let (mut win_loss, mut win_err, mut win_n, mut win_t) = (0.0f64, 0usize, 0usize, Instant::now());
+        for it in start..stop {
+            let batch = loader
+                .next()
+                .context("the data loader stopped")?
+                .with_context(|| format!("loading the batch of iteration {it}; {}", self.kept()))?;
+            debug_assert_eq!(batch.iteration, it);
+            let out = self.step(&batch)?;
+            win_loss += out.loss as f64;
+            win_err += out.errors;
+            win_n += 1;
+            let done = it + 1;
+            let epoch = done * b / per_epoch;
+            if done % cfg.log_every == 0 || done == stop {
+                let images = (win_n * cfg.batch) as f64;
+                let row = TrainRow {
+                    iter: done,
+                    epoch,
+                    lr: out.lr,
+                    train_loss: win_loss / win_n as f64,
+                    train_err: 100.0 * win_err as f64 / images,
+                    img_per_s: images / win_t.elapsed().as_secs_f64(),
+                };
+                if cfg.schedule.warmup_lr.is_some()
+                    && self.meta.warmup_done_at.is_none()
+                    && row.train_err < cfg.schedule.warmup_until_err
+                {
+                    self.meta.warmup_done_at = Some(done);
+                }
+                self.log.write(&Row::Train(row.clone()))?;
+                observe(Event::Window(&row));
+                (win_loss, win_err, win_n, win_t) = (0.0, 0, 0, Instant::now());
+            }
+            observe(Event::Step { iteration: done });
+            let epoch_end = epoch > it * b / per_epoch;
+            let eval_now = if cfg.eval_every > 0 { done % cfg.eval_every == 0 } else { epoch_end };
+            if eval_now || done == total {
+                self.evaluate_and_log(done, epoch, &mut outcome, observe)?;
+                if epoch_end {
+                    self.checkpoint(&format!("epoch-{epoch:04}.safetensors"))?;
+                    prune_epochs(&self.dir, cfg.keep)?;
+                }
+            }
+            let ckpt = cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0;
+            if ckpt {
+                self.checkpoint(&format!("iter-{done:07}.safetensors"))?;
+            }
+            let interrupted = cancel.load(Ordering::Relaxed);
+            if epoch_end || ckpt || done == stop || interrupted {
+                self.checkpoint("last.safetensors")?;
+            }
+            outcome.iteration = done;
+            if interrupted {
+                outcome.interrupted = true;
+                break;
+            }
+        }
+        outcome.skipped = self.data.train.skipped() + self.data.val.as_ref().map_or(0, |v| v.skipped());
+        outcome.finished = outcome.iteration >= total;
+        Ok(outcome)
+    }
+
+    /// Evaluate the validation and test splits after iteration `done`: metrics rows, the plateau
+    /// schedule, best.safetensors.
+    fn evaluate_and_log(
+        &mut self,
+        done: u64,
+        epoch: u64,
+        outcome: &mut Outcome,
+        observe: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        for (split, val) in [("val", true), ("test", false)] {
+            let Some((loss, err)) = self.evaluate(val)? else { continue };
+            let row = EvalRow { iter: done, epoch, split: split.into(), loss, err };
+            self.log.write(&Row::Eval(row.clone()))?;
+            observe(Event::Evaluated(&row));
+            if val {
+                outcome.val_err = Some(err);
+                if let Some(p) = &self.cfg.schedule.plateau
+                    && self.meta.plateau.observe(err, done, p)
+                {
+                    observe(Event::PlateauDrop { iteration: done, factor: 1.0 / self.cfg.schedule.gamma });
+                }
+                if self.meta.best_val_err.is_none_or(|b| err < b) {
+                    self.meta.best_val_err = Some(err);
+                    self.checkpoint("best.safetensors")?;
+                }
+            } else {
+                (outcome.test_loss, outcome.test_err) = (Some(loss), Some(err));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keep the newest `keep` epoch checkpoints.
+fn prune_epochs(dir: &RunDir, keep: usize) -> Result<()> {
+    let mut epochs: Vec<PathBuf> = std::fs::read_dir(dir.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("epoch-") && n.ends_with(".safetensors"))
+        })
+        .collect();
+    epochs.sort();
+    let n = epochs.len();
+    for p in epochs.into_iter().take(n.saturating_sub(keep)) {
+        std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+    }
+    Ok(())
+}
