@@ -22,7 +22,7 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(128);
     let rand = |len: usize, s: &str| -> Vec<f32> {
-        (0..len).map(|i| 2.0 * resnet::init::counter_uniform(s, i as u64) - 1.0).collect()
+        (0..len).map(|i| 2.0 * resnet::rng::counter_uniform(s, i as u64) - 1.0).collect()
     };
     println!("batch {n}, {} threads; GFLOP/s (ms) per call", resnet::par::threads());
     println!("{:<36} {:>16} {:>16} {:>16}", "conv", "forward", "backward-data", "backward-weight");

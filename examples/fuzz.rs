@@ -16,7 +16,7 @@
 //! The driver is a random mutator, not coverage-guided: it finds crashes
 //! near the seeds, where hostile files are made.
 
-use resnet::init::splitmix64;
+use resnet::rng::splitmix64;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ fn target(name: &str) -> Option<fn(&[u8]) -> bool> {
         "pth" => |d| resnet::weights::parse_state_dict("fuzz.pth", d).is_ok(),
         "safetensors" => |d| {
             let a = resnet::weights::parse_state_dict("fuzz.safetensors", d).is_ok();
-            resnet::train::checkpoint::parse("fuzz.safetensors".as_ref(), d).is_ok() || a
+            resnet::weights::checkpoint::parse("fuzz.safetensors".as_ref(), d).is_ok() || a
         },
         "image" => |d| match resnet::data::image::decode("fuzz.img", d) {
             Ok(img) => {
@@ -62,11 +62,11 @@ fn seeds(name: &str) -> Vec<Vec<u8>> {
                 crop_pad: 0,
                 flip: false,
             };
-            let meta = resnet::train::checkpoint::Meta {
+            let meta = resnet::weights::checkpoint::Meta {
                 iteration: 3,
-                ..resnet::train::checkpoint::Meta::new(spec.clone(), vec!["a".into(), "b".into()], (8, 8, 1), 8)
+                ..resnet::weights::checkpoint::Meta::new(spec.clone(), vec!["a".into(), "b".into()], (8, 8, 1), 8)
             };
-            let ck = resnet::train::checkpoint::to_bytes(&net, None, &pre, &meta).unwrap();
+            let ck = resnet::weights::checkpoint::to_bytes(&net, None, &pre, &meta).unwrap();
             vec![small, ck]
         }
         "image" => {

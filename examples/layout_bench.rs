@@ -11,7 +11,7 @@ use resnet::par::Dims;
 use std::time::Instant;
 
 fn rand(n: usize, seed: u64) -> Vec<f32> {
-    (0..n).map(|i| 2.0 * resnet::init::counter_uniform(&seed.to_string(), i as u64) - 1.0).collect()
+    (0..n).map(|i| 2.0 * resnet::rng::counter_uniform(&seed.to_string(), i as u64) - 1.0).collect()
 }
 
 /// Best of `reps` runs, seconds.

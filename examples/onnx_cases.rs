@@ -11,9 +11,9 @@
 
 use resnet::arch::{ArchOptions, ArchSpec, ShortcutOpt, StrideIn};
 use resnet::data::augment::Preprocess;
-use resnet::init::counter_uniform;
 use resnet::net::{Net, ParamKind};
-use resnet::train::checkpoint::{self, Meta};
+use resnet::rng::counter_uniform;
+use resnet::weights::checkpoint::{self, Meta};
 use resnet::weights::{self, StateDict};
 use std::path::PathBuf;
 

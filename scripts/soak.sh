@@ -5,13 +5,16 @@
 # the last checkpoints must be bit-identical (every tensor, the optimizer state, the metadata) and
 # metrics.jsonl must hold exactly the uninterrupted run's lines (one per logged iteration).
 #
-#   bash scripts/soak.sh [KILLS] [ITERS]
+#   bash scripts/soak.sh [KILLS] [ITERS]        (RESNET_BIN=path: test that binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kills=${1:-200}
 iters=${2:-20000}
-cargo build --release --quiet
-bin=$PWD/target/release/resnet
+# RESNET_BIN: a binary to test instead of this tree's release build
+if [ -z "${RESNET_BIN:-}" ]; then
+    cargo build --release --quiet
+fi
+bin=${RESNET_BIN:-$PWD/target/release/resnet}
 work=$(mktemp -d /tmp/resnet-soak.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 

@@ -2,9 +2,9 @@
 
 use crate::arch::ArchSpec;
 use crate::backend::Backend;
-use crate::init::counter_uniform;
 use crate::net::{BuildError, Net};
 use crate::optim::Sgd;
+use crate::rng::counter_uniform;
 use serde::Serialize;
 use std::time::Instant;
 

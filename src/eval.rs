@@ -366,7 +366,7 @@ mod tests {
         let mut net = Net::new(&spec, 1, 64, 64, false, seed).unwrap();
         // random BN statistics so that eval-mode BN is not the identity
         for (i, v) in net.stats.iter_mut().enumerate() {
-            *v = 0.5 + crate::init::counter_uniform("eval-test", i as u64 + seed);
+            *v = 0.5 + crate::rng::counter_uniform("eval-test", i as u64 + seed);
         }
         let sd = StateDict::of_net(&net);
         let t = ImagenetEval { resize: 72, crop: 64, ..Default::default() };
@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn the_fully_convolutional_form_at_the_crop_size_is_the_plain_forward() {
         let mut c = classifier(1);
-        let x: Vec<f32> = (0..64 * 64 * 3).map(|i| crate::init::counter_uniform("fcn", i as u64) - 0.5).collect();
+        let x: Vec<f32> = (0..64 * 64 * 3).map(|i| crate::rng::counter_uniform("fcn", i as u64) - 0.5).collect();
         c.net.input[..x.len()].copy_from_slice(&x);
         c.net.forward(1, false);
         let plain = c.net.logits_of(0).to_vec();

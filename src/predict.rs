@@ -15,7 +15,7 @@ use crate::arch::{ArchOptions, ArchSpec};
 use crate::data::image::ImagenetEval;
 pub use crate::data::image::Transform;
 use crate::net::Net;
-use crate::train::checkpoint;
+use crate::weights::checkpoint;
 use crate::weights::{self, StateDict};
 use ::image::DynamicImage;
 use anyhow::{Context, Result, anyhow, bail};
@@ -135,15 +135,7 @@ impl Classifier {
                 }
                 None => Transform::Recipe(ck.preprocess.clone()),
             };
-            let sd = StateDict {
-                tensors: ck
-                    .tensors
-                    .iter()
-                    .filter(|(n, _)| !n.starts_with("optimizer."))
-                    .map(|(n, (s, d))| (n.clone(), weights::Tensor { shape: s.clone(), data: d.clone() }))
-                    .collect(),
-            };
-            let mut c = Classifier::from_state_dict(&ck.meta.arch, &sd, transform, batch)
+            let mut c = Classifier::from_state_dict(&ck.meta.arch, &ck.weights, transform, batch)
                 .with_context(|| format!("{}", path.display()))?;
             c.labels = ck.meta.class_names.clone();
             if c.labels.len() != c.net.classes() {

@@ -1,6 +1,6 @@
 //! Test helpers: seeded random vectors and a finite-difference gradient check.
 
-use crate::init::counter_uniform;
+use crate::rng::counter_uniform;
 
 /// Uniform values in [-1, 1), seeded.
 pub fn rand_vec(len: usize, seed: u64) -> Vec<f32> {

@@ -6,7 +6,7 @@
 use resnet::arch::{ArchOptions, ArchSpec};
 use resnet::data::augment::Preprocess;
 use resnet::net::Net;
-use resnet::train::checkpoint::{self, Meta};
+use resnet::weights::checkpoint::{self, Meta};
 use resnet::weights::{self, StateDict};
 use std::io::Write;
 use std::path::{Path, PathBuf};

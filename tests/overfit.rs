@@ -3,9 +3,9 @@
 //! weight decay 1e-4) — forward, backward and the update work together.
 
 use resnet::arch::{ArchOptions, ArchSpec};
-use resnet::init::counter_uniform;
 use resnet::net::Net;
 use resnet::optim::Sgd;
+use resnet::rng::counter_uniform;
 
 #[test]
 fn resnet20_overfits_one_batch() {

@@ -189,7 +189,7 @@ fn convert_round_trips_keep_the_predictions() {
 #[test]
 fn our_checkpoints_apply_their_recorded_preprocessing() {
     use resnet::data::augment::Preprocess;
-    use resnet::train::checkpoint::{self, Meta};
+    use resnet::weights::checkpoint::{self, Meta};
     // a Fashion-MNIST-style checkpoint: grey 28x28 centred in 32x32, a mean image, named classes
     let spec = ArchSpec::parse("resnet20", &ArchOptions { in_channels: Some(1), ..Default::default() }).unwrap();
     let mut net = Net::new(&spec, 1, 32, 32, false, 11).unwrap();

@@ -136,7 +136,7 @@ fn sigterm_and_sighup_then_resume_is_bit_identical() {
         let (got, err) = stderr_of(child);
         assert_eq!(got, Some(code), "SIG{sig}: {err}");
         assert!(err.contains(&format!("stopping on SIG{sig}")), "{err}");
-        let ck = resnet::train::checkpoint::read(&b.join("last.safetensors")).unwrap();
+        let ck = resnet::weights::checkpoint::read(&b.join("last.safetensors")).unwrap();
         assert!(ck.meta.iteration >= at && ck.meta.iteration < 300, "SIG{sig} saved at {}", ck.meta.iteration);
         child = spawn(&["train", "--resume", b_str, "--quiet"]);
     }

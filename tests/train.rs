@@ -17,7 +17,7 @@ fn stop_and_resume_is_bit_identical() {
         ["train", "--arch", "resnet8", "--data", data.to_str().unwrap(), "--iters", "24", "--batch", "16", "--quiet"];
     train(&[&common[..], &["--out", a.to_str().unwrap()]].concat());
     train(&[&common[..], &["--out", b.to_str().unwrap(), "--stop-at", "12"]].concat());
-    let half = resnet::train::checkpoint::read(&b.join("last.safetensors")).unwrap();
+    let half = resnet::weights::checkpoint::read(&b.join("last.safetensors")).unwrap();
     assert_eq!(half.meta.iteration, 12);
     train(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
     assert_eq!(assert_same_last_checkpoint(&a, &b), 24);
@@ -101,7 +101,7 @@ fn validation_split_keeps_the_best_checkpoint() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(out["val_err"].is_number() && out["test_err"].is_number(), "{out}");
-    let best = resnet::train::checkpoint::read(&run.join("best.safetensors")).unwrap();
+    let best = resnet::weights::checkpoint::read(&run.join("best.safetensors")).unwrap();
     assert!(best.meta.best_val_err.is_some());
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("\"split\":\"val\"") && metrics.contains("\"split\":\"test\""));
@@ -153,17 +153,17 @@ fn kill_and_interrupt_leave_loadable_checkpoints() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         if last.exists() {
-            let ck = resnet::train::checkpoint::read(&last).expect("last.safetensors loadable after kill -9");
+            let ck = resnet::weights::checkpoint::read(&last).expect("last.safetensors loadable after kill -9");
             assert!(ck.meta.iteration > 0);
         }
         child = spawn(&["train", "--resume", run.to_str().unwrap(), "--quiet"]);
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let before = resnet::train::checkpoint::read(&last).unwrap().meta.iteration;
+    let before = resnet::weights::checkpoint::read(&last).unwrap().meta.iteration;
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "Ctrl-C saves, then exits 128 + SIGINT: {status:?}");
-    let after = resnet::train::checkpoint::read(&last).unwrap().meta.iteration;
+    let after = resnet::weights::checkpoint::read(&last).unwrap().meta.iteration;
     assert!(after >= before && after < 100_000);
     for d in [data, run] {
         let _ = std::fs::remove_dir_all(d);

@@ -237,7 +237,7 @@ pub fn render_figure(fig: &Figure, out: &Path, title: &str, (w, h): (u32, u32)) 
         Some("svg") => {
             let mut s = String::new();
             draw(SVGBackend::with_string(&mut s, (w, h)).into_drawing_area(), fig, title)?;
-            crate::train::checkpoint::write_atomic(out, s.as_bytes())
+            crate::weights::checkpoint::write_atomic(out, s.as_bytes())
         }
         Some("png") => {
             let mut buf = vec![0u8; (w * h * 3) as usize];
@@ -245,7 +245,7 @@ pub fn render_figure(fig: &Figure, out: &Path, title: &str, (w, h): (u32, u32)) 
             let img = image::RgbImage::from_raw(w, h, buf).context("plot buffer")?;
             let mut png = Vec::new();
             img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-            crate::train::checkpoint::write_atomic(out, &png)
+            crate::weights::checkpoint::write_atomic(out, &png)
         }
         _ => bail!("{}: the figure's name must end in .png or .svg", out.display()),
     }

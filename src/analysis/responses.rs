@@ -144,10 +144,10 @@ mod tests {
         let spec = ArchSpec::parse("resnet8", &ArchOptions::default()).unwrap();
         let mut net = Net::new(&spec, 3, 8, 8, false, 4).unwrap();
         for (i, v) in net.stats.iter_mut().enumerate() {
-            *v = 0.5 + crate::init::counter_uniform("resp", i as u64);
+            *v = 0.5 + crate::rng::counter_uniform("resp", i as u64);
         }
         for (i, v) in net.input.iter_mut().enumerate() {
-            *v = crate::init::counter_uniform("resp-in", i as u64) - 0.5;
+            *v = crate::rng::counter_uniform("resp-in", i as u64) - 0.5;
         }
         net.forward(3, false);
         let mut acc = vec![];

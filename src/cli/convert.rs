@@ -2,8 +2,8 @@
 
 use crate::data::augment::Preprocess;
 use crate::data::image::ImagenetEval;
-use crate::train::checkpoint::{self, Meta};
-use crate::weights::{self, StateDict};
+use crate::weights;
+use crate::weights::checkpoint::{self, Meta};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,13 +35,7 @@ pub fn run(a: Args) -> Result<()> {
     // the success line is printed once the file is in place (write_atomic: temporary file, fsync, rename)
     let (out, done) = if checkpoint::is_checkpoint(&bytes) {
         let ck = checkpoint::parse(&a.input, &bytes)?;
-        let mut sd = StateDict::default();
-        let mut names: Vec<&String> = ck.tensors.keys().filter(|n| !n.starts_with("optimizer.")).collect();
-        names.sort();
-        for n in names {
-            let (shape, data) = &ck.tensors[n];
-            sd.tensors.push((n.clone(), weights::Tensor { shape: shape.clone(), data: data.clone() }));
-        }
+        let sd = ck.weights;
         let mut md = HashMap::new();
         md.insert("arch".to_string(), ck.meta.arch.name.clone());
         md.insert("classes".to_string(), serde_json::to_string(&ck.meta.class_names)?);

@@ -35,7 +35,8 @@ pub fn run(a: Args) -> Result<()> {
     let opts = LoadOptions { arch: a.arch.clone(), eval, batch: Some(1), ..Default::default() };
     let c = Classifier::load(&a.weights, &opts)?;
     let bytes = crate::onnx::export(&c.net, a.fold_bn);
-    crate::train::checkpoint::write_atomic(&a.onnx, &bytes).with_context(|| format!("writing {}", a.onnx.display()))?;
+    crate::weights::checkpoint::write_atomic(&a.onnx, &bytes)
+        .with_context(|| format!("writing {}", a.onnx.display()))?;
     let i = c.net.plan.input;
     println!(
         "{}: {} ({} classes), input (N, {}, {}, {}), {} bytes{}",

@@ -13,7 +13,8 @@
 use super::train as train_cli;
 use crate::analysis::{plot, responses};
 use crate::predict::{Classifier, LoadOptions};
-use crate::train::{self, TrainRequest, checkpoint};
+use crate::train::{self, TrainRequest};
+use crate::weights::checkpoint;
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -48,7 +48,7 @@ pub fn run(a: Args) -> Result<()> {
         println!("{name}: {} layers, std from {lo:.3} to {hi:.3}", r.len());
         all.push((name.clone(), r));
     }
-    crate::train::checkpoint::write_atomic(&a.out.join("responses.csv"), csv.as_bytes())?;
+    crate::weights::checkpoint::write_atomic(&a.out.join("responses.csv"), csv.as_bytes())?;
     let figs = responses::figures(&all, &a.out, "responses")?;
     println!("{}: responses.csv, {}", a.out.display(), figs.join(", "));
     Ok(())

@@ -8,7 +8,7 @@
 //! run sees exactly the crops and flips it would have seen.
 
 use super::Dataset;
-use crate::init::{counter_uniform, splitmix64};
+use crate::rng::{counter_uniform, splitmix64};
 
 /// How images become network inputs.
 #[derive(Clone, Debug, PartialEq)]

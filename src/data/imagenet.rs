@@ -16,7 +16,7 @@
 //! position), as in the CIFAR recipe.
 
 use super::image::{self, ImagenetEval};
-use crate::init::{counter_normal, counter_uniform};
+use crate::rng::{counter_normal, counter_uniform};
 use ::image::DynamicImage;
 use anyhow::{Result, bail};
 

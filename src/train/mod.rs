@@ -13,7 +13,6 @@
 //! RUN/last.safetensors, RUN/epoch-NNNN.safetensors (last `keep`), RUN/best.safetensors (with --val)
 //! RUN/.lock         held (flock) by the one process training the run
 
-pub mod checkpoint;
 pub mod metrics;
 pub mod open;
 pub mod request;
@@ -34,8 +33,8 @@ use crate::data::augment::Preprocess;
 use crate::data::imagenet::ImagenetRecipe;
 use crate::data::source::Source;
 use crate::ops::loss::cross_entropy;
+use crate::weights::checkpoint::{self, Meta};
 use anyhow::{Context, Result, bail};
-use checkpoint::Meta;
 use schedule::Schedule;
 use std::path::{Path, PathBuf};
 
@@ -215,15 +214,7 @@ pub fn init_from(net: &mut impl Backend, f: &Finetune) -> Result<()> {
     let path = &f.init_from;
     let bytes = crate::paths::read_regular(path)?;
     let mut sd = if checkpoint::is_checkpoint(&bytes) {
-        let ck = checkpoint::parse(path, &bytes)?;
-        let mut t: Vec<_> = ck
-            .tensors
-            .into_iter()
-            .filter(|(n, _)| !n.starts_with("optimizer."))
-            .map(|(n, (shape, data))| (n, crate::weights::Tensor { shape, data }))
-            .collect();
-        t.sort_by(|a, b| a.0.cmp(&b.0));
-        crate::weights::StateDict { tensors: t }
+        checkpoint::parse(path, &bytes)?.weights
     } else {
         let mut sd = crate::weights::parse_state_dict(&path.display().to_string(), &bytes)?;
         sd.strip_prefix();

@@ -30,7 +30,7 @@ fn build(cfg: &TrainConfig, data: &RunData) -> Result<Net> {
 
 fn save_config(dir: &RunDir, cfg: &TrainConfig) -> Result<()> {
     let text = toml::to_string(cfg).context("writing the configuration")?;
-    super::checkpoint::write_atomic(&dir.join("config.toml"), text.as_bytes())
+    crate::weights::checkpoint::write_atomic(&dir.join("config.toml"), text.as_bytes())
 }
 
 /// Start the run `cfg` (from [`TrainRequest::resolve`](super::TrainRequest::resolve)) in `out`.

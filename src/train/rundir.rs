@@ -7,7 +7,7 @@
 //! Continuing: `last.safetensors` when it loads, else the newest loadable epoch / iteration
 //! checkpoint (saying why), else iteration 0 (saying so).
 
-use super::checkpoint::{self, Loaded};
+use crate::weights::checkpoint::{self, Loaded};
 use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::io::{Read, Write};

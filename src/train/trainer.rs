@@ -7,13 +7,13 @@
 //! after writing a resumable checkpoint. A step is split where a data-parallel run all-reduces
 //! the gradients: forward + backward, then the gradient hook, then the optimizer step.
 
-use super::checkpoint::{self, Meta};
 use super::metrics::{self, EvalRow, Row, TrainRow};
 use super::rundir::{ResumePoint, RunDir};
 use super::{RunData, TrainConfig, evaluate, init_from};
 use crate::backend::Backend;
 use crate::data::loader::{Batch, Loader};
 use crate::optim::Sgd;
+use crate::weights::checkpoint::{self, Meta};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

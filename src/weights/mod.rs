@@ -8,6 +8,7 @@
 //! Every reader checks lengths before it allocates or reads, and reports bad
 //! input as an error naming the file (and the byte offset where one exists).
 
+pub mod checkpoint;
 pub mod infer;
 pub mod pth;
 

@@ -182,7 +182,7 @@ fn safetensors_round_trip_and_prefixes() {
 #[test]
 fn truncated_checkpoints_are_clear_errors() {
     use crate::data::augment::Preprocess;
-    use crate::train::checkpoint::{self, Meta};
+    use crate::weights::checkpoint::{self, Meta};
     let spec =
         ArchSpec::parse("resnet8", &ArchOptions { classes: Some(2), in_channels: Some(1), ..Default::default() })
             .unwrap();
@@ -332,7 +332,7 @@ fn hostile_pth_sizes_are_refused_before_allocating() {
 #[test]
 fn checkpoints_with_inconsistent_metadata_are_refused() {
     use crate::data::augment::Preprocess;
-    use crate::train::checkpoint::{self, Meta};
+    use crate::weights::checkpoint::{self, Meta};
     let spec =
         ArchSpec::parse("resnet8", &ArchOptions { classes: Some(2), in_channels: Some(1), ..Default::default() })
             .unwrap();
@@ -360,7 +360,7 @@ fn checkpoints_with_inconsistent_metadata_are_refused() {
 #[test]
 fn non_finite_values_are_refused_by_every_reader_naming_the_tensor() {
     use crate::data::augment::Preprocess;
-    use crate::train::checkpoint::{self, Meta};
+    use crate::weights::checkpoint::{self, Meta};
     let stored = zip::CompressionMethod::Stored;
     // .pth: a NaN in an f32 storage; an f64 beyond f32's range (infinite as f32)
     let nan: Vec<u8> = [1.0f32, f32::NAN, 2.0, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -1,8 +1,8 @@
 //! The deterministic weight generator of scripts/golden_fixtures.py, in Rust:
 //! the same values, element by element, so no weights are stored.
 
-use resnet::init::counter_uniform;
 use resnet::net::{Net, ParamKind};
+use resnet::rng::counter_uniform;
 
 /// The value scripts/golden_fixtures.py puts at torch flat index `i` of `name`.
 fn value(kind: ParamKind, shape: &[usize], u: f32) -> f32 {

@@ -57,17 +57,17 @@ pub fn strs(v: &[String]) -> Vec<&str> {
 /// bit (metadata, every tensor's shape and values); their iteration.
 pub fn assert_same_last_checkpoint(a: &Path, b: &Path) -> u64 {
     let (x, y) = (
-        resnet::train::checkpoint::read(&a.join("last.safetensors")).unwrap(),
-        resnet::train::checkpoint::read(&b.join("last.safetensors")).unwrap(),
+        resnet::weights::checkpoint::read(&a.join("last.safetensors")).unwrap(),
+        resnet::weights::checkpoint::read(&b.join("last.safetensors")).unwrap(),
     );
     assert_eq!(x.meta, y.meta);
-    assert_eq!(x.tensors.len(), y.tensors.len());
-    for (name, (shape, v)) in &x.tensors {
-        let (s2, v2) = &y.tensors[name];
-        assert_eq!(shape, s2, "{name}");
-        let same = v.iter().zip(v2).all(|(p, q)| p.to_bits() == q.to_bits());
-        assert!(same, "{name} differs between the straight and the resumed run");
+    assert_eq!(x.weights.tensors.len(), y.weights.tensors.len());
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for ((name, t), (n2, t2)) in x.weights.tensors.iter().zip(&y.weights.tensors) {
+        assert_eq!((name, &t.shape), (n2, &t2.shape));
+        assert!(bits(&t.data) == bits(&t2.data), "{name} differs between the straight and the resumed run");
     }
+    assert!(x.velocity.as_deref().map(bits) == y.velocity.as_deref().map(bits), "the optimizer state differs");
     x.meta.iteration
 }
 

@@ -5,6 +5,7 @@
 //! fsync, rename, fsync of the directory — a kill at any instant leaves the
 //! previous file intact.
 
+use super::{StateDict, Tensor};
 use crate::arch::ArchSpec;
 use crate::backend::Backend;
 use crate::data::augment::Preprocess;
@@ -44,7 +45,7 @@ pub struct Meta {
     pub eval: Option<crate::data::image::ImagenetEval>,
     /// the plateau schedule's state (image-folder runs with --lr-plateau)
     #[serde(default)]
-    pub plateau: super::schedule::PlateauState,
+    pub plateau: crate::train::schedule::PlateauState,
 }
 
 impl Meta {
@@ -132,10 +133,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A checkpoint read back.
+/// A checkpoint read back: the network's weights as a state_dict (sorted by name), the optimizer
+/// state split off, the input pipeline's record.
 pub struct Loaded {
     pub meta: Meta,
-    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    pub weights: StateDict,
+    /// the SGD momentum buffer (training checkpoints)
+    pub velocity: Option<Vec<f32>>,
     pub preprocess: Preprocess,
 }
 
@@ -207,38 +211,40 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded> {
         .with_context(|| format!("{}: bad preprocess metadata", path.display()))?
         .unwrap_or((4, true));
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let mut tensors = HashMap::new();
+    let mut tensors = vec![];
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
             bail!("{}: tensor {name} is {:?}, expected F32", path.display(), view.dtype());
         }
         let data = floats_of(view.data());
         // parameters, BN statistics, the momentum buffer (a NaN there would poison a resumed run), the mean image
-        crate::weights::check_finite(&path.display().to_string(), &name, &data)?;
-        tensors.insert(name, (view.shape().to_vec(), data));
+        super::check_finite(&path.display().to_string(), &name, &data)?;
+        tensors.push((name, Tensor { shape: view.shape().to_vec(), data }));
     }
-    let (_, mean) = tensors
-        .remove("preprocess.mean_image")
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut take = |key: &str| tensors.iter().position(|(n, _)| n == key).map(|i| tensors.remove(i).1.data);
+    let mean = take("preprocess.mean_image")
         .ok_or_else(|| anyhow!("{}: missing tensor preprocess.mean_image", path.display()))?;
+    let velocity = take("optimizer.velocity");
     let preprocess = Preprocess { src: meta.image, size: meta.input_size, mean, crop_pad, flip };
     if preprocess.mean.len() != meta.input_size * meta.input_size * meta.image.2 {
         bail!("{}: preprocess.mean_image has the wrong size", path.display());
     }
-    Ok(Loaded { meta, tensors, preprocess })
+    Ok(Loaded { meta, weights: StateDict { tensors }, velocity, preprocess })
 }
 
 impl Loaded {
     /// Copy every network tensor into `net`; a missing or mis-shaped tensor is an error.
     pub fn restore(&self, net: &mut impl Backend) -> Result<()> {
         for (name, _) in net.tensors() {
-            let (shape, data) = self.tensors.get(&name).ok_or_else(|| anyhow!("checkpoint lacks tensor {name}"))?;
-            net.set_tensor(&name, shape, data).map_err(|e| anyhow!("checkpoint: {e}"))?;
+            let t = self.weights.get(&name).ok_or_else(|| anyhow!("checkpoint lacks tensor {name}"))?;
+            net.set_tensor(&name, &t.shape, &t.data).map_err(|e| anyhow!("checkpoint: {e}"))?;
         }
         Ok(())
     }
 
     pub fn velocity(&self) -> Option<&Vec<f32>> {
-        self.tensors.get("optimizer.velocity").map(|(_, v)| v)
+        self.velocity.as_ref()
     }
 }
 
