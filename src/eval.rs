@@ -220,7 +220,7 @@ pub fn ten_crop_inputs(t: &ImagenetEval, img: &DynamicImage, c: usize) -> Result
 
 /// A network like `base` for `h` x `w` inputs (batch `n`), with its weights.
 fn net_at(base: &Net, n: usize, h: usize, w: usize) -> Result<Net> {
-    base.resized(n, h, w).map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(base.resized(n, h, w)?)
 }
 
 /// Softmax scores of one model on one image under `protocol`, averaged over its views (multi-scale:

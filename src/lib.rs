@@ -17,6 +17,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod file_error;
 pub mod init;
 pub mod kernels;
 pub mod net;

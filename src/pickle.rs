@@ -18,14 +18,14 @@
 //!
 //! Every length field is checked against the bytes that remain before anything is read or allocated; the
 //! stack, marks, memo, object count and nesting depth are bounded; shared references are expanded within a
-//! budget. Bad or hostile input gives a [`DataError`] (file, byte offset of the opcode, message), never a
+//! budget. Bad or hostile input gives a [`FileError`] (file, byte offset of the opcode, message), never a
 //! panic. Byte and text strings, and so array data, borrow from the input where they can.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::data::DataError;
+use crate::file_error::FileError;
 
 /// Most values on the stack at once, and most open marks.
 pub const MAX_STACK: usize = 1 << 20;
@@ -242,25 +242,25 @@ impl<'a> Value<'a> {
 }
 
 /// Read the pickle `bytes` (`name` is the file to report in errors) into a value tree.
-pub fn parse<'a>(name: &str, bytes: &'a [u8]) -> Result<Value<'a>, DataError> {
+pub fn parse<'a>(name: &str, bytes: &'a [u8]) -> Result<Value<'a>, FileError> {
     parse_with(Profile::Numpy, name, bytes)
 }
 
 /// Read a PyTorch `data.pkl` (or the main pickle of a legacy `torch.save` file, which may be followed by
 /// more bytes: its length is returned) into a value tree whose tensors are [`Kind::Tensor`].
-pub fn parse_torch<'a>(name: &str, bytes: &'a [u8]) -> Result<(Value<'a>, usize), DataError> {
+pub fn parse_torch<'a>(name: &str, bytes: &'a [u8]) -> Result<(Value<'a>, usize), FileError> {
     let mut p = Parser::new(Profile::Torch, name, bytes);
     let root = p.run()?;
     let used = p.pos;
     Ok((p.materialize(root)?, used))
 }
 
-fn parse_with<'a>(profile: Profile, name: &str, bytes: &'a [u8]) -> Result<Value<'a>, DataError> {
+fn parse_with<'a>(profile: Profile, name: &str, bytes: &'a [u8]) -> Result<Value<'a>, FileError> {
     let mut p = Parser::new(profile, name, bytes);
     let root = p.run()?;
     if p.pos != bytes.len() {
         let extra = bytes.len() - p.pos;
-        return Err(DataError::new(name, Some(p.pos as u64), format!("{extra} bytes after STOP")));
+        return Err(FileError::new(name, Some(p.pos as u64), format!("{extra} bytes after STOP")));
     }
     p.materialize(root)
 }
@@ -475,8 +475,8 @@ struct Parser<'a, 'n> {
 }
 
 impl<'a> Parser<'a, '_> {
-    fn err(&self, msg: impl Into<String>) -> DataError {
-        DataError::new(self.name, Some(self.at as u64), msg)
+    fn err(&self, msg: impl Into<String>) -> FileError {
+        FileError::new(self.name, Some(self.at as u64), msg)
     }
 
     fn obj(&self, id: Id) -> &Obj<'a> {
@@ -485,7 +485,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// The next `n` bytes, for the current opcode `what`; an error when fewer remain.
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], DataError> {
+    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], FileError> {
         let bytes = self.bytes;
         let left = bytes.len() - self.pos;
         match usize::try_from(n).ok().filter(|&n| n <= left) {
@@ -498,31 +498,31 @@ impl<'a> Parser<'a, '_> {
         }
     }
 
-    fn fixed<const N: usize>(&mut self, what: &str) -> Result<[u8; N], DataError> {
+    fn fixed<const N: usize>(&mut self, what: &str) -> Result<[u8; N], FileError> {
         let s = self.take(N as u64, what)?;
         let mut out = [0u8; N];
         out.copy_from_slice(s);
         Ok(out)
     }
 
-    fn u8(&mut self, what: &str) -> Result<u8, DataError> {
+    fn u8(&mut self, what: &str) -> Result<u8, FileError> {
         Ok(self.fixed::<1>(what)?[0])
     }
-    fn u16(&mut self, what: &str) -> Result<u16, DataError> {
+    fn u16(&mut self, what: &str) -> Result<u16, FileError> {
         Ok(u16::from_le_bytes(self.fixed(what)?))
     }
-    fn u32(&mut self, what: &str) -> Result<u32, DataError> {
+    fn u32(&mut self, what: &str) -> Result<u32, FileError> {
         Ok(u32::from_le_bytes(self.fixed(what)?))
     }
-    fn i32(&mut self, what: &str) -> Result<i32, DataError> {
+    fn i32(&mut self, what: &str) -> Result<i32, FileError> {
         Ok(i32::from_le_bytes(self.fixed(what)?))
     }
-    fn u64(&mut self, what: &str) -> Result<u64, DataError> {
+    fn u64(&mut self, what: &str) -> Result<u64, FileError> {
         Ok(u64::from_le_bytes(self.fixed(what)?))
     }
 
     /// A GLOBAL line: up to 256 bytes of ASCII ended by a newline.
-    fn line(&mut self) -> Result<&'a str, DataError> {
+    fn line(&mut self) -> Result<&'a str, FileError> {
         let bytes = self.bytes;
         let rest = &bytes[self.pos..];
         let Some(len) = rest.iter().take(257).position(|&b| b == b'\n') else {
@@ -536,13 +536,13 @@ impl<'a> Parser<'a, '_> {
         }
     }
 
-    fn utf8(&self, b: &'a [u8]) -> Result<&'a str, DataError> {
+    fn utf8(&self, b: &'a [u8]) -> Result<&'a str, FileError> {
         std::str::from_utf8(b)
             .map_err(|e| self.err(format!("text is not valid UTF-8 (at byte {} of the text)", e.valid_up_to())))
     }
 
     /// Make an object (made at the current opcode).
-    fn make(&mut self, obj: Obj<'a>) -> Result<Id, DataError> {
+    fn make(&mut self, obj: Obj<'a>) -> Result<Id, FileError> {
         if self.objs.len() >= MAX_OBJECTS {
             return Err(self.err(format!("more than {MAX_OBJECTS} objects")));
         }
@@ -550,7 +550,7 @@ impl<'a> Parser<'a, '_> {
         Ok(self.objs.len() - 1)
     }
 
-    fn push(&mut self, id: Id) -> Result<(), DataError> {
+    fn push(&mut self, id: Id) -> Result<(), FileError> {
         if self.stack.len() >= MAX_STACK {
             return Err(self.err(format!("stack deeper than {MAX_STACK}")));
         }
@@ -558,7 +558,7 @@ impl<'a> Parser<'a, '_> {
         Ok(())
     }
 
-    fn new_push(&mut self, obj: Obj<'a>) -> Result<(), DataError> {
+    fn new_push(&mut self, obj: Obj<'a>) -> Result<(), FileError> {
         let id = self.make(obj)?;
         self.push(id)
     }
@@ -568,41 +568,41 @@ impl<'a> Parser<'a, '_> {
         self.marks.last().copied().unwrap_or(0)
     }
 
-    fn top(&self) -> Result<Id, DataError> {
+    fn top(&self) -> Result<Id, FileError> {
         match self.stack.last() {
             Some(&id) if self.stack.len() > self.floor() => Ok(id),
             _ => Err(self.err("stack underflow: no value for this opcode")),
         }
     }
 
-    fn pop(&mut self) -> Result<Id, DataError> {
+    fn pop(&mut self) -> Result<Id, FileError> {
         let id = self.top()?;
         self.stack.pop();
         Ok(id)
     }
 
-    fn pop_n(&mut self, n: usize) -> Result<Vec<Id>, DataError> {
+    fn pop_n(&mut self, n: usize) -> Result<Vec<Id>, FileError> {
         if self.stack.len() < self.floor() + n {
             return Err(self.err(format!("stack underflow: this opcode needs {n} values")));
         }
         Ok(self.stack.split_off(self.stack.len() - n))
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Id>, DataError> {
+    fn pop_mark(&mut self) -> Result<Vec<Id>, FileError> {
         let Some(mark) = self.marks.pop() else {
             return Err(self.err("no MARK for this opcode"));
         };
         Ok(self.stack.split_off(mark.min(self.stack.len())))
     }
 
-    fn pairs(&self, items: Vec<Id>) -> Result<Vec<(Id, Id)>, DataError> {
+    fn pairs(&self, items: Vec<Id>) -> Result<Vec<(Id, Id)>, FileError> {
         if !items.len().is_multiple_of(2) {
             return Err(self.err(format!("{} values for keys and values: an odd number", items.len())));
         }
         Ok(items.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect())
     }
 
-    fn append(&mut self, items: Vec<Id>) -> Result<(), DataError> {
+    fn append(&mut self, items: Vec<Id>) -> Result<(), FileError> {
         let target = self.top()?;
         let what = self.obj(target).type_name();
         match self.objs.get_mut(target) {
@@ -614,7 +614,7 @@ impl<'a> Parser<'a, '_> {
         }
     }
 
-    fn set_items(&mut self, items: Vec<(Id, Id)>) -> Result<(), DataError> {
+    fn set_items(&mut self, items: Vec<(Id, Id)>) -> Result<(), FileError> {
         let target = self.top()?;
         let what = self.obj(target).type_name();
         match self.objs.get_mut(target) {
@@ -626,7 +626,7 @@ impl<'a> Parser<'a, '_> {
         }
     }
 
-    fn memo_put(&mut self, key: u32) -> Result<(), DataError> {
+    fn memo_put(&mut self, key: u32) -> Result<(), FileError> {
         let id = self.top()?;
         if self.memo.len() >= MAX_MEMO && !self.memo.contains_key(&key) {
             return Err(self.err(format!("more than {MAX_MEMO} memo entries")));
@@ -635,7 +635,7 @@ impl<'a> Parser<'a, '_> {
         Ok(())
     }
 
-    fn memo_get(&mut self, key: u32) -> Result<(), DataError> {
+    fn memo_get(&mut self, key: u32) -> Result<(), FileError> {
         match self.memo.get(&key) {
             Some(&id) => self.push(id),
             None => Err(self.err(format!("memo entry {key} is not set"))),
@@ -643,7 +643,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// A little-endian two's complement integer of up to 8 bytes (LONG1 / LONG4).
-    fn long(&self, b: &[u8]) -> Result<Obj<'a>, DataError> {
+    fn long(&self, b: &[u8]) -> Result<Obj<'a>, FileError> {
         if b.len() > 8 {
             return Err(self.err(format!("integer of {} bytes: larger than 64 bits", b.len())));
         }
@@ -654,7 +654,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// An accepted global, or an error naming the refused one.
-    fn global(&self, module: &str, name: &str) -> Result<Obj<'a>, DataError> {
+    fn global(&self, module: &str, name: &str) -> Result<Obj<'a>, FileError> {
         let list: &[(&'static str, &'static str)] = match self.profile {
             Profile::Numpy => &ALLOWED_GLOBALS,
             Profile::Torch => &TORCH_GLOBALS,
@@ -683,14 +683,14 @@ impl<'a> Parser<'a, '_> {
         Ok(Obj::Global { module, name, callable })
     }
 
-    fn int_of(&self, id: Id, what: &str) -> Result<u64, DataError> {
+    fn int_of(&self, id: Id, what: &str) -> Result<u64, FileError> {
         match self.obj(id) {
             Obj::Int(i) if *i >= 0 => Ok(*i as u64),
             other => Err(self.err(format!("{what} is a {}, not a non-negative int", other.type_name()))),
         }
     }
 
-    fn ints_of(&self, id: Id, what: &str) -> Result<Vec<usize>, DataError> {
+    fn ints_of(&self, id: Id, what: &str) -> Result<Vec<usize>, FileError> {
         match self.obj(id) {
             Obj::Tuple(v) | Obj::List(v) if v.len() <= MAX_DIMS => {
                 v.iter().map(|&d| self.int_of(d, what).map(|n| usize::try_from(n).unwrap_or(usize::MAX))).collect()
@@ -700,7 +700,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// BINPERSID of a PyTorch pickle: ('storage', torch.XStorage, key, location, numel[, view]).
-    fn persistent_id(&mut self) -> Result<(), DataError> {
+    fn persistent_id(&mut self) -> Result<(), FileError> {
         let pid = self.pop()?;
         if self.profile != Profile::Torch {
             return Err(self.err("persistent ids (BINPERSID) are only read in PyTorch files"));
@@ -732,7 +732,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]).
-    fn rebuild_tensor(&self, args: &[Id]) -> Result<Obj<'a>, DataError> {
+    fn rebuild_tensor(&self, args: &[Id]) -> Result<Obj<'a>, FileError> {
         let [storage, offset, size, stride, ..] = args[..] else {
             return Err(self.err(format!("_rebuild_tensor_v2 with {} arguments, expected 6 or 7", args.len())));
         };
@@ -777,7 +777,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// `_codecs.encode(text[, encoding])` for latin-1 and UTF-8: the bytes of the text.
-    fn encode(&self, args: &[Id]) -> Result<Obj<'a>, DataError> {
+    fn encode(&self, args: &[Id]) -> Result<Obj<'a>, FileError> {
         let encoding = match args {
             [_] => "utf-8".to_string(),
             [_, e] => self.ascii(*e).ok_or_else(|| self.err("_codecs.encode: the encoding is not text"))?,
@@ -825,7 +825,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// REDUCE: a call of an accepted global, made into a plain value.
-    fn reduce(&mut self) -> Result<(), DataError> {
+    fn reduce(&mut self) -> Result<(), FileError> {
         let args = self.pop()?;
         let func = self.pop()?;
         let Obj::Global { callable, module, name } = *self.obj(func) else {
@@ -872,7 +872,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// BUILD: set the state of an array or a dtype.
-    fn build(&mut self) -> Result<(), DataError> {
+    fn build(&mut self) -> Result<(), FileError> {
         let state = self.pop()?;
         let target = self.top()?;
         let new = match self.obj(target) {
@@ -903,7 +903,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// numpy's array state: ([version,] shape, dtype, is_fortran, data bytes), checked.
-    fn array_state(&self, state: Id) -> Result<Obj<'a>, DataError> {
+    fn array_state(&self, state: Id) -> Result<Obj<'a>, FileError> {
         let items = match self.obj(state) {
             Obj::Tuple(items) => items,
             other => return Err(self.err(format!("numpy array state is a {}, not a tuple", other.type_name()))),
@@ -952,7 +952,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// Run the opcodes up to STOP; the id of the result.
-    fn run(&mut self) -> Result<Id, DataError> {
+    fn run(&mut self) -> Result<Id, FileError> {
         use op::*;
         loop {
             self.at = self.pos;
@@ -1158,7 +1158,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// The tree under `root`: objects used once are moved, shared ones copied within a budget.
-    fn materialize(self, root: Id) -> Result<Value<'a>, DataError> {
+    fn materialize(self, root: Id) -> Result<Value<'a>, FileError> {
         let n = self.objs.len();
         // references to each object from objects reachable from the root
         let mut refs = vec![0usize; n];
@@ -1206,12 +1206,12 @@ struct Materializer<'a, 'n> {
 impl<'a> Materializer<'a, '_> {
     /// The value of `id`. `owned`: reached through objects that were moved (each such path is taken once), so
     /// the reference is used up, and the object moved out at its last one; otherwise it is copied.
-    fn value(&mut self, id: Id, owned: bool, depth: usize) -> Result<Value<'a>, DataError> {
+    fn value(&mut self, id: Id, owned: bool, depth: usize) -> Result<Value<'a>, FileError> {
         let Some(&(offset, _)) = self.objs.get(id) else {
-            return Err(DataError::new(self.name, None, "reference to a missing object"));
+            return Err(FileError::new(self.name, None, "reference to a missing object"));
         };
         let name = self.name;
-        let err = |msg: String| DataError::new(name, Some(offset), msg);
+        let err = |msg: String| FileError::new(name, Some(offset), msg);
         if depth > MAX_DEPTH {
             return Err(err(format!("values nested more than {MAX_DEPTH} deep (or a recursive structure)")));
         }
@@ -1234,10 +1234,10 @@ impl<'a> Materializer<'a, '_> {
             self.copy_left = self
                 .copy_left
                 .checked_sub(copied)
-                .ok_or_else(|| DataError::new(self.name, Some(offset), "shared references expand to too many bytes"))?;
+                .ok_or_else(|| FileError::new(self.name, Some(offset), "shared references expand to too many bytes"))?;
             obj
         };
-        let list = |ids: Vec<Id>, m: &mut Self| -> Result<Vec<Value<'a>>, DataError> {
+        let list = |ids: Vec<Id>, m: &mut Self| -> Result<Vec<Value<'a>>, FileError> {
             ids.into_iter().map(|c| m.value(c, take, depth + 1)).collect()
         };
         let kind = match obj {
@@ -1261,7 +1261,7 @@ impl<'a> Materializer<'a, '_> {
                     None => Cow::Borrowed(&[][..]),
                     Some(d) => match self.value(d, take, depth + 1)?.kind {
                         Kind::Bytes(b) => b,
-                        _ => return Err(DataError::new(self.name, Some(offset), "numpy array data is not bytes")),
+                        _ => return Err(FileError::new(self.name, Some(offset), "numpy array data is not bytes")),
                     },
                 };
                 Kind::NdArray(NdArray { shape, dtype, fortran_order: fortran, data })
@@ -1270,7 +1270,7 @@ impl<'a> Materializer<'a, '_> {
             Obj::Global { module, name, .. } => Kind::Global { module, name },
             Obj::Tensor(t) => Kind::Tensor(t),
             Obj::Storage { key, .. } => {
-                return Err(DataError::new(self.name, Some(offset), format!("storage '{key}' outside a tensor")));
+                return Err(FileError::new(self.name, Some(offset), format!("storage '{key}' outside a tensor")));
             }
         };
         Ok(Value { offset, kind })

@@ -113,7 +113,7 @@ impl Classifier {
     /// Build a classifier for `spec` at `size` x `size` with `sd`'s tensors.
     pub fn from_state_dict(spec: &ArchSpec, sd: &StateDict, transform: Transform, batch: usize) -> Result<Classifier> {
         let size = transform.input_size();
-        let mut net = Net::new(spec, batch.max(1), size, size, false, 0).map_err(|e| anyhow!("{e}"))?;
+        let mut net = Net::new(spec, batch.max(1), size, size, false, 0)?;
         weights::load_into(&mut net, sd).map_err(|m| anyhow!("the weights do not fit {}:\n{m}", spec.name))?;
         Ok(Classifier { labels: default_labels(spec.classes), net, transform, source: "torchvision" })
     }

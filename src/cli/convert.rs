@@ -57,7 +57,7 @@ pub fn run(a: Args) -> Result<()> {
         let crop = a.arch_opts.input_size.unwrap_or(224);
         let t = ImagenetEval { crop, resize: (crop * 256 + 112) / 224, ..Default::default() };
         // check the fit key by key on a small build (eval, batch 1)
-        let mut net = crate::net::Net::new(&spec, 1, t.crop, t.crop, false, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut net = crate::net::Net::new(&spec, 1, t.crop, t.crop, false, 0)?;
         weights::load_into(&mut net, &sd)
             .map_err(|m| anyhow::anyhow!("{name}: the weights do not fit {}:\n{m}", spec.name))?;
         let c = spec.in_channels;

@@ -1,8 +1,9 @@
 //! `resnet data fetch`: download the official data sets, verifying their MD5s.
 //! `resnet data folder`: write images of a data set as an image folder (PNG / JPEG files).
 
+use crate::data::CifarForm;
 use crate::data::Format;
-use crate::data::fetch::{self, Form, Options};
+use crate::data::fetch::{self, Options};
 use anyhow::{Result, bail};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -166,8 +167,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         Some(arch) => {
             let opts = crate::arch::ArchOptions::default();
             let spec = crate::arch::ArchSpec::parse(arch, &opts)?;
-            let r = crate::bench::run(&spec, 32, a.input_size, crate::bench::Mode::Train, 3, 1, |_, _| {})
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = crate::bench::run(&spec, 32, a.input_size, crate::bench::Mode::Train, 3, 1, |_, _| {})?;
             Some(r.img_per_s)
         }
         None => None,
@@ -263,12 +263,12 @@ fn run_fetch(a: FetchArgs) -> Result<()> {
     };
     let name = fetch::name(format);
     let form = match (a.form, format) {
-        (None, _) => Form::Binary,
+        (None, _) => CifarForm::Binary,
         (Some(_), Format::Mnist | Format::FashionMnist) => {
             bail!("--form applies to cifar10 and cifar100; {name} has one form (four IDX .gz files)")
         }
-        (Some(FormArg::Binary), _) => Form::Binary,
-        (Some(FormArg::Python), _) => Form::Python,
+        (Some(FormArg::Binary), _) => CifarForm::Binary,
+        (Some(FormArg::Python), _) => CifarForm::Python,
     };
     let dir = a.dir.unwrap_or_else(|| Path::new("data").join(name));
     let opts = Options { dir: dir.clone(), mirror: a.mirror, md5: a.md5, progress: std::io::stderr().is_terminal() };

@@ -175,8 +175,7 @@ fn final_errors(dir: &Path) -> Result<(f64, f64)> {
     let text = std::fs::read_to_string(dir.join("config.toml"))?;
     let cfg: train::TrainConfig = toml::from_str(&text).with_context(|| format!("{}/config.toml", dir.display()))?;
     let ck = checkpoint::read(&dir.join("last.safetensors"))?;
-    let mut net = crate::net::Net::new(&ck.meta.arch, 250, ck.meta.input_size, ck.meta.input_size, false, 0)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut net = crate::net::Net::new(&ck.meta.arch, 250, ck.meta.input_size, ck.meta.input_size, false, 0)?;
     ck.restore(&mut net)?;
     let data = train::RunData::open(&cfg, Some(ck.preprocess.clone()))?;
     let (_, train_err) = train::evaluate(&mut net, data.train.as_ref(), 1)?;
@@ -283,8 +282,7 @@ pub fn run(a: Args) -> Result<()> {
         let mut total = 0.0;
         for n in &nets {
             let spec = crate::arch::ArchSpec::parse(n, &Default::default())?;
-            let r = crate::bench::run(&spec, c.batch, 32, crate::bench::Mode::Train, 2, 1, |_, _| {})
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = crate::bench::run(&spec, c.batch, 32, crate::bench::Mode::Train, 2, 1, |_, _| {})?;
             let done =
                 checkpoint::read(&runs.join(n).join("last.safetensors")).map_or(0, |ck| ck.meta.iteration.min(iters));
             total += (iters - done) as f64 * c.batch as f64 / r.img_per_s;

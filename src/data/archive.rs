@@ -2,7 +2,7 @@
 //! members are kept (each within its format's bound, `.gz` members decompressed), the others are
 //! inflated through without being stored, and the whole stream is bounded too.
 
-use super::{DataError, bounded};
+use super::{FileError, bounded};
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Read;
@@ -62,13 +62,13 @@ impl Read for TarStream {
 /// Read the tar archive `path` (gzipped unless its name ends in `.tar`) as a stream, keeping the
 /// contents of the members whose base name is `wanted` (the first of each name), each within the
 /// bound of its format ([`bounded::cap_for`]); other members are skipped without being stored.
-pub(super) fn read_members(path: &Path, wanted: fn(&str) -> bool) -> Result<Vec<Member>, DataError> {
-    let len = bounded::regular_file(path)?.ok_or_else(|| DataError::new(path, None, "no such file"))?;
+pub(super) fn read_members(path: &Path, wanted: fn(&str) -> bool) -> Result<Vec<Member>, FileError> {
+    let len = bounded::regular_file(path)?.ok_or_else(|| FileError::new(path, None, "no such file"))?;
     let plain_tar = path.to_string_lossy().to_lowercase().ends_with(".tar");
     if len == 0 && !plain_tar {
-        return Err(DataError::new(path, Some(0), "empty file, expected gzip data"));
+        return Err(FileError::new(path, Some(0), "empty file, expected gzip data"));
     }
-    let file = std::fs::File::open(path).map_err(|e| DataError::new(path, None, format!("cannot read: {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| FileError::new(path, None, format!("cannot read: {e}")))?;
     let inner = if plain_tar {
         TarInner::Plain(std::io::BufReader::new(file))
     } else {
@@ -79,8 +79,8 @@ pub(super) fn read_members(path: &Path, wanted: fn(&str) -> bool) -> Result<Vec<
     let stream = TarStream { inner, total: 0, failed: failed.clone() };
     let in_tar = "(byte offset in the decompressed tar)";
     let tar_err = |at: u64, e: &dyn fmt::Display| match failed.borrow().clone() {
-        Some((offset, msg)) => DataError::new(path, offset, msg),
-        None => DataError::new(path, Some(at), format!("tar: {e} {in_tar}")),
+        Some((offset, msg)) => FileError::new(path, offset, msg),
+        None => FileError::new(path, Some(at), format!("tar: {e} {in_tar}")),
     };
     let mut members: Vec<Member> = Vec::new();
     let mut archive = tar::Archive::new(stream);
@@ -102,13 +102,13 @@ pub(super) fn read_members(path: &Path, wanted: fn(&str) -> bool) -> Result<Vec<
         let name = format!("{}:{member}", path.display());
         let content = bounded::read_content(&name, &base, &mut entry, Some(size));
         if let Some((offset, msg)) = failed.borrow().clone() {
-            return Err(DataError::new(path, offset, msg));
+            return Err(FileError::new(path, offset, msg));
         }
         let content = match content {
             // a plain member read to its end must hold what its header says
             Ok((bytes, true)) if !base.ends_with(".gz") && (bytes.len() as u64) < size => {
                 let have = bytes.len();
-                return Err(DataError::new(
+                return Err(FileError::new(
                     name,
                     Some(start),
                     format!("member truncated: header says {size} bytes, archive holds {have} {in_tar}"),

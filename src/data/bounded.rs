@@ -6,7 +6,7 @@
 //! the same bound, so a small `.gz` that inflates to gigabytes is refused
 //! after a few kilobytes of output, with an error naming the file.
 
-use super::{DataError, cifar, idx};
+use super::{FileError, cifar, idx};
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -85,7 +85,7 @@ fn idx_announced(h: &[u8]) -> Result<Option<(u64, String)>, String> {
 /// Why reading stopped: the reader failed, or the bound was reached.
 pub enum Stop {
     Io(io::Error),
-    Refused(DataError),
+    Refused(FileError),
 }
 
 /// Read `r` (named `name` in errors) within `cap`. `len`, the length the container declares (a
@@ -100,13 +100,13 @@ pub fn read_capped(name: &str, mut r: impl Read, cap: Cap, len: Option<u64>) -> 
             match announced(&out) {
                 Ok(Some(a)) => a,
                 Ok(None) => return Ok((out, false)),
-                Err(msg) => return Err(Stop::Refused(DataError::new(name, Some(4), msg))),
+                Err(msg) => return Err(Stop::Refused(FileError::new(name, Some(4), msg))),
             }
         }
     };
     let limit = expected.saturating_add(MARGIN);
     let refuse = |have: String| {
-        Stop::Refused(DataError::new(
+        Stop::Refused(FileError::new(
             name,
             None,
             format!("{have}, but {why} ({expected} bytes; {MARGIN} more are accepted): refused"),
@@ -145,10 +145,10 @@ pub fn consumed<R>(d: &flate2::bufread::MultiGzDecoder<BufReader<Counted<R>>>) -
 
 /// Decompress gzip data (one or more members) from `r` within `cap` (which bounds the decompressed
 /// bytes). An error in the data gives the offset in the compressed input where decoding stopped.
-pub fn gunzip(name: &str, r: impl Read, cap: Cap) -> Result<Vec<u8>, DataError> {
+pub fn gunzip(name: &str, r: impl Read, cap: Cap) -> Result<Vec<u8>, FileError> {
     let mut input = BufReader::new(Counted { inner: r, count: 0 });
     if input.fill_buf().is_ok_and(|b| b.is_empty()) {
-        return Err(DataError::new(name, Some(0), "empty file, expected gzip data"));
+        return Err(FileError::new(name, Some(0), "empty file, expected gzip data"));
     }
     let mut dec = flate2::bufread::MultiGzDecoder::new(input);
     match read_capped(name, &mut dec, cap, None) {
@@ -160,45 +160,45 @@ pub fn gunzip(name: &str, r: impl Read, cap: Cap) -> Result<Vec<u8>, DataError> 
             };
             Err(e)
         }
-        Err(Stop::Io(e)) => Err(DataError::new(name, Some(consumed(&dec)), format!("gzip: {e}"))),
+        Err(Stop::Io(e)) => Err(FileError::new(name, Some(consumed(&dec)), format!("gzip: {e}"))),
     }
 }
 
 /// The length of the regular file `path`, None when it does not exist; anything else that is
 /// there (a FIFO, a device, a socket, a directory) is an error naming it, before it is opened.
-pub fn regular_file(path: &Path) -> Result<Option<u64>, DataError> {
+pub fn regular_file(path: &Path) -> Result<Option<u64>, FileError> {
     match std::fs::metadata(path) {
         Ok(m) => match crate::paths::not_regular(&m) {
             None => Ok(Some(m.len())),
-            Some(kind) => Err(DataError::new(
+            Some(kind) => Err(FileError::new(
                 path,
                 None,
                 format!("{kind}, not a regular file; data is read from regular files only"),
             )),
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(DataError::new(path, None, format!("cannot read: {e}"))),
+        Err(e) => Err(FileError::new(path, None, format!("cannot read: {e}"))),
     }
 }
 
 /// The contents of file or archive member `base` read from `r` (named `name` in errors; `len` its
 /// declared length): a `.gz` name is decompressed, each within [`cap_for`] its base name.
 /// Returns the bytes and whether `r` was read to its end.
-pub fn read_content(name: &str, base: &str, r: impl Read, len: Option<u64>) -> Result<(Vec<u8>, bool), DataError> {
+pub fn read_content(name: &str, base: &str, r: impl Read, len: Option<u64>) -> Result<(Vec<u8>, bool), FileError> {
     match base.strip_suffix(".gz") {
         Some(plain) => Ok((gunzip(name, r, cap_for(plain))?, true)),
         None => read_capped(name, r, cap_for(base), len).map_err(|s| match s {
             Stop::Refused(e) => e,
-            Stop::Io(e) => DataError::new(name, None, format!("cannot read: {e}")),
+            Stop::Io(e) => FileError::new(name, None, format!("cannot read: {e}")),
         }),
     }
 }
 
 /// The contents of the data file `path` (base name `base`), None when it does not exist; regular
 /// files only, within [`cap_for`] its base name.
-pub fn read_file(path: &Path, base: &str) -> Result<Option<Vec<u8>>, DataError> {
+pub fn read_file(path: &Path, base: &str) -> Result<Option<Vec<u8>>, FileError> {
     let Some(len) = regular_file(path)? else { return Ok(None) };
-    let f = std::fs::File::open(path).map_err(|e| DataError::new(path, None, format!("cannot read: {e}")))?;
+    let f = std::fs::File::open(path).map_err(|e| FileError::new(path, None, format!("cannot read: {e}")))?;
     let name = path.display().to_string();
     Ok(Some(read_content(&name, base, f, Some(len))?.0))
 }

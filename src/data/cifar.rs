@@ -11,7 +11,7 @@
 //! `data_batch_5`, `test_batch`, names under `label_names` in `batches.meta`. CIFAR-100 (`cifar-100-python/`):
 //! `train`, `test` (fine labels used), names under `fine_label_names` in `meta`.
 
-use super::{DataError, Dataset, Source, Splits};
+use super::{Dataset, FileError, Files, Splits};
 use crate::pickle::{self, Kind, Value};
 
 /// Image height and width.
@@ -69,24 +69,24 @@ pub fn parse_cifar_bin(
     label_bytes: usize,
     classes: usize,
     expect_records: Option<usize>,
-) -> Result<Dataset, DataError> {
+) -> Result<Dataset, FileError> {
     if label_bytes == 0 {
-        return Err(DataError::new(name, None, "a CIFAR record needs at least one label byte"));
+        return Err(FileError::new(name, None, "a CIFAR record needs at least one label byte"));
     }
     let record = label_bytes + IMAGE_BYTES;
     if bytes.is_empty() {
-        return Err(DataError::new(name, Some(0), "empty file"));
+        return Err(FileError::new(name, Some(0), "empty file"));
     }
     let (records, part) = (bytes.len() / record, bytes.len() % record);
     if part != 0 {
-        return Err(DataError::new(
+        return Err(FileError::new(
             name,
             Some((records * record) as u64),
             format!("record {records} is incomplete: file ends after {part} of its {record} bytes"),
         ));
     }
     if let Some(want) = expect_records.filter(|&w| w != records) {
-        return Err(DataError::new(
+        return Err(FileError::new(
             name,
             Some(bytes.len() as u64),
             format!("file holds {records} records, the official file {want} ({} bytes)", want.saturating_mul(record)),
@@ -95,12 +95,12 @@ pub fn parse_cifar_bin(
     let mut images = Vec::with_capacity(records * IMAGE_BYTES);
     let mut labels = Vec::with_capacity(records);
     for (r, rec) in bytes.chunks_exact(record).enumerate() {
-        let bad = || DataError::new(name, Some((r * record) as u64), "malformed record");
+        let bad = || FileError::new(name, Some((r * record) as u64), "malformed record");
         let (label, pixels) = rec.split_at_checked(label_bytes).ok_or_else(bad)?;
         let label = *label.last().ok_or_else(bad)?;
         if usize::from(label) >= classes {
             let at = r * record + label_bytes - 1;
-            return Err(DataError::new(name, Some(at as u64), format!("label {label} out of range 0..{classes}")));
+            return Err(FileError::new(name, Some(at as u64), format!("label {label} out of range 0..{classes}")));
         }
         labels.push(u16::from(label));
         let mut planes = pixels.chunks_exact(SIDE * SIDE);
@@ -120,31 +120,31 @@ pub fn parse_cifar_bin(
 }
 
 /// Class names, one a line (empty lines ignored); there must be `classes` of them.
-fn parse_names(name: &str, bytes: &[u8], classes: usize) -> Result<Vec<String>, DataError> {
+fn parse_names(name: &str, bytes: &[u8], classes: usize) -> Result<Vec<String>, FileError> {
     let text =
-        std::str::from_utf8(bytes).map_err(|e| DataError::new(name, Some(e.valid_up_to() as u64), "not UTF-8 text"))?;
+        std::str::from_utf8(bytes).map_err(|e| FileError::new(name, Some(e.valid_up_to() as u64), "not UTF-8 text"))?;
     let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     if names.len() != classes {
-        return Err(DataError::new(name, None, format!("{} class names, expected {classes}", names.len())));
+        return Err(FileError::new(name, None, format!("{} class names, expected {classes}", names.len())));
     }
     Ok(names)
 }
 
 /// One file of `src`, parsed; `expect` is applied only when `strict`.
 fn file(
-    src: &Source,
+    src: &Files,
     base: &str,
     label_bytes: usize,
     classes: usize,
     expect: usize,
     strict: bool,
-) -> Result<Dataset, DataError> {
+) -> Result<Dataset, FileError> {
     let (name, bytes) = src.require(&[base])?;
     parse_cifar_bin(&name, &bytes, label_bytes, classes, strict.then_some(expect))
 }
 
 /// Class names from `base` when it is there.
-fn names_from(src: &Source, base: &str, classes: usize, splits: &mut Splits) -> Result<(), DataError> {
+fn names_from(src: &Files, base: &str, classes: usize, splits: &mut Splits) -> Result<(), FileError> {
     if let Some((name, bytes)) = src.read(base)? {
         let names = parse_names(&name, &bytes, classes)?;
         splits.train.class_names.clone_from(&names);
@@ -169,16 +169,16 @@ fn key_list(v: &Value<'_>) -> String {
 }
 
 /// The entry `key` of the top-level dict of a pickle, or an error naming the file and the keys there are.
-fn entry<'v, 'a>(name: &str, root: &'v Value<'a>, key: &str) -> Result<&'v Value<'a>, DataError> {
+fn entry<'v, 'a>(name: &str, root: &'v Value<'a>, key: &str) -> Result<&'v Value<'a>, FileError> {
     if !matches!(root.kind, Kind::Dict(_)) {
-        return Err(DataError::new(
+        return Err(FileError::new(
             name,
             Some(root.offset),
             format!("the pickle holds a {}, expected a dict", root.type_name()),
         ));
     }
     root.get(key).ok_or_else(|| {
-        DataError::new(
+        FileError::new(
             name,
             Some(root.offset),
             format!("no key '{key}' in the pickled dict (keys: {})", key_list(root)),
@@ -201,9 +201,9 @@ pub fn parse_cifar_py(
     label_key: &str,
     classes: usize,
     expect_records: Option<usize>,
-) -> Result<Dataset, DataError> {
+) -> Result<Dataset, FileError> {
     let root = pickle::parse(name, bytes)?;
-    let at = |v: &Value<'_>, msg: String| DataError::new(name, Some(v.offset), msg);
+    let at = |v: &Value<'_>, msg: String| FileError::new(name, Some(v.offset), msg);
     let data = entry(name, &root, "data")?;
     let Some(array) = data.as_array() else {
         return Err(at(data, format!("'data' is a {}, expected a numpy uint8 array", data.type_name())));
@@ -268,10 +268,10 @@ pub fn parse_cifar_py(
 
 /// Class names from a python-version meta pickle: the list of byte or text strings under `key`
 /// (`label_names` in CIFAR-10's `batches.meta`, `fine_label_names` in CIFAR-100's `meta`), `classes` of them.
-pub fn parse_py_names(name: &str, bytes: &[u8], key: &str, classes: usize) -> Result<Vec<String>, DataError> {
+pub fn parse_py_names(name: &str, bytes: &[u8], key: &str, classes: usize) -> Result<Vec<String>, FileError> {
     let root = pickle::parse(name, bytes)?;
     let list = entry(name, &root, key)?;
-    let at = |v: &Value<'_>, msg: String| DataError::new(name, Some(v.offset), msg);
+    let at = |v: &Value<'_>, msg: String| FileError::new(name, Some(v.offset), msg);
     let Some(items) = list.items() else {
         return Err(at(list, format!("'{key}' is a {}, expected a list of names", list.type_name())));
     };
@@ -290,19 +290,19 @@ pub fn parse_py_names(name: &str, bytes: &[u8], key: &str, classes: usize) -> Re
 
 /// One python-version batch of `src`, parsed; `expect` is applied only when `strict`.
 fn py_file(
-    src: &Source,
+    src: &Files,
     base: &str,
     label_key: &str,
     classes: usize,
     expect: usize,
     strict: bool,
-) -> Result<Dataset, DataError> {
+) -> Result<Dataset, FileError> {
     let (name, bytes) = src.require(&[base])?;
     parse_cifar_py(&name, &bytes, label_key, classes, strict.then_some(expect))
 }
 
 /// Class names from the meta pickle `base` when it is there.
-fn py_names_from(src: &Source, base: &str, key: &str, classes: usize, splits: &mut Splits) -> Result<(), DataError> {
+fn py_names_from(src: &Files, base: &str, key: &str, classes: usize, splits: &mut Splits) -> Result<(), FileError> {
     if let Some((name, bytes)) = src.read(base)? {
         let names = parse_py_names(&name, &bytes, key, classes)?;
         splits.train.class_names.clone_from(&names);
@@ -313,7 +313,7 @@ fn py_names_from(src: &Source, base: &str, key: &str, classes: usize, splits: &m
 
 /// CIFAR-10, python version: `data_batch_1` .. `data_batch_5` in order, `test_batch`, names from
 /// `batches.meta` if present.
-pub(super) fn load_cifar10_py(src: &Source, strict: bool) -> Result<Splits, DataError> {
+pub(super) fn load_cifar10_py(src: &Files, strict: bool) -> Result<Splits, FileError> {
     let mut train = py_file(src, "data_batch_1", "labels", 10, CIFAR10_BATCH_RECORDS, strict)?;
     for i in 2..=5 {
         let batch = py_file(src, &format!("data_batch_{i}"), "labels", 10, CIFAR10_BATCH_RECORDS, strict)?;
@@ -327,7 +327,7 @@ pub(super) fn load_cifar10_py(src: &Source, strict: bool) -> Result<Splits, Data
 }
 
 /// CIFAR-100, python version, fine labels: `train`, `test`, names from `meta` if present.
-pub(super) fn load_cifar100_py(src: &Source, strict: bool) -> Result<Splits, DataError> {
+pub(super) fn load_cifar100_py(src: &Files, strict: bool) -> Result<Splits, FileError> {
     let train = py_file(src, "train", "fine_labels", 100, CIFAR100_TRAIN_RECORDS, strict)?;
     let test = py_file(src, "test", "fine_labels", 100, CIFAR100_TEST_RECORDS, strict)?;
     let mut splits = Splits { train, test };
@@ -336,7 +336,7 @@ pub(super) fn load_cifar100_py(src: &Source, strict: bool) -> Result<Splits, Dat
 }
 
 /// CIFAR-10: the five training batches in order, the test batch, names from `batches.meta.txt` if present.
-pub(super) fn load_cifar10(src: &Source, strict: bool) -> Result<Splits, DataError> {
+pub(super) fn load_cifar10(src: &Files, strict: bool) -> Result<Splits, FileError> {
     let mut train = file(src, "data_batch_1.bin", 1, 10, CIFAR10_BATCH_RECORDS, strict)?;
     for i in 2..=5 {
         let batch = file(src, &format!("data_batch_{i}.bin"), 1, 10, CIFAR10_BATCH_RECORDS, strict)?;
@@ -350,7 +350,7 @@ pub(super) fn load_cifar10(src: &Source, strict: bool) -> Result<Splits, DataErr
 }
 
 /// CIFAR-100 with fine labels: `train.bin`, `test.bin`, names from `fine_label_names.txt` if present.
-pub(super) fn load_cifar100(src: &Source, strict: bool) -> Result<Splits, DataError> {
+pub(super) fn load_cifar100(src: &Files, strict: bool) -> Result<Splits, FileError> {
     let train = file(src, "train.bin", 2, 100, CIFAR100_TRAIN_RECORDS, strict)?;
     let test = file(src, "test.bin", 2, 100, CIFAR100_TEST_RECORDS, strict)?;
     let mut splits = Splits { train, test };

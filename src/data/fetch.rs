@@ -9,23 +9,13 @@
 //! serves plain http, and an https URL (from `--mirror` or a redirect) in a build without TLS fails with an
 //! error naming the URL. Proxies are taken from the usual environment variables (`HTTP_PROXY`, `NO_PROXY`, ...).
 
-use super::Format;
+use super::{CifarForm, Format};
 use anyhow::{Context, Result, anyhow, bail};
 use md5::{Digest, Md5};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Which of the published forms of CIFAR to fetch. MNIST-style sets have one form (IDX `.gz` files).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Form {
-    /// The binary version ("suitable for C programs"), which `resnet train` reads.
-    #[default]
-    Binary,
-    /// The Python (pickle) version, for other tools; `resnet train` does not read it.
-    Python,
-}
 
 /// One published file: its name on the host and its MD5 (lowercase hex).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,12 +82,12 @@ pub fn name(format: Format) -> &'static str {
 pub const ALL: [Format; 4] = [Format::Cifar10, Format::Cifar100, Format::Mnist, Format::FashionMnist];
 
 /// The hosts and files of `format` in `form`. The form matters for CIFAR only.
-pub fn published(format: Format, form: Form) -> Published {
+pub fn published(format: Format, form: CifarForm) -> Published {
     match (format, form) {
-        (Format::Cifar10, Form::Binary) => Published { hosts: TORONTO, files: CIFAR10_BINARY },
-        (Format::Cifar10, Form::Python) => Published { hosts: TORONTO, files: CIFAR10_PYTHON },
-        (Format::Cifar100, Form::Binary) => Published { hosts: TORONTO, files: CIFAR100_BINARY },
-        (Format::Cifar100, Form::Python) => Published { hosts: TORONTO, files: CIFAR100_PYTHON },
+        (Format::Cifar10, CifarForm::Binary) => Published { hosts: TORONTO, files: CIFAR10_BINARY },
+        (Format::Cifar10, CifarForm::Python) => Published { hosts: TORONTO, files: CIFAR10_PYTHON },
+        (Format::Cifar100, CifarForm::Binary) => Published { hosts: TORONTO, files: CIFAR100_BINARY },
+        (Format::Cifar100, CifarForm::Python) => Published { hosts: TORONTO, files: CIFAR100_PYTHON },
         (Format::Mnist, _) => Published { hosts: MNIST_HOSTS, files: MNIST_FILES },
         (Format::FashionMnist, _) => Published { hosts: FASHION_HOSTS, files: FASHION_FILES },
     }
@@ -135,7 +125,7 @@ fn is_md5_hex(s: &str) -> bool {
 
 /// Fetch every file of `format` in `form` into `opts.dir`, writing one status line per step to `log`.
 /// Returns the paths of the files, in the published order.
-pub fn fetch(format: Format, form: Form, opts: &Options, log: &mut dyn Write) -> Result<Vec<PathBuf>> {
+pub fn fetch(format: Format, form: CifarForm, opts: &Options, log: &mut dyn Write) -> Result<Vec<PathBuf>> {
     let published = published(format, form);
     let names: Vec<&str> = published.files.iter().map(|r| r.file).collect();
     for (file, _) in &opts.md5 {
@@ -512,10 +502,10 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn all_published() -> Vec<(Format, Form, Published)> {
+    fn all_published() -> Vec<(Format, CifarForm, Published)> {
         let mut v = Vec::new();
         for f in ALL {
-            for form in [Form::Binary, Form::Python] {
+            for form in [CifarForm::Binary, CifarForm::Python] {
                 v.push((f, form, published(f, form)));
             }
         }
@@ -546,15 +536,15 @@ mod tests {
 
     #[test]
     fn table_names_the_official_files() {
-        assert_eq!(published(Format::Cifar10, Form::Binary).files[0].file, "cifar-10-binary.tar.gz");
-        assert_eq!(published(Format::Cifar10, Form::Python).files[0].file, "cifar-10-python.tar.gz");
-        assert_eq!(published(Format::Cifar100, Form::Binary).files[0].file, "cifar-100-binary.tar.gz");
-        assert_eq!(published(Format::Cifar100, Form::Python).files[0].file, "cifar-100-python.tar.gz");
+        assert_eq!(published(Format::Cifar10, CifarForm::Binary).files[0].file, "cifar-10-binary.tar.gz");
+        assert_eq!(published(Format::Cifar10, CifarForm::Python).files[0].file, "cifar-10-python.tar.gz");
+        assert_eq!(published(Format::Cifar100, CifarForm::Binary).files[0].file, "cifar-100-binary.tar.gz");
+        assert_eq!(published(Format::Cifar100, CifarForm::Python).files[0].file, "cifar-100-python.tar.gz");
         for f in [Format::Mnist, Format::FashionMnist] {
-            let files: Vec<&str> = published(f, Form::Binary).files.iter().map(|r| r.file).collect();
+            let files: Vec<&str> = published(f, CifarForm::Binary).files.iter().map(|r| r.file).collect();
             let want: Vec<String> = super::super::idx::FILES.iter().map(|n| format!("{n}.gz")).collect();
             assert_eq!(files, want);
-            assert_eq!(published(f, Form::Binary), published(f, Form::Python));
+            assert_eq!(published(f, CifarForm::Binary), published(f, CifarForm::Python));
         }
         // all MD5s differ: no copy-paste slip in the table
         let mut md5s: Vec<&str> = all_published().iter().flat_map(|(_, _, p)| p.files.iter().map(|r| r.md5)).collect();

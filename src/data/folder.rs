@@ -7,7 +7,7 @@
 //! name), sorted within a class. Nothing is decoded here: the loader decodes
 //! in its workers.
 
-use super::DataError;
+use super::FileError;
 use std::path::{Path, PathBuf};
 
 /// The files of one split, each with its class index.
@@ -32,8 +32,8 @@ fn is_image(p: &Path) -> bool {
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| DataError::new(dir, None, format!("cannot list: {e}")))?;
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| FileError::new(dir, None, format!("cannot list: {e}")))?;
     let mut out: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     out.sort();
     Ok(out)
@@ -48,17 +48,17 @@ pub fn looks_like_folder(dir: &Path) -> bool {
 
 /// Read one split: a directory of class folders. `classes`, when given,
 /// fixes the class list (the val split takes the train split's).
-pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<Folder, DataError> {
+pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<Folder, FileError> {
     let dirs: Vec<PathBuf> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
     let names: Vec<String> =
         dirs.iter().filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(str::to_string)).collect();
     if names.len() != dirs.len() {
-        return Err(DataError::new(root, None, "a class folder name is not valid UTF-8"));
+        return Err(FileError::new(root, None, "a class folder name is not valid UTF-8"));
     }
     let classes: Vec<String> = match classes {
         Some(c) => {
             if let Some(extra) = names.iter().find(|n| !c.contains(n)) {
-                return Err(DataError::new(
+                return Err(FileError::new(
                     root,
                     None,
                     format!("class folder '{extra}' is not a class of the training split"),
@@ -69,7 +69,7 @@ pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<Folder, DataError
         None => names.clone(),
     };
     if classes.is_empty() {
-        return Err(DataError::new(root, None, "no class folders (expected ROOT/<class>/<image>.jpg|png)"));
+        return Err(FileError::new(root, None, "no class folders (expected ROOT/<class>/<image>.jpg|png)"));
     }
     let mut files = vec![];
     for (d, name) in dirs.iter().zip(&names) {
@@ -82,13 +82,13 @@ pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<Folder, DataError
             if let Some(kind) = crate::paths::not_regular(&meta) {
                 let msg =
                     format!("{kind} named like an image, not a regular file; images are read from regular files only");
-                return Err(DataError::new(p, None, msg));
+                return Err(FileError::new(p, None, msg));
             }
             files.push((p, label));
         }
         if files.len() == before {
             // torchvision's ImageFolder refuses an empty class too: it would be a class nothing can teach
-            return Err(DataError::new(
+            return Err(FileError::new(
                 d,
                 None,
                 "class folder with no JPEG or PNG files (every class folder needs images; remove it or add some)",
@@ -99,7 +99,7 @@ pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<Folder, DataError
 }
 
 /// `PATH/train` + `PATH/val` if both exist, else `PATH` as the training split.
-pub fn load(path: &Path) -> Result<FolderSplits, DataError> {
+pub fn load(path: &Path) -> Result<FolderSplits, FileError> {
     let (train_dir, val_dir) = (path.join("train"), path.join("val"));
     if train_dir.is_dir() {
         let train = scan(&train_dir, None)?;
@@ -119,9 +119,9 @@ impl Folder {
     }
 
     /// Hold out `n` seeded random files as a validation split (the rest stay, in order).
-    pub fn split_off(&mut self, n: usize, seed: u64) -> Result<Folder, DataError> {
+    pub fn split_off(&mut self, n: usize, seed: u64) -> Result<Folder, FileError> {
         if n >= self.files.len() {
-            return Err(DataError::new(
+            return Err(FileError::new(
                 &self.root,
                 None,
                 format!("--val {n} leaves no training images (the folder has {})", self.files.len()),

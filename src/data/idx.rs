@@ -3,7 +3,7 @@
 //! An IDX file is a big-endian magic (0x00000803: u8 data in 3 dims, the images; 0x00000801: u8 data in
 //! 1 dim, the labels), each dim as a big-endian u32, then the data. MNIST images are 28x28, one channel.
 
-use super::{DataError, Dataset, Format, Source, Splits};
+use super::{Dataset, FileError, Files, Format, Splits};
 
 /// Magic of an images file: u8 data (0x08), 3 dims.
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -23,10 +23,10 @@ pub const FILES: [&str; 4] =
     ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
 /// The big-endian u32 at byte `at`.
-fn be_u32(name: &str, bytes: &[u8], at: usize, what: &str) -> Result<u32, DataError> {
+fn be_u32(name: &str, bytes: &[u8], at: usize, what: &str) -> Result<u32, FileError> {
     match bytes.get(at..at.saturating_add(4)) {
         Some(&[a, b, c, d]) => Ok(u32::from_be_bytes([a, b, c, d])),
-        _ => Err(DataError::new(
+        _ => Err(FileError::new(
             name,
             Some(at as u64),
             format!("header truncated: file ends at byte {} before the {what}", bytes.len()),
@@ -34,13 +34,13 @@ fn be_u32(name: &str, bytes: &[u8], at: usize, what: &str) -> Result<u32, DataEr
     }
 }
 
-fn check_magic(name: &str, bytes: &[u8], want: u32, what: &str) -> Result<(), DataError> {
+fn check_magic(name: &str, bytes: &[u8], want: u32, what: &str) -> Result<(), FileError> {
     let magic = be_u32(name, bytes, 0, "magic number")?;
     if magic == want {
         return Ok(());
     }
     let hint = if bytes.starts_with(&[0x1f, 0x8b]) { "; the file looks gzipped but its name lacks .gz" } else { "" };
-    Err(DataError::new(name, Some(0), format!("magic 0x{magic:08x}, expected 0x{want:08x} ({what}){hint}")))
+    Err(FileError::new(name, Some(0), format!("magic 0x{magic:08x}, expected 0x{want:08x} ({what}){hint}")))
 }
 
 /// The `n` records of `size` bytes that follow a header of `header` bytes, exactly.
@@ -51,19 +51,19 @@ fn body<'a>(
     n: u32,
     size: usize,
     what: &str,
-) -> Result<&'a [u8], DataError> {
+) -> Result<&'a [u8], FileError> {
     let data = bytes.get(header..).unwrap_or_default();
     let need = usize::try_from(n).ok().and_then(|n| n.checked_mul(size));
     let Some(need) = need else {
-        return Err(DataError::new(name, Some(4), format!("header count {n} is too large")));
+        return Err(FileError::new(name, Some(4), format!("header count {n} is too large")));
     };
     if n == 0 {
-        return Err(DataError::new(name, Some(4), format!("header says 0 {what}s")));
+        return Err(FileError::new(name, Some(4), format!("header says 0 {what}s")));
     }
     if data.len() < need {
         let (full, part) = (data.len() / size, data.len() % size);
         return Err(if part != 0 {
-            DataError::new(
+            FileError::new(
                 name,
                 Some((header + full * size) as u64),
                 format!(
@@ -71,12 +71,12 @@ fn body<'a>(
                 ),
             )
         } else {
-            DataError::new(name, Some(bytes.len() as u64), format!("file ends after {full} {what}s, header says {n}"))
+            FileError::new(name, Some(bytes.len() as u64), format!("file ends after {full} {what}s, header says {n}"))
         });
     }
     match data.get(..need) {
         Some(d) if data.len() == need => Ok(d),
-        _ => Err(DataError::new(
+        _ => Err(FileError::new(
             name,
             Some((header + need) as u64),
             format!("{} bytes after the last of {n} {what}s", data.len() - need),
@@ -86,13 +86,13 @@ fn body<'a>(
 
 /// An IDX images file (`0x00000803`, n x 28 x 28): the image count and the pixels, (N, 28, 28) row-major.
 /// `name` is the file name to report in errors.
-pub fn parse_idx_images(name: &str, bytes: &[u8]) -> Result<(usize, Vec<u8>), DataError> {
+pub fn parse_idx_images(name: &str, bytes: &[u8]) -> Result<(usize, Vec<u8>), FileError> {
     check_magic(name, bytes, IMAGES_MAGIC, "u8 images, 3 dims")?;
     let n = be_u32(name, bytes, 4, "image count")?;
     let rows = be_u32(name, bytes, 8, "row count")?;
     let cols = be_u32(name, bytes, 12, "column count")?;
     if (rows, cols) != (SIDE as u32, SIDE as u32) {
-        return Err(DataError::new(name, Some(8), format!("images are {rows}x{cols}, expected {SIDE}x{SIDE}")));
+        return Err(FileError::new(name, Some(8), format!("images are {rows}x{cols}, expected {SIDE}x{SIDE}")));
     }
     let data = body(name, bytes, 16, n, SIDE * SIDE, "image")?;
     Ok((data.len() / (SIDE * SIDE), data.to_vec()))
@@ -100,13 +100,13 @@ pub fn parse_idx_images(name: &str, bytes: &[u8]) -> Result<(usize, Vec<u8>), Da
 
 /// An IDX labels file (`0x00000801`, n): the labels, each checked to be below `classes`.
 /// `name` is the file name to report in errors.
-pub fn parse_idx_labels(name: &str, bytes: &[u8], classes: usize) -> Result<Vec<u16>, DataError> {
+pub fn parse_idx_labels(name: &str, bytes: &[u8], classes: usize) -> Result<Vec<u16>, FileError> {
     check_magic(name, bytes, LABELS_MAGIC, "u8 labels, 1 dim")?;
     let n = be_u32(name, bytes, 4, "label count")?;
     let data = body(name, bytes, 8, n, 1, "label")?;
     if let Some(i) = data.iter().position(|&l| usize::from(l) >= classes) {
         let l = data.get(i).copied().unwrap_or_default();
-        return Err(DataError::new(name, Some(8 + i as u64), format!("label {l} out of range 0..{classes}")));
+        return Err(FileError::new(name, Some(8 + i as u64), format!("label {l} out of range 0..{classes}")));
     }
     Ok(data.iter().map(|&l| u16::from(l)).collect())
 }
@@ -114,7 +114,7 @@ pub fn parse_idx_labels(name: &str, bytes: &[u8], classes: usize) -> Result<Vec<
 /// One IDX file, plain or (when only the `.gz` is there) gzipped: its name for errors, its contents
 /// (decompressed, never beyond what its header announces: see [`super::bounded`]) and whether it was
 /// gzipped.
-fn read_idx<'a>(src: &'a Source, base: &str) -> Result<(String, std::borrow::Cow<'a, [u8]>, bool), DataError> {
+fn read_idx<'a>(src: &'a Files, base: &str) -> Result<(String, std::borrow::Cow<'a, [u8]>, bool), FileError> {
     let gz = format!("{base}.gz");
     let (name, bytes) = src.require(&[base, &gz])?;
     let gzipped = name.ends_with(".gz");
@@ -122,7 +122,7 @@ fn read_idx<'a>(src: &'a Source, base: &str) -> Result<(String, std::borrow::Cow
 }
 
 /// Offsets in a gzipped file's errors count decompressed bytes: say so.
-fn note_gz(gz: bool) -> impl Fn(DataError) -> DataError {
+fn note_gz(gz: bool) -> impl Fn(FileError) -> FileError {
     move |mut e| {
         if gz && e.offset.is_some() {
             e.msg.push_str(" (byte offset in the decompressed data)");
@@ -132,14 +132,14 @@ fn note_gz(gz: bool) -> impl Fn(DataError) -> DataError {
 }
 
 /// One split: its images and labels files.
-fn load_split(src: &Source, images: &str, labels: &str, format: Format) -> Result<Dataset, DataError> {
+fn load_split(src: &Files, images: &str, labels: &str, format: Format) -> Result<Dataset, FileError> {
     let (iname, ibytes, igz) = read_idx(src, images)?;
     let (n, pixels) = parse_idx_images(&iname, &ibytes).map_err(note_gz(igz))?;
     drop(ibytes);
     let (lname, lbytes, lgz) = read_idx(src, labels)?;
     let labels = parse_idx_labels(&lname, &lbytes, CLASSES).map_err(note_gz(lgz))?;
     if labels.len() != n {
-        return Err(note_gz(lgz)(DataError::new(
+        return Err(note_gz(lgz)(FileError::new(
             lname,
             Some(4),
             format!("{} labels, but {iname} holds {n} images", labels.len()),
@@ -153,7 +153,7 @@ fn load_split(src: &Source, images: &str, labels: &str, format: Format) -> Resul
 }
 
 /// MNIST or Fashion-MNIST (`format` picks the class names) from the four official files.
-pub(super) fn load_idx(src: &Source, format: Format) -> Result<Splits, DataError> {
+pub(super) fn load_idx(src: &Files, format: Format) -> Result<Splits, FileError> {
     let [train_images, train_labels, test_images, test_labels] = FILES;
     let train = load_split(src, train_images, train_labels, format)?;
     let test = load_split(src, test_images, test_labels, format)?;

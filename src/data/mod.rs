@@ -16,7 +16,7 @@ pub mod imagenet;
 pub mod loader;
 pub mod source;
 
-use std::fmt;
+use crate::file_error::FileError;
 use std::path::{Path, PathBuf};
 
 /// Images as u8, each (H, W, C) row-major (NHWC for the whole set), with labels.
@@ -67,30 +67,6 @@ pub enum Format {
     FashionMnist,
 }
 
-/// Bad or missing data: which file, where in it, what.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DataError {
-    pub file: PathBuf,
-    pub offset: Option<u64>,
-    pub msg: String,
-}
-
-impl DataError {
-    pub fn new(file: impl Into<PathBuf>, offset: Option<u64>, msg: impl Into<String>) -> DataError {
-        DataError { file: file.into(), offset, msg: msg.into() }
-    }
-}
-
-impl fmt::Display for DataError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.offset {
-            Some(o) => write!(f, "{}: byte {o}: {}", self.file.display(), self.msg),
-            None => write!(f, "{}: {}", self.file.display(), self.msg),
-        }
-    }
-}
-impl std::error::Error for DataError {}
-
 /// Load the training and test sets from `path` (a directory of official
 /// files or an official archive), recognising the format unless given.
 ///
@@ -111,28 +87,28 @@ impl std::error::Error for DataError {}
 /// official number of records (10000 per CIFAR-10 batch, 50000 / 10000 in CIFAR-100 train / test), in
 /// either version.
 /// Returns the format used.
-pub fn load(path: &Path, format: Option<Format>) -> Result<(Splits, Format), DataError> {
+pub fn load(path: &Path, format: Option<Format>) -> Result<(Splits, Format), FileError> {
     load_with(path, format, true)
 }
 
 /// [`load`], with the record-count rule for the official CIFAR files switched off when `strict_counts`
 /// is false: then each file may hold any non-zero whole number of records (for small test data).
-pub fn load_with(path: &Path, format: Option<Format>, strict_counts: bool) -> Result<(Splits, Format), DataError> {
+pub fn load_with(path: &Path, format: Option<Format>, strict_counts: bool) -> Result<(Splits, Format), FileError> {
     let src = if path.is_dir() {
-        Source::Dir(path.to_path_buf())
+        Files::Dir(path.to_path_buf())
     } else if is_archive_name(path) {
-        Source::open_archive(path)?
+        Files::open_archive(path)?
     } else if path.exists() {
-        return Err(DataError::new(path, None, "not a directory nor a .tar.gz / .tgz / .tar archive"));
+        return Err(FileError::new(path, None, "not a directory nor a .tar.gz / .tgz / .tar archive"));
     } else {
-        return Err(DataError::new(path, None, "no such file or directory"));
+        return Err(FileError::new(path, None, "no such file or directory"));
     };
     let (src, format, form) = recognise(src, path, format)?;
     let splits = match (format, form) {
-        (Format::Cifar10, Form::Binary) => cifar::load_cifar10(&src, strict_counts)?,
-        (Format::Cifar100, Form::Binary) => cifar::load_cifar100(&src, strict_counts)?,
-        (Format::Cifar10, Form::Python) => cifar::load_cifar10_py(&src, strict_counts)?,
-        (Format::Cifar100, Form::Python) => cifar::load_cifar100_py(&src, strict_counts)?,
+        (Format::Cifar10, CifarForm::Binary) => cifar::load_cifar10(&src, strict_counts)?,
+        (Format::Cifar100, CifarForm::Binary) => cifar::load_cifar100(&src, strict_counts)?,
+        (Format::Cifar10, CifarForm::Python) => cifar::load_cifar10_py(&src, strict_counts)?,
+        (Format::Cifar100, CifarForm::Python) => cifar::load_cifar100_py(&src, strict_counts)?,
         (Format::Mnist | Format::FashionMnist, _) => idx::load_idx(&src, format)?,
     };
     Ok((splits, format))
@@ -143,10 +119,13 @@ const CIFAR100_SUBDIR: &str = "cifar-100-binary";
 const CIFAR10_PY_SUBDIR: &str = "cifar-10-batches-py";
 const CIFAR100_PY_SUBDIR: &str = "cifar-100-python";
 
-/// Which version of the official CIFAR files a source holds (MNIST-style sets have one form, `Binary`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Form {
+/// Which of the published forms of CIFAR a set of files is (MNIST-style sets have one form, `Binary`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CifarForm {
+    /// The binary version ("suitable for C programs").
+    #[default]
     Binary,
+    /// The Python (pickle) version (read too, never executed).
     Python,
 }
 
@@ -163,9 +142,9 @@ fn idx_format(path: &Path) -> Format {
 
 /// Decide the format (unless given) and the CIFAR version and, for CIFAR in a directory, step into the
 /// official subdirectory when there is one. The binary version wins when both are there.
-fn recognise(src: Source, path: &Path, format: Option<Format>) -> Result<(Source, Format, Form), DataError> {
+fn recognise(src: Files, path: &Path, format: Option<Format>) -> Result<(Files, Format, CifarForm), FileError> {
     let sub = |name: &str| match &src {
-        Source::Dir(d) if d.join(name).is_dir() => Some(d.join(name)),
+        Files::Dir(d) if d.join(name).is_dir() => Some(d.join(name)),
         _ => None,
     };
     let (sub10, sub100) = (sub(CIFAR10_SUBDIR), sub(CIFAR100_SUBDIR));
@@ -181,14 +160,14 @@ fn recognise(src: Source, path: &Path, format: Option<Format>) -> Result<(Source
         None if idx::FILES.iter().any(|f| src.has(f) || src.has(&format!("{f}.gz"))) => idx_format(path),
         None => {
             let (what, subdirs) = match src {
-                Source::Dir(_) => (
+                Files::Dir(_) => (
                     "files",
                     ", or the subdirectory cifar-10-batches-bin/, cifar-10-batches-py/, cifar-100-binary/ or \
                      cifar-100-python/",
                 ),
-                Source::Archive { .. } => ("members", ""),
+                Files::Archive { .. } => ("members", ""),
             };
-            return Err(DataError::new(
+            return Err(FileError::new(
                 path,
                 None,
                 format!(
@@ -200,21 +179,21 @@ fn recognise(src: Source, path: &Path, format: Option<Format>) -> Result<(Source
         }
     };
     let (form, dir) = match format {
-        Format::Cifar10 if !bin10 && py10 => (Form::Python, sub10_py),
-        Format::Cifar10 => (Form::Binary, sub10),
-        Format::Cifar100 if !bin100 && py100 => (Form::Python, sub100_py),
-        Format::Cifar100 => (Form::Binary, sub100),
-        Format::Mnist | Format::FashionMnist => (Form::Binary, None),
+        Format::Cifar10 if !bin10 && py10 => (CifarForm::Python, sub10_py),
+        Format::Cifar10 => (CifarForm::Binary, sub10),
+        Format::Cifar100 if !bin100 && py100 => (CifarForm::Python, sub100_py),
+        Format::Cifar100 => (CifarForm::Binary, sub100),
+        Format::Mnist | Format::FashionMnist => (CifarForm::Binary, None),
     };
     let src = match dir {
-        Some(d) => Source::Dir(d),
+        Some(d) => Files::Dir(d),
         None => src,
     };
     Ok((src, format, form))
 }
 
-/// Where the official files are read from.
-enum Source {
+/// Where the official files of a data set are read from (a directory or an archive).
+enum Files {
     /// A directory; files are looked up directly in it.
     Dir(PathBuf),
     /// An archive, read once at open: the wanted members' contents (decompressed, for `.gz` members).
@@ -231,26 +210,26 @@ fn wanted_member(base: &str) -> bool {
         || idx::FILES.iter().any(|f| base.strip_suffix(".gz").unwrap_or(base) == *f)
 }
 
-impl Source {
+impl Files {
     /// Read a tar archive (gzipped unless its name ends in `.tar`): see [`archive::read_members`].
-    fn open_archive(path: &Path) -> Result<Source, DataError> {
-        Ok(Source::Archive { path: path.to_path_buf(), members: archive::read_members(path, wanted_member)? })
+    fn open_archive(path: &Path) -> Result<Files, FileError> {
+        Ok(Files::Archive { path: path.to_path_buf(), members: archive::read_members(path, wanted_member)? })
     }
 
     /// Whether `base` is there (in a directory: anything by that name but a directory, so that a
     /// FIFO or a device is named when it is read rather than reported missing).
     fn has(&self, base: &str) -> bool {
         match self {
-            Source::Dir(d) => std::fs::metadata(d.join(base)).is_ok_and(|m| !m.is_dir()),
-            Source::Archive { members, .. } => members.iter().any(|m| m.base == base),
+            Files::Dir(d) => std::fs::metadata(d.join(base)).is_ok_and(|m| !m.is_dir()),
+            Files::Archive { members, .. } => members.iter().any(|m| m.base == base),
         }
     }
 
     /// The name to report for `base` in errors: its path, or "archive:member/path".
     fn name(&self, base: &str) -> String {
         match self {
-            Source::Dir(d) => d.join(base).display().to_string(),
-            Source::Archive { path, members, .. } => match members.iter().find(|m| m.base == base) {
+            Files::Dir(d) => d.join(base).display().to_string(),
+            Files::Archive { path, members, .. } => match members.iter().find(|m| m.base == base) {
                 Some(m) => format!("{}:{}", path.display(), m.path),
                 None => format!("{}:{base}", path.display()),
             },
@@ -259,11 +238,11 @@ impl Source {
 
     /// The contents of file `base` (decompressed when its name ends in `.gz`) with its name for
     /// errors, or None when it is not there. Read within the bound of its format.
-    fn read(&self, base: &str) -> Result<Option<Named<'_>>, DataError> {
+    fn read(&self, base: &str) -> Result<Option<Named<'_>>, FileError> {
         let name = self.name(base);
         match self {
-            Source::Dir(d) => Ok(bounded::read_file(&d.join(base), base)?.map(|b| (name, b.into()))),
-            Source::Archive { members, .. } => match members.iter().find(|m| m.base == base) {
+            Files::Dir(d) => Ok(bounded::read_file(&d.join(base), base)?.map(|b| (name, b.into()))),
+            Files::Archive { members, .. } => match members.iter().find(|m| m.base == base) {
                 Some(m) => Ok(Some((name, m.content[..].into()))),
                 None => Ok(None),
             },
@@ -271,7 +250,7 @@ impl Source {
     }
 
     /// The first of `bases` that is there; when none is, an error naming the first.
-    fn require(&self, bases: &[&str]) -> Result<Named<'_>, DataError> {
+    fn require(&self, bases: &[&str]) -> Result<Named<'_>, FileError> {
         for base in bases {
             if let Some(found) = self.read(base)? {
                 return Ok(found);
@@ -283,10 +262,10 @@ impl Source {
             _ => String::new(),
         };
         let msg = match self {
-            Source::Dir(_) => format!("no such file{also}"),
-            Source::Archive { .. } => format!("no such member in the archive{also}"),
+            Files::Dir(_) => format!("no such file{also}"),
+            Files::Archive { .. } => format!("no such member in the archive{also}"),
         };
-        Err(DataError::new(self.name(first), None, msg))
+        Err(FileError::new(self.name(first), None, msg))
     }
 }
 
@@ -327,7 +306,7 @@ pub(crate) mod testutil {
     }
 
     /// The error of `r`; a test failure naming `what` (without printing the data) if it succeeded.
-    pub fn fails<T>(r: Result<T, super::DataError>, what: impl std::fmt::Display) -> super::DataError {
+    pub fn fails<T>(r: Result<T, super::FileError>, what: impl std::fmt::Display) -> super::FileError {
         match r {
             Ok(_) => panic!("expected an error: {what}"),
             Err(e) => e,

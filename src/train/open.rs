@@ -25,7 +25,7 @@ pub struct Opened {
 
 fn build(cfg: &TrainConfig, data: &RunData) -> Result<Net> {
     let size = data.pre.size;
-    Net::new(&cfg.arch, cfg.batch, size, size, true, cfg.seed).map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(Net::new(&cfg.arch, cfg.batch, size, size, true, cfg.seed)?)
 }
 
 fn save_config(dir: &RunDir, cfg: &TrainConfig) -> Result<()> {

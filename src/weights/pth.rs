@@ -166,7 +166,7 @@ pub fn read_zip(name: &str, bytes: &[u8]) -> Result<StateDict> {
     }
     let pkl_bytes = member(&mut zip, &pkl, bytes.len() as u64)?;
     let pkl_name = format!("{name}:{pkl}");
-    let (root, _) = pickle::parse_torch(&pkl_name, &pkl_bytes).map_err(|e| anyhow!("{e}"))?;
+    let (root, _) = pickle::parse_torch(&pkl_name, &pkl_bytes)?;
     let entries = unwrap_state_dict(name, &root)?;
     collect(name, entries, |t| {
         let need = storage_bytes(name, t)?;
@@ -190,7 +190,7 @@ pub fn read_legacy(name: &str, bytes: &[u8]) -> Result<StateDict> {
         let start = pos;
         let (v, used) = pickle::parse_torch(name, &bytes[start..]).map_err(|e| {
             let at = e.offset.map(|o| o + start as u64);
-            anyhow!("{}", crate::data::DataError::new(name, at, format!("{what}: {}", e.msg)))
+            anyhow!("{}", crate::file_error::FileError::new(name, at, format!("{what}: {}", e.msg)))
         })?;
         pos = start + used;
         Ok((v, start))
