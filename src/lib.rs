@@ -29,6 +29,7 @@ pub mod paths;
 pub mod pickle;
 pub mod predict;
 pub mod profile;
+pub mod reproduce;
 pub mod rng;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -207,8 +207,8 @@ impl Args {
 }
 
 /// Start the run `cfg` in `out`, or take up the run in `resume`; train until `stop_at`; print
-/// progress unless `quiet`; stop (with a checkpoint) on a stop signal. Shared with `reproduce`.
-pub fn train(
+/// progress unless `quiet`; stop (with a checkpoint) on a stop signal.
+fn train(
     start: Option<(&std::path::Path, TrainConfig)>,
     resume: Option<(&std::path::Path, &Cadence)>,
     stop_at: Option<u64>,
@@ -236,14 +236,14 @@ pub fn train(
 }
 
 /// How progress is shown: a bar on a terminal, plain lines elsewhere, nothing with --quiet.
-struct Progress {
+pub(super) struct Progress {
     bar: Option<indicatif::ProgressBar>,
     lines: bool,
     total: u64,
 }
 
 impl Progress {
-    fn new(quiet: bool) -> Progress {
+    pub(super) fn new(quiet: bool) -> Progress {
         let terminal = !quiet && std::io::stderr().is_terminal();
         let bar = terminal.then(|| {
             let style = indicatif::ProgressStyle::with_template(
@@ -255,7 +255,7 @@ impl Progress {
         Progress { bar, lines: !quiet && !terminal, total: 0 }
     }
 
-    fn show(&mut self, e: Event) {
+    pub(super) fn show(&mut self, e: Event) {
         match e {
             Event::Started { iteration, total } => {
                 self.total = total;
@@ -288,7 +288,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Some(pb) = &self.bar {
             pb.finish();
         }
