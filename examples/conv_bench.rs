@@ -5,7 +5,7 @@
 
 use resnet::kernels::Path;
 use resnet::ops::conv::Conv;
-use resnet::par::Dims;
+use resnet::shape::Dims;
 use std::time::Instant;
 
 fn best(reps: usize, mut f: impl FnMut()) -> f64 {

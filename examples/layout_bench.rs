@@ -7,7 +7,7 @@
 //!     cargo run --release --example layout_bench
 
 use resnet::ops::conv::Conv;
-use resnet::par::Dims;
+use resnet::shape::Dims;
 use std::time::Instant;
 
 fn rand(n: usize, seed: u64) -> Vec<f32> {

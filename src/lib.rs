@@ -28,6 +28,7 @@ pub mod paths;
 pub mod pickle;
 pub mod predict;
 pub mod profile;
+pub mod shape;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod train;

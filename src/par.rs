@@ -1,4 +1,4 @@
-//! Shapes and the parallel loops every layer uses.
+//! The parallel loops every layer uses.
 //!
 //! All parallelism in the engine goes through these few helpers, so that the
 //! tasks' loops are compiled for the CPU's vector width (`vectorized`) and the
@@ -7,32 +7,6 @@
 
 use crate::kernels::vectorized;
 use rayon::prelude::*;
-
-/// Shape of an NHWC activation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Dims {
-    pub n: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c: usize,
-}
-
-impl Dims {
-    pub const fn new(n: usize, h: usize, w: usize, c: usize) -> Dims {
-        Dims { n, h, w, c }
-    }
-    /// Number of f32 values.
-    pub const fn len(&self) -> usize {
-        self.n * self.h * self.w * self.c
-    }
-    pub const fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Number of pixels (rows of `c` channels) over the whole batch.
-    pub const fn pixels(&self) -> usize {
-        self.n * self.h * self.w
-    }
-}
 
 /// Threads the current pool runs.
 pub fn threads() -> usize {

@@ -9,7 +9,7 @@
 
 use crate::net::{Net, ShortcutPlan, UnitPlan};
 use crate::ops::bn::{BnParams, eval_affine};
-use crate::par::Dims;
+use crate::shape::Dims;
 
 /// Running sums of one layer's responses.
 #[derive(Clone, Debug, Default, PartialEq)]

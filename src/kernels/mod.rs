@@ -9,7 +9,7 @@ pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub mod winograd;
 
-use crate::par::Dims;
+use crate::shape::Dims;
 
 /// Which implementation of the hot loops runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,39 +25,36 @@ use std::cell::RefCell;
 /// Tiles per block (the micro-kernel's "pixels").
 const T: usize = 8;
 
-/// `U[pos][ci][co] = (G g G^T)[pos]` for every (ci, co); w is HWIO (3, 3, cin, cout).
-/// Vectorised over co, parallel over ci.
-pub fn transform_weights(w: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
+/// `U[pos][ci][co] = (G g G^T)[pos]` for one input channel `ci` and every
+/// co, into `u_rows[pos]` (the rows `U[pos][ci][..]`, `cout` values each);
+/// w is HWIO (3, 3, cin, cout). Vectorised over co; the caller runs the
+/// input channels in parallel (ops/conv.rs).
+pub fn transform_weights_of_channel(w: &[f32], cin: usize, cout: usize, ci: usize, u_rows: [&mut [f32]; 16]) {
     debug_assert_eq!(w.len(), 9 * cin * cout);
-    debug_assert_eq!(u.len(), 16 * cin * cout);
-    let base = crate::par::SyncPtr(u.as_mut_ptr());
-    crate::par::for_each_index(cin, |ci| {
-        let g = |kh: usize, kw: usize| &w[((kh * 3 + kw) * cin + ci) * cout..][..cout];
-        // SAFETY: task ci writes only the rows u[pos][ci][..] (disjoint across tasks).
-        let row = |pos: usize| unsafe { std::slice::from_raw_parts_mut(base.get().add((pos * cin + ci) * cout), cout) };
-        // G g (4 x 3 rows over co), then (G g) G^T (4 x 4)
-        let mut gg = vec![0.0f32; 12 * cout];
-        for c in 0..3 {
-            let (a, b, d) = (g(0, c), g(1, c), g(2, c));
-            for o in 0..cout {
-                gg[c * cout + o] = a[o];
-                gg[(3 + c) * cout + o] = 0.5 * (a[o] + b[o] + d[o]);
-                gg[(6 + c) * cout + o] = 0.5 * (a[o] - b[o] + d[o]);
-                gg[(9 + c) * cout + o] = d[o];
-            }
+    let g = |kh: usize, kw: usize| &w[((kh * 3 + kw) * cin + ci) * cout..][..cout];
+    // G g (4 x 3 rows over co), then (G g) G^T (4 x 4)
+    let mut gg = vec![0.0f32; 12 * cout];
+    for c in 0..3 {
+        let (a, b, d) = (g(0, c), g(1, c), g(2, c));
+        for o in 0..cout {
+            gg[c * cout + o] = a[o];
+            gg[(3 + c) * cout + o] = 0.5 * (a[o] + b[o] + d[o]);
+            gg[(6 + c) * cout + o] = 0.5 * (a[o] - b[o] + d[o]);
+            gg[(9 + c) * cout + o] = d[o];
         }
-        for r in 0..4 {
-            let (a, b, d) =
-                (&gg[(3 * r) * cout..][..cout], &gg[(3 * r + 1) * cout..][..cout], &gg[(3 * r + 2) * cout..][..cout]);
-            let (u0, u1, u2, u3) = (row(r * 4), row(r * 4 + 1), row(r * 4 + 2), row(r * 4 + 3));
-            for o in 0..cout {
-                u0[o] = a[o];
-                u1[o] = 0.5 * (a[o] + b[o] + d[o]);
-                u2[o] = 0.5 * (a[o] - b[o] + d[o]);
-                u3[o] = d[o];
-            }
+    }
+    let mut u_rows = u_rows;
+    for (r, quad) in u_rows.chunks_exact_mut(4).enumerate() {
+        let (a, b, d) =
+            (&gg[(3 * r) * cout..][..cout], &gg[(3 * r + 1) * cout..][..cout], &gg[(3 * r + 2) * cout..][..cout]);
+        let [u0, u1, u2, u3] = quad else { unreachable!("chunks of 4") };
+        for o in 0..cout {
+            u0[o] = a[o];
+            u1[o] = 0.5 * (a[o] + b[o] + d[o]);
+            u2[o] = 0.5 * (a[o] - b[o] + d[o]);
+            u3[o] = d[o];
         }
-    });
+    }
 }
 
 /// Geometry: source (h, w, cin) per image, destination (h, w, cout): same size.

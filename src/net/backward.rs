@@ -8,8 +8,8 @@
 use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan};
 use crate::ops::bn;
 use crate::ops::{pool, shortcut};
-use crate::par::Dims;
 use crate::profile::{self, Op};
+use crate::shape::Dims;
 
 #[allow(clippy::too_many_arguments)]
 /// BN (+act) backward of a unit: dy at the unit output -> t1 = dL/d(pre).

@@ -6,8 +6,8 @@ use crate::ops::bn::{self, Act, BnParams};
 use crate::ops::loss::{self, LossOut};
 use crate::ops::pool;
 use crate::ops::shortcut::ShortcutSrc;
-use crate::par::Dims;
 use crate::profile::{self, Op};
+use crate::shape::Dims;
 
 #[allow(clippy::too_many_arguments)]
 /// conv -> BN (batch or running statistics) -> act [with the shortcut added].

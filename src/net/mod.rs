@@ -17,7 +17,7 @@ pub mod plan;
 
 use crate::arch::ArchSpec;
 use crate::ops::bn::BnSaved;
-use crate::par::Dims;
+use crate::shape::Dims;
 pub use plan::{ParamKind, Plan, ShortcutPlan, TensorInfo, UnitPlan};
 
 /// Activation buffers of one unit.

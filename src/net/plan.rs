@@ -9,7 +9,7 @@ use crate::ops::bn::Act;
 use crate::ops::conv::Conv;
 use crate::ops::fc::Fc;
 use crate::ops::pool::MaxPool;
-use crate::par::Dims;
+use crate::shape::Dims;
 
 /// What a parameter is, and how it is laid out in our flat buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,9 +6,9 @@
 //! mean/var updated with momentum 0.1 using the unbiased variance, as PyTorch
 //! does. Eval: running statistics.  x, y, dz: (M, C) with M = N*H*W.
 
-use super::Dims;
 use super::shortcut::ShortcutSrc;
 use crate::par;
+use crate::shape::Dims;
 
 pub const EPS: f32 = 1e-5;
 pub const MOMENTUM: f32 = 0.1;

@@ -4,9 +4,9 @@
 //! OH = (H + 2 pad - K) / stride + 1. Square kernels, symmetric padding: the
 //! paper's 7x7/2, 3x3/1, 3x3/2, 1x1/1, 1x1/2 (and anything else square).
 
-use super::Dims;
 use crate::kernels::{Epilogue, Path};
 use crate::par;
+use crate::shape::Dims;
 
 /// Run the AVX-512 gather kernel over all of `out` on every thread: by rows
 /// where there are enough, else also by blocks of output channels (batch-1
@@ -74,6 +74,23 @@ fn run_winograd(
         // writes the pixels of its own tiles.
         unsafe { tiles(&g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, epi) }
     });
+}
+
+/// Winograd-transformed weights `U[pos][ci][co]` (16 x cin x cout) of `w`
+/// (HWIO, 3 x 3 x cin x cout), the input channels in parallel.
+#[cfg(target_arch = "x86_64")]
+fn winograd_weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    let mut u = vec![0.0; 16 * cin * cout];
+    let base = par::SyncPtr(u.as_mut_ptr());
+    par::for_each_index(cin, |ci| {
+        // SAFETY: task ci writes only the rows U[pos][ci][..] (disjoint across
+        // tasks), each `cout` values inside `u`, which outlives the loop.
+        let rows = std::array::from_fn(|pos| unsafe {
+            std::slice::from_raw_parts_mut(base.get().add((pos * cin + ci) * cout), cout)
+        });
+        crate::kernels::winograd::transform_weights_of_channel(w, cin, cout, ci, rows)
+    });
+    u
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,8 +185,7 @@ impl Conv {
     pub fn forward_fused(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
         #[cfg(target_arch = "x86_64")]
         if path == Path::Winograd && self.winograd_applies(xd) {
-            let mut u = vec![0.0; 16 * self.cin * self.cout];
-            crate::kernels::winograd::transform_weights(w, self.cin, self.cout, &mut u);
+            let u = winograd_weights(w, self.cin, self.cout);
             run_winograd(xd, self.cin, self.cout, &u, x, y, false, epi);
             return;
         }
@@ -254,8 +270,7 @@ impl Conv {
             for t in 0..9 {
                 wr[(8 - t) * cout * cin..][..cout * cin].copy_from_slice(&wt[t * cout * cin..][..cout * cin]);
             }
-            let mut u = vec![0.0; 16 * cin * cout];
-            crate::kernels::winograd::transform_weights(&wr, cout, cin, &mut u);
+            let u = winograd_weights(&wr, cout, cin);
             run_winograd(xd, cout, cin, &u, dy, dx, accumulate, &Epilogue::default());
             return;
         }

@@ -1,7 +1,7 @@
 //! 3x3/2 max pooling (any square window) and global average pooling, NHWC.
 
-use super::Dims;
 use crate::par;
+use crate::shape::Dims;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaxPool {

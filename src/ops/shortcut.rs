@@ -5,8 +5,8 @@
 //! Projection shortcuts (options B/C) are a conv + BN unit whose output is
 //! then used as an identity source.
 
-use super::Dims;
 use crate::par;
+use crate::shape::Dims;
 
 pub use crate::kernels::ShortcutSrc;
 
