@@ -6,7 +6,7 @@
 mod common;
 
 use resnet::arch::{ArchOptions, ArchSpec};
-use resnet::kernels::Path;
+use resnet::kernels::KernelPath;
 use resnet::net::Net;
 use serde_json::Value;
 
@@ -35,12 +35,12 @@ fn max_abs(v: &[f64]) -> f64 {
 
 /// Run the fixture on every kernel path this CPU has.
 fn check(arch: &str, fixture: &str) {
-    for path in Path::all_supported() {
+    for path in KernelPath::all_supported() {
         check_path(arch, fixture, path);
     }
 }
 
-fn check_path(arch: &str, fixture: &str, path: Path) {
+fn check_path(arch: &str, fixture: &str, path: KernelPath) {
     let g = load(fixture);
     let (n, size, classes) = (
         g["batch"].as_u64().unwrap() as usize,

@@ -1,7 +1,7 @@
 //! Hot loops behind the layers, with run-time dispatch: an AVX-512 path
 //! (stable `std::arch` intrinsics) where the CPU has it, and the portable
 //! loops in `ops/` everywhere else. The path is chosen once per network
-//! (`Path::detect`) and can be forced (`RESNET_KERNELS=portable`, or
+//! (`KernelPath::detect`) and can be forced (`RESNET_KERNELS=portable`, or
 //! `Net::path` in tests) so that both are tested against the same tolerances.
 
 #[cfg(target_arch = "x86_64")]
@@ -13,7 +13,7 @@ use crate::shape::Dims;
 
 /// Which implementation of the hot loops runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
+pub enum KernelPath {
     /// Auto-vectorised Rust, any CPU.
     Portable,
     /// AVX-512F register-blocked micro-kernels, direct convolution (x86-64 only).
@@ -22,20 +22,20 @@ pub enum Path {
     Winograd,
 }
 
-impl Path {
+impl KernelPath {
     /// The fastest path this CPU supports, unless `RESNET_KERNELS` names
     /// another (`portable`, `avx512` = direct convolutions only, `winograd`).
-    pub fn detect() -> Path {
+    pub fn detect() -> KernelPath {
         let best = Self::best_supported();
         match std::env::var("RESNET_KERNELS").map(|v| v.to_ascii_lowercase()).as_deref() {
-            Ok("portable") => Path::Portable,
-            Ok("avx512") if best.simd() => Path::Avx512,
+            Ok("portable") => KernelPath::Portable,
+            Ok("avx512") if best.simd() => KernelPath::Avx512,
             _ => best,
         }
     }
 
     /// The fastest path this CPU supports.
-    pub fn best_supported() -> Path {
+    pub fn best_supported() -> KernelPath {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
@@ -43,22 +43,22 @@ impl Path {
             && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("fma")
         {
-            return Path::Winograd;
+            return KernelPath::Winograd;
         }
-        Path::Portable
+        KernelPath::Portable
     }
 
     /// Whether this path runs the AVX-512 kernels.
     pub fn simd(self) -> bool {
-        self != Path::Portable
+        self != KernelPath::Portable
     }
 
     /// Every path this CPU can run (for tests).
-    pub fn all_supported() -> Vec<Path> {
+    pub fn all_supported() -> Vec<KernelPath> {
         if Self::best_supported().simd() {
-            vec![Path::Portable, Path::Avx512, Path::Winograd]
+            vec![KernelPath::Portable, KernelPath::Avx512, KernelPath::Winograd]
         } else {
-            vec![Path::Portable]
+            vec![KernelPath::Portable]
         }
     }
 }
@@ -121,11 +121,11 @@ impl Epilogue<'_> {
 /// Zeros that padded taps read from (longer than any channel count we run).
 pub static ZEROS: [f32; 4096] = [0.0; 4096];
 
-impl Path {
+impl KernelPath {
     /// `detect()`, computed once per process.
-    pub fn cached() -> Path {
-        static P: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
-        *P.get_or_init(Path::detect)
+    pub fn cached() -> KernelPath {
+        static P: std::sync::OnceLock<KernelPath> = std::sync::OnceLock::new();
+        *P.get_or_init(KernelPath::detect)
     }
 }
 
@@ -136,7 +136,7 @@ impl Path {
 #[inline(always)]
 pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if Path::cached().simd() {
+    if KernelPath::cached().simd() {
         // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F/BW/DQ/VL.
         return unsafe { with_avx512(f) };
     }

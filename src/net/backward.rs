@@ -82,7 +82,7 @@ struct ConvScratch<'a> {
     wt: &'a mut [f32],
     /// per-task weight-gradient partial sums
     partials: &'a mut [Vec<f32>],
-    path: crate::kernels::Path,
+    path: crate::kernels::KernelPath,
 }
 
 /// Gradient scratch t1..t3 and the kernels' scratch.

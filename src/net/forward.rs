@@ -1,7 +1,7 @@
 //! Forward pass: stem -> [max pool] -> blocks -> global average pool -> fc.
 
 use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan};
-use crate::kernels::{Epilogue, Path};
+use crate::kernels::{Epilogue, KernelPath};
 use crate::ops::bn::{self, Act, BnParams};
 use crate::ops::loss::{self, LossOut};
 use crate::ops::pool;
@@ -15,7 +15,7 @@ use crate::shape::Dims;
 pub(crate) fn unit_forward(
     u: &UnitPlan,
     b: &mut UnitBufs,
-    (params, stats, path): (&[f32], &mut [f32], Path),
+    (params, stats, path): (&[f32], &mut [f32], KernelPath),
     x: &[f32],
     n: usize,
     train: bool,
@@ -44,7 +44,7 @@ pub(crate) fn unit_forward(
 fn block_forward(
     bp: &super::plan::BlockPlan,
     bb: &mut BlockBufs,
-    (params, stats, path): (&[f32], &mut [f32], Path),
+    (params, stats, path): (&[f32], &mut [f32], KernelPath),
     x: &[f32],
     n: usize,
     train: bool,

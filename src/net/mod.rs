@@ -77,7 +77,7 @@ pub struct Net {
     pub batch: usize,
     pub train: bool,
     /// which kernels run (the fastest this CPU supports unless forced)
-    pub path: crate::kernels::Path,
+    pub path: crate::kernels::KernelPath,
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
     /// BN running mean / var
@@ -198,7 +198,7 @@ impl Net {
         let net = Net {
             batch,
             train,
-            path: crate::kernels::Path::cached(),
+            path: crate::kernels::KernelPath::cached(),
             params: vec![0.0; plan.n_params],
             grads: vec![0.0; if train { plan.n_params } else { 0 }],
             stats: vec![0.0; plan.n_stats],

@@ -157,10 +157,10 @@ fn imagenet_basic_and_bottleneck_gradients() {
 /// which all paths agree on every ReLU mask.
 #[test]
 fn kernel_paths_give_the_same_gradients() {
-    use crate::kernels::Path;
+    use crate::kernels::KernelPath;
     for (a, hw) in [("resnet18", 64), ("resnet20", 32)] {
         let s = spec(a, ArchOptions { classes: Some(10), ..Default::default() });
-        let run = |path: Path, seed: u64| {
+        let run = |path: KernelPath, seed: u64| {
             let mut net = Net::new(&s, 4, hw, hw, true, 3).unwrap();
             net.path = path;
             let x = rand_vec(net.input.len(), seed);
@@ -174,18 +174,18 @@ fn kernel_paths_give_the_same_gradients() {
         };
         let seed = (5..15)
             .find(|&seed| {
-                let reference = masks(&run(Path::Portable, seed));
-                Path::all_supported()[1..].iter().all(|&p| masks(&run(p, seed)) == reference)
+                let reference = masks(&run(KernelPath::Portable, seed));
+                KernelPath::all_supported()[1..].iter().all(|&p| masks(&run(p, seed)) == reference)
             })
             .expect("no input without ReLU mask flips between paths in 10 seeds");
-        let grads = |path: Path| {
+        let grads = |path: KernelPath| {
             let mut net = run(path, seed);
             net.loss(&[1, 2, 3, 4]);
             net.backward(4);
             (net.logits.clone(), net.grads.clone())
         };
-        let (l0, g0) = grads(Path::Portable);
-        for &path in &Path::all_supported()[1..] {
+        let (l0, g0) = grads(KernelPath::Portable);
+        for &path in &KernelPath::all_supported()[1..] {
             let (l1, g1) = grads(path);
             let err = l0.iter().zip(&l1).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(err < 1e-4, "{a} {path:?} logits {err}");

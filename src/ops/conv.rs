@@ -4,7 +4,7 @@
 //! OH = (H + 2 pad - K) / stride + 1. Square kernels, symmetric padding: the
 //! paper's 7x7/2, 3x3/1, 3x3/2, 1x1/1, 1x1/2 (and anything else square).
 
-use crate::kernels::{Epilogue, Path};
+use crate::kernels::{Epilogue, KernelPath};
 use crate::par;
 use crate::shape::Dims;
 
@@ -172,19 +172,19 @@ impl Conv {
     // ---------------------------------------------------------------- forward
     /// y = conv(x, w).  x: (N,H,W,Cin), y: (N,OH,OW,Cout). Fastest path.
     pub fn forward(&self, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
-        self.forward_with(Path::cached(), w, x, xd, y)
+        self.forward_with(KernelPath::cached(), w, x, xd, y)
     }
 
     /// Forward on a chosen kernel path.
-    pub fn forward_with(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
+    pub fn forward_with(&self, path: KernelPath, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
         self.forward_fused(path, w, x, xd, y, &Epilogue::default())
     }
 
     /// y = epilogue(conv(x, w)): per-channel affine (folded BN), residual, ReLU
     /// applied as the outputs are stored.
-    pub fn forward_fused(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
+    pub fn forward_fused(&self, path: KernelPath, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
         #[cfg(target_arch = "x86_64")]
-        if path == Path::Winograd && self.winograd_applies(xd) {
+        if path == KernelPath::Winograd && self.winograd_applies(xd) {
             let u = winograd_weights(w, self.cin, self.cout);
             run_winograd(xd, self.cin, self.cout, &u, x, y, false, epi);
             return;
@@ -236,14 +236,14 @@ impl Conv {
     /// dx (=|+=) conv^T(dy, w).  `wt` is scratch of `weight_len()` for the
     /// weights transposed to (KH, KW, Cout, Cin). Fastest path.
     pub fn backward_data(&self, w: &[f32], dy: &[f32], xd: Dims, dx: &mut [f32], accumulate: bool, wt: &mut [f32]) {
-        self.backward_data_with(Path::cached(), w, dy, xd, dx, accumulate, wt)
+        self.backward_data_with(KernelPath::cached(), w, dy, xd, dx, accumulate, wt)
     }
 
     /// Backward-data on a chosen kernel path.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_data_with(
         &self,
-        path: Path,
+        path: KernelPath,
         w: &[f32],
         dy: &[f32],
         xd: Dims,
@@ -264,7 +264,7 @@ impl Conv {
         }
         let wt = &*wt;
         #[cfg(target_arch = "x86_64")]
-        if path == Path::Winograd && self.winograd_applies(xd) {
+        if path == KernelPath::Winograd && self.winograd_applies(xd) {
             // the transposed convolution of a 3x3/1/1 kernel: rotate it by 180 degrees
             let mut wr = vec![0.0; self.weight_len()];
             for t in 0..9 {
@@ -325,13 +325,13 @@ impl Conv {
     /// dw = sum over the batch of x (x) dy.  `partials` holds one buffer per
     /// task (each at least `weight_len()`); the sum is written to dw. Fastest path.
     pub fn backward_weight(&self, x: &[f32], xd: Dims, dy: &[f32], dw: &mut [f32], partials: &mut [Vec<f32>]) {
-        self.backward_weight_with(Path::cached(), x, xd, dy, dw, partials)
+        self.backward_weight_with(KernelPath::cached(), x, xd, dy, dw, partials)
     }
 
     /// Weight gradient on a chosen kernel path.
     pub fn backward_weight_with(
         &self,
-        path: Path,
+        path: KernelPath,
         x: &[f32],
         xd: Dims,
         dy: &[f32],
@@ -350,7 +350,7 @@ impl Conv {
         #[cfg(target_arch = "x86_64")]
         // (on 16 input channels the transforms cost more than they save: measured
         // with examples/conv_bench, 3.13 vs 2.86 ms on ResNet-20's first stage)
-        if path == Path::Winograd && self.winograd_applies(xd) && cin >= 32 {
+        if path == KernelPath::Winograd && self.winograd_applies(xd) && cin >= 32 {
             use crate::kernels::winograd::{Wino, weight_grad_finish, weight_grad_tiles};
             let g = Wino { h: xd.h, w: xd.w, cin, cout };
             let total = xd.n * g.tiles_per_image();
@@ -482,7 +482,7 @@ mod tests {
             let x = rand_vec(xd.len(), i as u64);
             let wt = rand_vec(c.weight_len(), 100 + i as u64);
             let r = naive(&c, &wt, &x, xd);
-            for path in Path::all_supported() {
+            for path in KernelPath::all_supported() {
                 let mut y = vec![0.0; c.out_dims(xd).len()];
                 c.forward_with(path, &wt, &x, xd, &mut y);
                 for (a, b) in y.iter().zip(&r) {
@@ -506,7 +506,7 @@ mod tests {
                 c.forward(w, x, xd, &mut y);
                 y.iter().zip(&proj).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
             };
-            for path in Path::all_supported() {
+            for path in KernelPath::all_supported() {
                 let mut dx = vec![1.0; xd.len()];
                 let mut scratch = vec![0.0; c.weight_len()];
                 c.backward_data_with(path, &wts, &proj, xd, &mut dx, false, &mut scratch);
@@ -529,7 +529,7 @@ mod tests {
     /// The fast path computes what the portable one does, on the network shapes.
     #[test]
     fn paths_agree_on_resnet_shapes() {
-        let paths = Path::all_supported();
+        let paths = KernelPath::all_supported();
         let shapes: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
             // h, cin, cout, k, stride, pad, n
             (8, 128, 128, 3, 1, 1, 4),
@@ -553,7 +553,7 @@ mod tests {
             let x = rand_vec(xd.len(), 1);
             let w = rand_vec(c.weight_len(), 2);
             let dy = rand_vec(yd.len(), 3);
-            let run = |path: Path| {
+            let run = |path: KernelPath| {
                 let mut y = vec![0.0; yd.len()];
                 c.forward_with(path, &w, &x, xd, &mut y);
                 let mut dx = x.clone();
@@ -564,7 +564,7 @@ mod tests {
                 c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts);
                 [y, dx, dw]
             };
-            let reference = run(Path::Portable);
+            let reference = run(KernelPath::Portable);
             for &path in &paths[1..] {
                 for (what, (a, b)) in ["y", "dx", "dw"].iter().zip(run(path).iter().zip(&reference)) {
                     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
