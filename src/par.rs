@@ -95,13 +95,16 @@ where
 }
 
 /// A pointer that tasks writing disjoint parts of one buffer may share.
+/// Crate-private: every user states at its `unsafe` block why the parts are disjoint.
 #[derive(Clone, Copy)]
-pub struct SyncPtr(pub *mut f32);
-// SAFETY: users write disjoint regions only (documented at each use).
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
+// SAFETY: sharing the address is harmless; writing through it is `unsafe`, and
+// each user writes disjoint regions only (documented at each use).
 unsafe impl Send for SyncPtr {}
+// SAFETY: as for Send.
 unsafe impl Sync for SyncPtr {}
 impl SyncPtr {
-    pub fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }

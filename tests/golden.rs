@@ -49,7 +49,7 @@ fn check_path(arch: &str, fixture: &str, path: KernelPath) {
     );
     let spec = ArchSpec::parse(arch, &ArchOptions { classes: Some(classes), ..Default::default() }).unwrap();
     let mut net = Net::new(&spec, n, size, size, true, 0).unwrap();
-    net.path = path;
+    net.set_kernel_path(path);
     let mut fails = vec![];
     let arch = &format!("{arch} ({path:?})");
     common::golden::fill(&mut net);

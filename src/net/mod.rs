@@ -16,6 +16,7 @@ mod forward;
 pub mod plan;
 
 use crate::arch::ArchSpec;
+use crate::kernels::KernelPath;
 use crate::ops::bn::BnSaved;
 use crate::shape::Dims;
 pub use plan::{ParamKind, Plan, ShortcutPlan, TensorInfo, UnitPlan};
@@ -76,8 +77,9 @@ pub struct Net {
     /// batch capacity
     pub batch: usize,
     pub train: bool,
-    /// which kernels run (the fastest this CPU supports unless forced)
-    pub path: crate::kernels::KernelPath,
+    /// which kernels run (the fastest this CPU supports unless forced); private
+    /// so that it changes only to another checked path (`set_kernel_path`)
+    path: KernelPath,
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
     /// BN running mean / var
@@ -198,7 +200,7 @@ impl Net {
         let net = Net {
             batch,
             train,
-            path: crate::kernels::KernelPath::cached(),
+            path: KernelPath::cached(),
             params: vec![0.0; plan.n_params],
             grads: vec![0.0; if train { plan.n_params } else { 0 }],
             stats: vec![0.0; plan.n_stats],
@@ -217,6 +219,18 @@ impl Net {
             plan,
         };
         Ok(net)
+    }
+
+    /// Which kernels this network runs.
+    pub fn kernel_path(&self) -> KernelPath {
+        self.path
+    }
+
+    /// Run `path` from now on: every golden and gradient test runs each of
+    /// [`KernelPath::all_supported`]. A `KernelPath` is one this CPU runs (see
+    /// kernels/dispatch.rs), so there is nothing left to check here.
+    pub fn set_kernel_path(&mut self, path: KernelPath) {
+        self.path = path;
     }
 
     pub fn spec(&self) -> &ArchSpec {

@@ -162,7 +162,7 @@ fn kernel_paths_give_the_same_gradients() {
         let s = spec(a, ArchOptions { classes: Some(10), ..Default::default() });
         let run = |path: KernelPath, seed: u64| {
             let mut net = Net::new(&s, 4, hw, hw, true, 3).unwrap();
-            net.path = path;
+            net.set_kernel_path(path);
             let x = rand_vec(net.input.len(), seed);
             net.input.copy_from_slice(&x);
             net.forward(4, true);

@@ -4,6 +4,8 @@
 //! OH = (H + 2 pad - K) / stride + 1. Square kernels, symmetric padding: the
 //! paper's 7x7/2, 3x3/1, 3x3/2, 1x1/1, 1x1/2 (and anything else square).
 
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{Avx512Cpu, ZEROS};
 use crate::kernels::{Epilogue, KernelPath};
 use crate::par;
 use crate::shape::Dims;
@@ -13,6 +15,7 @@ use crate::shape::Dims;
 /// inference on 7x7 maps has 7 rows for 2 threads).
 #[cfg(target_arch = "x86_64")]
 fn run_gather(
+    cpu: Avx512Cpu,
     g: &crate::kernels::avx512::Gather,
     w: &[f32],
     src: &[f32],
@@ -26,10 +29,12 @@ fn run_gather(
     let want = 4 * par::threads();
     let split = if rows >= want { 1 } else { want.div_ceil(rows).min(g.co / 32).max(1) };
     if split == 1 {
-        // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F; each task owns its rows.
-        par::for_rows(out, row_len, 1, |first, chunk| unsafe {
+        par::for_rows(out, row_len, 1, |first, chunk| {
             let dst = Dst { ptr: chunk.as_mut_ptr(), first_row: first, nrows: chunk.len() / row_len, c0: 0, c1: g.co };
-            gather_rows(g, w, src, dst, accumulate, epi)
+            // SAFETY: `cpu` proves the CPU features; the caller checked `src`
+            // and `out` against the geometry and `epi` with `fits_simd`; each
+            // task writes only its own rows.
+            unsafe { gather_rows(cpu, g, w, src, dst, accumulate, epi) }
         });
         return;
     }
@@ -40,11 +45,10 @@ fn run_gather(
         let blocks = g.co.div_ceil(per);
         let (row, b) = (t / blocks, t % blocks);
         let (c0, c1) = (b * per, ((b + 1) * per).min(g.co));
+        // SAFETY: `row < rows`, so the row starts inside `out`.
+        let dst = Dst { ptr: unsafe { base.get().add(row * row_len) }, first_row: row, nrows: 1, c0, c1 };
         // SAFETY: as above; tasks write disjoint (row, channel range) blocks of `out`.
-        unsafe {
-            let dst = Dst { ptr: base.get().add(row * row_len), first_row: row, nrows: 1, c0, c1 };
-            gather_rows(g, w, src, dst, accumulate, epi)
-        }
+        unsafe { gather_rows(cpu, g, w, src, dst, accumulate, epi) }
     });
 }
 
@@ -53,6 +57,7 @@ fn run_gather(
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn run_winograd(
+    cpu: Avx512Cpu,
     d: Dims,
     ci: usize,
     co: usize,
@@ -65,14 +70,14 @@ fn run_winograd(
     use crate::kernels::winograd::{Wino, tiles};
     let g = Wino { h: d.h, w: d.w, cin: ci, cout: co };
     let total = d.n * g.tiles_per_image();
-    debug_assert_eq!(out.len(), d.n * d.h * d.w * co);
+    assert!(src.len() == d.n * d.h * d.w * ci && out.len() == d.n * d.h * d.w * co);
     // tasks of whole 8-tile blocks, about 8 per thread
     let per = total.div_ceil(8 * par::threads()).div_ceil(8).max(1) * 8;
     let base = par::SyncPtr(out.as_mut_ptr());
     par::for_each_index(total.div_ceil(per), |i| {
-        // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F; each task
-        // writes the pixels of its own tiles.
-        unsafe { tiles(&g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, epi) }
+        // SAFETY: `cpu` proves the CPU features; `src` and `out` were checked
+        // against `d` above, `epi` by the caller; each task writes the pixels of its own tiles.
+        unsafe { tiles(cpu, &g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, epi) }
     });
 }
 
@@ -169,6 +174,16 @@ impl Conv {
         }
     }
 
+    /// Panics unless the operands fit the geometry: weights, an input of shape
+    /// `xd` with `cin` channels, an output of `out_dims(xd)`. The AVX-512
+    /// kernels read and write through pointers, so this is checked, not assumed.
+    fn check_operands(&self, weights: usize, xd: Dims, input: usize, output: usize) {
+        assert!(
+            xd.c == self.cin && weights == self.weight_len() && input == xd.len() && output == self.out_dims(xd).len(),
+            "{self:?} on input {xd:?}: {weights} weights, {input} input and {output} output values do not fit"
+        );
+    }
+
     // ---------------------------------------------------------------- forward
     /// y = conv(x, w).  x: (N,H,W,Cin), y: (N,OH,OW,Cout). Fastest path.
     pub fn forward(&self, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
@@ -183,16 +198,18 @@ impl Conv {
     /// y = epilogue(conv(x, w)): per-channel affine (folded BN), residual, ReLU
     /// applied as the outputs are stored.
     pub fn forward_fused(&self, path: KernelPath, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
+        self.check_operands(w.len(), xd, x.len(), y.len());
         #[cfg(target_arch = "x86_64")]
-        if path == KernelPath::Winograd && self.winograd_applies(xd) {
-            let u = winograd_weights(w, self.cin, self.cout);
-            run_winograd(xd, self.cin, self.cout, &u, x, y, false, epi);
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if path.simd() && self.cout.is_multiple_of(16) {
-            run_gather(&self.gather(xd, false), w, x, y, false, epi);
-            return;
+        if let Some(cpu) = path.avx512().filter(|_| epi.fits_simd(self.cout)) {
+            if matches!(path, KernelPath::Winograd(_)) && self.winograd_applies(xd) {
+                let u = winograd_weights(w, self.cin, self.cout);
+                run_winograd(cpu, xd, self.cin, self.cout, &u, x, y, false, epi);
+                return;
+            }
+            if self.cout.is_multiple_of(16) && self.cin <= ZEROS.len() {
+                run_gather(cpu, &self.gather(xd, false), w, x, y, false, epi);
+                return;
+            }
         }
         let _ = path;
         self.forward_portable(w, x, xd, y, epi)
@@ -251,9 +268,8 @@ impl Conv {
         accumulate: bool,
         wt: &mut [f32],
     ) {
+        self.check_operands(w.len(), xd, dx.len(), dy.len());
         let (cin, cout, k) = (self.cin, self.cout, self.k);
-        debug_assert_eq!(dy.len(), self.out_dims(xd).len());
-        debug_assert_eq!(dx.len(), xd.len());
         let wt = &mut wt[..self.weight_len()];
         for t in 0..k * k {
             for i in 0..cin {
@@ -264,20 +280,21 @@ impl Conv {
         }
         let wt = &*wt;
         #[cfg(target_arch = "x86_64")]
-        if path == KernelPath::Winograd && self.winograd_applies(xd) {
-            // the transposed convolution of a 3x3/1/1 kernel: rotate it by 180 degrees
-            let mut wr = vec![0.0; self.weight_len()];
-            for t in 0..9 {
-                wr[(8 - t) * cout * cin..][..cout * cin].copy_from_slice(&wt[t * cout * cin..][..cout * cin]);
+        if let Some(cpu) = path.avx512() {
+            if matches!(path, KernelPath::Winograd(_)) && self.winograd_applies(xd) {
+                // the transposed convolution of a 3x3/1/1 kernel: rotate it by 180 degrees
+                let mut wr = vec![0.0; self.weight_len()];
+                for t in 0..9 {
+                    wr[(8 - t) * cout * cin..][..cout * cin].copy_from_slice(&wt[t * cout * cin..][..cout * cin]);
+                }
+                let u = winograd_weights(&wr, cout, cin);
+                run_winograd(cpu, xd, cout, cin, &u, dy, dx, accumulate, &Epilogue::default());
+                return;
             }
-            let u = winograd_weights(&wr, cout, cin);
-            run_winograd(xd, cout, cin, &u, dy, dx, accumulate, &Epilogue::default());
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if path.simd() && cin % 16 == 0 {
-            run_gather(&self.gather(xd, true), wt, dy, dx, accumulate, &Epilogue::default());
-            return;
+            if cin.is_multiple_of(16) && cout <= ZEROS.len() {
+                run_gather(cpu, &self.gather(xd, true), wt, dy, dx, accumulate, &Epilogue::default());
+                return;
+            }
         }
         let _ = path;
         self.backward_data_portable(wt, dy, xd, dx, accumulate)
@@ -338,26 +355,28 @@ impl Conv {
         dw: &mut [f32],
         partials: &mut [Vec<f32>],
     ) {
+        self.check_operands(dw.len(), xd, x.len(), dy.len());
         let yd = self.out_dims(xd);
         let (cin, cout, k) = (self.cin, self.cout, self.k);
         let wl = self.weight_len();
         let tasks = partials.len().min(xd.n).max(1);
         #[cfg(target_arch = "x86_64")]
-        let fast = path.simd() && cout % 16 == 0;
-        #[cfg(not(target_arch = "x86_64"))]
-        let fast = false;
-        let _ = path;
+        let fast = path.avx512().filter(|_| cout.is_multiple_of(16));
         #[cfg(target_arch = "x86_64")]
         // (on 16 input channels the transforms cost more than they save: measured
         // with examples/conv_bench, 3.13 vs 2.86 ms on ResNet-20's first stage)
-        if path == KernelPath::Winograd && self.winograd_applies(xd) && cin >= 32 {
+        if let KernelPath::Winograd(cpu) = path
+            && self.winograd_applies(xd)
+            && cin >= 32
+        {
             use crate::kernels::winograd::{Wino, weight_grad_finish, weight_grad_tiles};
             let g = Wino { h: xd.h, w: xd.w, cin, cout };
             let total = xd.n * g.tiles_per_image();
             let mut dus = vec![vec![0.0f32; 16 * cin * cout]; par::threads()];
             par::for_partials(&mut dus, total, |tiles, du| {
-                // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F.
-                unsafe { weight_grad_tiles(&g, x, dy, tiles, du) }
+                // SAFETY: `cpu` proves the CPU features; x and dy were checked
+                // against xd and its output shape, which `total` tiles cover.
+                unsafe { weight_grad_tiles(cpu, &g, x, dy, tiles, du) }
             });
             let (first, rest) = dus.split_first_mut().unwrap();
             for d in rest {
@@ -366,16 +385,19 @@ impl Conv {
             weight_grad_finish(first, cin, cout, dw);
             return;
         }
+        let _ = path;
         par::for_partials(&mut partials[..tasks], xd.n, |imgs, p| {
             let p = &mut p[..wl];
             #[cfg(target_arch = "x86_64")]
-            if fast {
+            if let Some(cpu) = fast {
                 p.fill(0.0);
                 let (xi, yi) = (xd.h * xd.w * cin, yd.h * yd.w * cout);
                 for n in imgs {
-                    // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F.
+                    // SAFETY: `cpu` proves the CPU features; image n's slices of x
+                    // and dy (checked against xd) and p (wl values) fit the geometry.
                     unsafe {
                         crate::kernels::avx512::wgrad_image(
+                            cpu,
                             k,
                             self.stride,
                             self.pad,
@@ -523,6 +545,27 @@ mod tests {
                     assert!((a - b - 1.0).abs() < 1e-5, "{name}: accumulate");
                 }
             }
+        }
+    }
+
+    /// The kernels read through pointers: operands that do not fit the geometry
+    /// are refused before any of them runs, on every path.
+    #[test]
+    fn operands_that_do_not_fit_the_geometry_are_refused() {
+        let c = Conv::new(16, 16, 3, 1, 1);
+        let xd = Dims::new(2, 8, 8, 16);
+        let w = vec![0.0; c.weight_len()];
+        for path in KernelPath::all_supported() {
+            let short = std::panic::catch_unwind(|| {
+                let (x, mut y) = (vec![0.0; xd.len() - 1], vec![0.0; c.out_dims(xd).len()]);
+                c.forward_with(path, &w, &x, xd, &mut y)
+            });
+            let wide = std::panic::catch_unwind(|| {
+                let (x, mut dx) = (vec![0.0; xd.len()], vec![0.0; xd.len()]);
+                let mut scratch = vec![0.0; c.weight_len()];
+                c.backward_data_with(path, &w, &x, Dims { c: 32, ..xd }, &mut dx, false, &mut scratch)
+            });
+            assert!(short.is_err() && wide.is_err(), "{path:?}");
         }
     }
 
