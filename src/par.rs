@@ -1,9 +1,10 @@
-//! The parallel loops every layer uses.
+//! The parallel loops every layer uses, and the thread pool under them.
 //!
-//! All parallelism in the engine goes through these few helpers, so that the
-//! tasks' loops are compiled for the CPU's vector width (`vectorized`) and the
-//! thread pool can be swapped (a persistent spin-barrier pool is planned for
-//! the speed work) without touching a layer.
+//! All parallelism in the engine goes through these few helpers — this is the
+//! only module that uses rayon — so that the tasks' loops are compiled for the
+//! CPU's vector width (`vectorized`), the splits and the order of every sum
+//! are fixed here (bit-identical results run to run, which exact resume relies
+//! on), and the pool could be swapped without touching a layer.
 
 use crate::kernels::vectorized;
 use rayon::prelude::*;
@@ -11,6 +12,44 @@ use rayon::prelude::*;
 /// Threads the current pool runs.
 pub fn threads() -> usize {
     rayon::current_num_threads()
+}
+
+/// Run every parallel loop on `n` threads from now on. Call before the first
+/// loop: the pool starts once per process.
+pub fn set_threads(n: usize) -> Result<(), ThreadsError> {
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|source| ThreadsError { n, source })
+}
+
+/// `f()` with its parallel loops on a pool of its own of `n` threads (the
+/// global pool is left as it is): single-thread measurements.
+pub fn with_threads<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> Result<R, ThreadsError> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().map_err(|source| ThreadsError { n, source })?;
+    Ok(pool.install(f))
+}
+
+/// The pool could not be set up with the threads asked for.
+#[derive(Debug)]
+pub struct ThreadsError {
+    n: usize,
+    source: rayon::ThreadPoolBuildError,
+}
+
+impl std::fmt::Display for ThreadsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot run on {} threads: {}", self.n, self.source)
+    }
+}
+
+impl std::error::Error for ThreadsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// How many tasks [`for_rows`] splits `rows` rows into: about 4 per thread,
+/// of at least `min_rows` rows.
+fn row_tasks(rows: usize, min_rows: usize) -> usize {
+    (threads() * 4).min(rows / min_rows.max(1)).max(1)
 }
 
 /// Run `f(first_row, chunk)` over `out` split into rows of `row_len` values,
@@ -25,7 +64,7 @@ where
         return;
     }
     let rows = out.len() / row_len;
-    let tasks = (threads() * 4).min(rows / min_rows.max(1)).max(1);
+    let tasks = row_tasks(rows, min_rows);
     let base = SyncPtr(out.as_mut_ptr());
     (0..tasks).into_par_iter().for_each(|t| {
         let (lo, hi) = (t * rows / tasks, (t + 1) * rows / tasks);
@@ -33,6 +72,33 @@ where
         let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(lo * row_len), (hi - lo) * row_len) };
         vectorized(|| f(lo, chunk))
     });
+}
+
+/// [`for_rows`] over two buffers with the same number of rows (of `a_len`
+/// and `b_len` values, of any element types): `f(first_row, a_chunk, b_chunk)`
+/// gets the same rows of both.
+pub fn for_rows_pair<A, B, F>(a: &mut [A], a_len: usize, b: &mut [B], b_len: usize, min_rows: usize, f: F)
+where
+    A: Send,
+    B: Send,
+    F: Fn(usize, &mut [A], &mut [B]) + Sync + Send,
+{
+    if a_len == 0 || b_len == 0 {
+        return;
+    }
+    let rows = a.len() / a_len;
+    assert_eq!(rows, b.len() / b_len, "for_rows_pair: the buffers have different numbers of rows");
+    let tasks = row_tasks(rows, min_rows);
+    let (mut a, mut b) = (a, b);
+    let mut chunks = Vec::with_capacity(tasks);
+    for t in 0..tasks {
+        let (lo, hi) = (t * rows / tasks, (t + 1) * rows / tasks);
+        let (a_chunk, a_rest) = std::mem::take(&mut a).split_at_mut((hi - lo) * a_len);
+        let (b_chunk, b_rest) = std::mem::take(&mut b).split_at_mut((hi - lo) * b_len);
+        (a, b) = (a_rest, b_rest);
+        chunks.push((lo, a_chunk, b_chunk));
+    }
+    chunks.into_par_iter().for_each(|(lo, a_chunk, b_chunk)| vectorized(|| f(lo, a_chunk, b_chunk)));
 }
 
 /// Split `0..rows` into about one range per thread and reduce `f(range, acc)`
@@ -121,4 +187,28 @@ where
         let hi = ((t + 1) * per).min(items);
         vectorized(|| f(lo..hi, p))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_rows_get_the_same_rows_of_both_buffers() {
+        let (mut a, mut b) = (vec![0.0f32; 3 * 37], vec![0u32; 37]);
+        for_rows_pair(&mut a, 3, &mut b, 1, 1, |first, ac, bc| {
+            assert_eq!(ac.len(), 3 * bc.len());
+            for (i, (ar, bv)) in ac.chunks_exact_mut(3).zip(bc).enumerate() {
+                ar.fill((first + i) as f32);
+                *bv = (first + i) as u32;
+            }
+        });
+        assert!(a.chunks(3).zip(&b).enumerate().all(|(i, (ar, &bv))| ar == [i as f32; 3] && bv == i as u32));
+    }
+
+    #[test]
+    fn a_pool_of_its_own_runs_the_threads_asked_for() {
+        assert_eq!(with_threads(1, threads).unwrap(), 1);
+        assert_eq!(with_threads(3, threads).unwrap(), 3);
+    }
 }

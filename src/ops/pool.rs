@@ -23,31 +23,31 @@ impl MaxPool {
         let yd = self.out_dims(xd);
         let c = xd.c;
         let row_len = yd.w * c;
-        let rows: Vec<(&mut [f32], &mut [u32])> =
-            y.chunks_exact_mut(row_len).zip(arg.chunks_exact_mut(row_len)).collect();
-        use rayon::prelude::*;
-        rows.into_par_iter().enumerate().for_each(|(row, (yr, ar))| {
-            let (n, oh) = (row / yd.h, row % yd.h);
-            for ow in 0..yd.w {
-                let (yo, ao) = (&mut yr[ow * c..(ow + 1) * c], &mut ar[ow * c..(ow + 1) * c]);
-                yo.fill(f32::NEG_INFINITY);
-                for kh in 0..self.k {
-                    let ih = (oh * self.stride + kh) as isize - self.pad as isize;
-                    if ih < 0 || ih >= xd.h as isize {
-                        continue;
-                    }
-                    for kw in 0..self.k {
-                        let iw = (ow * self.stride + kw) as isize - self.pad as isize;
-                        if iw < 0 || iw >= xd.w as isize {
+        par::for_rows_pair(y, row_len, arg, row_len, 1, |first, ys, args| {
+            let rows = ys.chunks_exact_mut(row_len).zip(args.chunks_exact_mut(row_len));
+            for (row, (yr, ar)) in (first..).zip(rows) {
+                let (n, oh) = (row / yd.h, row % yd.h);
+                for ow in 0..yd.w {
+                    let (yo, ao) = (&mut yr[ow * c..(ow + 1) * c], &mut ar[ow * c..(ow + 1) * c]);
+                    yo.fill(f32::NEG_INFINITY);
+                    for kh in 0..self.k {
+                        let ih = (oh * self.stride + kh) as isize - self.pad as isize;
+                        if ih < 0 || ih >= xd.h as isize {
                             continue;
                         }
-                        let base = ((n * xd.h + ih as usize) * xd.w + iw as usize) * c;
-                        for ch in 0..c {
-                            let v = x[base + ch];
-                            // NaN propagates, as in PyTorch
-                            if v > yo[ch] || v.is_nan() {
-                                yo[ch] = v;
-                                ao[ch] = (base + ch) as u32;
+                        for kw in 0..self.k {
+                            let iw = (ow * self.stride + kw) as isize - self.pad as isize;
+                            if iw < 0 || iw >= xd.w as isize {
+                                continue;
+                            }
+                            let base = ((n * xd.h + ih as usize) * xd.w + iw as usize) * c;
+                            for ch in 0..c {
+                                let v = x[base + ch];
+                                // NaN propagates, as in PyTorch
+                                if v > yo[ch] || v.is_nan() {
+                                    yo[ch] = v;
+                                    ao[ch] = (base + ch) as u32;
+                                }
                             }
                         }
                     }
@@ -61,12 +61,13 @@ impl MaxPool {
     pub fn backward(&self, dy: &[f32], arg: &[u32], xd: Dims, dx: &mut [f32]) {
         let img = xd.h * xd.w * xd.c;
         let yimg = dy.len() / xd.n.max(1);
-        use rayon::prelude::*;
-        dx.par_chunks_mut(img).enumerate().for_each(|(n, dxi)| {
-            dxi.fill(0.0);
-            let (g, a) = (&dy[n * yimg..(n + 1) * yimg], &arg[n * yimg..(n + 1) * yimg]);
-            for (gv, &ix) in g.iter().zip(a) {
-                dxi[ix as usize - n * img] += gv;
+        par::for_rows(dx, img, 1, |first, dxs| {
+            for (n, dxi) in (first..).zip(dxs.chunks_exact_mut(img)) {
+                dxi.fill(0.0);
+                let (g, a) = (&dy[n * yimg..(n + 1) * yimg], &arg[n * yimg..(n + 1) * yimg]);
+                for (gv, &ix) in g.iter().zip(a) {
+                    dxi[ix as usize - n * img] += gv;
+                }
             }
         });
     }
