@@ -38,11 +38,7 @@ fn units_3x3(net: &Net, n: usize) -> Vec<(&UnitPlan, &[f32])> {
         out.push((&plan.stem, &net.input[..plan.stem.xd.len() * n]));
     }
     for (i, (bp, bb)) in plan.blocks.iter().zip(&net.blocks).enumerate() {
-        let block_in: &[f32] = match i {
-            0 if plan.pool.is_some() => &net.pool_out,
-            0 => &net.stem.out,
-            _ => &net.blocks[i - 1].units.last().expect("a block has units").out,
-        };
+        let block_in = net.block_input(i);
         for (j, u) in bp.units.iter().enumerate() {
             let x: &[f32] = if j == 0 { block_in } else { &bb.units[j - 1].out };
             if u.conv.k == 3 {

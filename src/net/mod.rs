@@ -103,6 +103,22 @@ pub struct Net {
     pub(crate) partials: Vec<Vec<f32>>,
 }
 
+/// The input of block `i` (see [`Net::block_input`]) from the buffers before
+/// it, `earlier` = the blocks `..i`: the one rule, also for the passes that
+/// hold block i's buffers mutably.
+pub(crate) fn block_input<'a>(
+    has_pool: bool,
+    stem: &'a UnitBufs,
+    pool_out: &'a [f32],
+    earlier: &'a [BlockBufs],
+) -> &'a [f32] {
+    match earlier.last() {
+        Some(prev) => &prev.units.last().expect("a block has units").out,
+        None if has_pool => pool_out,
+        None => &stem.out,
+    }
+}
+
 /// `pre` (the conv output BN normalises in training) only where backward needs it.
 fn unit_bufs(u: &UnitPlan, n: usize, train: bool) -> UnitBufs {
     UnitBufs {
@@ -235,6 +251,14 @@ impl Net {
 
     pub fn spec(&self) -> &ArchSpec {
         &self.plan.spec
+    }
+
+    /// The input of block `i` in the last forward: the max pool's output (or
+    /// the stem's) for the first block, the previous block's output after;
+    /// `i == blocks.len()` is the last block's output, the final feature map.
+    /// The whole buffer (batch capacity); per image of shape `plan.block_input_dims(i)`.
+    pub fn block_input(&self, i: usize) -> &[f32] {
+        block_input(self.plan.pool.is_some(), &self.stem, &self.pool_out, &self.blocks[..i])
     }
 
     /// Shape of the input for `n` images.

@@ -224,6 +224,17 @@ impl Plan {
         }))
     }
 
+    /// Shape (one image) of the input of block `i`: the max pool's output (or
+    /// the stem's) for the first block, the previous block's output after;
+    /// `i == blocks.len()` is the last block's output, the final feature map.
+    /// The buffer is [`crate::net::Net::block_input`].
+    pub fn block_input_dims(&self, i: usize) -> Dims {
+        match i.checked_sub(1) {
+            Some(prev) => self.blocks[prev].yd,
+            None => self.pool.map_or(self.stem.yd, |(_, d)| d),
+        }
+    }
+
     /// Forward multiply-adds for one image: convolutions + fc.
     pub fn macs(&self) -> u64 {
         self.units().map(|u| u.conv.macs(u.xd.h, u.xd.w)).sum::<u64>() + (self.fc.fin * self.fc.fout) as u64

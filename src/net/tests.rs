@@ -201,6 +201,32 @@ fn kernel_paths_give_the_same_gradients() {
 }
 
 #[test]
+fn block_inputs_chain_the_pool_or_stem_and_the_blocks() {
+    for (a, hw) in [("resnet18", 64), ("resnet20", 32)] {
+        let s = spec(a, ArchOptions { classes: Some(10), ..Default::default() });
+        let mut net = Net::new(&s, 2, hw, hw, false, 1).unwrap();
+        let x = rand_vec(net.input.len(), 2);
+        net.input.copy_from_slice(&x);
+        net.forward(2, false);
+        let first = if net.plan.pool.is_some() { &net.pool_out } else { &net.stem.out };
+        assert!(std::ptr::eq(net.block_input(0), first.as_slice()), "{a}");
+        let last = net.blocks.len();
+        for i in 1..=last {
+            let prev = &net.blocks[i - 1].units.last().unwrap().out;
+            assert!(std::ptr::eq(net.block_input(i), prev.as_slice()), "{a} block {i}");
+            assert_eq!(net.plan.block_input_dims(i), net.plan.blocks[i - 1].yd);
+        }
+        for (i, b) in net.plan.blocks.iter().enumerate() {
+            assert_eq!(net.plan.block_input_dims(i), b.xd, "{a} block {i}");
+        }
+        // the final feature map is the input of the block after the last
+        let (fmap, d) = net.feature_map(2);
+        assert_eq!(d, Dims { n: 2, ..net.plan.block_input_dims(last) });
+        assert!(std::ptr::eq(fmap.as_ptr(), net.block_input(last).as_ptr()) && fmap.len() == d.len());
+    }
+}
+
+#[test]
 fn too_large_says_what_would_fit_or_that_nothing_does() {
     let gib = 1u64 << 30;
     let e = BuildError::TooLarge { need_bytes: 40 * gib, available_bytes: 10 * gib, batch: 128 }.to_string();
