@@ -20,12 +20,20 @@ impl Sgd {
     /// the parameters across tasks gives the same bits).
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         let (m, wd) = (self.momentum, self.weight_decay);
-        par::for_rows_pair(params, 1, &mut self.velocity, 1, 1 << 14, |first, w, v| {
-            for ((w, g), v) in w.iter_mut().zip(&grads[first..]).zip(v.iter_mut()) {
-                *v = m * *v + g + wd * *w;
-                *w -= lr * *v;
-            }
-        });
+        par::for_rows_pair(
+            params,
+            1,
+            &mut self.velocity,
+            1,
+            1 << 14,
+            #[inline(always)]
+            |first, w, v| {
+                for ((w, g), v) in w.iter_mut().zip(&grads[first..]).zip(v.iter_mut()) {
+                    *v = m * *v + g + wd * *w;
+                    *w -= lr * *v;
+                }
+            },
+        );
     }
 
     /// [`Sgd::step`] on `range` of the parameters only (the rest keep their values and momentum).

@@ -4,10 +4,43 @@
 //! only module that uses rayon — so that the tasks' loops are compiled for the
 //! CPU's vector width (`vectorized`), the splits and the order of every sum
 //! are fixed here (bit-identical results run to run, which exact resume relies
-//! on), and the pool could be swapped without touching a layer.
+//! on), and the pool could be swapped without touching a layer. Callers mark
+//! the closures they pass `#[inline(always)]` (see `vectorized` for why).
 
-use crate::kernels::vectorized;
 use rayon::prelude::*;
+
+/// Run a task's `f` compiled for AVX-512 where the process's kernel path runs
+/// it: the closure is inlined into a `#[target_feature]` function, so its
+/// loops auto-vectorise with 16-lane registers. The arithmetic is the same
+/// source, and the compiler never reassociates float operations, so both
+/// builds give identical bits.
+///
+/// Inlined is the point: a task's loop runs in both `with_avx512` and the
+/// fallback, so LLVM inlines it into both only where it is small, or where
+/// it is marked. Hence every closure handed to the helpers here, and the
+/// helpers' own task closures, are `#[inline(always)]`: left to the
+/// inliner's thresholds, a change elsewhere in the crate once moved BN's
+/// backward pass out of `with_avx512` (baseline x86-64 code, 4x slower).
+#[inline(always)]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(cpu) = crate::kernels::KernelPath::cached().avx512() {
+        // SAFETY: `cpu` proves the CPU has every feature `with_avx512` enables.
+        return unsafe { with_avx512(cpu, f) };
+    }
+    f()
+}
+
+/// `f()`, compiled with the AVX-512 features enabled.
+///
+/// # Safety
+/// The CPU must have the enabled features, [`crate::kernels::AVX512_FEATURES`],
+/// which the `Avx512Cpu` passed in proves (that is its only duty).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn with_avx512<R>(_cpu: crate::kernels::Avx512Cpu, f: impl FnOnce() -> R) -> R {
+    f()
+}
 
 /// Threads the current pool runs.
 pub fn threads() -> usize {
@@ -70,7 +103,10 @@ where
         let (lo, hi) = (t * rows / tasks, (t + 1) * rows / tasks);
         // SAFETY: the tasks' row ranges are disjoint and inside `out`.
         let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(lo * row_len), (hi - lo) * row_len) };
-        vectorized(|| f(lo, chunk))
+        vectorized(
+            #[inline(always)]
+            || f(lo, chunk),
+        )
     });
 }
 
@@ -98,7 +134,12 @@ where
         (a, b) = (a_rest, b_rest);
         chunks.push((lo, a_chunk, b_chunk));
     }
-    chunks.into_par_iter().for_each(|(lo, a_chunk, b_chunk)| vectorized(|| f(lo, a_chunk, b_chunk)));
+    chunks.into_par_iter().for_each(|(lo, a_chunk, b_chunk)| {
+        vectorized(
+            #[inline(always)]
+            || f(lo, a_chunk, b_chunk),
+        )
+    });
 }
 
 /// Split `0..rows` into about one range per thread and reduce `f(range, acc)`
@@ -115,7 +156,10 @@ where
         .into_par_iter()
         .map(|t| {
             let mut acc = vec![0.0f64; width];
-            vectorized(|| f(t * per..((t + 1) * per).min(rows), &mut acc));
+            vectorized(
+                #[inline(always)]
+                || f(t * per..((t + 1) * per).min(rows), &mut acc),
+            );
             acc
         })
         .collect();
@@ -145,7 +189,10 @@ where
         .enumerate()
         .map(|(t, chunk)| {
             let mut acc = vec![0.0f64; width];
-            vectorized(|| f(t * per, chunk, &mut acc));
+            vectorized(
+                #[inline(always)]
+                || f(t * per, chunk, &mut acc),
+            );
             acc
         })
         .collect();
@@ -157,7 +204,12 @@ pub fn for_each_index<F>(n: usize, f: F)
 where
     F: Fn(usize) + Sync + Send,
 {
-    (0..n).into_par_iter().for_each(|i| vectorized(|| f(i)));
+    (0..n).into_par_iter().for_each(|i| {
+        vectorized(
+            #[inline(always)]
+            || f(i),
+        )
+    });
 }
 
 /// A pointer that tasks writing disjoint parts of one buffer may share.
@@ -185,7 +237,10 @@ where
     partials.par_iter_mut().enumerate().for_each(|(t, p)| {
         let lo = (t * per).min(items);
         let hi = ((t + 1) * per).min(items);
-        vectorized(|| f(lo..hi, p))
+        vectorized(
+            #[inline(always)]
+            || f(lo..hi, p),
+        )
     });
 }
 

@@ -11,7 +11,7 @@
 use std::fmt;
 
 /// The features the AVX-512 kernels are compiled for (the `#[target_feature]`
-/// lists of `avx512.rs`, `winograd.rs` and `vectorized`).
+/// lists of `avx512.rs`, `winograd.rs` and `par::vectorized`).
 pub const AVX512_FEATURES: [&str; 6] = ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"];
 
 /// A kernel path by name — what `RESNET_KERNELS` or a caller asks for — not

@@ -96,32 +96,6 @@ impl Epilogue<'_> {
 /// Zeros that padded taps read from (longer than any channel count we run).
 pub static ZEROS: [f32; 4096] = [0.0; 4096];
 
-/// Run `f` compiled for AVX-512 where the process's kernel path runs it: the
-/// closure is inlined into a `#[target_feature]` function, so its loops
-/// auto-vectorise with 16-lane registers. The arithmetic is the same source,
-/// and the compiler never reassociates float operations, so both builds give
-/// identical bits.
-#[inline(always)]
-pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(cpu) = KernelPath::cached().avx512() {
-        // SAFETY: `cpu` proves the CPU has every feature `with_avx512` enables.
-        return unsafe { with_avx512(cpu, f) };
-    }
-    f()
-}
-
-/// `f()`, compiled with the AVX-512 features enabled.
-///
-/// # Safety
-/// The CPU must have the enabled features: [`AVX512_FEATURES`], which the
-/// `Avx512Cpu` passed in proves (that is its only duty).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn with_avx512<R>(_cpu: Avx512Cpu, f: impl FnOnce() -> R) -> R {
-    f()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,27 +29,38 @@ fn run_gather(
     let want = 4 * par::threads();
     let split = if rows >= want { 1 } else { want.div_ceil(rows).min(g.co / 32).max(1) };
     if split == 1 {
-        par::for_rows(out, row_len, 1, |first, chunk| {
-            let dst = Dst { ptr: chunk.as_mut_ptr(), first_row: first, nrows: chunk.len() / row_len, c0: 0, c1: g.co };
-            // SAFETY: `cpu` proves the CPU features; the caller checked `src`
-            // and `out` against the geometry and `epi` with `fits_simd`; each
-            // task writes only its own rows.
-            unsafe { gather_rows(cpu, g, w, src, dst, accumulate, epi) }
-        });
+        par::for_rows(
+            out,
+            row_len,
+            1,
+            #[inline(always)]
+            |first, chunk| {
+                let dst =
+                    Dst { ptr: chunk.as_mut_ptr(), first_row: first, nrows: chunk.len() / row_len, c0: 0, c1: g.co };
+                // SAFETY: `cpu` proves the CPU features; the caller checked `src`
+                // and `out` against the geometry and `epi` with `fits_simd`; each
+                // task writes only its own rows.
+                unsafe { gather_rows(cpu, g, w, src, dst, accumulate, epi) }
+            },
+        );
         return;
     }
     // channel blocks of a multiple of 32, `split` per row
     let per = (g.co / 32).div_ceil(split) * 32;
     let base = par::SyncPtr(out.as_mut_ptr());
-    par::for_each_index(rows * g.co.div_ceil(per), |t| {
-        let blocks = g.co.div_ceil(per);
-        let (row, b) = (t / blocks, t % blocks);
-        let (c0, c1) = (b * per, ((b + 1) * per).min(g.co));
-        // SAFETY: `row < rows`, so the row starts inside `out`.
-        let dst = Dst { ptr: unsafe { base.get().add(row * row_len) }, first_row: row, nrows: 1, c0, c1 };
-        // SAFETY: as above; tasks write disjoint (row, channel range) blocks of `out`.
-        unsafe { gather_rows(cpu, g, w, src, dst, accumulate, epi) }
-    });
+    par::for_each_index(
+        rows * g.co.div_ceil(per),
+        #[inline(always)]
+        |t| {
+            let blocks = g.co.div_ceil(per);
+            let (row, b) = (t / blocks, t % blocks);
+            let (c0, c1) = (b * per, ((b + 1) * per).min(g.co));
+            // SAFETY: `row < rows`, so the row starts inside `out`.
+            let dst = Dst { ptr: unsafe { base.get().add(row * row_len) }, first_row: row, nrows: 1, c0, c1 };
+            // SAFETY: as above; tasks write disjoint (row, channel range) blocks of `out`.
+            unsafe { gather_rows(cpu, g, w, src, dst, accumulate, epi) }
+        },
+    );
 }
 
 /// Winograd F(2x2, 3x3) over every tile row of every image, on all threads.
@@ -74,11 +85,15 @@ fn run_winograd(
     // tasks of whole 8-tile blocks, about 8 per thread
     let per = total.div_ceil(8 * par::threads()).div_ceil(8).max(1) * 8;
     let base = par::SyncPtr(out.as_mut_ptr());
-    par::for_each_index(total.div_ceil(per), |i| {
-        // SAFETY: `cpu` proves the CPU features; `src` and `out` were checked
-        // against `d` above, `epi` by the caller; each task writes the pixels of its own tiles.
-        unsafe { tiles(cpu, &g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, epi) }
-    });
+    par::for_each_index(
+        total.div_ceil(per),
+        #[inline(always)]
+        |i| {
+            // SAFETY: `cpu` proves the CPU features; `src` and `out` were checked
+            // against `d` above, `epi` by the caller; each task writes the pixels of its own tiles.
+            unsafe { tiles(cpu, &g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, epi) }
+        },
+    );
 }
 
 /// Winograd-transformed weights `U[pos][ci][co]` (16 x cin x cout) of `w`
@@ -87,14 +102,18 @@ fn run_winograd(
 fn winograd_weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
     let mut u = vec![0.0; 16 * cin * cout];
     let base = par::SyncPtr(u.as_mut_ptr());
-    par::for_each_index(cin, |ci| {
-        // SAFETY: task ci writes only the rows U[pos][ci][..] (disjoint across
-        // tasks), each `cout` values inside `u`, which outlives the loop.
-        let rows = std::array::from_fn(|pos| unsafe {
-            std::slice::from_raw_parts_mut(base.get().add((pos * cin + ci) * cout), cout)
-        });
-        crate::kernels::winograd::transform_weights_of_channel(w, cin, cout, ci, rows)
-    });
+    par::for_each_index(
+        cin,
+        #[inline(always)]
+        |ci| {
+            // SAFETY: task ci writes only the rows U[pos][ci][..] (disjoint across
+            // tasks), each `cout` values inside `u`, which outlives the loop.
+            let rows = std::array::from_fn(|pos| unsafe {
+                std::slice::from_raw_parts_mut(base.get().add((pos * cin + ci) * cout), cout)
+            });
+            crate::kernels::winograd::transform_weights_of_channel(w, cin, cout, ci, rows)
+        },
+    );
     u
 }
 
@@ -222,31 +241,37 @@ impl Conv {
         debug_assert_eq!(y.len(), yd.len());
         let (cin, cout, k) = (self.cin, self.cout, self.k);
         // one task row = one output row (OW * Cout values) of one image
-        par::for_rows(y, yd.w * cout, 1, |first, chunk| {
-            for (r, yrow) in chunk.chunks_exact_mut(yd.w * cout).enumerate() {
-                let row = first + r;
-                let (n, oh) = (row / yd.h, row % yd.h);
-                let (kh0, ih0, nkh) = self.taps(oh, xd.h);
-                for ow in 0..yd.w {
-                    let acc = &mut yrow[ow * cout..(ow + 1) * cout];
-                    acc.fill(0.0);
-                    let (kw0, iw0, nkw) = self.taps(ow, xd.w);
-                    for dh in 0..nkh {
-                        let xbase = ((n * xd.h + ih0 + dh) * xd.w + iw0) * cin;
-                        let wbase = ((kh0 + dh) * k + kw0) * cin * cout;
-                        // the taps of one kernel row are contiguous in both x and w
-                        let xs = &x[xbase..xbase + nkw * cin];
-                        let ws = &w[wbase..wbase + nkw * cin * cout];
-                        for (a, wrow) in xs.iter().zip(ws.chunks_exact(cout)) {
-                            for (o, wv) in acc.iter_mut().zip(wrow) {
-                                *o += a * wv;
+        par::for_rows(
+            y,
+            yd.w * cout,
+            1,
+            #[inline(always)]
+            |first, chunk| {
+                for (r, yrow) in chunk.chunks_exact_mut(yd.w * cout).enumerate() {
+                    let row = first + r;
+                    let (n, oh) = (row / yd.h, row % yd.h);
+                    let (kh0, ih0, nkh) = self.taps(oh, xd.h);
+                    for ow in 0..yd.w {
+                        let acc = &mut yrow[ow * cout..(ow + 1) * cout];
+                        acc.fill(0.0);
+                        let (kw0, iw0, nkw) = self.taps(ow, xd.w);
+                        for dh in 0..nkh {
+                            let xbase = ((n * xd.h + ih0 + dh) * xd.w + iw0) * cin;
+                            let wbase = ((kh0 + dh) * k + kw0) * cin * cout;
+                            // the taps of one kernel row are contiguous in both x and w
+                            let xs = &x[xbase..xbase + nkw * cin];
+                            let ws = &w[wbase..wbase + nkw * cin * cout];
+                            for (a, wrow) in xs.iter().zip(ws.chunks_exact(cout)) {
+                                for (o, wv) in acc.iter_mut().zip(wrow) {
+                                    *o += a * wv;
+                                }
                             }
                         }
                     }
+                    epi.apply(row * yd.w, yrow, cout);
                 }
-                epi.apply(row * yd.w, yrow, cout);
-            }
-        });
+            },
+        );
     }
 
     // --------------------------------------------------------------- backward
@@ -304,39 +329,45 @@ impl Conv {
         let yd = self.out_dims(xd);
         let (cin, cout, k, s) = (self.cin, self.cout, self.k, self.stride);
         // gather form: every dx row is written by one task, no atomics
-        par::for_rows(dx, xd.w * cin, 1, |first, chunk| {
-            for (r, dxrow) in chunk.chunks_exact_mut(xd.w * cin).enumerate() {
-                let row = first + r;
-                let (n, ih) = (row / xd.h, row % xd.h);
-                if !accumulate {
-                    dxrow.fill(0.0);
-                }
-                for kh in 0..k {
-                    let t = ih as isize + self.pad as isize - kh as isize;
-                    if t < 0 || t % s as isize != 0 || (t as usize / s) >= yd.h {
-                        continue;
+        par::for_rows(
+            dx,
+            xd.w * cin,
+            1,
+            #[inline(always)]
+            |first, chunk| {
+                for (r, dxrow) in chunk.chunks_exact_mut(xd.w * cin).enumerate() {
+                    let row = first + r;
+                    let (n, ih) = (row / xd.h, row % xd.h);
+                    if !accumulate {
+                        dxrow.fill(0.0);
                     }
-                    let oh = t as usize / s;
-                    for iw in 0..xd.w {
-                        let acc = &mut dxrow[iw * cin..(iw + 1) * cin];
-                        for kw in 0..k {
-                            let u = iw as isize + self.pad as isize - kw as isize;
-                            if u < 0 || u % s as isize != 0 || (u as usize / s) >= yd.w {
-                                continue;
-                            }
-                            let ow = u as usize / s;
-                            let g = &dy[((n * yd.h + oh) * yd.w + ow) * cout..][..cout];
-                            let wb = &wt[(kh * k + kw) * cout * cin..][..cout * cin];
-                            for (gv, wrow) in g.iter().zip(wb.chunks_exact(cin)) {
-                                for (a, wv) in acc.iter_mut().zip(wrow) {
-                                    *a += gv * wv;
+                    for kh in 0..k {
+                        let t = ih as isize + self.pad as isize - kh as isize;
+                        if t < 0 || t % s as isize != 0 || (t as usize / s) >= yd.h {
+                            continue;
+                        }
+                        let oh = t as usize / s;
+                        for iw in 0..xd.w {
+                            let acc = &mut dxrow[iw * cin..(iw + 1) * cin];
+                            for kw in 0..k {
+                                let u = iw as isize + self.pad as isize - kw as isize;
+                                if u < 0 || u % s as isize != 0 || (u as usize / s) >= yd.w {
+                                    continue;
+                                }
+                                let ow = u as usize / s;
+                                let g = &dy[((n * yd.h + oh) * yd.w + ow) * cout..][..cout];
+                                let wb = &wt[(kh * k + kw) * cout * cin..][..cout * cin];
+                                for (gv, wrow) in g.iter().zip(wb.chunks_exact(cin)) {
+                                    for (a, wv) in acc.iter_mut().zip(wrow) {
+                                        *a += gv * wv;
+                                    }
                                 }
                             }
                         }
                     }
                 }
-            }
-        });
+            },
+        );
     }
 
     /// dw = sum over the batch of x (x) dy.  `partials` holds one buffer per
@@ -373,11 +404,16 @@ impl Conv {
             let g = Wino { h: xd.h, w: xd.w, cin, cout };
             let total = xd.n * g.tiles_per_image();
             let mut dus = vec![vec![0.0f32; 16 * cin * cout]; par::threads()];
-            par::for_partials(&mut dus, total, |tiles, du| {
-                // SAFETY: `cpu` proves the CPU features; x and dy were checked
-                // against xd and its output shape, which `total` tiles cover.
-                unsafe { weight_grad_tiles(cpu, &g, x, dy, tiles, du) }
-            });
+            par::for_partials(
+                &mut dus,
+                total,
+                #[inline(always)]
+                |tiles, du| {
+                    // SAFETY: `cpu` proves the CPU features; x and dy were checked
+                    // against xd and its output shape, which `total` tiles cover.
+                    unsafe { weight_grad_tiles(cpu, &g, x, dy, tiles, du) }
+                },
+            );
             let (first, rest) = dus.split_first_mut().unwrap();
             for d in rest {
                 first.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
@@ -386,53 +422,58 @@ impl Conv {
             return;
         }
         let _ = path;
-        par::for_partials(&mut partials[..tasks], xd.n, |imgs, p| {
-            let p = &mut p[..wl];
-            #[cfg(target_arch = "x86_64")]
-            if let Some(cpu) = fast {
-                p.fill(0.0);
-                let (xi, yi) = (xd.h * xd.w * cin, yd.h * yd.w * cout);
-                for n in imgs {
-                    // SAFETY: `cpu` proves the CPU features; image n's slices of x
-                    // and dy (checked against xd) and p (wl values) fit the geometry.
-                    unsafe {
-                        crate::kernels::avx512::wgrad_image(
-                            cpu,
-                            k,
-                            self.stride,
-                            self.pad,
-                            &x[n * xi..(n + 1) * xi],
-                            (xd.h, xd.w, cin),
-                            &dy[n * yi..(n + 1) * yi],
-                            (yd.h, yd.w, cout),
-                            p,
-                        )
-                    };
+        par::for_partials(
+            &mut partials[..tasks],
+            xd.n,
+            #[inline(always)]
+            |imgs, p| {
+                let p = &mut p[..wl];
+                #[cfg(target_arch = "x86_64")]
+                if let Some(cpu) = fast {
+                    p.fill(0.0);
+                    let (xi, yi) = (xd.h * xd.w * cin, yd.h * yd.w * cout);
+                    for n in imgs {
+                        // SAFETY: `cpu` proves the CPU features; image n's slices of x
+                        // and dy (checked against xd) and p (wl values) fit the geometry.
+                        unsafe {
+                            crate::kernels::avx512::wgrad_image(
+                                cpu,
+                                k,
+                                self.stride,
+                                self.pad,
+                                &x[n * xi..(n + 1) * xi],
+                                (xd.h, xd.w, cin),
+                                &dy[n * yi..(n + 1) * yi],
+                                (yd.h, yd.w, cout),
+                                p,
+                            )
+                        };
+                    }
+                    return;
                 }
-                return;
-            }
-            p.fill(0.0);
-            for n in imgs {
-                for oh in 0..yd.h {
-                    let (kh0, ih0, nkh) = self.taps(oh, xd.h);
-                    for ow in 0..yd.w {
-                        let (kw0, iw0, nkw) = self.taps(ow, xd.w);
-                        let g = &dy[((n * yd.h + oh) * yd.w + ow) * cout..][..cout];
-                        for dh in 0..nkh {
-                            let xbase = ((n * xd.h + ih0 + dh) * xd.w + iw0) * cin;
-                            let wbase = ((kh0 + dh) * k + kw0) * cin * cout;
-                            let xs = &x[xbase..xbase + nkw * cin];
-                            let ps = &mut p[wbase..wbase + nkw * cin * cout];
-                            for (a, prow) in xs.iter().zip(ps.chunks_exact_mut(cout)) {
-                                for (d, gv) in prow.iter_mut().zip(g) {
-                                    *d += a * gv;
+                p.fill(0.0);
+                for n in imgs {
+                    for oh in 0..yd.h {
+                        let (kh0, ih0, nkh) = self.taps(oh, xd.h);
+                        for ow in 0..yd.w {
+                            let (kw0, iw0, nkw) = self.taps(ow, xd.w);
+                            let g = &dy[((n * yd.h + oh) * yd.w + ow) * cout..][..cout];
+                            for dh in 0..nkh {
+                                let xbase = ((n * xd.h + ih0 + dh) * xd.w + iw0) * cin;
+                                let wbase = ((kh0 + dh) * k + kw0) * cin * cout;
+                                let xs = &x[xbase..xbase + nkw * cin];
+                                let ps = &mut p[wbase..wbase + nkw * cin * cout];
+                                for (a, prow) in xs.iter().zip(ps.chunks_exact_mut(cout)) {
+                                    for (d, gv) in prow.iter_mut().zip(g) {
+                                        *d += a * gv;
+                                    }
                                 }
                             }
                         }
                     }
                 }
-            }
-        });
+            },
+        );
         dw.copy_from_slice(&partials[0][..wl]);
         for p in &partials[1..tasks] {
             dw.iter_mut().zip(&p[..wl]).for_each(|(d, v)| *d += v);

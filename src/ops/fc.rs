@@ -12,13 +12,19 @@ impl Fc {
     // ------------------------------------------------------------ forward
     /// x: (N, in), y: (N, out)
     pub fn forward(&self, w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
-        par::for_rows(y, self.fout, 1, |first, ys| {
-            for (yr, xr) in ys.chunks_exact_mut(self.fout).zip(x[first * self.fin..].chunks(self.fin)) {
-                for (o, (yo, wr)) in yr.iter_mut().zip(w.chunks_exact(self.fin)).enumerate() {
-                    *yo = b[o] + dot(xr, wr);
+        par::for_rows(
+            y,
+            self.fout,
+            1,
+            #[inline(always)]
+            |first, ys| {
+                for (yr, xr) in ys.chunks_exact_mut(self.fout).zip(x[first * self.fin..].chunks(self.fin)) {
+                    for (o, (yo, wr)) in yr.iter_mut().zip(w.chunks_exact(self.fin)).enumerate() {
+                        *yo = b[o] + dot(xr, wr);
+                    }
                 }
-            }
-        });
+            },
+        );
     }
 
     // ----------------------------------------------------------- backward
@@ -26,28 +32,42 @@ impl Fc {
     pub fn backward(&self, w: &[f32], x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32], dx: Option<&mut [f32]>) {
         let n = dy.len() / self.fout;
         // one task row = one output: its row of dW and its db
-        par::for_rows_pair(dw, self.fin, db, 1, 1, |first, dws, dbs| {
-            for (j, (dwr, dbo)) in dws.chunks_exact_mut(self.fin).zip(dbs.iter_mut()).enumerate() {
-                let o = first + j;
-                dwr.fill(0.0);
-                let mut s = 0.0;
-                for i in 0..n {
-                    let g = dy[i * self.fout + o];
-                    s += g;
-                    dwr.iter_mut().zip(&x[i * self.fin..(i + 1) * self.fin]).for_each(|(d, v)| *d += g * v);
-                }
-                *dbo = s;
-            }
-        });
-        if let Some(dx) = dx {
-            par::for_rows(dx, self.fin, 1, |first, dxs| {
-                for (dxr, g) in dxs.chunks_exact_mut(self.fin).zip(dy[first * self.fout..].chunks(self.fout)) {
-                    dxr.fill(0.0);
-                    for (gv, wr) in g.iter().zip(w.chunks_exact(self.fin)) {
-                        dxr.iter_mut().zip(wr).for_each(|(d, v)| *d += gv * v);
+        par::for_rows_pair(
+            dw,
+            self.fin,
+            db,
+            1,
+            1,
+            #[inline(always)]
+            |first, dws, dbs| {
+                for (j, (dwr, dbo)) in dws.chunks_exact_mut(self.fin).zip(dbs.iter_mut()).enumerate() {
+                    let o = first + j;
+                    dwr.fill(0.0);
+                    let mut s = 0.0;
+                    for i in 0..n {
+                        let g = dy[i * self.fout + o];
+                        s += g;
+                        dwr.iter_mut().zip(&x[i * self.fin..(i + 1) * self.fin]).for_each(|(d, v)| *d += g * v);
                     }
+                    *dbo = s;
                 }
-            });
+            },
+        );
+        if let Some(dx) = dx {
+            par::for_rows(
+                dx,
+                self.fin,
+                1,
+                #[inline(always)]
+                |first, dxs| {
+                    for (dxr, g) in dxs.chunks_exact_mut(self.fin).zip(dy[first * self.fout..].chunks(self.fout)) {
+                        dxr.fill(0.0);
+                        for (gv, wr) in g.iter().zip(w.chunks_exact(self.fin)) {
+                            dxr.iter_mut().zip(wr).for_each(|(d, v)| *d += gv * v);
+                        }
+                    }
+                },
+            );
         }
     }
 }
