@@ -3,9 +3,9 @@
 //!
 //!     cargo run --release --example conv_bench [-- BATCH [imagenet]]
 
-use resnet::kernels::Path;
+use resnet::kernels::KernelPath;
 use resnet::ops::conv::Conv;
-use resnet::par::Dims;
+use resnet::shape::Dims;
 use std::time::Instant;
 
 fn best(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -66,8 +66,8 @@ fn main() {
         let gf = 2.0 * (yd.pixels() * c.weight_len()) as f64 / 1e9;
         // each path timed interleaved with the others (best of 7), so that a
         // slow phase of a shared machine hits all of them alike
-        let paths = Path::all_supported();
-        let paths: Vec<Path> = paths.into_iter().filter(|p| p.simd()).collect();
+        let paths = KernelPath::all_supported();
+        let paths: Vec<KernelPath> = paths.into_iter().filter(|p| p.simd()).collect();
         let mut best_of = vec![[f64::INFINITY; 3]; paths.len()];
         for _ in 0..7 {
             for (pi, &path) in paths.iter().enumerate() {

@@ -7,7 +7,7 @@
 //!     cargo run --release --example layout_bench
 
 use resnet::ops::conv::Conv;
-use resnet::par::Dims;
+use resnet::shape::Dims;
 use std::time::Instant;
 
 fn rand(n: usize, seed: u64) -> Vec<f32> {
@@ -128,7 +128,6 @@ fn nhwc_avx512(xp: &[f32], w: &[f32], n: usize, c: usize, h: usize, co: usize, y
 }
 
 fn main() {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let n = 32;
     println!(
         "ResNet-20 3x3/1 convolutions, forward, batch {n}, 1 thread, best of 5 (GFLOP/s; 2 FLOPs per multiply-add)"
@@ -167,7 +166,7 @@ fn main() {
         let conv = Conv::new(c, c, 3, 1, 1);
         let xd = Dims::new(n, h, h, c);
         let mut yh = vec![0.0; x.len()];
-        let t_port = pool.install(|| time(5, || conv.forward(&wh, &xh, xd, &mut yh)));
+        let t_port = resnet::par::with_threads(1, || time(5, || conv.forward(&wh, &xh, xd, &mut yh))).unwrap();
         // same result as NCHW
         let err = (0..y_ref.len())
             .map(|j| {

@@ -31,6 +31,7 @@ pub mod predict;
 pub mod profile;
 pub mod reproduce;
 pub mod rng;
+pub mod shape;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod train;

@@ -1,7 +1,7 @@
 //! SGD with momentum and weight decay, as Caffe and PyTorch do it:
 //! v = m * v + (g + wd * w);  w = w - lr * v.
 
-use rayon::prelude::*;
+use crate::par;
 
 pub struct Sgd {
     pub momentum: f32,
@@ -18,7 +18,8 @@ impl Sgd {
         Sgd { momentum: 0.9, weight_decay: 1e-4, velocity: vec![0.0; n_params], trainable: None }
     }
 
-    /// One step at learning rate `lr` (of the trainable parameters).
+    /// One step at learning rate `lr` of the trainable parameters (each value on its own: any
+    /// split of the parameters across tasks gives the same bits).
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         if let Some(ranges) = self.trainable.clone() {
             for r in ranges {
@@ -27,16 +28,20 @@ impl Sgd {
             return;
         }
         let (m, wd) = (self.momentum, self.weight_decay);
-        params
-            .par_chunks_mut(1 << 14)
-            .zip(grads.par_chunks(1 << 14))
-            .zip(self.velocity.par_chunks_mut(1 << 14))
-            .for_each(|((w, g), v)| {
-                for ((w, g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+        par::for_rows_pair(
+            params,
+            1,
+            &mut self.velocity,
+            1,
+            1 << 14,
+            #[inline(always)]
+            |first, w, v| {
+                for ((w, g), v) in w.iter_mut().zip(&grads[first..]).zip(v.iter_mut()) {
                     *v = m * *v + g + wd * *w;
                     *w -= lr * *v;
                 }
-            });
+            },
+        );
     }
 
     /// [`Sgd::step`] on `range` of the parameters only (the rest keep their values and momentum).

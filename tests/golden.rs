@@ -6,7 +6,7 @@
 mod common;
 
 use resnet::arch::{ArchOptions, ArchSpec};
-use resnet::kernels::Path;
+use resnet::kernels::KernelPath;
 use resnet::net::Net;
 use serde_json::Value;
 
@@ -35,12 +35,12 @@ fn max_abs(v: &[f64]) -> f64 {
 
 /// Run the fixture on every kernel path this CPU has.
 fn check(arch: &str, fixture: &str) {
-    for path in Path::all_supported() {
+    for path in KernelPath::all_supported() {
         check_path(arch, fixture, path);
     }
 }
 
-fn check_path(arch: &str, fixture: &str, path: Path) {
+fn check_path(arch: &str, fixture: &str, path: KernelPath) {
     let g = load(fixture);
     let (n, size, classes) = (
         g["batch"].as_u64().unwrap() as usize,
@@ -49,7 +49,7 @@ fn check_path(arch: &str, fixture: &str, path: Path) {
     );
     let spec = ArchSpec::parse(arch, &ArchOptions { classes: Some(classes), ..Default::default() }).unwrap();
     let mut net = Net::new(&spec, n, size, size, true, 0).unwrap();
-    net.path = path;
+    net.set_kernel_path(path);
     let mut fails = vec![];
     let arch = &format!("{arch} ({path:?})");
     common::golden::fill(&mut net);

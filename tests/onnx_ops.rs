@@ -20,7 +20,7 @@ use resnet::ops::fc::Fc;
 use resnet::ops::loss::softmax;
 use resnet::ops::pool::{MaxPool, gap_forward};
 use resnet::ops::relu::relu_forward;
-use resnet::par::Dims;
+use resnet::shape::Dims;
 
 /// Relative tolerance (see the module comment).
 const TOL: f32 = 1e-5;

@@ -9,7 +9,7 @@
 
 use crate::net::{Net, ShortcutPlan, UnitPlan};
 use crate::ops::bn::{BnParams, eval_affine};
-use crate::par::Dims;
+use crate::shape::Dims;
 
 /// Running sums of one layer's responses.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,11 +38,7 @@ fn units_3x3(net: &Net, n: usize) -> Vec<(&UnitPlan, &[f32])> {
         out.push((&plan.stem, &net.input[..plan.stem.xd.len() * n]));
     }
     for (i, (bp, bb)) in plan.blocks.iter().zip(&net.blocks).enumerate() {
-        let block_in: &[f32] = match i {
-            0 if plan.pool.is_some() => &net.pool_out,
-            0 => &net.stem.out,
-            _ => &net.blocks[i - 1].units.last().expect("a block has units").out,
-        };
+        let block_in = net.block_input(i);
         for (j, u) in bp.units.iter().enumerate() {
             let x: &[f32] = if j == 0 { block_in } else { &bb.units[j - 1].out };
             if u.conv.k == 3 {
@@ -71,7 +67,7 @@ pub fn accumulate(net: &Net, n: usize, acc: &mut Vec<Moments>) {
         let c = yd.c;
         y.resize(yd.len(), 0.0);
         let w = &net.params[u.w..u.w + u.conv.weight_len()];
-        u.conv.forward_with(net.path, w, x, xd, &mut y);
+        u.conv.forward_with(net.kernel_path(), w, x, xd, &mut y);
         let p = BnParams { gamma: &net.params[u.gamma..u.gamma + c], beta: &net.params[u.beta..u.beta + c] };
         let (scale, shift) = eval_affine(&p, &net.stats[u.rmean..u.rmean + c], &net.stats[u.rvar..u.rvar + c]);
         let (mut s, mut s2) = (0f64, 0f64);

@@ -53,7 +53,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if t == 0 {
             anyhow::bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+        crate::par::set_threads(t)?;
     }
     let mode = match a.mode {
         ModeArg::Train => Mode::Train,

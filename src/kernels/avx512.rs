@@ -15,10 +15,17 @@
 //! The weight-gradient kernel keeps R input channels x NB*16 output channels
 //! of one tap in registers and streams the pixels of one image through them.
 
+//!
+//! Safety: every function here is `#[target_feature]` AVX-512 code. The public
+//! entry points take an [`Avx512Cpu`], the proof that the CPU has the features
+//! (kernels/dispatch.rs); the private functions are called only from them, so
+//! that proof covers them too, and each `unsafe` block below is left with the
+//! memory argument: which bound keeps its pointer inside its buffer.
+
 #![allow(clippy::needless_range_loop)] // register blocks are indexed by pixel / channel on purpose
 #![allow(clippy::too_many_arguments)]
 
-use super::{Epilogue, ZEROS};
+use super::{Avx512Cpu, Epilogue, ZEROS};
 use std::arch::x86_64::*;
 
 /// Geometry of a gather convolution.
@@ -80,11 +87,26 @@ pub struct Dst {
 /// to what is there, then the epilogue applies.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; slices must match the geometry.
+/// The CPU's features are proven by `cpu`. The caller guarantees the memory:
+/// `src` holds whole images of (sh, sw, cs), `dst` points at its rows of
+/// (ow, co) values inside one allocation that no other task writes in
+/// `c0..c1`. Channel counts (`co` a multiple of 16, `cs` at most the zero
+/// row), the weights' length and the epilogue ([`Epilogue::fits_simd`]) are
+/// checked here.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn gather_rows(g: &Gather, w: &[f32], src: &[f32], dst: Dst, accumulate: bool, epi: &Epilogue) {
-    debug_assert!(g.co.is_multiple_of(16) && g.cs <= ZEROS.len());
-    debug_assert_eq!(w.len(), g.k * g.k * g.cs * g.co);
+pub unsafe fn gather_rows(
+    cpu: Avx512Cpu,
+    g: &Gather,
+    w: &[f32],
+    src: &[f32],
+    dst: Dst,
+    accumulate: bool,
+    epi: &Epilogue,
+) {
+    let _ = cpu;
+    assert!(g.co.is_multiple_of(16) && g.cs <= ZEROS.len(), "gather: {} -> {} channels", g.cs, g.co);
+    assert_eq!(w.len(), g.k * g.k * g.cs * g.co, "gather: weights");
+    assert!(epi.fits_simd(g.co), "gather: epilogue does not fit {} channels", g.co);
     // Each pixel block sweeps the weights of every output channel it computes:
     // run large weight sets (deep 1x1 layers: 2048 x 512 = 4 MiB) in channel
     // chunks of at most 512 KiB, which stay in L2 across the pixel blocks.
@@ -93,6 +115,7 @@ pub unsafe fn gather_rows(g: &Gather, w: &[f32], src: &[f32], dst: Dst, accumula
     let mut c0 = dst.c0;
     while c0 < dst.c1 {
         let part = Dst { c0, c1: (c0 + chunk).min(dst.c1), ..dst };
+        // SAFETY: `cpu` proves the features; `part` is inside `dst` (this function's contract).
         unsafe {
             if g.co == 16 && g.ow.is_multiple_of(16) {
                 // one 16-lane output block: 16 pixels keep 16 FMA chains in flight
@@ -107,6 +130,10 @@ pub unsafe fn gather_rows(g: &Gather, w: &[f32], src: &[f32], dst: Dst, accumula
     }
 }
 
+/// [`gather_rows`] for one channel range, P pixels per block.
+///
+/// # Safety
+/// As [`gather_rows`], whose checks have run.
 #[target_feature(enable = "avx512f")]
 unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, accumulate: bool, epi: &Epilogue) {
     let row_len = g.ow * g.co;
@@ -118,6 +145,7 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
     let classes = if g.transposed { g.stride } else { 1 };
     for r in 0..dst.nrows {
         let row = dst.first_row + r;
+        // SAFETY: row r < nrows of `dst`, each row_len values.
         let orow = unsafe { dst.ptr.add(r * row_len) };
         let (n, y) = (row / g.oh, row % g.oh);
         for b in 0..classes.min(g.ow) {
@@ -164,11 +192,17 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
                     }
                 }
                 let store = Store { accumulate, epi, res: epi.residual.map(|_| &res) };
+                // SAFETY: column x0 < ow of this row.
                 let (obase, ps) = (unsafe { orow.add(x0 * g.co) }, classes * g.co);
                 let mut ob = dst.c0;
                 while ob < dst.c1 {
                     let wp = w[ob..].as_ptr();
+                    // SAFETY: channel ob < c1 <= co of pixel x0.
                     let op = unsafe { obase.add(ob) };
+                    // SAFETY (both tiles): the taps point at source pixels of cs values
+                    // or at ZEROS (cs <= its length, checked); the weights from ob on
+                    // hold cs rows of co; the np pixels at stride ps from op are in this
+                    // row, and their channels ob..ob + 16 NB inside c0..c1.
                     if dst.c1 - ob >= 32 {
                         unsafe { tile::<P, 2>(&taps[..nt], g.cs, wp, g.co, op, ps, np, ob, &store) };
                         ob += 32;
@@ -186,6 +220,12 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
 /// P pixels x NB*16 channels: out[p][j] (+)= sum_taps sum_c src[p][c] * w[c][j].
 /// Output pixel p is at `out + p * ps`. Not inlined: its register allocation
 /// (P x NB accumulators, P source pointers) must not compete with the caller's.
+///
+/// # Safety
+/// AVX-512 code under the caller's proof. Each tap's P pointers have `cs`
+/// readable values, `w + t.w` has cs rows of `co` from which NB*16 are read,
+/// the np pixels at `out + p * ps` have NB*16 writable values, and the
+/// epilogue's affine vectors and residual rows cover channels `ob..ob + 16 NB`.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const P: usize, const NB: usize>(
@@ -201,6 +241,8 @@ unsafe fn tile<const P: usize, const NB: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); NB]; P];
     for t in taps {
+        // SAFETY (this loop): tap offsets, rows c < cs and lanes 16 j < 16 NB are the
+        // bounds of this function's contract.
         let wt = unsafe { w.add(t.w) };
         for c in 0..cs {
             let mut wv = [_mm512_setzero_ps(); NB];
@@ -216,6 +258,8 @@ unsafe fn tile<const P: usize, const NB: usize>(
         }
     }
     let affine = store.epi.affine.map(|(s, t)| (s.as_ptr(), t.as_ptr()));
+    // SAFETY (this loop): pixels p < np, channels ch..ch + 16 inside ob..ob + 16 NB:
+    // this function's contract; residual rows are read only below their length.
     for (p, a) in acc.iter().enumerate().take(np) {
         for (j, v) in a.iter().enumerate() {
             let (dst, ch) = (unsafe { out.add(p * ps + 16 * j) }, ob + 16 * j);
@@ -241,12 +285,17 @@ unsafe fn tile<const P: usize, const NB: usize>(
 
 /// P = 8 pixels x all `co` channels, plain stores (the Winograd GEMM step):
 /// out[p][:] = sum_taps sum_c src[p][c] * w[c][:], pixel p at `out + p * co`.
+///
+/// # Safety
+/// Called from AVX-512 code only (the caller's proof covers this); each tap's
+/// pointers have `cs` values, `w` (cs x co) and `out` (np x co) are in bounds.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn tile_store(taps: &[Tap<8>], cs: usize, w: *const f32, co: usize, out: *mut f32, np: usize) {
     let epi = Epilogue::default();
     let store = Store::<8> { accumulate: false, epi: &epi, res: None };
     let mut ob = 0;
     while ob < co {
+        // SAFETY: this function's contract, for the channels ob..ob + 16 NB < co.
         unsafe {
             if co - ob >= 32 {
                 tile::<8, 2>(taps, cs, w.add(ob), co, out.add(ob), co, np, ob, &store);
@@ -272,10 +321,13 @@ struct Store<'s, 'e, const P: usize> {
 /// x: (h, w, cin), dy: (oh, ow, cout), cout a multiple of 16.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; slices must match the geometry.
+/// The CPU's features are proven by `cpu`. The caller guarantees the slices
+/// match the geometry: x is (h, wd, cin), dy (oh, ow, cout) the output of a
+/// k x k / stride / pad convolution of x, dw (k, k, cin, cout); cout a multiple of 16.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn wgrad_image(
+    cpu: Avx512Cpu,
     k: usize,
     stride: usize,
     pad: usize,
@@ -285,7 +337,9 @@ pub unsafe fn wgrad_image(
     (oh, ow, cout): (usize, usize, usize),
     dw: &mut [f32],
 ) {
-    debug_assert!(cout % 16 == 0);
+    let _ = cpu;
+    assert!(cout.is_multiple_of(16), "weight gradient: {cout} output channels");
+    assert!(x.len() >= h * wd * cin && dy.len() >= oh * ow * cout && dw.len() >= k * k * cin * cout);
     let g = Gather { k, stride, pad, transposed: false, sh: h, sw: wd, cs: cin, oh, ow, co: cout };
     for kh in 0..k {
         // output rows whose source row is inside the image
@@ -305,6 +359,9 @@ pub unsafe fn wgrad_image(
                 while ob < cout {
                     let nb = if cout - ob >= 32 { 2 } else { 1 };
                     let dst = &mut dw[tap + i * cout + ob..];
+                    // SAFETY: `cpu` proves the features; the span's pixels are inside
+                    // the image (x, dy as this function's contract), rows i..i + r < cin
+                    // and channels ob..ob + 16 nb <= cout of `dst`.
                     unsafe {
                         match (r, nb) {
                             (8, 2) => wtile::<8, 2>(&span, x, dy, i, ob, dst),
@@ -336,6 +393,11 @@ struct Span<'a> {
     cout: usize,
 }
 
+/// dst[r][j] += the span's sum of x[pixel][i0 + r] * dy[pixel][ob + 16 j..].
+///
+/// # Safety
+/// AVX-512 code under the caller's proof; the span's pixels are inside x and dy,
+/// i0 + R <= cin, ob + 16 NB <= cout, and dst has R rows of cout from its start.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn wtile<const R: usize, const NB: usize>(
@@ -348,6 +410,8 @@ unsafe fn wtile<const R: usize, const NB: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); NB]; R];
     let (xp, dp) = (x.as_ptr(), dy.as_ptr());
+    // SAFETY (this function): the span's rows and columns, R input channels from
+    // i0 and NB*16 output channels from ob: this function's contract.
     for &(y, sy) in s.ys {
         let mut xo = unsafe { xp.add((sy * s.sw + s.sx0) * s.cin + i0) };
         let mut d = unsafe { dp.add((y * s.ow + s.lo) * s.cout + ob) };

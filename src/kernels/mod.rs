@@ -1,67 +1,23 @@
 //! Hot loops behind the layers, with run-time dispatch: an AVX-512 path
 //! (stable `std::arch` intrinsics) where the CPU has it, and the portable
 //! loops in `ops/` everywhere else. The path is chosen once per network
-//! (`Path::detect`) and can be forced (`RESNET_KERNELS=portable`, or
-//! `Net::path` in tests) so that both are tested against the same tolerances.
+//! (`KernelPath::detect`) and can be forced (`RESNET_KERNELS=portable`, or
+//! `Net::set_kernel_path` in tests) so that both are tested against the same
+//! tolerances. A path that runs AVX-512 code carries the proof that the CPU
+//! has it (dispatch.rs), so choosing one is safe and the kernels take the proof.
+//!
+//! A leaf: the kernels import only `shape::Dims` from the rest of the crate;
+//! ops/conv.rs splits their work across threads.
 
 #[cfg(target_arch = "x86_64")]
-pub mod avx512;
+pub(crate) mod avx512;
+mod dispatch;
 #[cfg(target_arch = "x86_64")]
-pub mod winograd;
+pub(crate) mod winograd;
 
-use crate::par::Dims;
+pub use dispatch::{AVX512_FEATURES, Avx512Cpu, CpuFeatures, KernelKind, KernelPath, KernelsError};
 
-/// Which implementation of the hot loops runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
-    /// Auto-vectorised Rust, any CPU.
-    Portable,
-    /// AVX-512F register-blocked micro-kernels, direct convolution (x86-64 only).
-    Avx512,
-    /// `Avx512` plus Winograd F(2x2, 3x3) for 3x3 / stride-1 convolutions (the default).
-    Winograd,
-}
-
-impl Path {
-    /// The fastest path this CPU supports, unless `RESNET_KERNELS` names
-    /// another (`portable`, `avx512` = direct convolutions only, `winograd`).
-    pub fn detect() -> Path {
-        let best = Self::best_supported();
-        match std::env::var("RESNET_KERNELS").map(|v| v.to_ascii_lowercase()).as_deref() {
-            Ok("portable") => Path::Portable,
-            Ok("avx512") if best.simd() => Path::Avx512,
-            _ => best,
-        }
-    }
-
-    /// The fastest path this CPU supports.
-    pub fn best_supported() -> Path {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            return Path::Winograd;
-        }
-        Path::Portable
-    }
-
-    /// Whether this path runs the AVX-512 kernels.
-    pub fn simd(self) -> bool {
-        self != Path::Portable
-    }
-
-    /// Every path this CPU can run (for tests).
-    pub fn all_supported() -> Vec<Path> {
-        if Self::best_supported().simd() {
-            vec![Path::Portable, Path::Avx512, Path::Winograd]
-        } else {
-            vec![Path::Portable]
-        }
-    }
-}
+use crate::shape::Dims;
 
 /// The shortcut of a residual block as the fused add reads it: identity, or
 /// option A (stride-s subsampling, channels beyond the input's are zero).
@@ -74,6 +30,14 @@ pub enum ShortcutSrc<'a> {
 }
 
 impl<'a> ShortcutSrc<'a> {
+    /// Channels of each row [`ShortcutSrc::row`] returns for an output of `c` channels.
+    pub fn channels(&self, c: usize) -> usize {
+        match self {
+            ShortcutSrc::Identity(_) => c,
+            ShortcutSrc::PadA { xd, .. } => xd.c,
+        }
+    }
+
     /// The shortcut values for output pixel `row` (= (n*OH + oh)*OW + ow) of
     /// a block output with `c` channels. May be shorter than `c`: the rest are zero.
     #[inline]
@@ -102,6 +66,17 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// Whether the AVX-512 stores may apply this epilogue to outputs of `c`
+    /// channels: they read the affine vectors and the residual rows 16 lanes
+    /// at a time, so the former must cover `c` and the latter have a multiple
+    /// of 16 channels (option A's inputs in every ResNet: 16, 32, 64). Where
+    /// not, the portable loops run.
+    pub fn fits_simd(&self, c: usize) -> bool {
+        let affine = self.affine.is_none_or(|(s, t)| s.len() >= c && t.len() >= c);
+        let residual = self.residual.is_none_or(|r| r.channels(c).is_multiple_of(16));
+        affine && residual
+    }
+
     /// Apply to the pixels `first_pixel..` of `rows` (c channels each) — the portable form.
     pub fn apply(&self, first_pixel: usize, rows: &mut [f32], c: usize) {
         for (i, px) in rows.chunks_exact_mut(c).enumerate() {
@@ -121,30 +96,17 @@ impl Epilogue<'_> {
 /// Zeros that padded taps read from (longer than any channel count we run).
 pub static ZEROS: [f32; 4096] = [0.0; 4096];
 
-impl Path {
-    /// `detect()`, computed once per process.
-    pub fn cached() -> Path {
-        static P: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
-        *P.get_or_init(Path::detect)
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Run `f` compiled for AVX-512 where the CPU has it: the closure is inlined
-/// into a `#[target_feature]` function, so its loops auto-vectorise with
-/// 16-lane registers. The arithmetic is the same source, and the compiler
-/// never reassociates float operations, so both builds give identical bits.
-#[inline(always)]
-pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if Path::cached().simd() {
-        // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F/BW/DQ/VL.
-        return unsafe { with_avx512(f) };
+    #[test]
+    fn the_simd_store_takes_only_epilogues_it_can_read_in_16_lanes() {
+        let (s, x) = ([1.0f32; 32], [0.0f32; 2 * 4 * 4 * 24]);
+        let pad_a = |c| ShortcutSrc::PadA { x: &x, xd: Dims::new(2, 4, 4, c), yd: Dims::new(2, 2, 2, 32), stride: 2 };
+        assert!(Epilogue::default().fits_simd(32));
+        assert!(Epilogue { affine: Some((&s, &s)), residual: Some(pad_a(16)), relu: true }.fits_simd(32));
+        assert!(!Epilogue { affine: Some((&s[..16], &s)), ..Default::default() }.fits_simd(32));
+        assert!(!Epilogue { residual: Some(pad_a(24)), ..Default::default() }.fits_simd(32));
     }
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
 }

@@ -14,50 +14,52 @@
 //! the kernel rotated by 180 degrees and transposed (see conv.rs).
 //! Float32 error: about 2e-7 relative, like the direct form (shared/notes).
 
+//!
+//! Safety: as in avx512.rs, the public entry points take the [`Avx512Cpu`]
+//! proof and the private functions run only under them; each `unsafe` block
+//! is left with the memory argument.
+
 #![allow(clippy::too_many_arguments)]
 #![allow(clippy::needless_range_loop)] // register blocks are indexed on purpose
 
 use super::avx512::{Tap, tile_store};
-use super::{Epilogue, ZEROS};
+use super::{Avx512Cpu, Epilogue, ZEROS};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 /// Tiles per block (the micro-kernel's "pixels").
 const T: usize = 8;
 
-/// `U[pos][ci][co] = (G g G^T)[pos]` for every (ci, co); w is HWIO (3, 3, cin, cout).
-/// Vectorised over co, parallel over ci.
-pub fn transform_weights(w: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
+/// `U[pos][ci][co] = (G g G^T)[pos]` for one input channel `ci` and every
+/// co, into `u_rows[pos]` (the rows `U[pos][ci][..]`, `cout` values each);
+/// w is HWIO (3, 3, cin, cout). Vectorised over co; the caller runs the
+/// input channels in parallel (ops/conv.rs).
+pub fn transform_weights_of_channel(w: &[f32], cin: usize, cout: usize, ci: usize, u_rows: [&mut [f32]; 16]) {
     debug_assert_eq!(w.len(), 9 * cin * cout);
-    debug_assert_eq!(u.len(), 16 * cin * cout);
-    let base = crate::par::SyncPtr(u.as_mut_ptr());
-    crate::par::for_each_index(cin, |ci| {
-        let g = |kh: usize, kw: usize| &w[((kh * 3 + kw) * cin + ci) * cout..][..cout];
-        // SAFETY: task ci writes only the rows u[pos][ci][..] (disjoint across tasks).
-        let row = |pos: usize| unsafe { std::slice::from_raw_parts_mut(base.get().add((pos * cin + ci) * cout), cout) };
-        // G g (4 x 3 rows over co), then (G g) G^T (4 x 4)
-        let mut gg = vec![0.0f32; 12 * cout];
-        for c in 0..3 {
-            let (a, b, d) = (g(0, c), g(1, c), g(2, c));
-            for o in 0..cout {
-                gg[c * cout + o] = a[o];
-                gg[(3 + c) * cout + o] = 0.5 * (a[o] + b[o] + d[o]);
-                gg[(6 + c) * cout + o] = 0.5 * (a[o] - b[o] + d[o]);
-                gg[(9 + c) * cout + o] = d[o];
-            }
+    let g = |kh: usize, kw: usize| &w[((kh * 3 + kw) * cin + ci) * cout..][..cout];
+    // G g (4 x 3 rows over co), then (G g) G^T (4 x 4)
+    let mut gg = vec![0.0f32; 12 * cout];
+    for c in 0..3 {
+        let (a, b, d) = (g(0, c), g(1, c), g(2, c));
+        for o in 0..cout {
+            gg[c * cout + o] = a[o];
+            gg[(3 + c) * cout + o] = 0.5 * (a[o] + b[o] + d[o]);
+            gg[(6 + c) * cout + o] = 0.5 * (a[o] - b[o] + d[o]);
+            gg[(9 + c) * cout + o] = d[o];
         }
-        for r in 0..4 {
-            let (a, b, d) =
-                (&gg[(3 * r) * cout..][..cout], &gg[(3 * r + 1) * cout..][..cout], &gg[(3 * r + 2) * cout..][..cout]);
-            let (u0, u1, u2, u3) = (row(r * 4), row(r * 4 + 1), row(r * 4 + 2), row(r * 4 + 3));
-            for o in 0..cout {
-                u0[o] = a[o];
-                u1[o] = 0.5 * (a[o] + b[o] + d[o]);
-                u2[o] = 0.5 * (a[o] - b[o] + d[o]);
-                u3[o] = d[o];
-            }
+    }
+    let mut u_rows = u_rows;
+    for (r, quad) in u_rows.chunks_exact_mut(4).enumerate() {
+        let (a, b, d) =
+            (&gg[(3 * r) * cout..][..cout], &gg[(3 * r + 1) * cout..][..cout], &gg[(3 * r + 2) * cout..][..cout]);
+        let [u0, u1, u2, u3] = quad else { unreachable!("chunks of 4") };
+        for o in 0..cout {
+            u0[o] = a[o];
+            u1[o] = 0.5 * (a[o] + b[o] + d[o]);
+            u2[o] = 0.5 * (a[o] - b[o] + d[o]);
+            u3[o] = d[o];
         }
-    });
+    }
 }
 
 /// Geometry: source (h, w, cin) per image, destination (h, w, cout): same size.
@@ -92,9 +94,13 @@ thread_local! {
 /// `u`: transformed weights.
 ///
 /// # Safety
-/// AVX-512F required; tasks must write disjoint tiles; slices match `g`.
+/// The CPU's features are proven by `cpu`. The caller guarantees the memory:
+/// `src` is (n, h, w, cin) and `out` points at an (n, h, w, cout) tensor of
+/// which no other task writes these tiles. Channel counts, u's length and the
+/// epilogue ([`Epilogue::fits_simd`]) are checked here.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn tiles(
+    cpu: Avx512Cpu,
     g: &Wino,
     u: &[f32],
     src: &[f32],
@@ -103,7 +109,11 @@ pub unsafe fn tiles(
     accumulate: bool,
     epi: &Epilogue,
 ) {
+    let _ = cpu;
     let (cin, cout) = (g.cin, g.cout);
+    assert!(cin.is_multiple_of(16) && cout.is_multiple_of(16) && cin <= ZEROS.len(), "winograd: {cin} -> {cout}");
+    assert!(u.len() >= 16 * cin * cout, "winograd: transformed weights");
+    assert!(epi.fits_simd(cout), "winograd: epilogue does not fit {cout} channels");
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let need = 16 * T * (cin + cout);
@@ -114,6 +124,9 @@ pub unsafe fn tiles(
         let mut t0 = tiles.start;
         while t0 < tiles.end {
             let nt = T.min(tiles.end - t0);
+            // SAFETY (this loop): `cpu` proves the features; v (16 T cin), m (16 T cout)
+            // and u (16 cin cout, checked) have the sizes the GEMMs and transforms
+            // index; src and out are this function's contract.
             unsafe { input_transform(g, src, t0, nt, v) };
             // 16 GEMMs: M[pos][t][:] = V[pos][t][:] . U[pos]
             let (vp, up, mp) = (v.as_ptr(), u.as_ptr(), m.as_mut_ptr());
@@ -145,9 +158,14 @@ pub unsafe fn tiles(
 /// of a block (tiles past the block's end compute harmless leftovers), with
 /// the channel count a constant so that every broadcast is one address
 /// register plus an immediate offset. Returns true (it handled the block).
+///
+/// # Safety
+/// AVX-512 code under the caller's proof; v is 16 x T x CIN, u 16 x CIN x cout,
+/// m 16 x T x cout, cout a multiple of 16.
 #[target_feature(enable = "avx512f")]
 unsafe fn wgemm<const CIN: usize>(v: *const f32, u: *const f32, m: *mut f32, cout: usize) -> bool {
     for pos in 0..16 {
+        // SAFETY (this loop): positions, channel blocks ob < cout: the sizes in the contract.
         let (vp, up, mp) = unsafe { (v.add(pos * T * CIN), u.add(pos * CIN * cout), m.add(pos * T * cout)) };
         let mut ob = 0;
         while ob < cout {
@@ -166,10 +184,15 @@ unsafe fn wgemm<const CIN: usize>(v: *const f32, u: *const f32, m: *mut f32, cou
 }
 
 /// T tiles x NB*16 output channels of one position.
+///
+/// # Safety
+/// AVX-512 code under the caller's proof; v is T x CIN, u has CIN rows of cout
+/// from which NB*16 are read, m has T rows of cout with NB*16 writable.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
 unsafe fn wblock<const CIN: usize, const NB: usize>(v: *const f32, u: *const f32, cout: usize, m: *mut f32) {
     let mut acc = [[_mm512_setzero_ps(); NB]; T];
+    // SAFETY (this function): rows c < CIN, tiles t < T, lanes 16 j < 16 NB: the contract.
     for c in 0..CIN {
         let mut w = [_mm512_setzero_ps(); NB];
         for (j, wv) in w.iter_mut().enumerate() {
@@ -190,12 +213,20 @@ unsafe fn wblock<const CIN: usize, const NB: usize>(v: *const f32, u: *const f32
 }
 
 /// V[pos][t][ci] = (B^T d B)[pos] of the 4x4 patch of tile t (zero outside the image).
+///
+/// # Safety
+/// As [`input_transform_n`].
 #[target_feature(enable = "avx512f")]
 unsafe fn input_transform(g: &Wino, src: &[f32], t0: usize, nt: usize, v: &mut [f32]) {
+    // SAFETY: this function's contract.
     unsafe { input_transform_n::<T>(g, src, t0, nt, v) }
 }
 
 /// `input_transform` for blocks of `TB` tiles.
+///
+/// # Safety
+/// AVX-512 code under the caller's proof; src is (n, h, w, cin) with the tiles'
+/// images, cin a multiple of 16, v 16 x TB x cin, nt <= TB.
 #[target_feature(enable = "avx512f")]
 unsafe fn input_transform_n<const TB: usize>(g: &Wino, src: &[f32], t0: usize, nt: usize, v: &mut [f32]) {
     let cin = g.cin;
@@ -217,6 +248,7 @@ unsafe fn input_transform_n<const TB: usize>(g: &Wino, src: &[f32], t0: usize, n
             let mut d = [zero; 16];
             for (i, p) in ptrs.iter().enumerate() {
                 if !p.is_null() {
+                    // SAFETY: p starts a pixel of cin values (a checked slice index), cv + 16 <= cin.
                     d[i] = unsafe { _mm512_loadu_ps(p.add(cv)) };
                 }
             }
@@ -234,6 +266,7 @@ unsafe fn input_transform_n<const TB: usize>(g: &Wino, src: &[f32], t0: usize, n
                 let (e0, e1, e2, e3) = (b[4 * r], b[4 * r + 1], b[4 * r + 2], b[4 * r + 3]);
                 let vals = [_mm512_sub_ps(e0, e2), _mm512_add_ps(e1, e2), _mm512_sub_ps(e2, e1), _mm512_sub_ps(e1, e3)];
                 for (c, val) in vals.iter().enumerate() {
+                    // SAFETY: a checked slice start, 16 values before the row of cin ends.
                     unsafe { _mm512_storeu_ps(v[((r * 4 + c) * TB + t) * cin + cv..].as_mut_ptr(), *val) };
                 }
             }
@@ -242,6 +275,11 @@ unsafe fn input_transform_n<const TB: usize>(g: &Wino, src: &[f32], t0: usize, n
 }
 
 /// The 2x2 outputs of each tile: A^T m A, then accumulate / epilogue, stored.
+///
+/// # Safety
+/// AVX-512 code under the caller's proof; m is 16 x T x cout, out an
+/// (n, h, w, cout) tensor holding the tiles, cout a multiple of 16, and the
+/// epilogue fits (`Epilogue::fits_simd`).
 #[target_feature(enable = "avx512f")]
 unsafe fn output_transform(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt: usize, accumulate: bool, epi: &Epilogue) {
     let cout = g.cout;
@@ -252,6 +290,7 @@ unsafe fn output_transform(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt: us
         for cv in (0..cout).step_by(16) {
             let mut mm = [_mm512_setzero_ps(); 16];
             for (pos, v) in mm.iter_mut().enumerate() {
+                // SAFETY: a checked slice start, cv + 16 <= cout.
                 *v = unsafe { _mm512_loadu_ps(m[(pos * T + t) * cout + cv..].as_ptr()) };
             }
             // A^T m: 2x4
@@ -270,6 +309,9 @@ unsafe fn output_transform(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt: us
                         continue;
                     }
                     let pixel = (n * g.h + y) * g.w + x;
+                    // SAFETY (to the store): the pixel is inside the image (y < h, x < w),
+                    // channels cv..cv + 16 <= cout of it, of `out` and of the affine
+                    // vectors; residual rows are read below their length, a multiple of 16.
                     let dst = unsafe { out.add(pixel * cout + cv) };
                     let mut val = *yv;
                     if accumulate {
@@ -306,15 +348,29 @@ const TW: usize = 32;
 /// Accumulate dU (16 x cin x cout) over the tiles `tiles` of x (source) and dy.
 ///
 /// # Safety
-/// AVX-512F required; slices match `g` (x: (n, h, w, cin), dy: (n, h, w, cout)).
+/// The CPU's features are proven by `cpu`. The caller guarantees the slices
+/// match `g`: x is (n, h, w, cin), dy (n, h, w, cout) with n images covering
+/// `tiles`. Channel counts and du's length are checked here.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn weight_grad_tiles(g: &Wino, x: &[f32], dy: &[f32], tiles: std::ops::Range<usize>, du: &mut [f32]) {
+pub unsafe fn weight_grad_tiles(
+    cpu: Avx512Cpu,
+    g: &Wino,
+    x: &[f32],
+    dy: &[f32],
+    tiles: std::ops::Range<usize>,
+    du: &mut [f32],
+) {
+    let _ = cpu;
     let (cin, cout) = (g.cin, g.cout);
+    assert!(cin.is_multiple_of(16) && cout.is_multiple_of(16), "winograd weight gradient: {cin} -> {cout}");
+    assert!(du.len() >= 16 * cin * cout, "winograd weight gradient: dU");
     let mut v = vec![0.0f32; 16 * TW * cin];
     let mut z = vec![0.0f32; 16 * TW * cout];
     let mut t0 = tiles.start;
     while t0 < tiles.end {
         let nt = TW.min(tiles.end - t0);
+        // SAFETY: `cpu` proves the features; v and z have the sizes the transforms
+        // index, x and dy are this function's contract.
         unsafe {
             input_transform_n::<TW>(g, x, t0, nt, &mut v);
             grad_transform(g, dy, t0, nt, &mut z);
@@ -325,6 +381,8 @@ pub unsafe fn weight_grad_tiles(g: &Wino, x: &[f32], dy: &[f32], tiles: std::ops
             for ci in (0..cin).step_by(8) {
                 let mut ob = 0;
                 while ob < cout {
+                    // SAFETY: rows ci..ci + 8 <= cin (a multiple of 16), channels
+                    // ob..ob + 16 NB <= cout, nt <= TW tiles of v, z and dup's sizes.
                     unsafe {
                         if cout - ob >= 32 {
                             outer::<2>(vp, zp, cin, cout, ci, ob, nt, dup);
@@ -342,6 +400,10 @@ pub unsafe fn weight_grad_tiles(g: &Wino, x: &[f32], dy: &[f32], tiles: std::ops
 }
 
 /// du[ci..ci+8][ob..ob+16NB] += sum over nt tiles of v[t][ci + r] * z[t][ob..].
+///
+/// # Safety
+/// AVX-512 code under the caller's proof; v is nt x cin, z nt x cout, du cin x
+/// cout, ci + 8 <= cin, ob + 16 NB <= cout.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
 unsafe fn outer<const NB: usize>(
@@ -356,6 +418,7 @@ unsafe fn outer<const NB: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); NB]; 8];
     let (vp, zp) = (v.as_ptr(), z.as_ptr());
+    // SAFETY (this function): tiles t < nt, rows ci + r, channels ob + 16 j: the contract.
     for t in 0..nt {
         let mut zv = [_mm512_setzero_ps(); NB];
         for (j, val) in zv.iter_mut().enumerate() {
@@ -377,6 +440,10 @@ unsafe fn outer<const NB: usize>(
 }
 
 /// Z[pos][t][co] = (A dY A^T)[pos] of the 2x2 gradient tile t (zero past the edges).
+///
+/// # Safety
+/// AVX-512 code under the caller's proof; dy is (n, h, w, cout) with the
+/// tiles' images, cout a multiple of 16, z 16 x TW x cout, nt <= TW.
 #[target_feature(enable = "avx512f")]
 unsafe fn grad_transform(g: &Wino, dy: &[f32], t0: usize, nt: usize, z: &mut [f32]) {
     let cout = g.cout;
@@ -396,6 +463,7 @@ unsafe fn grad_transform(g: &Wino, dy: &[f32], t0: usize, nt: usize, z: &mut [f3
             let mut d = [zero; 4];
             for (i, p) in ptrs.iter().enumerate() {
                 if !p.is_null() {
+                    // SAFETY: p starts a pixel of cout values (a checked slice index), cv + 16 <= cout.
                     d[i] = unsafe { _mm512_loadu_ps(p.add(cv)) };
                 }
             }
@@ -413,6 +481,7 @@ unsafe fn grad_transform(g: &Wino, dy: &[f32], t0: usize, nt: usize, z: &mut [f3
                 let (e0, e1) = (a[2 * r], a[2 * r + 1]);
                 let vals = [e0, _mm512_add_ps(e0, e1), _mm512_sub_ps(e0, e1), _mm512_sub_ps(zero, e1)];
                 for (c, val) in vals.iter().enumerate() {
+                    // SAFETY: a checked slice start, 16 values before the row of cout ends.
                     unsafe { _mm512_storeu_ps(z[((r * 4 + c) * TW + t) * cout + cv..].as_mut_ptr(), *val) };
                 }
             }

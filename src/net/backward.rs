@@ -5,11 +5,11 @@
 //! output = BN input), t2 (a unit's output / the shortcut's dz), t3 (a
 //! projection's conv output).
 
-use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan};
+use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
 use crate::ops::bn;
 use crate::ops::{pool, shortcut};
-use crate::par::Dims;
 use crate::profile::{self, Op};
+use crate::shape::Dims;
 
 #[allow(clippy::too_many_arguments)]
 /// BN (+act) backward of a unit: dy at the unit output -> t1 = dL/d(pre).
@@ -82,7 +82,7 @@ struct ConvScratch<'a> {
     wt: &'a mut [f32],
     /// per-task weight-gradient partial sums
     partials: &'a mut [Vec<f32>],
-    path: crate::kernels::Path,
+    path: crate::kernels::KernelPath,
 }
 
 /// Gradient scratch t1..t3 and the kernels' scratch.
@@ -175,7 +175,7 @@ impl Net {
             Some(&mut dfeat[..n * fin]),
         );
         let (mut iy, mut ix) = (0usize, 1usize);
-        let last = Dims { n, ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd) };
+        let last = Dims { n, ..plan.block_input_dims(blocks.len()) };
         pool::gap_backward(&dfeat[..n * fin], last, &mut g[iy][..last.len()]);
         let (gbufs, rest) = g.split_at_mut(2);
         let (t1, rest) = rest.split_at_mut(1);
@@ -187,11 +187,7 @@ impl Net {
             k: ConvScratch { wt, partials, path: *path },
         };
         for i in (0..blocks.len()).rev() {
-            let x: &[f32] = match i.checked_sub(1) {
-                Some(p) => &blocks[p].units.last().unwrap().out,
-                None if plan.pool.is_some() => pool_out,
-                None => &stem.out,
-            };
+            let x = block_input(plan.pool.is_some(), stem, pool_out, &blocks[..i]);
             let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
             block_backward(&plan.blocks[i], &blocks[i], params, grads, x, n, gy, gx, &mut s);
             std::mem::swap(&mut iy, &mut ix);

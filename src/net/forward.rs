@@ -1,13 +1,13 @@
 //! Forward pass: stem -> [max pool] -> blocks -> global average pool -> fc.
 
-use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan};
-use crate::kernels::{Epilogue, Path};
+use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
+use crate::kernels::{Epilogue, KernelPath};
 use crate::ops::bn::{self, Act, BnParams};
 use crate::ops::loss::{self, LossOut};
 use crate::ops::pool;
 use crate::ops::shortcut::ShortcutSrc;
-use crate::par::Dims;
 use crate::profile::{self, Op};
+use crate::shape::Dims;
 
 #[allow(clippy::too_many_arguments)]
 /// conv -> BN (batch or running statistics) -> act [with the shortcut added].
@@ -15,7 +15,7 @@ use crate::profile::{self, Op};
 pub(crate) fn unit_forward(
     u: &UnitPlan,
     b: &mut UnitBufs,
-    (params, stats, path): (&[f32], &mut [f32], Path),
+    (params, stats, path): (&[f32], &mut [f32], KernelPath),
     x: &[f32],
     n: usize,
     train: bool,
@@ -44,7 +44,7 @@ pub(crate) fn unit_forward(
 fn block_forward(
     bp: &super::plan::BlockPlan,
     bb: &mut BlockBufs,
-    (params, stats, path): (&[f32], &mut [f32], Path),
+    (params, stats, path): (&[f32], &mut [f32], KernelPath),
     x: &[f32],
     n: usize,
     train: bool,
@@ -90,18 +90,11 @@ impl Net {
         }
         for i in 0..blocks.len() {
             let (before, rest) = blocks.split_at_mut(i);
-            let x: &[f32] = match before.last() {
-                Some(prev) => &prev.units.last().unwrap().out,
-                None if plan.pool.is_some() => pool_out,
-                None => &stem.out,
-            };
+            let x = block_input(plan.pool.is_some(), stem, pool_out, before);
             block_forward(&plan.blocks[i], &mut rest[0], (params, stats, path), x, n, train);
         }
-        let last = Dims { n, ..plan.blocks.last().map(|b| b.yd).unwrap_or(plan.stem.yd) };
-        let out: &[f32] = match blocks.last() {
-            Some(b) => &b.units.last().unwrap().out,
-            None => &stem.out,
-        };
+        let last = Dims { n, ..plan.block_input_dims(blocks.len()) };
+        let out = block_input(plan.pool.is_some(), stem, pool_out, blocks);
         let (fin, fout) = (plan.fc.fin, plan.fc.fout);
         pool::gap_forward(&out[..last.len()], last, &mut feat[..n * fin]);
         plan.fc.forward(
@@ -127,12 +120,9 @@ impl Net {
 
     /// The final feature map of the last forward (before global average pooling): (n, H', W', C).
     pub fn feature_map(&self, n: usize) -> (&[f32], Dims) {
-        let d = Dims { n, ..self.plan.blocks.last().map(|b| b.yd).unwrap_or(self.plan.stem.yd) };
-        let out: &[f32] = match self.blocks.last() {
-            Some(b) => &b.units.last().expect("a block has units").out,
-            None => &self.stem.out,
-        };
-        (&out[..d.len()], d)
+        let last = self.blocks.len();
+        let d = Dims { n, ..self.plan.block_input_dims(last) };
+        (&self.block_input(last)[..d.len()], d)
     }
 
     /// The fully-convolutional form: the fc applied at every position of the final feature map,

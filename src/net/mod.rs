@@ -16,8 +16,9 @@ mod forward;
 pub mod plan;
 
 use crate::arch::ArchSpec;
+use crate::kernels::KernelPath;
 use crate::ops::bn::BnSaved;
-use crate::par::Dims;
+use crate::shape::Dims;
 pub use plan::{ParamKind, Plan, ShortcutPlan, TensorInfo, UnitPlan};
 
 /// Activation buffers of one unit.
@@ -76,8 +77,9 @@ pub struct Net {
     /// batch capacity
     pub batch: usize,
     pub train: bool,
-    /// which kernels run (the fastest this CPU supports unless forced)
-    pub path: crate::kernels::Path,
+    /// which kernels run (the fastest this CPU supports unless forced); private
+    /// so that it changes only to another checked path (`set_kernel_path`)
+    path: KernelPath,
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
     /// BN running mean / var
@@ -99,6 +101,22 @@ pub struct Net {
     /// scratch: transposed conv weights, per-task weight-gradient partials
     pub(crate) wt: Vec<f32>,
     pub(crate) partials: Vec<Vec<f32>>,
+}
+
+/// The input of block `i` (see [`Net::block_input`]) from the buffers before
+/// it, `earlier` = the blocks `..i`: the one rule, also for the passes that
+/// hold block i's buffers mutably.
+pub(crate) fn block_input<'a>(
+    has_pool: bool,
+    stem: &'a UnitBufs,
+    pool_out: &'a [f32],
+    earlier: &'a [BlockBufs],
+) -> &'a [f32] {
+    match earlier.last() {
+        Some(prev) => &prev.units.last().expect("a block has units").out,
+        None if has_pool => pool_out,
+        None => &stem.out,
+    }
 }
 
 /// `pre` (the conv output BN normalises in training) only where backward needs it.
@@ -198,7 +216,7 @@ impl Net {
         let net = Net {
             batch,
             train,
-            path: crate::kernels::Path::cached(),
+            path: KernelPath::cached(),
             params: vec![0.0; plan.n_params],
             grads: vec![0.0; if train { plan.n_params } else { 0 }],
             stats: vec![0.0; plan.n_stats],
@@ -219,8 +237,28 @@ impl Net {
         Ok(net)
     }
 
+    /// Which kernels this network runs.
+    pub fn kernel_path(&self) -> KernelPath {
+        self.path
+    }
+
+    /// Run `path` from now on: every golden and gradient test runs each of
+    /// [`KernelPath::all_supported`]. A `KernelPath` is one this CPU runs (see
+    /// kernels/dispatch.rs), so there is nothing left to check here.
+    pub fn set_kernel_path(&mut self, path: KernelPath) {
+        self.path = path;
+    }
+
     pub fn spec(&self) -> &ArchSpec {
         &self.plan.spec
+    }
+
+    /// The input of block `i` in the last forward: the max pool's output (or
+    /// the stem's) for the first block, the previous block's output after;
+    /// `i == blocks.len()` is the last block's output, the final feature map.
+    /// The whole buffer (batch capacity); per image of shape `plan.block_input_dims(i)`.
+    pub fn block_input(&self, i: usize) -> &[f32] {
+        block_input(self.plan.pool.is_some(), &self.stem, &self.pool_out, &self.blocks[..i])
     }
 
     /// Shape of the input for `n` images.

@@ -9,7 +9,7 @@ use crate::ops::bn::Act;
 use crate::ops::conv::Conv;
 use crate::ops::fc::Fc;
 use crate::ops::pool::MaxPool;
-use crate::par::Dims;
+use crate::shape::Dims;
 
 /// What a parameter is, and how it is laid out in our flat buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,6 +222,17 @@ impl Plan {
                 _ => None,
             })
         }))
+    }
+
+    /// Shape (one image) of the input of block `i`: the max pool's output (or
+    /// the stem's) for the first block, the previous block's output after;
+    /// `i == blocks.len()` is the last block's output, the final feature map.
+    /// The buffer is [`crate::net::Net::block_input`].
+    pub fn block_input_dims(&self, i: usize) -> Dims {
+        match i.checked_sub(1) {
+            Some(prev) => self.blocks[prev].yd,
+            None => self.pool.map_or(self.stem.yd, |(_, d)| d),
+        }
     }
 
     /// Forward multiply-adds for one image: convolutions + fc.

@@ -157,12 +157,12 @@ fn imagenet_basic_and_bottleneck_gradients() {
 /// which all paths agree on every ReLU mask.
 #[test]
 fn kernel_paths_give_the_same_gradients() {
-    use crate::kernels::Path;
+    use crate::kernels::KernelPath;
     for (a, hw) in [("resnet18", 64), ("resnet20", 32)] {
         let s = spec(a, ArchOptions { classes: Some(10), ..Default::default() });
-        let run = |path: Path, seed: u64| {
+        let run = |path: KernelPath, seed: u64| {
             let mut net = Net::new(&s, 4, hw, hw, true, 3).unwrap();
-            net.path = path;
+            net.set_kernel_path(path);
             let x = rand_vec(net.input.len(), seed);
             net.input.copy_from_slice(&x);
             net.forward(4, true);
@@ -174,18 +174,18 @@ fn kernel_paths_give_the_same_gradients() {
         };
         let seed = (5..15)
             .find(|&seed| {
-                let reference = masks(&run(Path::Portable, seed));
-                Path::all_supported()[1..].iter().all(|&p| masks(&run(p, seed)) == reference)
+                let reference = masks(&run(KernelPath::Portable, seed));
+                KernelPath::all_supported()[1..].iter().all(|&p| masks(&run(p, seed)) == reference)
             })
             .expect("no input without ReLU mask flips between paths in 10 seeds");
-        let grads = |path: Path| {
+        let grads = |path: KernelPath| {
             let mut net = run(path, seed);
             net.loss(&[1, 2, 3, 4]);
             net.backward(4);
             (net.logits.clone(), net.grads.clone())
         };
-        let (l0, g0) = grads(Path::Portable);
-        for &path in &Path::all_supported()[1..] {
+        let (l0, g0) = grads(KernelPath::Portable);
+        for &path in &KernelPath::all_supported()[1..] {
             let (l1, g1) = grads(path);
             let err = l0.iter().zip(&l1).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(err < 1e-4, "{a} {path:?} logits {err}");
@@ -197,6 +197,32 @@ fn kernel_paths_give_the_same_gradients() {
                 assert!(err <= 2e-5 * scale, "{a} {path:?} seed {seed} {}: {err} vs {scale}", t.name);
             }
         }
+    }
+}
+
+#[test]
+fn block_inputs_chain_the_pool_or_stem_and_the_blocks() {
+    for (a, hw) in [("resnet18", 64), ("resnet20", 32)] {
+        let s = spec(a, ArchOptions { classes: Some(10), ..Default::default() });
+        let mut net = Net::new(&s, 2, hw, hw, false, 1).unwrap();
+        let x = rand_vec(net.input.len(), 2);
+        net.input.copy_from_slice(&x);
+        net.forward(2, false);
+        let first = if net.plan.pool.is_some() { &net.pool_out } else { &net.stem.out };
+        assert!(std::ptr::eq(net.block_input(0), first.as_slice()), "{a}");
+        let last = net.blocks.len();
+        for i in 1..=last {
+            let prev = &net.blocks[i - 1].units.last().unwrap().out;
+            assert!(std::ptr::eq(net.block_input(i), prev.as_slice()), "{a} block {i}");
+            assert_eq!(net.plan.block_input_dims(i), net.plan.blocks[i - 1].yd);
+        }
+        for (i, b) in net.plan.blocks.iter().enumerate() {
+            assert_eq!(net.plan.block_input_dims(i), b.xd, "{a} block {i}");
+        }
+        // the final feature map is the input of the block after the last
+        let (fmap, d) = net.feature_map(2);
+        assert_eq!(d, Dims { n: 2, ..net.plan.block_input_dims(last) });
+        assert!(std::ptr::eq(fmap.as_ptr(), net.block_input(last).as_ptr()) && fmap.len() == d.len());
     }
 }
 

@@ -6,9 +6,9 @@
 //! mean/var updated with momentum 0.1 using the unbiased variance, as PyTorch
 //! does. Eval: running statistics.  x, y, dz: (M, C) with M = N*H*W.
 
-use super::Dims;
 use super::shortcut::ShortcutSrc;
 use crate::par;
+use crate::shape::Dims;
 
 pub const EPS: f32 = 1e-5;
 pub const MOMENTUM: f32 = 0.1;
@@ -52,25 +52,30 @@ pub fn forward_train(
     let c = xd.c;
     let m = xd.pixels();
     // one pass: sums and sums of squares, f32 within blocks of 64 rows, f64 across
-    let sums = par::reduce_rows(m, 2 * c, |rows, acc| {
-        let mut s = vec![0.0f32; 2 * c];
-        let mut count = 0;
-        for r in rows {
-            let xr = &x[r * c..(r + 1) * c];
-            let (s1, s2) = s.split_at_mut(c);
-            for ((a, b), v) in s1.iter_mut().zip(s2.iter_mut()).zip(xr) {
-                *a += v;
-                *b += v * v;
+    let sums = par::reduce_rows(
+        m,
+        2 * c,
+        #[inline(always)]
+        |rows, acc| {
+            let mut s = vec![0.0f32; 2 * c];
+            let mut count = 0;
+            for r in rows {
+                let xr = &x[r * c..(r + 1) * c];
+                let (s1, s2) = s.split_at_mut(c);
+                for ((a, b), v) in s1.iter_mut().zip(s2.iter_mut()).zip(xr) {
+                    *a += v;
+                    *b += v * v;
+                }
+                count += 1;
+                if count == 64 {
+                    acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+                    s.fill(0.0);
+                    count = 0;
+                }
             }
-            count += 1;
-            if count == 64 {
-                acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
-                s.fill(0.0);
-                count = 0;
-            }
-        }
-        acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
-    });
+            acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+        },
+    );
     saved.mean.resize(c, 0.0);
     saved.invstd.resize(c, 0.0);
     let mf = m as f64;
@@ -134,26 +139,43 @@ fn normalize(
     // y = x * scale + shift
     let (scale, shift) = affine(p, mean, invstd);
     assert_eq!(act == Act::AddRelu, shortcut.is_some(), "AddRelu needs a shortcut");
-    par::for_rows(y, c, 64, |first, chunk| {
-        for (r, yr) in chunk.chunks_exact_mut(c).enumerate() {
-            let row = first + r;
-            let xr = &x[row * c..(row + 1) * c];
-            for (((o, v), s), t) in yr.iter_mut().zip(xr).zip(&scale).zip(&shift) {
-                *o = v * s + t;
-            }
-            match act {
-                Act::None => {}
-                Act::Relu => yr.iter_mut().for_each(|o| *o = o.max(0.0)),
-                Act::AddRelu => {
-                    let src = shortcut.as_ref().unwrap().row(row, c);
-                    for (o, sv) in yr.iter_mut().zip(src) {
-                        *o += sv;
+    par::for_rows(
+        y,
+        c,
+        64,
+        #[inline(always)]
+        |first, chunk| {
+            for (r, yr) in chunk.chunks_exact_mut(c).enumerate() {
+                let row = first + r;
+                let xr = &x[row * c..(row + 1) * c];
+                // one pass over the row (one loop for the compiler to vectorise, not three)
+                let (sc, sh) = (&scale[..], &shift[..]);
+                match act {
+                    Act::None => affine_row(yr, xr, sc, sh).for_each(|(o, z)| *o = z),
+                    Act::Relu => affine_row(yr, xr, sc, sh).for_each(|(o, z)| *o = z.max(0.0)),
+                    Act::AddRelu => {
+                        // option A's shortcut may have fewer channels: the rest add nothing
+                        let src = shortcut.as_ref().unwrap().row(row, c);
+                        let n = src.len().min(c);
+                        let (with, without) = yr.split_at_mut(n);
+                        affine_row(with, xr, sc, sh).zip(src).for_each(|((o, z), sv)| *o = (z + sv).max(0.0));
+                        affine_row(without, &xr[n..], &sc[n..], &sh[n..]).for_each(|(o, z)| *o = z.max(0.0));
                     }
-                    yr.iter_mut().for_each(|o| *o = o.max(0.0));
                 }
             }
-        }
-    });
+        },
+    );
+}
+
+/// Each output of a row with its affine value `x * scale + shift`.
+#[inline(always)]
+fn affine_row<'a>(
+    yr: &'a mut [f32],
+    xr: &'a [f32],
+    scale: &'a [f32],
+    shift: &'a [f32],
+) -> impl Iterator<Item = (&'a mut f32, f32)> + 'a {
+    yr.iter_mut().zip(xr).zip(scale).zip(shift).map(|(((o, v), s), t)| (o, v * s + t))
 }
 
 // --------------------------------------------------------------- backward
@@ -181,27 +203,33 @@ pub fn backward(
     // pass 1: g = dy masked by the ReLU, written to dz (AddRelu) or to dx
     // (then transformed in place); sums of g and g * (x - mean) per channel
     let pass1 = |g_buf: &mut [f32]| {
-        par::reduce_rows_mut(g_buf, c, 2 * c, |first, chunk, acc| {
-            let mut s = vec![0.0f32; 2 * c];
-            for (r, gr) in chunk.chunks_exact_mut(c).enumerate() {
-                let row = first + r;
-                let (xr, dyr, yr) = (&x[row * c..][..c], &dy[row * c..][..c], &y[row * c..][..c]);
-                let (s1, s2) = s.split_at_mut(c);
-                for (((((g, d), yv), xv), mu), (a1, a2)) in
-                    gr.iter_mut().zip(dyr).zip(yr).zip(xr).zip(mean).zip(s1.iter_mut().zip(s2.iter_mut()))
-                {
-                    let v = if !masked || *yv > 0.0 { *d } else { 0.0 };
-                    *g = v;
-                    *a1 += v;
-                    *a2 += v * (xv - mu);
+        par::reduce_rows_mut(
+            g_buf,
+            c,
+            2 * c,
+            #[inline(always)]
+            |first, chunk, acc| {
+                let mut s = vec![0.0f32; 2 * c];
+                for (r, gr) in chunk.chunks_exact_mut(c).enumerate() {
+                    let row = first + r;
+                    let (xr, dyr, yr) = (&x[row * c..][..c], &dy[row * c..][..c], &y[row * c..][..c]);
+                    let (s1, s2) = s.split_at_mut(c);
+                    for (((((g, d), yv), xv), mu), (a1, a2)) in
+                        gr.iter_mut().zip(dyr).zip(yr).zip(xr).zip(mean).zip(s1.iter_mut().zip(s2.iter_mut()))
+                    {
+                        let v = if !masked || *yv > 0.0 { *d } else { 0.0 };
+                        *g = v;
+                        *a1 += v;
+                        *a2 += v * (xv - mu);
+                    }
+                    if r % 64 == 63 {
+                        acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+                        s.fill(0.0);
+                    }
                 }
-                if r % 64 == 63 {
-                    acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
-                    s.fill(0.0);
-                }
-            }
-            acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
-        })
+                acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+            },
+        )
     };
     // pass 2: dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) = a g + b x + o
     let mut coefficients = |sums: &[f64]| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -224,28 +252,40 @@ pub fn backward(
             let dz = &mut dz[..xd.len()];
             let coef = coefficients(&pass1(dz));
             let (dz, (a, b, o)) = (&*dz, &coef);
-            par::for_rows(dx, c, 64, |first, chunk| {
-                for (r, dxr) in chunk.chunks_exact_mut(c).enumerate() {
-                    let row = first + r;
-                    let (xr, gr) = (&x[row * c..][..c], &dz[row * c..][..c]);
-                    for (((((d, g), xv), a), b), o) in dxr.iter_mut().zip(gr).zip(xr).zip(a).zip(b).zip(o) {
-                        *d = a * g + b * xv + o;
+            par::for_rows(
+                dx,
+                c,
+                64,
+                #[inline(always)]
+                |first, chunk| {
+                    for (r, dxr) in chunk.chunks_exact_mut(c).enumerate() {
+                        let row = first + r;
+                        let (xr, gr) = (&x[row * c..][..c], &dz[row * c..][..c]);
+                        for (((((d, g), xv), a), b), o) in dxr.iter_mut().zip(gr).zip(xr).zip(a).zip(b).zip(o) {
+                            *d = a * g + b * xv + o;
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         None => {
             let coef = coefficients(&pass1(dx));
             // in place: each row reads its own g before writing dx
             let (a, b, o) = &coef;
-            par::for_rows(dx, c, 64, |first, chunk| {
-                for (r, dxr) in chunk.chunks_exact_mut(c).enumerate() {
-                    let xr = &x[(first + r) * c..][..c];
-                    for ((((d, xv), a), b), o) in dxr.iter_mut().zip(xr).zip(a).zip(b).zip(o) {
-                        *d = a * *d + b * xv + o;
+            par::for_rows(
+                dx,
+                c,
+                64,
+                #[inline(always)]
+                |first, chunk| {
+                    for (r, dxr) in chunk.chunks_exact_mut(c).enumerate() {
+                        let xr = &x[(first + r) * c..][..c];
+                        for ((((d, xv), a), b), o) in dxr.iter_mut().zip(xr).zip(a).zip(b).zip(o) {
+                            *d = a * *d + b * xv + o;
+                        }
                     }
-                }
-            });
+                },
+            );
         }
     }
 }

@@ -4,15 +4,18 @@
 //! OH = (H + 2 pad - K) / stride + 1. Square kernels, symmetric padding: the
 //! paper's 7x7/2, 3x3/1, 3x3/2, 1x1/1, 1x1/2 (and anything else square).
 
-use super::Dims;
-use crate::kernels::{Epilogue, Path};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{Avx512Cpu, ZEROS};
+use crate::kernels::{Epilogue, KernelPath};
 use crate::par;
+use crate::shape::Dims;
 
 /// Run the AVX-512 gather kernel over all of `out` on every thread: by rows
 /// where there are enough, else also by blocks of output channels (batch-1
 /// inference on 7x7 maps has 7 rows for 2 threads).
 #[cfg(target_arch = "x86_64")]
 fn run_gather(
+    cpu: Avx512Cpu,
     g: &crate::kernels::avx512::Gather,
     w: &[f32],
     src: &[f32],
@@ -26,26 +29,38 @@ fn run_gather(
     let want = 4 * par::threads();
     let split = if rows >= want { 1 } else { want.div_ceil(rows).min(g.co / 32).max(1) };
     if split == 1 {
-        // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F; each task owns its rows.
-        par::for_rows(out, row_len, 1, |first, chunk| unsafe {
-            let dst = Dst { ptr: chunk.as_mut_ptr(), first_row: first, nrows: chunk.len() / row_len, c0: 0, c1: g.co };
-            gather_rows(g, w, src, dst, accumulate, epi)
-        });
+        par::for_rows(
+            out,
+            row_len,
+            1,
+            #[inline(always)]
+            |first, chunk| {
+                let dst =
+                    Dst { ptr: chunk.as_mut_ptr(), first_row: first, nrows: chunk.len() / row_len, c0: 0, c1: g.co };
+                // SAFETY: `cpu` proves the CPU features; the caller checked `src`
+                // and `out` against the geometry and `epi` with `fits_simd`; each
+                // task writes only its own rows.
+                unsafe { gather_rows(cpu, g, w, src, dst, accumulate, epi) }
+            },
+        );
         return;
     }
     // channel blocks of a multiple of 32, `split` per row
     let per = (g.co / 32).div_ceil(split) * 32;
     let base = par::SyncPtr(out.as_mut_ptr());
-    par::for_each_index(rows * g.co.div_ceil(per), |t| {
-        let blocks = g.co.div_ceil(per);
-        let (row, b) = (t / blocks, t % blocks);
-        let (c0, c1) = (b * per, ((b + 1) * per).min(g.co));
-        // SAFETY: as above; tasks write disjoint (row, channel range) blocks of `out`.
-        unsafe {
-            let dst = Dst { ptr: base.get().add(row * row_len), first_row: row, nrows: 1, c0, c1 };
-            gather_rows(g, w, src, dst, accumulate, epi)
-        }
-    });
+    par::for_each_index(
+        rows * g.co.div_ceil(per),
+        #[inline(always)]
+        |t| {
+            let blocks = g.co.div_ceil(per);
+            let (row, b) = (t / blocks, t % blocks);
+            let (c0, c1) = (b * per, ((b + 1) * per).min(g.co));
+            // SAFETY: `row < rows`, so the row starts inside `out`.
+            let dst = Dst { ptr: unsafe { base.get().add(row * row_len) }, first_row: row, nrows: 1, c0, c1 };
+            // SAFETY: as above; tasks write disjoint (row, channel range) blocks of `out`.
+            unsafe { gather_rows(cpu, g, w, src, dst, accumulate, epi) }
+        },
+    );
 }
 
 /// Winograd F(2x2, 3x3) over every tile row of every image, on all threads.
@@ -53,6 +68,7 @@ fn run_gather(
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn run_winograd(
+    cpu: Avx512Cpu,
     d: Dims,
     ci: usize,
     co: usize,
@@ -65,15 +81,40 @@ fn run_winograd(
     use crate::kernels::winograd::{Wino, tiles};
     let g = Wino { h: d.h, w: d.w, cin: ci, cout: co };
     let total = d.n * g.tiles_per_image();
-    debug_assert_eq!(out.len(), d.n * d.h * d.w * co);
+    assert!(src.len() == d.n * d.h * d.w * ci && out.len() == d.n * d.h * d.w * co);
     // tasks of whole 8-tile blocks, about 8 per thread
     let per = total.div_ceil(8 * par::threads()).div_ceil(8).max(1) * 8;
     let base = par::SyncPtr(out.as_mut_ptr());
-    par::for_each_index(total.div_ceil(per), |i| {
-        // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F; each task
-        // writes the pixels of its own tiles.
-        unsafe { tiles(&g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, epi) }
-    });
+    par::for_each_index(
+        total.div_ceil(per),
+        #[inline(always)]
+        |i| {
+            // SAFETY: `cpu` proves the CPU features; `src` and `out` were checked
+            // against `d` above, `epi` by the caller; each task writes the pixels of its own tiles.
+            unsafe { tiles(cpu, &g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, epi) }
+        },
+    );
+}
+
+/// Winograd-transformed weights `U[pos][ci][co]` (16 x cin x cout) of `w`
+/// (HWIO, 3 x 3 x cin x cout), the input channels in parallel.
+#[cfg(target_arch = "x86_64")]
+fn winograd_weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    let mut u = vec![0.0; 16 * cin * cout];
+    let base = par::SyncPtr(u.as_mut_ptr());
+    par::for_each_index(
+        cin,
+        #[inline(always)]
+        |ci| {
+            // SAFETY: task ci writes only the rows U[pos][ci][..] (disjoint across
+            // tasks), each `cout` values inside `u`, which outlives the loop.
+            let rows = std::array::from_fn(|pos| unsafe {
+                std::slice::from_raw_parts_mut(base.get().add((pos * cin + ci) * cout), cout)
+            });
+            crate::kernels::winograd::transform_weights_of_channel(w, cin, cout, ci, rows)
+        },
+    );
+    u
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,31 +193,42 @@ impl Conv {
         }
     }
 
+    /// Panics unless the operands fit the geometry: weights, an input of shape
+    /// `xd` with `cin` channels, an output of `out_dims(xd)`. The AVX-512
+    /// kernels read and write through pointers, so this is checked, not assumed.
+    fn check_operands(&self, weights: usize, xd: Dims, input: usize, output: usize) {
+        assert!(
+            xd.c == self.cin && weights == self.weight_len() && input == xd.len() && output == self.out_dims(xd).len(),
+            "{self:?} on input {xd:?}: {weights} weights, {input} input and {output} output values do not fit"
+        );
+    }
+
     // ---------------------------------------------------------------- forward
     /// y = conv(x, w).  x: (N,H,W,Cin), y: (N,OH,OW,Cout). Fastest path.
     pub fn forward(&self, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
-        self.forward_with(Path::cached(), w, x, xd, y)
+        self.forward_with(KernelPath::cached(), w, x, xd, y)
     }
 
     /// Forward on a chosen kernel path.
-    pub fn forward_with(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
+    pub fn forward_with(&self, path: KernelPath, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32]) {
         self.forward_fused(path, w, x, xd, y, &Epilogue::default())
     }
 
     /// y = epilogue(conv(x, w)): per-channel affine (folded BN), residual, ReLU
     /// applied as the outputs are stored.
-    pub fn forward_fused(&self, path: Path, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
+    pub fn forward_fused(&self, path: KernelPath, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
+        self.check_operands(w.len(), xd, x.len(), y.len());
         #[cfg(target_arch = "x86_64")]
-        if path == Path::Winograd && self.winograd_applies(xd) {
-            let mut u = vec![0.0; 16 * self.cin * self.cout];
-            crate::kernels::winograd::transform_weights(w, self.cin, self.cout, &mut u);
-            run_winograd(xd, self.cin, self.cout, &u, x, y, false, epi);
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if path.simd() && self.cout.is_multiple_of(16) {
-            run_gather(&self.gather(xd, false), w, x, y, false, epi);
-            return;
+        if let Some(cpu) = path.avx512().filter(|_| epi.fits_simd(self.cout)) {
+            if matches!(path, KernelPath::Winograd(_)) && self.winograd_applies(xd) {
+                let u = winograd_weights(w, self.cin, self.cout);
+                run_winograd(cpu, xd, self.cin, self.cout, &u, x, y, false, epi);
+                return;
+            }
+            if self.cout.is_multiple_of(16) && self.cin <= ZEROS.len() {
+                run_gather(cpu, &self.gather(xd, false), w, x, y, false, epi);
+                return;
+            }
         }
         let _ = path;
         self.forward_portable(w, x, xd, y, epi)
@@ -189,45 +241,51 @@ impl Conv {
         debug_assert_eq!(y.len(), yd.len());
         let (cin, cout, k) = (self.cin, self.cout, self.k);
         // one task row = one output row (OW * Cout values) of one image
-        par::for_rows(y, yd.w * cout, 1, |first, chunk| {
-            for (r, yrow) in chunk.chunks_exact_mut(yd.w * cout).enumerate() {
-                let row = first + r;
-                let (n, oh) = (row / yd.h, row % yd.h);
-                let (kh0, ih0, nkh) = self.taps(oh, xd.h);
-                for ow in 0..yd.w {
-                    let acc = &mut yrow[ow * cout..(ow + 1) * cout];
-                    acc.fill(0.0);
-                    let (kw0, iw0, nkw) = self.taps(ow, xd.w);
-                    for dh in 0..nkh {
-                        let xbase = ((n * xd.h + ih0 + dh) * xd.w + iw0) * cin;
-                        let wbase = ((kh0 + dh) * k + kw0) * cin * cout;
-                        // the taps of one kernel row are contiguous in both x and w
-                        let xs = &x[xbase..xbase + nkw * cin];
-                        let ws = &w[wbase..wbase + nkw * cin * cout];
-                        for (a, wrow) in xs.iter().zip(ws.chunks_exact(cout)) {
-                            for (o, wv) in acc.iter_mut().zip(wrow) {
-                                *o += a * wv;
+        par::for_rows(
+            y,
+            yd.w * cout,
+            1,
+            #[inline(always)]
+            |first, chunk| {
+                for (r, yrow) in chunk.chunks_exact_mut(yd.w * cout).enumerate() {
+                    let row = first + r;
+                    let (n, oh) = (row / yd.h, row % yd.h);
+                    let (kh0, ih0, nkh) = self.taps(oh, xd.h);
+                    for ow in 0..yd.w {
+                        let acc = &mut yrow[ow * cout..(ow + 1) * cout];
+                        acc.fill(0.0);
+                        let (kw0, iw0, nkw) = self.taps(ow, xd.w);
+                        for dh in 0..nkh {
+                            let xbase = ((n * xd.h + ih0 + dh) * xd.w + iw0) * cin;
+                            let wbase = ((kh0 + dh) * k + kw0) * cin * cout;
+                            // the taps of one kernel row are contiguous in both x and w
+                            let xs = &x[xbase..xbase + nkw * cin];
+                            let ws = &w[wbase..wbase + nkw * cin * cout];
+                            for (a, wrow) in xs.iter().zip(ws.chunks_exact(cout)) {
+                                for (o, wv) in acc.iter_mut().zip(wrow) {
+                                    *o += a * wv;
+                                }
                             }
                         }
                     }
+                    epi.apply(row * yd.w, yrow, cout);
                 }
-                epi.apply(row * yd.w, yrow, cout);
-            }
-        });
+            },
+        );
     }
 
     // --------------------------------------------------------------- backward
     /// dx (=|+=) conv^T(dy, w).  `wt` is scratch of `weight_len()` for the
     /// weights transposed to (KH, KW, Cout, Cin). Fastest path.
     pub fn backward_data(&self, w: &[f32], dy: &[f32], xd: Dims, dx: &mut [f32], accumulate: bool, wt: &mut [f32]) {
-        self.backward_data_with(Path::cached(), w, dy, xd, dx, accumulate, wt)
+        self.backward_data_with(KernelPath::cached(), w, dy, xd, dx, accumulate, wt)
     }
 
     /// Backward-data on a chosen kernel path.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_data_with(
         &self,
-        path: Path,
+        path: KernelPath,
         w: &[f32],
         dy: &[f32],
         xd: Dims,
@@ -235,9 +293,8 @@ impl Conv {
         accumulate: bool,
         wt: &mut [f32],
     ) {
+        self.check_operands(w.len(), xd, dx.len(), dy.len());
         let (cin, cout, k) = (self.cin, self.cout, self.k);
-        debug_assert_eq!(dy.len(), self.out_dims(xd).len());
-        debug_assert_eq!(dx.len(), xd.len());
         let wt = &mut wt[..self.weight_len()];
         for t in 0..k * k {
             for i in 0..cin {
@@ -248,21 +305,21 @@ impl Conv {
         }
         let wt = &*wt;
         #[cfg(target_arch = "x86_64")]
-        if path == Path::Winograd && self.winograd_applies(xd) {
-            // the transposed convolution of a 3x3/1/1 kernel: rotate it by 180 degrees
-            let mut wr = vec![0.0; self.weight_len()];
-            for t in 0..9 {
-                wr[(8 - t) * cout * cin..][..cout * cin].copy_from_slice(&wt[t * cout * cin..][..cout * cin]);
+        if let Some(cpu) = path.avx512() {
+            if matches!(path, KernelPath::Winograd(_)) && self.winograd_applies(xd) {
+                // the transposed convolution of a 3x3/1/1 kernel: rotate it by 180 degrees
+                let mut wr = vec![0.0; self.weight_len()];
+                for t in 0..9 {
+                    wr[(8 - t) * cout * cin..][..cout * cin].copy_from_slice(&wt[t * cout * cin..][..cout * cin]);
+                }
+                let u = winograd_weights(&wr, cout, cin);
+                run_winograd(cpu, xd, cout, cin, &u, dy, dx, accumulate, &Epilogue::default());
+                return;
             }
-            let mut u = vec![0.0; 16 * cin * cout];
-            crate::kernels::winograd::transform_weights(&wr, cout, cin, &mut u);
-            run_winograd(xd, cout, cin, &u, dy, dx, accumulate, &Epilogue::default());
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if path.simd() && cin % 16 == 0 {
-            run_gather(&self.gather(xd, true), wt, dy, dx, accumulate, &Epilogue::default());
-            return;
+            if cin.is_multiple_of(16) && cout <= ZEROS.len() {
+                run_gather(cpu, &self.gather(xd, true), wt, dy, dx, accumulate, &Epilogue::default());
+                return;
+            }
         }
         let _ = path;
         self.backward_data_portable(wt, dy, xd, dx, accumulate)
@@ -272,78 +329,91 @@ impl Conv {
         let yd = self.out_dims(xd);
         let (cin, cout, k, s) = (self.cin, self.cout, self.k, self.stride);
         // gather form: every dx row is written by one task, no atomics
-        par::for_rows(dx, xd.w * cin, 1, |first, chunk| {
-            for (r, dxrow) in chunk.chunks_exact_mut(xd.w * cin).enumerate() {
-                let row = first + r;
-                let (n, ih) = (row / xd.h, row % xd.h);
-                if !accumulate {
-                    dxrow.fill(0.0);
-                }
-                for kh in 0..k {
-                    let t = ih as isize + self.pad as isize - kh as isize;
-                    if t < 0 || t % s as isize != 0 || (t as usize / s) >= yd.h {
-                        continue;
+        par::for_rows(
+            dx,
+            xd.w * cin,
+            1,
+            #[inline(always)]
+            |first, chunk| {
+                for (r, dxrow) in chunk.chunks_exact_mut(xd.w * cin).enumerate() {
+                    let row = first + r;
+                    let (n, ih) = (row / xd.h, row % xd.h);
+                    if !accumulate {
+                        dxrow.fill(0.0);
                     }
-                    let oh = t as usize / s;
-                    for iw in 0..xd.w {
-                        let acc = &mut dxrow[iw * cin..(iw + 1) * cin];
-                        for kw in 0..k {
-                            let u = iw as isize + self.pad as isize - kw as isize;
-                            if u < 0 || u % s as isize != 0 || (u as usize / s) >= yd.w {
-                                continue;
-                            }
-                            let ow = u as usize / s;
-                            let g = &dy[((n * yd.h + oh) * yd.w + ow) * cout..][..cout];
-                            let wb = &wt[(kh * k + kw) * cout * cin..][..cout * cin];
-                            for (gv, wrow) in g.iter().zip(wb.chunks_exact(cin)) {
-                                for (a, wv) in acc.iter_mut().zip(wrow) {
-                                    *a += gv * wv;
+                    for kh in 0..k {
+                        let t = ih as isize + self.pad as isize - kh as isize;
+                        if t < 0 || t % s as isize != 0 || (t as usize / s) >= yd.h {
+                            continue;
+                        }
+                        let oh = t as usize / s;
+                        for iw in 0..xd.w {
+                            let acc = &mut dxrow[iw * cin..(iw + 1) * cin];
+                            for kw in 0..k {
+                                let u = iw as isize + self.pad as isize - kw as isize;
+                                if u < 0 || u % s as isize != 0 || (u as usize / s) >= yd.w {
+                                    continue;
+                                }
+                                let ow = u as usize / s;
+                                let g = &dy[((n * yd.h + oh) * yd.w + ow) * cout..][..cout];
+                                let wb = &wt[(kh * k + kw) * cout * cin..][..cout * cin];
+                                for (gv, wrow) in g.iter().zip(wb.chunks_exact(cin)) {
+                                    for (a, wv) in acc.iter_mut().zip(wrow) {
+                                        *a += gv * wv;
+                                    }
                                 }
                             }
                         }
                     }
                 }
-            }
-        });
+            },
+        );
     }
 
     /// dw = sum over the batch of x (x) dy.  `partials` holds one buffer per
     /// task (each at least `weight_len()`); the sum is written to dw. Fastest path.
     pub fn backward_weight(&self, x: &[f32], xd: Dims, dy: &[f32], dw: &mut [f32], partials: &mut [Vec<f32>]) {
-        self.backward_weight_with(Path::cached(), x, xd, dy, dw, partials)
+        self.backward_weight_with(KernelPath::cached(), x, xd, dy, dw, partials)
     }
 
     /// Weight gradient on a chosen kernel path.
     pub fn backward_weight_with(
         &self,
-        path: Path,
+        path: KernelPath,
         x: &[f32],
         xd: Dims,
         dy: &[f32],
         dw: &mut [f32],
         partials: &mut [Vec<f32>],
     ) {
+        self.check_operands(dw.len(), xd, x.len(), dy.len());
         let yd = self.out_dims(xd);
         let (cin, cout, k) = (self.cin, self.cout, self.k);
         let wl = self.weight_len();
         let tasks = partials.len().min(xd.n).max(1);
         #[cfg(target_arch = "x86_64")]
-        let fast = path.simd() && cout % 16 == 0;
-        #[cfg(not(target_arch = "x86_64"))]
-        let fast = false;
-        let _ = path;
+        let fast = path.avx512().filter(|_| cout.is_multiple_of(16));
         #[cfg(target_arch = "x86_64")]
         // (on 16 input channels the transforms cost more than they save: measured
         // with examples/conv_bench, 3.13 vs 2.86 ms on ResNet-20's first stage)
-        if path == Path::Winograd && self.winograd_applies(xd) && cin >= 32 {
+        if let KernelPath::Winograd(cpu) = path
+            && self.winograd_applies(xd)
+            && cin >= 32
+        {
             use crate::kernels::winograd::{Wino, weight_grad_finish, weight_grad_tiles};
             let g = Wino { h: xd.h, w: xd.w, cin, cout };
             let total = xd.n * g.tiles_per_image();
             let mut dus = vec![vec![0.0f32; 16 * cin * cout]; par::threads()];
-            par::for_partials(&mut dus, total, |tiles, du| {
-                // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F.
-                unsafe { weight_grad_tiles(&g, x, dy, tiles, du) }
-            });
+            par::for_partials(
+                &mut dus,
+                total,
+                #[inline(always)]
+                |tiles, du| {
+                    // SAFETY: `cpu` proves the CPU features; x and dy were checked
+                    // against xd and its output shape, which `total` tiles cover.
+                    unsafe { weight_grad_tiles(cpu, &g, x, dy, tiles, du) }
+                },
+            );
             let (first, rest) = dus.split_first_mut().unwrap();
             for d in rest {
                 first.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
@@ -351,51 +421,59 @@ impl Conv {
             weight_grad_finish(first, cin, cout, dw);
             return;
         }
-        par::for_partials(&mut partials[..tasks], xd.n, |imgs, p| {
-            let p = &mut p[..wl];
-            #[cfg(target_arch = "x86_64")]
-            if fast {
-                p.fill(0.0);
-                let (xi, yi) = (xd.h * xd.w * cin, yd.h * yd.w * cout);
-                for n in imgs {
-                    // SAFETY: SIMD paths are only chosen where the CPU has AVX-512F.
-                    unsafe {
-                        crate::kernels::avx512::wgrad_image(
-                            k,
-                            self.stride,
-                            self.pad,
-                            &x[n * xi..(n + 1) * xi],
-                            (xd.h, xd.w, cin),
-                            &dy[n * yi..(n + 1) * yi],
-                            (yd.h, yd.w, cout),
-                            p,
-                        )
-                    };
+        let _ = path;
+        par::for_partials(
+            &mut partials[..tasks],
+            xd.n,
+            #[inline(always)]
+            |imgs, p| {
+                let p = &mut p[..wl];
+                #[cfg(target_arch = "x86_64")]
+                if let Some(cpu) = fast {
+                    p.fill(0.0);
+                    let (xi, yi) = (xd.h * xd.w * cin, yd.h * yd.w * cout);
+                    for n in imgs {
+                        // SAFETY: `cpu` proves the CPU features; image n's slices of x
+                        // and dy (checked against xd) and p (wl values) fit the geometry.
+                        unsafe {
+                            crate::kernels::avx512::wgrad_image(
+                                cpu,
+                                k,
+                                self.stride,
+                                self.pad,
+                                &x[n * xi..(n + 1) * xi],
+                                (xd.h, xd.w, cin),
+                                &dy[n * yi..(n + 1) * yi],
+                                (yd.h, yd.w, cout),
+                                p,
+                            )
+                        };
+                    }
+                    return;
                 }
-                return;
-            }
-            p.fill(0.0);
-            for n in imgs {
-                for oh in 0..yd.h {
-                    let (kh0, ih0, nkh) = self.taps(oh, xd.h);
-                    for ow in 0..yd.w {
-                        let (kw0, iw0, nkw) = self.taps(ow, xd.w);
-                        let g = &dy[((n * yd.h + oh) * yd.w + ow) * cout..][..cout];
-                        for dh in 0..nkh {
-                            let xbase = ((n * xd.h + ih0 + dh) * xd.w + iw0) * cin;
-                            let wbase = ((kh0 + dh) * k + kw0) * cin * cout;
-                            let xs = &x[xbase..xbase + nkw * cin];
-                            let ps = &mut p[wbase..wbase + nkw * cin * cout];
-                            for (a, prow) in xs.iter().zip(ps.chunks_exact_mut(cout)) {
-                                for (d, gv) in prow.iter_mut().zip(g) {
-                                    *d += a * gv;
+                p.fill(0.0);
+                for n in imgs {
+                    for oh in 0..yd.h {
+                        let (kh0, ih0, nkh) = self.taps(oh, xd.h);
+                        for ow in 0..yd.w {
+                            let (kw0, iw0, nkw) = self.taps(ow, xd.w);
+                            let g = &dy[((n * yd.h + oh) * yd.w + ow) * cout..][..cout];
+                            for dh in 0..nkh {
+                                let xbase = ((n * xd.h + ih0 + dh) * xd.w + iw0) * cin;
+                                let wbase = ((kh0 + dh) * k + kw0) * cin * cout;
+                                let xs = &x[xbase..xbase + nkw * cin];
+                                let ps = &mut p[wbase..wbase + nkw * cin * cout];
+                                for (a, prow) in xs.iter().zip(ps.chunks_exact_mut(cout)) {
+                                    for (d, gv) in prow.iter_mut().zip(g) {
+                                        *d += a * gv;
+                                    }
                                 }
                             }
                         }
                     }
                 }
-            }
-        });
+            },
+        );
         dw.copy_from_slice(&partials[0][..wl]);
         for p in &partials[1..tasks] {
             dw.iter_mut().zip(&p[..wl]).for_each(|(d, v)| *d += v);
@@ -467,7 +545,7 @@ mod tests {
             let x = rand_vec(xd.len(), i as u64);
             let wt = rand_vec(c.weight_len(), 100 + i as u64);
             let r = naive(&c, &wt, &x, xd);
-            for path in Path::all_supported() {
+            for path in KernelPath::all_supported() {
                 let mut y = vec![0.0; c.out_dims(xd).len()];
                 c.forward_with(path, &wt, &x, xd, &mut y);
                 for (a, b) in y.iter().zip(&r) {
@@ -491,7 +569,7 @@ mod tests {
                 c.forward(w, x, xd, &mut y);
                 y.iter().zip(&proj).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
             };
-            for path in Path::all_supported() {
+            for path in KernelPath::all_supported() {
                 let mut dx = vec![1.0; xd.len()];
                 let mut scratch = vec![0.0; c.weight_len()];
                 c.backward_data_with(path, &wts, &proj, xd, &mut dx, false, &mut scratch);
@@ -511,10 +589,31 @@ mod tests {
         }
     }
 
+    /// The kernels read through pointers: operands that do not fit the geometry
+    /// are refused before any of them runs, on every path.
+    #[test]
+    fn operands_that_do_not_fit_the_geometry_are_refused() {
+        let c = Conv::new(16, 16, 3, 1, 1);
+        let xd = Dims::new(2, 8, 8, 16);
+        let w = vec![0.0; c.weight_len()];
+        for path in KernelPath::all_supported() {
+            let short = std::panic::catch_unwind(|| {
+                let (x, mut y) = (vec![0.0; xd.len() - 1], vec![0.0; c.out_dims(xd).len()]);
+                c.forward_with(path, &w, &x, xd, &mut y)
+            });
+            let wide = std::panic::catch_unwind(|| {
+                let (x, mut dx) = (vec![0.0; xd.len()], vec![0.0; xd.len()]);
+                let mut scratch = vec![0.0; c.weight_len()];
+                c.backward_data_with(path, &w, &x, Dims { c: 32, ..xd }, &mut dx, false, &mut scratch)
+            });
+            assert!(short.is_err() && wide.is_err(), "{path:?}");
+        }
+    }
+
     /// The fast path computes what the portable one does, on the network shapes.
     #[test]
     fn paths_agree_on_resnet_shapes() {
-        let paths = Path::all_supported();
+        let paths = KernelPath::all_supported();
         let shapes: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
             // h, cin, cout, k, stride, pad, n
             (8, 128, 128, 3, 1, 1, 4),
@@ -538,7 +637,7 @@ mod tests {
             let x = rand_vec(xd.len(), 1);
             let w = rand_vec(c.weight_len(), 2);
             let dy = rand_vec(yd.len(), 3);
-            let run = |path: Path| {
+            let run = |path: KernelPath| {
                 let mut y = vec![0.0; yd.len()];
                 c.forward_with(path, &w, &x, xd, &mut y);
                 let mut dx = x.clone();
@@ -549,7 +648,7 @@ mod tests {
                 c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts);
                 [y, dx, dw]
             };
-            let reference = run(Path::Portable);
+            let reference = run(KernelPath::Portable);
             for &path in &paths[1..] {
                 for (what, (a, b)) in ["y", "dx", "dw"].iter().zip(run(path).iter().zip(&reference)) {
                     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));

@@ -1,6 +1,6 @@
 //! Fully connected layer, PyTorch layout: y = x W^T + b, W: (out, in).
 
-use rayon::prelude::*;
+use crate::par;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fc {
@@ -12,34 +12,62 @@ impl Fc {
     // ------------------------------------------------------------ forward
     /// x: (N, in), y: (N, out)
     pub fn forward(&self, w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
-        y.par_chunks_mut(self.fout).zip(x.par_chunks(self.fin)).for_each(|(yr, xr)| {
-            for (o, (yo, wr)) in yr.iter_mut().zip(w.chunks_exact(self.fin)).enumerate() {
-                *yo = b[o] + dot(xr, wr);
-            }
-        });
+        par::for_rows(
+            y,
+            self.fout,
+            1,
+            #[inline(always)]
+            |first, ys| {
+                for (yr, xr) in ys.chunks_exact_mut(self.fout).zip(x[first * self.fin..].chunks(self.fin)) {
+                    for (o, (yo, wr)) in yr.iter_mut().zip(w.chunks_exact(self.fin)).enumerate() {
+                        *yo = b[o] + dot(xr, wr);
+                    }
+                }
+            },
+        );
     }
 
     // ----------------------------------------------------------- backward
     /// dW = dy^T x, db = sum_n dy, dx = dy W (dx optional).
     pub fn backward(&self, w: &[f32], x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32], dx: Option<&mut [f32]>) {
         let n = dy.len() / self.fout;
-        dw.par_chunks_mut(self.fin).zip(db.par_iter_mut()).enumerate().for_each(|(o, (dwr, dbo))| {
-            dwr.fill(0.0);
-            let mut s = 0.0;
-            for i in 0..n {
-                let g = dy[i * self.fout + o];
-                s += g;
-                dwr.iter_mut().zip(&x[i * self.fin..(i + 1) * self.fin]).for_each(|(d, v)| *d += g * v);
-            }
-            *dbo = s;
-        });
-        if let Some(dx) = dx {
-            dx.par_chunks_mut(self.fin).zip(dy.par_chunks(self.fout)).for_each(|(dxr, g)| {
-                dxr.fill(0.0);
-                for (gv, wr) in g.iter().zip(w.chunks_exact(self.fin)) {
-                    dxr.iter_mut().zip(wr).for_each(|(d, v)| *d += gv * v);
+        // one task row = one output: its row of dW and its db
+        par::for_rows_pair(
+            dw,
+            self.fin,
+            db,
+            1,
+            1,
+            #[inline(always)]
+            |first, dws, dbs| {
+                for (j, (dwr, dbo)) in dws.chunks_exact_mut(self.fin).zip(dbs.iter_mut()).enumerate() {
+                    let o = first + j;
+                    dwr.fill(0.0);
+                    let mut s = 0.0;
+                    for i in 0..n {
+                        let g = dy[i * self.fout + o];
+                        s += g;
+                        dwr.iter_mut().zip(&x[i * self.fin..(i + 1) * self.fin]).for_each(|(d, v)| *d += g * v);
+                    }
+                    *dbo = s;
                 }
-            });
+            },
+        );
+        if let Some(dx) = dx {
+            par::for_rows(
+                dx,
+                self.fin,
+                1,
+                #[inline(always)]
+                |first, dxs| {
+                    for (dxr, g) in dxs.chunks_exact_mut(self.fin).zip(dy[first * self.fout..].chunks(self.fout)) {
+                        dxr.fill(0.0);
+                        for (gv, wr) in g.iter().zip(w.chunks_exact(self.fin)) {
+                            dxr.iter_mut().zip(wr).for_each(|(d, v)| *d += gv * v);
+                        }
+                    }
+                },
+            );
         }
     }
 }

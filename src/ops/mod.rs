@@ -12,5 +12,3 @@ pub mod loss;
 pub mod pool;
 pub mod relu;
 pub mod shortcut;
-
-pub use crate::par::Dims;

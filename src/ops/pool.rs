@@ -1,7 +1,7 @@
 //! 3x3/2 max pooling (any square window) and global average pooling, NHWC.
 
-use super::Dims;
 use crate::par;
+use crate::shape::Dims;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaxPool {
@@ -23,37 +23,45 @@ impl MaxPool {
         let yd = self.out_dims(xd);
         let c = xd.c;
         let row_len = yd.w * c;
-        let rows: Vec<(&mut [f32], &mut [u32])> =
-            y.chunks_exact_mut(row_len).zip(arg.chunks_exact_mut(row_len)).collect();
-        use rayon::prelude::*;
-        rows.into_par_iter().enumerate().for_each(|(row, (yr, ar))| {
-            let (n, oh) = (row / yd.h, row % yd.h);
-            for ow in 0..yd.w {
-                let (yo, ao) = (&mut yr[ow * c..(ow + 1) * c], &mut ar[ow * c..(ow + 1) * c]);
-                yo.fill(f32::NEG_INFINITY);
-                for kh in 0..self.k {
-                    let ih = (oh * self.stride + kh) as isize - self.pad as isize;
-                    if ih < 0 || ih >= xd.h as isize {
-                        continue;
-                    }
-                    for kw in 0..self.k {
-                        let iw = (ow * self.stride + kw) as isize - self.pad as isize;
-                        if iw < 0 || iw >= xd.w as isize {
-                            continue;
-                        }
-                        let base = ((n * xd.h + ih as usize) * xd.w + iw as usize) * c;
-                        for ch in 0..c {
-                            let v = x[base + ch];
-                            // NaN propagates, as in PyTorch
-                            if v > yo[ch] || v.is_nan() {
-                                yo[ch] = v;
-                                ao[ch] = (base + ch) as u32;
+        par::for_rows_pair(
+            y,
+            row_len,
+            arg,
+            row_len,
+            1,
+            #[inline(always)]
+            |first, ys, args| {
+                let rows = ys.chunks_exact_mut(row_len).zip(args.chunks_exact_mut(row_len));
+                for (row, (yr, ar)) in (first..).zip(rows) {
+                    let (n, oh) = (row / yd.h, row % yd.h);
+                    for ow in 0..yd.w {
+                        let (yo, ao) = (&mut yr[ow * c..(ow + 1) * c], &mut ar[ow * c..(ow + 1) * c]);
+                        yo.fill(f32::NEG_INFINITY);
+                        for kh in 0..self.k {
+                            let ih = (oh * self.stride + kh) as isize - self.pad as isize;
+                            if ih < 0 || ih >= xd.h as isize {
+                                continue;
+                            }
+                            for kw in 0..self.k {
+                                let iw = (ow * self.stride + kw) as isize - self.pad as isize;
+                                if iw < 0 || iw >= xd.w as isize {
+                                    continue;
+                                }
+                                let base = ((n * xd.h + ih as usize) * xd.w + iw as usize) * c;
+                                for ch in 0..c {
+                                    let v = x[base + ch];
+                                    // NaN propagates, as in PyTorch
+                                    if v > yo[ch] || v.is_nan() {
+                                        yo[ch] = v;
+                                        ao[ch] = (base + ch) as u32;
+                                    }
+                                }
                             }
                         }
                     }
                 }
-            }
-        });
+            },
+        );
     }
 
     // ----------------------------------------------------------- backward
@@ -61,14 +69,21 @@ impl MaxPool {
     pub fn backward(&self, dy: &[f32], arg: &[u32], xd: Dims, dx: &mut [f32]) {
         let img = xd.h * xd.w * xd.c;
         let yimg = dy.len() / xd.n.max(1);
-        use rayon::prelude::*;
-        dx.par_chunks_mut(img).enumerate().for_each(|(n, dxi)| {
-            dxi.fill(0.0);
-            let (g, a) = (&dy[n * yimg..(n + 1) * yimg], &arg[n * yimg..(n + 1) * yimg]);
-            for (gv, &ix) in g.iter().zip(a) {
-                dxi[ix as usize - n * img] += gv;
-            }
-        });
+        par::for_rows(
+            dx,
+            img,
+            1,
+            #[inline(always)]
+            |first, dxs| {
+                for (n, dxi) in (first..).zip(dxs.chunks_exact_mut(img)) {
+                    dxi.fill(0.0);
+                    let (g, a) = (&dy[n * yimg..(n + 1) * yimg], &arg[n * yimg..(n + 1) * yimg]);
+                    for (gv, &ix) in g.iter().zip(a) {
+                        dxi[ix as usize - n * img] += gv;
+                    }
+                }
+            },
+        );
     }
 }
 
@@ -91,14 +106,20 @@ pub fn gap_forward(x: &[f32], xd: Dims, y: &mut [f32]) {
 pub fn gap_backward(dy: &[f32], xd: Dims, dx: &mut [f32]) {
     let (c, hw) = (xd.c, xd.h * xd.w);
     let inv = 1.0 / hw as f32;
-    par::for_rows(dx, hw * c, 1, |first, chunk| {
-        for (r, dxi) in chunk.chunks_exact_mut(hw * c).enumerate() {
-            let g = &dy[(first + r) * c..][..c];
-            for p in dxi.chunks_exact_mut(c) {
-                p.iter_mut().zip(g).for_each(|(o, v)| *o = v * inv);
+    par::for_rows(
+        dx,
+        hw * c,
+        1,
+        #[inline(always)]
+        |first, chunk| {
+            for (r, dxi) in chunk.chunks_exact_mut(hw * c).enumerate() {
+                let g = &dy[(first + r) * c..][..c];
+                for p in dxi.chunks_exact_mut(c) {
+                    p.iter_mut().zip(g).for_each(|(o, v)| *o = v * inv);
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 #[cfg(test)]

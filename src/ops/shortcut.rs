@@ -5,8 +5,8 @@
 //! Projection shortcuts (options B/C) are a conv + BN unit whose output is
 //! then used as an identity source.
 
-use super::Dims;
 use crate::par;
+use crate::shape::Dims;
 
 pub use crate::kernels::ShortcutSrc;
 
@@ -17,23 +17,29 @@ pub use crate::kernels::ShortcutSrc;
 /// Option A backward: gx = S^T dz — the first Cin channels of dz at the
 /// subsampled positions, zero elsewhere.  dz: (N,OH,OW,Cout), gx: (N,H,W,Cin).
 pub fn pad_a_backward(dz: &[f32], yd: Dims, gx: &mut [f32], xd: Dims, stride: usize) {
-    par::for_rows(gx, xd.w * xd.c, 1, |first, chunk| {
-        for (r, gr) in chunk.chunks_exact_mut(xd.w * xd.c).enumerate() {
-            gr.fill(0.0);
-            let row = first + r;
-            let (n, ih) = (row / xd.h, row % xd.h);
-            if ih % stride != 0 || ih / stride >= yd.h {
-                continue;
-            }
-            let oh = ih / stride;
-            for ow in 0..yd.w {
-                let iw = ow * stride;
-                if iw >= xd.w {
-                    break;
+    par::for_rows(
+        gx,
+        xd.w * xd.c,
+        1,
+        #[inline(always)]
+        |first, chunk| {
+            for (r, gr) in chunk.chunks_exact_mut(xd.w * xd.c).enumerate() {
+                gr.fill(0.0);
+                let row = first + r;
+                let (n, ih) = (row / xd.h, row % xd.h);
+                if ih % stride != 0 || ih / stride >= yd.h {
+                    continue;
                 }
-                let src = &dz[((n * yd.h + oh) * yd.w + ow) * yd.c..][..xd.c];
-                gr[iw * xd.c..(iw + 1) * xd.c].copy_from_slice(src);
+                let oh = ih / stride;
+                for ow in 0..yd.w {
+                    let iw = ow * stride;
+                    if iw >= xd.w {
+                        break;
+                    }
+                    let src = &dz[((n * yd.h + oh) * yd.w + ow) * yd.c..][..xd.c];
+                    gr[iw * xd.c..(iw + 1) * xd.c].copy_from_slice(src);
+                }
             }
-        }
-    });
+        },
+    );
 }
