@@ -39,11 +39,19 @@ impl RunDir {
     pub fn create(path: &Path) -> Result<(RunDir, bool)> {
         std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
         let dir = RunDir { path: path.to_path_buf(), _lock: lock(path)? };
-        let replaced = dir.join("config.toml").exists();
-        if replaced && !dir.checkpoints()?.is_empty() {
+        let replaced = Self::check_free(path)?;
+        Ok((dir, replaced))
+    }
+
+    /// Whether a new run may start in `path`: refused when it holds a run that wrote a checkpoint;
+    /// true when it holds one that never did (to be replaced). [`create`](Self::create) checks
+    /// this under the lock; a caller may check it early, before loading data.
+    pub fn check_free(path: &Path) -> Result<bool> {
+        let held = path.join("config.toml").exists();
+        if held && !checkpoints(path)?.is_empty() {
             bail!("{} already holds a run; continue it with --resume {0}", path.display());
         }
-        Ok((dir, replaced))
+        Ok(held)
     }
 
     /// Hold the existing run in `path` (it must have a config.toml).
@@ -63,23 +71,6 @@ impl RunDir {
         self.path.join(name)
     }
 
-    /// Every checkpoint file of the run: last, best, epoch-*, iter-*.
-    fn checkpoints(&self) -> Result<Vec<PathBuf>> {
-        let mut v = vec![];
-        for e in std::fs::read_dir(&self.path).with_context(|| format!("reading {}", self.path.display()))? {
-            let p = e?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let ours = name == "last.safetensors"
-                || name == "best.safetensors"
-                || ((name.starts_with("epoch-") || name.starts_with("iter-")) && name.ends_with(".safetensors"));
-            if ours && p.is_file() {
-                v.push(p);
-            }
-        }
-        v.sort();
-        Ok(v)
-    }
-
     /// Where the run continues: `last.safetensors` if it loads; otherwise the newest loadable
     /// epoch or iteration checkpoint, with a note saying why; with no checkpoint at all, iteration
     /// 0 (noted). A damaged `last` with nothing to fall back on is an error: the run is never
@@ -95,8 +86,7 @@ impl RunDir {
             format!("{} is missing", last.display())
         };
         // the others, newest first by the iteration their header records
-        let mut others: Vec<(u64, PathBuf)> = self
-            .checkpoints()?
+        let mut others: Vec<(u64, PathBuf)> = checkpoints(&self.path)?
             .into_iter()
             .filter(|p| p.file_name().is_some_and(|n| n != "last.safetensors" && n != "best.safetensors"))
             .filter_map(|p| header_iteration(&p).map(|it| (it, p)))
@@ -122,6 +112,23 @@ impl RunDir {
     }
 }
 
+/// Every checkpoint file of the run: last, best, epoch-*, iter-*.
+fn checkpoints(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v = vec![];
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let ours = name == "last.safetensors"
+            || name == "best.safetensors"
+            || ((name.starts_with("epoch-") || name.starts_with("iter-")) && name.ends_with(".safetensors"));
+        if ours && p.is_file() {
+            v.push(p);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
 /// Take the run directory's lock (created if missing) and record our pid in it.
 fn lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK);
@@ -135,11 +142,18 @@ fn lock(dir: &Path) -> Result<File> {
     match f.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
-            let who = match holder.trim().parse::<u32>() {
-                Ok(pid) => format!("process {pid}"),
-                Err(_) => "another process".to_string(),
+            // the holder writes its pid right after taking the lock: give it a moment to appear
+            let mut pid = None;
+            for _ in 0..50 {
+                pid = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok());
+                if pid.is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let who = match pid {
+                Some(pid) => format!("process {pid}"),
+                None => "another process".to_string(),
             };
             bail!(
                 "{} is in use by {who} (a resnet training it holds the lock {}); wait for it to end or stop it first",
