@@ -184,20 +184,13 @@ impl TrainRequest {
         if self.train_images.is_some() {
             bail!("--train-images applies to in-memory data sets (CIFAR / MNIST-style), not to image folders");
         }
-        let splits = folder::load(&self.data)?;
-        let mut t = splits.train;
-        if splits.val.is_some() && self.val > 0 {
-            bail!("{} has a val/ folder: drop --val", self.data.display());
-        }
-        if splits.val.is_none() && self.val > 0 {
-            t.split_off(self.val, self.seed)?;
-        }
+        let (t, val) = super::run_data::folder_splits(&self.data, self.val, self.seed)?;
         Ok(DataFacts {
             classes: t.classes.len(),
             channels: self.arch_options.in_channels.unwrap_or(3),
             train_len: t.len(),
             format: None,
-            has_val: self.val > 0 || splits.val.is_some(),
+            has_val: val.is_some(),
             train_images: None,
         })
     }
@@ -298,10 +291,7 @@ impl TrainRequest {
         };
         r.validate()?;
         if self.pca == Some(PcaChoice::Data) {
-            let mut train = folder::load(&self.data)?.train;
-            if self.val > 0 {
-                train.split_off(self.val, self.seed)?;
-            }
+            let (train, _) = super::run_data::folder_splits(&self.data, self.val, self.seed)?;
             let (_, px, _) = super::run_data::image_statistics(&r, &train, self.seed, self.skip_bad)?;
             r.pca = Some(Pca { std: 0.1, ..Pca::from_pixels(&px) });
         }

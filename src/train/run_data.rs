@@ -10,6 +10,7 @@ use crate::data::imagenet::ImagenetRecipe;
 use crate::data::source::{FolderSource, MemorySource, Source};
 use crate::data::{self, Dataset};
 use anyhow::{Context, Result, bail};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Where the data of a run comes from, split as configured, and how its
@@ -93,6 +94,20 @@ pub fn image_statistics(recipe: &ImagenetRecipe, train: &Folder, seed: u64, skip
     Ok((mean, px, unreadable))
 }
 
+/// An image folder's training and validation splits: its val/ folder, or `val` seeded images held
+/// out of the training folders (not both).
+pub fn folder_splits(data: &Path, val: usize, seed: u64) -> Result<(Folder, Option<Folder>)> {
+    let splits = folder::load(data)?;
+    let mut train = splits.train;
+    let val = match (splits.val, val) {
+        (Some(_), n) if n > 0 => bail!("{} has a val/ folder: drop --val", data.display()),
+        (Some(v), _) => Some(v),
+        (None, 0) => None,
+        (None, n) => Some(train.split_off(n, seed)?),
+    };
+    Ok((train, val))
+}
+
 impl RunData {
     /// Open the data of `cfg`; `pre`: the input pipeline recorded in the checkpoint a run continues
     /// from (None for a new run: computed here — for image folders the mean image over a sample).
@@ -116,14 +131,7 @@ impl RunData {
     /// The splits of an image folder with the ImageNet recipe; `mean`: the checkpoint's mean image.
     fn folder(cfg: &TrainConfig, mean: Option<Vec<f32>>) -> Result<RunData> {
         let mut recipe = cfg.recipe.clone().context("an image-folder run without its recipe")?;
-        let splits = folder::load(&cfg.data)?;
-        let mut train_folder = splits.train;
-        let val_folder = match (splits.val, cfg.val) {
-            (Some(_), n) if n > 0 => bail!("{} has a val/ folder: drop --val", cfg.data.display()),
-            (Some(v), _) => Some(v),
-            (None, 0) => None,
-            (None, n) => Some(train_folder.split_off(n, cfg.seed)?),
-        };
+        let (train_folder, val_folder) = folder_splits(&cfg.data, cfg.val, cfg.seed)?;
         // images the mean-image pass found unreadable (skip_bad): counted as skipped by the source
         let unreadable = match mean {
             Some(m) => {
