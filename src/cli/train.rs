@@ -155,20 +155,13 @@ pub struct Args {
 }
 
 impl Args {
-    /// The new run these flags ask for.
-    pub fn request(&self) -> Result<TrainRequest> {
-        let (Some(arch), Some(data)) = (&self.arch, &self.data) else {
-            bail!(if self.arch.is_none() {
-                "--arch is required for a new run (or --resume RUN)"
-            } else {
-                "--data is required for a new run"
-            });
-        };
-        Ok(TrainRequest {
-            arch: arch.clone(),
+    /// The new run these flags ask for (a missing --arch or --data is reported by `resolve`).
+    pub fn request(&self) -> TrainRequest {
+        TrainRequest {
+            arch: self.arch.clone().unwrap_or_default(),
             arch_options: self.arch_opts.options(),
             input_size: self.arch_opts.input_size,
-            data: data.clone(),
+            data: self.data.clone().unwrap_or_default(),
             format: self.format.map(|f| match f {
                 FormatArg::Cifar10 => Format::Cifar10,
                 FormatArg::Cifar100 => Format::Cifar100,
@@ -202,28 +195,14 @@ impl Args {
             reset_head: self.reset_head,
             freeze_backbone: self.freeze_backbone,
             lenient_counts: self.lenient_counts,
-        })
+        }
     }
 }
 
-/// Start the run `cfg` in `out`, or take up the run in `resume`; train until `stop_at`; print
-/// progress unless `quiet`; stop (with a checkpoint) on a stop signal.
-fn train(
-    start: Option<(&std::path::Path, TrainConfig)>,
-    resume: Option<(&std::path::Path, &Cadence)>,
-    stop_at: Option<u64>,
-    quiet: bool,
-) -> Result<(PathBuf, TrainConfig, train::Outcome)> {
-    let Opened { mut trainer, notes } = match (start, resume) {
-        (Some((out, cfg)), _) => {
-            if cfg.recipe.is_some() && !quiet {
-                eprintln!("computing the mean image over a sample of the training images ...");
-            }
-            train::start(out, cfg)?
-        }
-        (None, Some((dir, cadence))) => train::resume(dir, cadence)?,
-        (None, None) => bail!("nothing to train: a new run or --resume RUN"),
-    };
+/// Train the opened run until `stop_at`; print its notes and progress unless `quiet`; stop (with a
+/// checkpoint) on a stop signal.
+fn train(opened: Opened, stop_at: Option<u64>, quiet: bool) -> Result<(PathBuf, TrainConfig, train::Outcome)> {
+    let Opened { mut trainer, notes } = opened;
     if !quiet {
         for n in &notes {
             eprintln!("note: {n}");
@@ -306,15 +285,17 @@ pub fn run(a: Args) -> Result<()> {
                 );
             }
             let cadence = Cadence { log_every: a.log_every, ckpt_every: a.ckpt_every, keep: a.keep };
-            train(None, Some((d, &cadence)), a.stop_at, a.quiet)?
+            train(train::resume(d, &cadence)?, a.stop_at, a.quiet)?
         }
         None => {
             let Some(out) = &a.out else { bail!("--out is required for a new run") };
-            if out.join("last.safetensors").exists() {
-                bail!("{} already holds a run; continue it with --resume {0}", out.display());
+            // early, before the data are read (start checks again under the run directory's lock)
+            crate::train::rundir::RunDir::check_free(out)?;
+            let cfg = a.request().resolve()?;
+            if cfg.recipe.is_some() && !a.quiet {
+                eprintln!("computing the mean image over a sample of the training images ...");
             }
-            let cfg = a.request()?.resolve()?;
-            train(Some((out, cfg)), None, a.stop_at, a.quiet)?
+            train(train::start(out, cfg)?, a.stop_at, a.quiet)?
         }
     };
     if a.json {
