@@ -1,13 +1,25 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for `resnet bench`: the same workloads, timed the same way.
+"""The peers of `resnet bench`: the same workloads, timed the same way.
 
 Usage (with the venv from scripts/torch-venv.sh; bench/compare.sh runs this for you):
-    $PY bench/pytorch_bench.py --workload resnet20-train --steps 20 --warmup 3 --json
+    $PY bench/pytorch_bench.py --workload resnet20-train --peer channels_last --json
+    $PY bench/pytorch_bench.py --workload resnet50-infer-b16 --peer onnxruntime --json
     $PY bench/pytorch_bench.py --workload matmul --steps 3 --warmup 1 --json
 
-The baseline is PyTorch as its users run it by default: eager mode, float32,
-NCHW (no channels_last), no torch.compile, torch.set_num_threads(2), and
-torch.inference_mode() for inference.
+Peers (--peer), all float32 on --threads threads (default 2):
+    eager           PyTorch as its users run it by default: eager mode, NCHW,
+                    torch.inference_mode() for inference.
+    channels_last   PyTorch eager with the model and input in channels_last
+                    (NHWC) memory format: oneDNN's blocked/NHWC convolutions,
+                    its fastest fp32 CPU setting without compilation.
+    compile         channels_last + torch.compile (inductor, default mode).
+    onnxruntime     inference only: the same torchvision model exported to ONNX
+                    (opset 17, batch as a dynamic axis; cached under
+                    ~/.cache/resnet/onnx) run by onnxruntime's CPU provider
+                    (MLAS) with every graph optimisation (ORT_ENABLE_ALL),
+                    intra_op_num_threads = --threads, inter_op 1, sequential.
+                    Its process imports no PyTorch (the export runs in a child
+                    process), so its peak RSS is onnxruntime's own.
 
 Workloads (names shared with bench/compare.sh):
     resnet{20,56,110}-train  CIFAR ResNet (option A shortcuts, scripts/golden_fixtures.py),
@@ -18,6 +30,8 @@ Workloads (names shared with bench/compare.sh):
     resnet50-infer-b16       torchvision resnet50 (v1.5: stride in the 3x3 conv),
     resnet50-infer-b1        1000 classes, eval mode, 3x224x224, batch 16 / 1.
                              One step = one forward pass.
+    resnet50-train-b16       the same model training at batch 16 / 32 (one step
+    resnet50-train-b32       as for the CIFAR nets).
     matmul                   float32 4096x4096 @ 4096x4096: the machine's matmul
                              ceiling (best of --steps after --warmup).
 
@@ -36,12 +50,18 @@ import statistics
 import sys
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+import subprocess
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
-from golden_fixtures import CifarResNet  # noqa: E402
+# PyTorch is imported in main() for the PyTorch peers only (onnxruntime's
+# process must not carry it: its peak RSS is measured).
+torch = nn = F = None
+
+
+def CifarResNet(n):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+    from golden_fixtures import CifarResNet as Net
+
+    return Net(n)
 
 
 def resnet50():
@@ -57,7 +77,11 @@ WORKLOADS = {
     "resnet110-train": (lambda: CifarResNet(18), "train", 128, 32, 10),
     "resnet50-infer-b16": (resnet50, "infer", 16, 224, 1000),
     "resnet50-infer-b1": (resnet50, "infer", 1, 224, 1000),
+    "resnet50-train-b16": (resnet50, "train", 16, 224, 1000),
+    "resnet50-train-b32": (resnet50, "train", 32, 224, 1000),
 }
+PEERS = ("eager", "channels_last", "compile", "onnxruntime")
+ONNX_DIR = os.path.expanduser("~/.cache/resnet/onnx")
 MATMUL_N = 4096
 
 
@@ -113,13 +137,18 @@ def bench_matmul(steps, warmup):
     }
 
 
-def bench_net(name, steps, warmup):
+def bench_net(name, peer, steps, warmup):
     factory, mode, batch, size, classes = WORKLOADS[name]
     train = mode == "train"
     model = factory().train(train)
     x = torch.rand(batch, 3, size, size) * 2 - 1
     labels = torch.randint(0, classes, (batch,))
     macs = macs_per_image(model, x)
+    if peer in ("channels_last", "compile"):
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if peer == "compile":
+        model = torch.compile(model)
     if train:
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
@@ -132,6 +161,11 @@ def bench_net(name, steps, warmup):
     else:
         with torch.inference_mode():
             times = time_steps(lambda: model(x), steps, warmup)
+    return result(name, times, macs)
+
+
+def result(name, times, macs):
+    _, mode, batch, size, _ = WORKLOADS[name]
     mean = sum(times) / len(times)
     img_per_s = batch / mean
     return {
@@ -142,36 +176,100 @@ def bench_net(name, steps, warmup):
         "img_per_s": img_per_s,
         "ms_per_step": mean * 1e3,
         "ms_per_step_median": statistics.median(times) * 1e3,
-        "gflops": macs * 2.0 * (3.0 if train else 1.0) * img_per_s / 1e9,
+        "gflops": macs * 2.0 * (3.0 if mode == "train" else 1.0) * img_per_s / 1e9,
         "macs_per_image": macs,
     }
 
 
+def export_onnx(name):
+    """The workload's model as ONNX (exported once, in this process) and its multiply-adds per image."""
+    factory, _, batch, size, _ = WORKLOADS[name]
+    path = os.path.join(ONNX_DIR, f"{name.split('-')[0]}.onnx")
+    if not os.path.exists(path):
+        os.makedirs(ONNX_DIR, exist_ok=True)
+        model = factory().eval()
+        x = torch.rand(1, 3, size, size)
+        meta = {"macs_per_image": macs_per_image(model, x)}
+        tmp = path + ".tmp"
+        torch.onnx.export(model, (x,), tmp, opset_version=17, dynamo=False, input_names=["x"],
+                          output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
+        with open(path + ".json", "w") as f:
+            json.dump(meta, f)
+        os.replace(tmp, path)
+    return path
+
+
+def bench_onnxruntime(name, steps, warmup, threads):
+    import numpy as np
+    import onnxruntime as ort
+
+    _, mode, batch, size, _ = WORKLOADS[name]
+    if mode != "infer":
+        sys.exit(f"--peer onnxruntime runs inference workloads only, not {name}")
+    path = os.path.join(ONNX_DIR, f"{name.split('-')[0]}.onnx")
+    if not os.path.exists(path):
+        # export in a child process so that this one never imports PyTorch
+        subprocess.run([sys.executable, __file__, "--export-onnx", name], check=True)
+    with open(path + ".json") as f:
+        macs = json.load(f)["macs_per_image"]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    x = (np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32) * 2 - 1)
+    times = time_steps(lambda: sess.run(None, {"x": x}), steps, warmup)
+    return result(name, times, macs), {"onnxruntime": ort.__version__}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workload", required=True, choices=[*WORKLOADS, "matmul"])
+    p.add_argument("--workload", choices=[*WORKLOADS, "matmul"])
+    p.add_argument("--peer", choices=PEERS, default="eager", help="which peer configuration (default eager)")
+    p.add_argument("--export-onnx", metavar="WORKLOAD", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=20, help="timed steps (matmul: timed products)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args()
+    if a.export_onnx:
+        global torch, nn, F
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+        print(export_onnx(a.export_onnx))
+        return
+    if not a.workload:
+        p.error("--workload is required")
     if a.steps < 1 or a.warmup < 0 or a.threads < 1:
         p.error("--steps and --threads must be at least 1, --warmup at least 0")
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    if a.workload == "matmul":
-        r = bench_matmul(a.steps, a.warmup)
+    if a.peer == "onnxruntime":
+        r, versions = bench_onnxruntime(a.workload, a.steps, a.warmup, a.threads)
+        threads = a.threads
     else:
-        r = bench_net(a.workload, a.steps, a.warmup)
+        global torch, nn, F
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+        torch.set_num_threads(a.threads)
+        torch.manual_seed(0)
+        if a.workload == "matmul":
+            r = bench_matmul(a.steps, a.warmup)
+        else:
+            r = bench_net(a.workload, a.peer, a.steps, a.warmup)
+        threads, versions = torch.get_num_threads(), {"torch": torch.__version__}
     r = {
         "workload": a.workload,
+        "peer": a.peer,
         **r,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "steps": a.steps,
         "warmup": a.warmup,
         "peak_rss_mib": peak_rss_mib(),
-        "torch": torch.__version__,
+        **versions,
     }
+    name = r.get("torch") or f"onnxruntime {r.get('onnxruntime')}"
     if a.json:
         print(json.dumps(r))
     elif a.workload == "matmul":
@@ -180,7 +278,7 @@ def main():
     else:
         print(f"{a.workload} batch {r['batch']}, {r['threads']} threads: {r['img_per_s']:.1f} img/s, "
               f"{r['ms_per_step']:.1f} ms/step (median {r['ms_per_step_median']:.1f}), "
-              f"{r['gflops']:.1f} GFLOP/s, peak RSS {r['peak_rss_mib']:.0f} MiB, torch {r['torch']}")
+              f"{r['gflops']:.1f} GFLOP/s, peak RSS {r['peak_rss_mib']:.0f} MiB, {a.peer} ({name})")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ pub enum Mode {
 
 #[derive(Serialize, Debug)]
 pub struct BenchResult {
+    /// the CPU it ran on (`/proc/cpuinfo`'s model name): every benchmark line names it
+    pub cpu: String,
     pub arch: String,
     pub mode: Mode,
     pub batch: usize,
@@ -48,6 +50,63 @@ pub fn peak_rss_mib() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// The CPU's model name as `/proc/cpuinfo` gives it ("unknown CPU" elsewhere).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).and_then(|l| Some(l.split_once(':')?.1.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}
+
+/// The fp32 FMA peak measured with a bare loop of independent 512-bit FMAs.
+#[derive(Serialize, Debug, Clone)]
+pub struct FmaPeak {
+    pub cpu: String,
+    /// one thread, best of 5 runs of about 0.1 s
+    pub gflops_one_thread: f64,
+    /// every thread at once (the sum of their rates), best of 5
+    pub gflops_all_threads: f64,
+    pub threads: usize,
+}
+
+/// Measure [`FmaPeak`] on `threads` threads; None where the CPU has no AVX-512.
+pub fn fma_peak(threads: usize) -> Option<FmaPeak> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::kernels::avx512::{CHAINS, fma_loop};
+        let cpu = crate::kernels::KernelPath::cached().avx512()?;
+        let iters = 2_000_000u64;
+        let flops = (iters * CHAINS as u64 * 32) as f64;
+        // one timed loop on each of `n` threads started together; the sum of their rates
+        let rate = |n: usize| -> f64 {
+            let barrier = std::sync::Barrier::new(n);
+            std::thread::scope(|s| {
+                let runs: Vec<_> = (0..n)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            let t = Instant::now();
+                            std::hint::black_box(fma_loop(cpu, std::hint::black_box(iters)));
+                            flops / t.elapsed().as_secs_f64() / 1e9
+                        })
+                    })
+                    .collect();
+                runs.into_iter().map(|r| r.join().unwrap_or(0.0)).sum()
+            })
+        };
+        let best = |n: usize| (0..5).map(|_| rate(n)).fold(0.0, f64::max);
+        let one = best(1);
+        Some(FmaPeak { cpu: cpu_model(), gflops_one_thread: one, gflops_all_threads: best(threads.max(1)), threads })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        None
+    }
 }
 
 /// Build `spec` for `batch` images of `size` x `size` and time `steps` steps after `warmup`.
@@ -94,6 +153,7 @@ pub fn run(
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
     let img_per_s = batch as f64 / mean;
     Ok(BenchResult {
+        cpu: cpu_model(),
         arch: spec.name.clone(),
         mode,
         batch,

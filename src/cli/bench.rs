@@ -1,6 +1,6 @@
 //! `resnet bench`: time steps on random data.
 
-use super::arch_args::ArchArgs;
+use super::arch_args::ArchOpts;
 use crate::bench::{self, Mode};
 use clap::ValueEnum;
 use std::io::IsTerminal;
@@ -17,8 +17,12 @@ resnet bench --arch resnet50 --stride-in 3x3 --mode infer --batch 16 --steps 5 -
 A training step is forward (batch statistics) + softmax cross-entropy + backward + SGD update. \
 \"gflops\" counts 2 FLOPs per multiply-add and a training step as 3 forward passes.")]
 pub struct Args {
+    /// Network: resnetD or plainD; D = 6n+2 (20, 32, 44, 56, 110, 1202, ...) for CIFAR,
+    /// 18/34/50/101/152 for ImageNet
+    #[arg(long, short = 'a', required_unless_present = "fma_peak")]
+    arch: Option<String>,
     #[command(flatten)]
-    arch: ArchArgs,
+    opts: ArchOpts,
     /// Images per step
     #[arg(long, short = 'b', default_value_t = 128)]
     batch: usize,
@@ -39,10 +43,27 @@ pub struct Args {
     /// Also time each kind of operation (adds a little overhead) and print ms per step for each
     #[arg(long)]
     profile: bool,
+    /// Measure the CPU's fp32 FMA peak instead (a bare loop of independent
+    /// 512-bit FMAs on one thread and on every thread) and print it
+    #[arg(long)]
+    fma_peak: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let (spec, size) = a.arch.resolve()?;
+    if a.fma_peak {
+        let threads = a.threads.unwrap_or_else(crate::par::threads);
+        let p = bench::fma_peak(threads).ok_or_else(|| anyhow::anyhow!("--fma-peak needs a CPU with AVX-512"))?;
+        if a.json {
+            println!("{}", serde_json::to_string(&p)?);
+        } else {
+            println!(
+                "{}: fp32 FMA peak {:.1} GFLOP/s on 1 thread, {:.1} on {} threads",
+                p.cpu, p.gflops_one_thread, p.gflops_all_threads, p.threads
+            );
+        }
+        return Ok(());
+    }
+    let (spec, size) = a.opts.resolve(a.arch.as_deref().unwrap_or_default())?;
     if a.batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
@@ -73,7 +94,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} {:?} batch {} input {}x{}x{}, {} threads: {:.1} img/s, {:.1} ms/step (median {:.1}), {:.1} GFLOP/s, peak RSS {:.0} MiB",
+            "{} {:?} batch {} input {}x{}x{}, {} threads, {}: {:.1} img/s, {:.1} ms/step (median {:.1}), {:.1} GFLOP/s, peak RSS {:.0} MiB",
             r.arch,
             r.mode,
             r.batch,
@@ -81,6 +102,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             r.input[1],
             r.input[2],
             r.threads,
+            r.cpu,
             r.img_per_s,
             r.ms_per_step,
             r.ms_per_step_median,

@@ -340,41 +340,115 @@ pub unsafe fn wgrad_image(
     let _ = cpu;
     assert!(cout.is_multiple_of(16), "weight gradient: {cout} output channels");
     assert!(x.len() >= h * wd * cin && dy.len() >= oh * ow * cout && dw.len() >= k * k * cin * cout);
+    if cin < 8 && k > 1 {
+        // SAFETY: the contract of this function, passed on.
+        return unsafe { wgrad_image_flat(k, stride, pad, x, (h, wd, cin), dy, (oh, ow, cout), dw) };
+    }
     let g = Gather { k, stride, pad, transposed: false, sh: h, sw: wd, cs: cin, oh, ow, co: cout };
-    for kh in 0..k {
-        // output rows whose source row is inside the image
-        let ys: Vec<(usize, usize)> = (0..oh).filter_map(|y| g.src(y, kh, h).map(|sy| (y, sy))).collect();
-        for kw in 0..k {
-            let xs: Vec<usize> = (0..ow).filter(|&xo| g.src(xo, kw, wd).is_some()).collect();
-            let (Some(&lo), Some(&hi)) = (xs.first(), xs.last()) else {
+    // Output rows in chunks whose dy rows and the x rows they read stay in L2
+    // together (about 384 KiB): every (tap, channel block) tile streams the
+    // chunk, so the image is read from memory once, not once per tile.
+    let per_row = ow * cout + stride * wd * cin;
+    let chunk = ((384 << 10) / 4 / per_row).max(1);
+    for y0 in (0..oh).step_by(chunk) {
+        let y1 = (y0 + chunk).min(oh);
+        for kh in 0..k {
+            // output rows whose source row is inside the image
+            let ys: Vec<(usize, usize)> = (y0..y1).filter_map(|y| g.src(y, kh, h).map(|sy| (y, sy))).collect();
+            if ys.is_empty() {
                 continue;
-            };
-            let sx0 = (lo * stride + kw) - pad;
-            let span = Span { ys: &ys, lo, n: hi - lo + 1, sx0, stride, sw: wd, cin, ow, cout };
-            let tap = (kh * k + kw) * cin * cout;
-            let mut i = 0;
-            while i < cin {
-                let r = if cin - i >= 8 { 8 } else { 1 };
-                let mut ob = 0;
-                while ob < cout {
-                    let nb = if cout - ob >= 32 { 2 } else { 1 };
-                    let dst = &mut dw[tap + i * cout + ob..];
-                    // SAFETY: `cpu` proves the features; the span's pixels are inside
-                    // the image (x, dy as this function's contract), rows i..i + r < cin
-                    // and channels ob..ob + 16 nb <= cout of `dst`.
-                    unsafe {
-                        match (r, nb) {
-                            (8, 2) => wtile::<8, 2>(&span, x, dy, i, ob, dst),
-                            (8, _) => wtile::<8, 1>(&span, x, dy, i, ob, dst),
-                            (_, 2) => wtile::<1, 2>(&span, x, dy, i, ob, dst),
-                            _ => wtile::<1, 1>(&span, x, dy, i, ob, dst),
-                        }
-                    }
-                    ob += 16 * nb;
-                }
-                i += r;
+            }
+            for kw in 0..k {
+                let xs: Vec<usize> = (0..ow).filter(|&xo| g.src(xo, kw, wd).is_some()).collect();
+                let (Some(&lo), Some(&hi)) = (xs.first(), xs.last()) else {
+                    continue;
+                };
+                let sx0 = (lo * stride + kw) - pad;
+                let span = Span { ys: &ys, lo, n: hi - lo + 1, sx0, stride, sw: wd, cin, ow, cout };
+                // SAFETY: the span's pixels are inside the image (x, dy as this
+                // function's contract); dw holds the tap's cin rows of cout.
+                unsafe { wgrad_rows(&span, x, dy, cin, &mut dw[(kh * k + kw) * cin * cout..]) };
             }
         }
+    }
+}
+
+/// The weight gradient of a convolution with few input channels (the stems:
+/// 3 of them), one image: x is copied into a zero-padded image, where every tap
+/// is valid at every output pixel, and the k taps x cin channels of one kernel
+/// row — contiguous in the padded row — are the rows of one GEMM (k cin of them,
+/// not cin), so that the tiles have 8 rows of accumulators, not 1.
+///
+/// # Safety
+/// As [`wgrad_image`].
+#[target_feature(enable = "avx512f")]
+unsafe fn wgrad_image_flat(
+    k: usize,
+    stride: usize,
+    pad: usize,
+    x: &[f32],
+    (h, wd, cin): (usize, usize, usize),
+    dy: &[f32],
+    (oh, ow, cout): (usize, usize, usize),
+    dw: &mut [f32],
+) {
+    let (hp, wp) = (h + 2 * pad, wd + 2 * pad);
+    let mut xp = vec![0.0f32; hp * wp * cin];
+    for (y, row) in x[..h * wd * cin].chunks_exact(wd * cin).enumerate() {
+        xp[((y + pad) * wp + pad) * cin..][..wd * cin].copy_from_slice(row);
+    }
+    let per_row = ow * cout + stride * wp * cin;
+    let chunk = ((384 << 10) / 4 / per_row).max(1);
+    for y0 in (0..oh).step_by(chunk) {
+        let y1 = (y0 + chunk).min(oh);
+        for kh in 0..k {
+            // in the padded image output row y reads row y * stride + kh, always inside
+            let ys: Vec<(usize, usize)> = (y0..y1).map(|y| (y, y * stride + kh)).collect();
+            let span = Span { ys: &ys, lo: 0, n: ow, sx0: 0, stride, sw: wp, cin, ow, cout };
+            // SAFETY: pixel (y, xo) reads padded columns xo * stride + kw < wp for
+            // kw < k (the output size's definition), i.e. the k cin values from its
+            // first one; dw from row kh k cin holds k cin rows of cout.
+            unsafe { wgrad_rows(&span, &xp, dy, k * cin, &mut dw[kh * k * cin * cout..]) };
+        }
+    }
+}
+
+/// Add the span's sums into `dst` rows 0..rows (each `cout` values): row i
+/// gets sum x[pixel][i] * dy[pixel][..], in tiles of up to 8 rows x 32 channels.
+///
+/// # Safety
+/// AVX-512 code under the caller's proof. The span's pixels are inside x and dy,
+/// each x pixel has `rows` readable values from its first, dst has rows x cout.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn wgrad_rows(span: &Span, x: &[f32], dy: &[f32], rows: usize, dst: &mut [f32]) {
+    let cout = span.cout;
+    let mut i = 0;
+    while i < rows {
+        let r = match rows - i {
+            8.. => 8,
+            4..8 => 4,
+            _ => 1,
+        };
+        let mut ob = 0;
+        while ob < cout {
+            let nb = if cout - ob >= 32 { 2 } else { 1 };
+            let d = &mut dst[i * cout + ob..];
+            // SAFETY: rows i..i + r < rows and channels ob..ob + 16 nb <= cout of
+            // `dst`; the span as this function's contract.
+            unsafe {
+                match (r, nb) {
+                    (8, 2) => wtile::<8, 2>(span, x, dy, i, ob, d),
+                    (8, _) => wtile::<8, 1>(span, x, dy, i, ob, d),
+                    (4, 2) => wtile::<4, 2>(span, x, dy, i, ob, d),
+                    (4, _) => wtile::<4, 1>(span, x, dy, i, ob, d),
+                    (_, 2) => wtile::<1, 2>(span, x, dy, i, ob, d),
+                    _ => wtile::<1, 1>(span, x, dy, i, ob, d),
+                }
+            }
+            ob += 16 * nb;
+        }
+        i += r;
     }
 }
 
@@ -436,4 +510,32 @@ unsafe fn wtile<const R: usize, const NB: usize>(
             unsafe { _mm512_storeu_ps(p, _mm512_add_ps(*v, _mm512_loadu_ps(p))) };
         }
     }
+}
+
+/// The bare FMA loop that measures this core's fp32 peak: `CHAINS`
+/// independent accumulators (enough to cover the FMA latency on two ports),
+/// `iters` rounds of one `vfmadd231ps zmm` each. Returns a value that depends
+/// on every FMA so that none is optimised away. FLOPs: `iters * CHAINS * 32`.
+pub fn fma_loop(cpu: Avx512Cpu, iters: u64) -> f32 {
+    // SAFETY: `cpu` proves the features `fma_chains` enables; it touches no memory.
+    unsafe { fma_chains(cpu, iters) }
+}
+
+/// Independent FMA chains [`fma_loop`] runs.
+pub const CHAINS: usize = 24;
+
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains(_cpu: Avx512Cpu, iters: u64) -> f32 {
+    let mut acc: [__m512; CHAINS] = std::array::from_fn(|i| _mm512_set1_ps(i as f32 * 1e-3));
+    let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for v in acc {
+        s = _mm512_add_ps(s, v);
+    }
+    _mm512_reduce_add_ps(s)
 }

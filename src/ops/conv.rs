@@ -629,6 +629,11 @@ mod tests {
             (7, 64, 128, 3, 1, 1, 1),
             (7, 128, 96, 1, 1, 0, 1),
             (3, 32, 64, 3, 1, 1, 1),
+            // the weight gradient runs in chunks of output rows (several here)
+            (56, 64, 256, 1, 1, 0, 1),
+            (56, 32, 64, 3, 2, 1, 1),
+            // the stem: 3 input channels, the flattened-tap weight gradient
+            (40, 3, 64, 7, 2, 3, 1),
         ];
         for &(h, ci, co, k, st, pd, n) in shapes {
             let c = Conv::new(ci, co, k, st, pd);
