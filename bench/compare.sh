@@ -1,32 +1,39 @@
 #!/usr/bin/env bash
-# Speed comparison: our engine (`resnet bench`) against PyTorch (bench/pytorch_bench.py)
-# on the same workloads, fp32, 2 threads. Developer tool, not part of CI.
+# Speed comparison: our engine (`resnet bench`) against its strongest CPU peers
+# (bench/pytorch_bench.py: PyTorch eager, PyTorch channels_last (oneDNN), and for
+# inference onnxruntime) on the same workloads, fp32, 2 threads. Developer tool,
+# not part of CI.
 #
 # Usage: bench/compare.sh [--rounds R] [--quick] [--no-build] [WORKLOAD...]
 #   WORKLOAD    resnet20-train resnet56-train resnet110-train resnet50-infer-b16
-#               resnet50-infer-b1 (default: all of them)
-#   --rounds R  ours and PyTorch's run alternately (A B A B ...), R rounds each
-#               (default 3), every run in a fresh process
+#               resnet50-infer-b1 resnet50-train-b16 resnet50-train-b32
+#               (default: all of them)
+#   --rounds R  ours and each peer run alternately (A B C A B C ...), R rounds
+#               each (default 3), every run in a fresh process
+#   --peers P   comma-separated peers (default: eager,channels_last, and
+#               onnxruntime for inference workloads)
 #   --quick     smoke test: 2 timed steps + 1 warm-up instead of the defaults
 #               (training 20 + 3, resnet50 batch 16 5 + 2, batch 1 20 + 3)
 #   --no-build  use target/release/resnet as it is (no cargo build)
 #
-# It builds ours once (cargo build --release), takes PyTorch from the venv of
+# It builds ours once (cargo build --release), takes the peers from the venv of
 # scripts/torch-venv.sh (honours TORCH_VENV; created there if missing), measures
-# the float32 4096^3 matmul ceiling once with PyTorch, then prints per workload
-# the medians over the rounds, the ratio ours/PyTorch (img/s; > 1 = ours faster),
-# our GFLOP/s as % of the ceiling and the peak RSS of each side. The same results
-# are appended as JSON lines to bench/results/<date>.jsonl (bench/summarize.py).
+# the CPU's fp32 FMA peak once (`resnet bench --fma-peak`), then prints per
+# workload the medians over the rounds for every side, the ratio of ours to the
+# best peer (img/s; > 1 = ours faster), our GFLOP/s as % of the FMA peak and the
+# peak RSS of each side, with the CPU model. The same results are appended as
+# JSON lines to bench/results/<date>.jsonl (bench/summarize.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL="resnet20-train resnet56-train resnet110-train resnet50-infer-b16 resnet50-infer-b1"
+ALL="resnet20-train resnet56-train resnet110-train resnet50-infer-b16 resnet50-infer-b1 resnet50-train-b16 resnet50-train-b32"
 THREADS=2
-rounds=3 quick=0 build=1 workloads=()
+rounds=3 quick=0 build=1 workloads=() peers=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds="${2:?--rounds needs a value}"; shift 2 ;;
         --quick) quick=1; shift ;;
+        --peers) peers="${2:?--peers needs a value}"; shift 2 ;;
         --no-build) build=0; shift ;;
         -h|--help) sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
         -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -43,6 +50,22 @@ ours_args() {
         resnet*-train) echo "--arch ${1%-train} --mode train --batch 128" ;;
         resnet50-infer-b16) echo "--arch resnet50 --stride-in 3x3 --mode infer --batch 16" ;;
         resnet50-infer-b1) echo "--arch resnet50 --stride-in 3x3 --mode infer --batch 1" ;;
+        resnet50-train-b*) echo "--arch resnet50 --stride-in 3x3 --mode train --batch ${1#resnet50-train-b}" ;;
+    esac
+}
+
+# The peers of a workload (--peers, or the strongest ones that run it).
+peers_of() {
+    if [ -n "$peers" ]; then
+        local p
+        for p in ${peers//,/ }; do
+            [[ "$p" == onnxruntime && "$1" == *-train* ]] || echo "$p"
+        done
+        return
+    fi
+    case "$1" in
+        *-infer-*) echo "eager channels_last onnxruntime" ;;
+        *) echo "eager channels_last" ;;
     esac
 }
 
@@ -51,7 +74,7 @@ steps_args() {
     if [ "$quick" = 1 ]; then echo "--steps 2 --warmup 1"; return; fi
     case "$1" in
         resnet50-infer-b16) echo "--steps 5 --warmup 2" ;;
-        matmul) echo "--steps 3 --warmup 1" ;;
+        resnet50-train-b*) echo "--steps 4 --warmup 1" ;;
         *) echo "--steps 20 --warmup 3" ;;
     esac
 }
@@ -69,7 +92,8 @@ run() {
     local t0=$SECONDS
     "$@" > "$TMP/$name.json"
     python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); ips = r.get("img_per_s")
-print("  %s: %.1f GFLOP/s%s (%s s)" % (sys.argv[2], r["gflops"], ", %.1f img/s" % ips if ips else "", sys.argv[3]))' \
+g = r.get("gflops", r.get("gflops_all_threads"))
+print("  %s: %.1f GFLOP/s%s (%s s)" % (sys.argv[2], g, ", %.1f img/s" % ips if ips else "", sys.argv[3]))' \
         "$TMP/$name.json" "$name" "$((SECONDS - t0))" >&2
 }
 
@@ -77,13 +101,16 @@ load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo nan)"
 if python3 -c 'import sys; sys.exit(not float(sys.argv[1]) >= 0.5)' "$load"; then
     echo "WARNING: load average $load before starting: something else is using the CPUs, expect noise" >&2
 fi
-echo "matmul ceiling (PyTorch, fp32 4096^3, $THREADS threads)" >&2
-run matmul "$PY" bench/pytorch_bench.py --workload matmul $(steps_args matmul) --threads $THREADS --json
+echo "fp32 FMA peak ($THREADS threads)" >&2
+run peak "$BIN" bench --fma-peak --threads $THREADS --json
 for w in "${workloads[@]}"; do
     for r in $(seq 1 "$rounds"); do
         echo "$w round $r/$rounds" >&2
         run "$w.ours.$r" "$BIN" bench $(ours_args "$w") $(steps_args "$w") --threads $THREADS --json
-        run "$w.pytorch.$r" "$PY" bench/pytorch_bench.py --workload "$w" $(steps_args "$w") --threads $THREADS --json
+        for p in $(peers_of "$w"); do
+            run "$w.$p.$r" "$PY" bench/pytorch_bench.py --workload "$w" --peer "$p" $(steps_args "$w") \
+                --threads $THREADS --json
+        done
     done
 done
 

@@ -2,18 +2,22 @@
 """Table and JSON lines for bench/compare.sh (standard library only; any python3).
 
 Usage: summarize.py --dir DIR --rounds R --quick 0|1 --load L --out FILE.jsonl WORKLOAD...
-DIR holds matmul.json (the ceiling) and <workload>.<ours|pytorch>.<round>.json,
-one JSON object each as `resnet bench --json` and bench/pytorch_bench.py print.
+DIR holds peak.json (`resnet bench --fma-peak --json`) and
+<workload>.<side>.<round>.json for side = ours and each peer that ran
+(eager, channels_last, compile, onnxruntime), one JSON object each as
+`resnet bench --json` and bench/pytorch_bench.py print.
 
-Per workload: medians over the rounds of img/s, ms per image (step median / batch)
-and GFLOP/s; peak RSS is the largest over the rounds; ratio = ours / PyTorch img/s
-(> 1: ours faster); "% ceil" = our median GFLOP/s against the matmul ceiling of
-the same run. It checks that both sides ran the same workload (batch, input,
-threads, multiply-adds per image) and prints a warning where not.
-Appends one JSON line per workload (and one for the ceiling) to FILE.jsonl.
+Per workload and side: medians over the rounds of img/s, ms per image (step
+median / batch) and GFLOP/s; peak RSS is the largest over the rounds. The best
+peer is the one with the highest median img/s; ratio = ours / best peer (> 1:
+ours faster); "% peak" = our median GFLOP/s against the FMA peak of the same
+run. It checks that every side ran the same workload (batch, input, threads,
+multiply-adds per image) and prints a warning where not. Appends one JSON line
+per workload (and one for the peak) to FILE.jsonl; every line names the CPU.
 """
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -21,25 +25,7 @@ import statistics
 import subprocess
 import sys
 
-SIDES = ("ours", "pytorch")
-COLUMNS = [  # header, width, format, value(row)
-    ("workload", 18, "{}", lambda r: r["workload"]),
-    ("ours img/s", 10, "{:.1f}", lambda r: r["ours"]["img_per_s"]),
-    ("torch img/s", 11, "{:.1f}", lambda r: r["pytorch"]["img_per_s"]),
-    ("ours/torch", 10, "{:.2f}x", lambda r: r["ratio"]),
-    ("ours ms/img", 11, "{:.2f}", lambda r: r["ours"]["ms_per_image"]),
-    ("torch ms/img", 12, "{:.2f}", lambda r: r["pytorch"]["ms_per_image"]),
-    ("ours GFLOP/s", 12, "{:.1f}", lambda r: r["ours"]["gflops"]),
-    ("% ceil", 6, "{:.0f}%", lambda r: r["ours_pct_of_ceiling"]),
-    ("torch GFLOP/s", 13, "{:.1f}", lambda r: r["pytorch"]["gflops"]),
-    ("ours RSS MiB", 12, "{:.0f}", lambda r: r["ours"]["peak_rss_mib"]),
-    ("torch RSS MiB", 13, "{:.0f}", lambda r: r["pytorch"]["peak_rss_mib"]),
-]
-
-
-def table_line(cells):
-    """One table row: the first column left-aligned, the others right-aligned."""
-    return "  ".join(c.rjust(wd) if i else c.ljust(wd) for i, (c, (_, wd, _, _)) in enumerate(zip(cells, COLUMNS)))
+PEER_ORDER = ("eager", "channels_last", "compile", "onnxruntime")
 
 
 def load(path):
@@ -63,14 +49,14 @@ def side_summary(runs):
     }
 
 
-def mismatches(ours, torch):
-    """Differences between the two sides' workloads, as readable strings."""
+def mismatches(ours, peer, name):
+    """Differences between our workload and a peer's, as readable strings."""
     out = []
     for key in ("mode", "batch", "input", "threads", "steps", "warmup"):
-        if ours[key] != torch[key]:
-            out.append(f"{key}: ours {ours[key]} vs PyTorch {torch[key]}")
-    if abs(macs_per_image(ours) / torch["macs_per_image"] - 1) > 1e-3:
-        out.append(f"multiply-adds per image: ours {macs_per_image(ours):,.0f} vs PyTorch {torch['macs_per_image']:,}")
+        if ours[key] != peer[key]:
+            out.append(f"{key}: ours {ours[key]} vs {name} {peer[key]}")
+    if abs(macs_per_image(ours) / peer["macs_per_image"] - 1) > 1e-3:
+        out.append(f"multiply-adds per image: ours {macs_per_image(ours):,.0f} vs {name} {peer['macs_per_image']:,}")
     return out
 
 
@@ -81,12 +67,9 @@ def meta():
         except (OSError, subprocess.CalledProcessError):
             return None
 
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None) \
-        if os.path.exists("/proc/cpuinfo") else platform.processor()
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "host": platform.node(),
-        "cpu": cpu,
         "git": git("rev-parse", "--short", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     }
@@ -102,37 +85,47 @@ def main():
     p.add_argument("workloads", nargs="+")
     a = p.parse_args()
 
-    ceiling = load(os.path.join(a.dir, "matmul.json"))
-    common = {**meta(), "quick": bool(a.quick), "loadavg_start": a.load, "rounds": a.rounds, "threads": ceiling["threads"],
-              "torch": ceiling["torch"], "matmul_gflops": ceiling["gflops"]}
+    peak = load(os.path.join(a.dir, "peak.json"))
+    common = {**meta(), "cpu": peak["cpu"], "quick": bool(a.quick), "loadavg_start": a.load, "rounds": a.rounds,
+              "threads": peak["threads"], "fma_peak_gflops": peak["gflops_all_threads"]}
     rows, warnings = [], []
     for w in a.workloads:
-        runs = {s: [load(os.path.join(a.dir, f"{w}.{s}.{i}.json")) for i in range(1, a.rounds + 1)] for s in SIDES}
-        ours, torch = (side_summary(runs[s]) for s in SIDES)
-        first = runs["pytorch"][0]
-        bad = mismatches(runs["ours"][0], first)
+        names = {os.path.basename(f).split(".")[1] for f in glob.glob(os.path.join(a.dir, f"{w}.*.1.json"))}
+        peers = [n for n in PEER_ORDER if n in names]
+        runs = {s: [load(os.path.join(a.dir, f"{w}.{s}.{i}.json")) for i in range(1, a.rounds + 1)]
+                for s in ["ours", *peers]}
+        sides = {s: side_summary(r) for s, r in runs.items()}
+        best = max(peers, key=lambda s: sides[s]["img_per_s"])
+        versions = {s: {k: runs[s][0][k] for k in ("torch", "onnxruntime") if k in runs[s][0]} for s in peers}
+        bad = [m for s in peers for m in mismatches(runs["ours"][0], runs[s][0], s)]
         warnings += [f"{w}: {m}" for m in bad]
+        first = runs[best][0]
         rows.append({
             "workload": w, "batch": first["batch"], "mode": first["mode"],
-            "steps": first["steps"], "warmup": first["warmup"],
-            "macs_per_image": first["macs_per_image"],
-            "ours": ours, "pytorch": torch,
-            "ratio": ours["img_per_s"] / torch["img_per_s"],
-            "ours_pct_of_ceiling": 100.0 * ours["gflops"] / ceiling["gflops"],
+            "steps": first["steps"], "warmup": first["warmup"], "macs_per_image": first["macs_per_image"],
+            "sides": sides, "versions": versions, "best_peer": best,
+            "ratio_to_best": sides["ours"]["img_per_s"] / sides[best]["img_per_s"],
+            "ratios": {s: sides["ours"]["img_per_s"] / sides[s]["img_per_s"] for s in peers},
+            "ours_pct_of_peak": 100.0 * sides["ours"]["gflops"] / peak["gflops_all_threads"],
             "mismatches": bad,
         })
 
-    print(f"matmul ceiling (PyTorch {ceiling['torch']}, fp32 {ceiling['n']}^3, {ceiling['threads']} threads): "
-          f"{ceiling['gflops']:.1f} GFLOP/s; medians over {a.rounds} round(s)"
+    print(f"{peak['cpu']}: fp32 FMA peak {peak['gflops_all_threads']:.1f} GFLOP/s on {peak['threads']} threads "
+          f"({peak['gflops_one_thread']:.1f} on one); medians over {a.rounds} round(s)"
           + (" [--quick: smoke test, not a measurement]" if a.quick else ""))
-    print(table_line(h for h, _, _, _ in COLUMNS))
     for r in rows:
-        print(table_line(fmt.format(val(r)) for _, _, fmt, val in COLUMNS))
+        s = r["sides"]
+        print(f"{r['workload']}: ours {s['ours']['img_per_s']:.1f} img/s ({s['ours']['gflops']:.1f} GFLOP/s, "
+              f"{r['ours_pct_of_peak']:.0f}% of peak, RSS {s['ours']['peak_rss_mib']:.0f} MiB); "
+              + "; ".join(f"{p} {s[p]['img_per_s']:.1f} (RSS {s[p]['peak_rss_mib']:.0f})" for p in r["ratios"])
+              + f"; ours / best ({r['best_peer']}) = {r['ratio_to_best']:.2f}x")
+        for side, v in s.items():
+            print(f"    {side:<14} rounds img/s: " + " / ".join(f"{x:.1f}" for x in v["rounds_img_per_s"]))
     for m in warnings:
         print(f"WARNING: not the same workload: {m}", file=sys.stderr)
 
     with open(a.out, "a") as f:
-        f.write(json.dumps({**common, "workload": "matmul", "matmul": ceiling}) + "\n")
+        f.write(json.dumps({**common, "workload": "fma-peak", "peak": peak}) + "\n")
         for r in rows:
             f.write(json.dumps({**common, **r}) + "\n")
     print(f"appended {len(rows) + 1} lines to {a.out}")

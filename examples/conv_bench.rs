@@ -27,6 +27,8 @@ fn main() {
     println!("batch {n}, {} threads; GFLOP/s (ms) per call", resnet::par::threads());
     println!("{:<36} {:>16} {:>16} {:>16}", "conv", "forward", "backward-data", "backward-weight");
     let imagenet = std::env::args().nth(2).is_some_and(|a| a == "imagenet");
+    // a third argument: only the shapes whose label contains it (e.g. "k1/2")
+    let only = std::env::args().nth(3);
     let cifar = [
         (32, 3, 16, 3, 1, 1),
         (32, 16, 16, 3, 1, 1),
@@ -48,14 +50,23 @@ fn main() {
         (56, 256, 512, 1, 2, 0),
         (28, 512, 128, 1, 1, 0),
         (28, 128, 128, 3, 1, 1),
+        (28, 512, 256, 1, 1, 0),
+        (28, 256, 256, 3, 2, 1),
+        (28, 512, 1024, 1, 2, 0),
         (14, 256, 256, 3, 1, 1),
         (14, 1024, 256, 1, 1, 0),
         (14, 256, 1024, 1, 1, 0),
+        (14, 1024, 512, 1, 1, 0),
+        (14, 512, 512, 3, 2, 1),
+        (14, 1024, 2048, 1, 2, 0),
         (7, 512, 512, 3, 1, 1),
         (7, 2048, 512, 1, 1, 0),
         (7, 512, 2048, 1, 1, 0),
     ];
     for (h, ci, co, k, s, p) in if imagenet { resnet50.to_vec() } else { cifar.to_vec() } {
+        if only.as_ref().is_some_and(|o| !format!("{h}x{h} {ci}->{co} k{k}/{s}").contains(o.as_str())) {
+            continue;
+        }
         let c = Conv::new(ci, co, k, s, p);
         let xd = Dims::new(n, h, h, ci);
         let yd = c.out_dims(xd);

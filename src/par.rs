@@ -199,6 +199,20 @@ where
     sum_in_order(parts, width)
 }
 
+/// `f(i, chunk)` for every chunk of `out` of `chunk_len` values (the last
+/// one may be shorter), in parallel.
+pub fn for_chunks<F>(out: &mut [f32], chunk_len: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    out.par_chunks_mut(chunk_len.max(1)).enumerate().for_each(|(i, chunk)| {
+        vectorized(
+            #[inline(always)]
+            || f(i, chunk),
+        )
+    });
+}
+
 /// `f(i)` for every i in 0..n, in parallel.
 pub fn for_each_index<F>(n: usize, f: F)
 where

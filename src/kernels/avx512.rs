@@ -64,7 +64,7 @@ impl Gather {
     }
 }
 
-/// One tap of a pixel block: weight offset and a source pointer per pixel.
+/// One tap of a pixel block: its first weight row and a source pointer per pixel.
 #[derive(Clone, Copy)]
 pub(crate) struct Tap<const P: usize> {
     pub w: usize,
@@ -83,8 +83,8 @@ pub struct Dst {
     pub c1: usize,
 }
 
-/// Compute the destination block `dst`. `w`: (k, k, cs, co). `accumulate` adds
-/// to what is there, then the epilogue applies.
+/// Compute the destination block `dst`. `w`: (k, k, cs, co) packed by
+/// [`pack_block`]. `accumulate` adds to what is there, then the epilogue applies.
 ///
 /// # Safety
 /// The CPU's features are proven by `cpu`. The caller guarantees the memory:
@@ -137,6 +137,7 @@ pub unsafe fn gather_rows(
 #[target_feature(enable = "avx512f")]
 unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, accumulate: bool, epi: &Epilogue) {
     let row_len = g.ow * g.co;
+    let rows_w = g.k * g.k * g.cs;
     let mut res = ([ZEROS.as_ptr(); P], 0usize);
     let mut taps = [Tap::<P> { w: 0, src: [ZEROS.as_ptr(); P] }; 49];
     assert!(g.k * g.k <= 49, "kernel larger than 7x7");
@@ -171,7 +172,7 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
                             (q0 as isize + t.div_euclid(g.stride as isize), 1)
                         };
                         let t = &mut taps[nt];
-                        t.w = (kh * g.k + kw) * g.cs * g.co;
+                        t.w = (kh * g.k + kw) * g.cs;
                         let mut any = false;
                         for p in 0..P {
                             let sx = off + p as isize * step;
@@ -196,7 +197,8 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
                 let (obase, ps) = (unsafe { orow.add(x0 * g.co) }, classes * g.co);
                 let mut ob = dst.c0;
                 while ob < dst.c1 {
-                    let wp = w[ob..].as_ptr();
+                    // the packed block of channels ob.. (see `pack_block`)
+                    let (wp, width) = (w[ob * rows_w..].as_ptr(), (g.co - ob).min(32));
                     // SAFETY: channel ob < c1 <= co of pixel x0.
                     let op = unsafe { obase.add(ob) };
                     // SAFETY (both tiles): the taps point at source pixels of cs values
@@ -204,10 +206,10 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
                     // hold cs rows of co; the np pixels at stride ps from op are in this
                     // row, and their channels ob..ob + 16 NB inside c0..c1.
                     if dst.c1 - ob >= 32 {
-                        unsafe { tile::<P, 2>(&taps[..nt], g.cs, wp, g.co, op, ps, np, ob, &store) };
+                        unsafe { tile::<P, 2>(&taps[..nt], g.cs, wp, width, op, ps, np, ob, &store) };
                         ob += 32;
                     } else {
-                        unsafe { tile::<P, 1>(&taps[..nt], g.cs, wp, g.co, op, ps, np, ob, &store) };
+                        unsafe { tile::<P, 1>(&taps[..nt], g.cs, wp, width, op, ps, np, ob, &store) };
                         ob += 16;
                     }
                 }
@@ -223,7 +225,8 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
 ///
 /// # Safety
 /// AVX-512 code under the caller's proof. Each tap's P pointers have `cs`
-/// readable values, `w + t.w` has cs rows of `co` from which NB*16 are read,
+/// readable values, `w` from row `t.w` has cs rows of `co` (the row stride)
+/// from which NB*16 are read,
 /// the np pixels at `out + p * ps` have NB*16 writable values, and the
 /// epilogue's affine vectors and residual rows cover channels `ob..ob + 16 NB`.
 #[inline(never)]
@@ -243,7 +246,7 @@ unsafe fn tile<const P: usize, const NB: usize>(
     for t in taps {
         // SAFETY (this loop): tap offsets, rows c < cs and lanes 16 j < 16 NB are the
         // bounds of this function's contract.
-        let wt = unsafe { w.add(t.w) };
+        let wt = unsafe { w.add(t.w * co) };
         for c in 0..cs {
             let mut wv = [_mm512_setzero_ps(); NB];
             for (j, v) in wv.iter_mut().enumerate() {
@@ -279,6 +282,41 @@ unsafe fn tile<const P: usize, const NB: usize>(
                 v = _mm512_max_ps(v, _mm512_setzero_ps());
             }
             unsafe { _mm512_storeu_ps(dst, v) };
+        }
+    }
+}
+
+/// Packed weights: (rows, co) -> blocks of 32 output channels (the last one
+/// 16 wide where co is an odd multiple of 16), each (rows, width) contiguous:
+/// block b starts at 32 b rows. A tile then reads its weights as one
+/// contiguous stream; in the (rows, co) layout its rows lie co * 4 bytes
+/// apart, which for co >= 1024 (4 KiB and more) maps them all to a few cache
+/// sets. This writes block `b` (callers run the blocks in parallel).
+pub fn pack_block(w: &[f32], rows: usize, co: usize, b: usize, block: &mut [f32]) {
+    let width = (co - 32 * b).min(32);
+    for (r, dst) in block[..rows * width].chunks_exact_mut(width).enumerate() {
+        let src = &w[r * co + 32 * b..][..width];
+        if let (Ok(d), Ok(s)) = (<&mut [f32; 32]>::try_from(&mut *dst), <&[f32; 32]>::try_from(src)) {
+            *d = *s; // a fixed-size copy: vector moves, not a memcpy call per row
+        } else {
+            dst.copy_from_slice(src);
+        }
+    }
+}
+
+/// Block `b` of the packed weights of the transposed convolution (backward-
+/// data), straight from the forward weights w (taps, cin, cout): its rows are
+/// (tap, o), its columns the input channels 32 b.. (32 or 16 of them):
+/// block[(t cout + o) width + j] = w[(t cin + 32 b + j) cout + o].
+pub fn pack_block_transposed(w: &[f32], taps: usize, cin: usize, cout: usize, b: usize, block: &mut [f32]) {
+    let width = (cin - 32 * b).min(32);
+    for t in 0..taps {
+        let dst = &mut block[t * cout * width..][..cout * width];
+        for j in 0..width {
+            let src = &w[(t * cin + 32 * b + j) * cout..][..cout];
+            for (o, v) in src.iter().enumerate() {
+                dst[o * width + j] = *v;
+            }
         }
     }
 }

@@ -10,14 +10,47 @@ use crate::kernels::{Epilogue, KernelPath};
 use crate::par;
 use crate::shape::Dims;
 
-/// Run the AVX-512 gather kernel over all of `out` on every thread: by rows
-/// where there are enough, else also by blocks of output channels (batch-1
-/// inference on 7x7 maps has 7 rows for 2 threads).
+/// Run the AVX-512 gather kernel over all of `out` on every thread. Where the
+/// weights outweigh the activations (the deep layers: 7x7 and 14x14 maps,
+/// batch-1 inference), or there are too few rows for every thread, the tasks
+/// split the output channels and each computes every row of its channels, so
+/// that every weight is read from memory once (the kernel keeps each chunk of
+/// them in L2 across the rows); elsewhere they split the rows and share the
+/// weights.
+///
+/// `pack(b, block)` writes block b of the packed weights (`avx512::pack_block`).
 #[cfg(target_arch = "x86_64")]
 fn run_gather(
     cpu: Avx512Cpu,
     g: &crate::kernels::avx512::Gather,
-    w: &[f32],
+    pack: impl Fn(usize, &mut [f32]) + Sync + Send,
+    src: &[f32],
+    out: &mut [f32],
+    accumulate: bool,
+    epi: &Epilogue,
+) {
+    // the packed weights live in a buffer kept by the calling thread between calls
+    // (no allocation per layer); a nested call finds it taken and allocates
+    PACKED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut kept) => run_gather_packed(cpu, g, pack, &mut kept, src, out, accumulate, epi),
+        Err(_) => run_gather_packed(cpu, g, pack, &mut Vec::new(), src, out, accumulate, epi),
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// The packed weights of the last convolution this thread ran.
+    static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`run_gather`] with a buffer for the packed weights.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run_gather_packed(
+    cpu: Avx512Cpu,
+    g: &crate::kernels::avx512::Gather,
+    pack: impl Fn(usize, &mut [f32]) + Sync + Send,
+    packed: &mut Vec<f32>,
     src: &[f32],
     out: &mut [f32],
     accumulate: bool,
@@ -26,9 +59,14 @@ fn run_gather(
     use crate::kernels::avx512::{Dst, gather_rows};
     let row_len = g.ow * g.co;
     let rows = out.len() / row_len;
+    // the weights in blocks of 32 output channels, the blocks in parallel
+    let rows_w = g.k * g.k * g.cs;
+    packed.resize(rows_w * g.co, 0.0);
+    par::for_chunks(packed, 32 * rows_w, pack);
+    let w = &packed[..];
     let want = 4 * par::threads();
-    let split = if rows >= want { 1 } else { want.div_ceil(rows).min(g.co / 32).max(1) };
-    if split == 1 {
+    let by_channels = (w.len() > src.len() + out.len() || rows < want) && g.co >= 64;
+    if !by_channels {
         par::for_rows(
             out,
             row_len,
@@ -45,19 +83,16 @@ fn run_gather(
         );
         return;
     }
-    // channel blocks of a multiple of 32, `split` per row
-    let per = (g.co / 32).div_ceil(split) * 32;
+    // blocks of a multiple of 32 channels, every row
+    let per = (g.co / 32).div_ceil(want.min(g.co / 32)) * 32;
     let base = par::SyncPtr(out.as_mut_ptr());
     par::for_each_index(
-        rows * g.co.div_ceil(per),
+        g.co.div_ceil(per),
         #[inline(always)]
-        |t| {
-            let blocks = g.co.div_ceil(per);
-            let (row, b) = (t / blocks, t % blocks);
+        |b| {
             let (c0, c1) = (b * per, ((b + 1) * per).min(g.co));
-            // SAFETY: `row < rows`, so the row starts inside `out`.
-            let dst = Dst { ptr: unsafe { base.get().add(row * row_len) }, first_row: row, nrows: 1, c0, c1 };
-            // SAFETY: as above; tasks write disjoint (row, channel range) blocks of `out`.
+            let dst = Dst { ptr: base.get(), first_row: 0, nrows: rows, c0, c1 };
+            // SAFETY: as above; tasks write disjoint channel ranges of every row of `out`.
             unsafe { gather_rows(cpu, g, w, src, dst, accumulate, epi) }
         },
     );
@@ -226,7 +261,9 @@ impl Conv {
                 return;
             }
             if self.cout.is_multiple_of(16) && self.cin <= ZEROS.len() {
-                run_gather(cpu, &self.gather(xd, false), w, x, y, false, epi);
+                let (rows, co) = (self.k * self.k * self.cin, self.cout);
+                let pack = |b, block: &mut [f32]| crate::kernels::avx512::pack_block(w, rows, co, b, block);
+                run_gather(cpu, &self.gather(xd, false), pack, x, y, false, epi);
                 return;
             }
         }
@@ -295,18 +332,21 @@ impl Conv {
     ) {
         self.check_operands(w.len(), xd, dx.len(), dy.len());
         let (cin, cout, k) = (self.cin, self.cout, self.k);
-        let wt = &mut wt[..self.weight_len()];
-        for t in 0..k * k {
-            for i in 0..cin {
-                for o in 0..cout {
-                    wt[(t * cout + o) * cin + i] = w[(t * cin + i) * cout + o];
+        // the weights transposed to (KH, KW, Cout, Cin), for the paths that take them so
+        let transpose = |wt: &mut [f32]| {
+            for t in 0..k * k {
+                for i in 0..cin {
+                    for o in 0..cout {
+                        wt[(t * cout + o) * cin + i] = w[(t * cin + i) * cout + o];
+                    }
                 }
             }
-        }
-        let wt = &*wt;
+        };
+        let wt = &mut wt[..self.weight_len()];
         #[cfg(target_arch = "x86_64")]
         if let Some(cpu) = path.avx512() {
             if matches!(path, KernelPath::Winograd(_)) && self.winograd_applies(xd) {
+                transpose(wt);
                 // the transposed convolution of a 3x3/1/1 kernel: rotate it by 180 degrees
                 let mut wr = vec![0.0; self.weight_len()];
                 for t in 0..9 {
@@ -317,11 +357,15 @@ impl Conv {
                 return;
             }
             if cin.is_multiple_of(16) && cout <= ZEROS.len() {
-                run_gather(cpu, &self.gather(xd, true), wt, dy, dx, accumulate, &Epilogue::default());
+                // packed straight from w: no transposed copy
+                let pack =
+                    |b, block: &mut [f32]| crate::kernels::avx512::pack_block_transposed(w, k * k, cin, cout, b, block);
+                run_gather(cpu, &self.gather(xd, true), pack, dy, dx, accumulate, &Epilogue::default());
                 return;
             }
         }
         let _ = path;
+        transpose(wt);
         self.backward_data_portable(wt, dy, xd, dx, accumulate)
     }
 
@@ -634,6 +678,9 @@ mod tests {
             (56, 32, 64, 3, 2, 1, 1),
             // the stem: 3 input channels, the flattened-tap weight gradient
             (40, 3, 64, 7, 2, 3, 1),
+            // split by output channels (weights outweigh the activations), a 16-wide last block
+            (5, 64, 80, 3, 1, 1, 1),
+            (4, 512, 208, 1, 2, 0, 2),
         ];
         for &(h, ci, co, k, st, pd, n) in shapes {
             let c = Conv::new(ci, co, k, st, pd);
