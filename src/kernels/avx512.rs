@@ -354,21 +354,30 @@ struct Store<'s, 'e, const P: usize> {
     res: Option<&'s ([*const f32; P], usize)>,
 }
 
-/// Weight gradient of one image, added into `dw` (k, k, cin, cout):
+/// Weight gradient of `n` images, added into `dw` (k, k, cin, cout):
 /// `dw[tap][i][o] += sum over output pixels of x[src pixel][i] * dy[pixel][o]`.
-/// x: (h, w, cin), dy: (oh, ow, cout), cout a multiple of 16.
+/// x: (n, h, w, cin), dy: (n, oh, ow, cout), cout a multiple of 16.
+///
+/// A GEMM whose reduction runs over pixels: dW (cin x cout) += X^T dY. The
+/// pixels go in chunks of about 512 (output rows of every image alike, so
+/// that a chunk of a 7x7 layer spans several images and dW, larger than the
+/// activations there, is read and written once per 512 pixels, not once per
+/// image); in a chunk the input channels go in blocks whose x values stay in
+/// L2 (256 KiB), and for each 32 output channels the tiles of 8 input
+/// channels of the block stream the chunk's pixels (dy's 32 columns stay in L1).
 ///
 /// # Safety
 /// The CPU's features are proven by `cpu`. The caller guarantees the slices
-/// match the geometry: x is (h, wd, cin), dy (oh, ow, cout) the output of a
-/// k x k / stride / pad convolution of x, dw (k, k, cin, cout); cout a multiple of 16.
+/// match the geometry: x is (n, h, wd, cin), dy (n, oh, ow, cout) the output
+/// of a k x k / stride / pad convolution of x, dw (k, k, cin, cout); cout a multiple of 16.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn wgrad_image(
+pub unsafe fn wgrad_images(
     cpu: Avx512Cpu,
     k: usize,
     stride: usize,
     pad: usize,
+    n: usize,
     x: &[f32],
     (h, wd, cin): (usize, usize, usize),
     dy: &[f32],
@@ -377,35 +386,63 @@ pub unsafe fn wgrad_image(
 ) {
     let _ = cpu;
     assert!(cout.is_multiple_of(16), "weight gradient: {cout} output channels");
-    assert!(x.len() >= h * wd * cin && dy.len() >= oh * ow * cout && dw.len() >= k * k * cin * cout);
+    assert!(x.len() >= n * h * wd * cin && dy.len() >= n * oh * ow * cout && dw.len() >= k * k * cin * cout);
     if cin < 8 && k > 1 {
-        // SAFETY: the contract of this function, passed on.
-        return unsafe { wgrad_image_flat(k, stride, pad, x, (h, wd, cin), dy, (oh, ow, cout), dw) };
+        for i in 0..n {
+            let (xi, yi) = (&x[i * h * wd * cin..], &dy[i * oh * ow * cout..]);
+            // SAFETY: image i of the contract of this function.
+            unsafe { wgrad_image_flat(k, stride, pad, xi, (h, wd, cin), yi, (oh, ow, cout), dw) };
+        }
+        return;
     }
     let g = Gather { k, stride, pad, transposed: false, sh: h, sw: wd, cs: cin, oh, ow, co: cout };
-    // Output rows in chunks whose dy rows and the x rows they read stay in L2
-    // together (about 384 KiB): every (tap, channel block) tile streams the
-    // chunk, so the image is read from memory once, not once per tile.
-    let per_row = ow * cout + stride * wd * cin;
-    let chunk = ((384 << 10) / 4 / per_row).max(1);
-    for y0 in (0..oh).step_by(chunk) {
-        let y1 = (y0 + chunk).min(oh);
-        for kh in 0..k {
-            // output rows whose source row is inside the image
-            let ys: Vec<(usize, usize)> = (y0..y1).filter_map(|y| g.src(y, kh, h).map(|sy| (y, sy))).collect();
-            if ys.is_empty() {
-                continue;
-            }
-            for kw in 0..k {
-                let xs: Vec<usize> = (0..ow).filter(|&xo| g.src(xo, kw, wd).is_some()).collect();
-                let (Some(&lo), Some(&hi)) = (xs.first(), xs.last()) else {
+    // output rows (n * oh of them) per chunk; input channels per block
+    let chunk = 512usize.div_ceil(ow).max(1);
+    let x_pixels = (chunk * stride).min(n * h) * wd;
+    let mc = ((256 << 10) / 4 / x_pixels / 8 * 8).clamp(8, cin.next_multiple_of(8));
+    let mut ys = Vec::with_capacity(chunk);
+    for r0 in (0..n * oh).step_by(chunk) {
+        let r1 = (r0 + chunk).min(n * oh);
+        for m0 in (0..cin).step_by(mc) {
+            let m1 = (m0 + mc).min(cin);
+            for kh in 0..k {
+                // (output row, source row) over the images: rows whose source row is inside
+                ys.clear();
+                ys.extend((r0..r1).filter_map(|r| g.src(r % oh, kh, h).map(|sy| (r, r / oh * h + sy))));
+                if ys.is_empty() {
                     continue;
-                };
-                let sx0 = (lo * stride + kw) - pad;
-                let span = Span { ys: &ys, lo, n: hi - lo + 1, sx0, stride, sw: wd, cin, ow, cout };
-                // SAFETY: the span's pixels are inside the image (x, dy as this
-                // function's contract); dw holds the tap's cin rows of cout.
-                unsafe { wgrad_rows(&span, x, dy, cin, &mut dw[(kh * k + kw) * cin * cout..]) };
+                }
+                for kw in 0..k {
+                    let Some(lo) = (0..ow).find(|&xo| g.src(xo, kw, wd).is_some()) else {
+                        continue;
+                    };
+                    let hi = (0..ow).rev().find(|&xo| g.src(xo, kw, wd).is_some()).unwrap_or(lo);
+                    let sx0 = (lo * stride + kw) - pad;
+                    let span = Span { ys: &ys, lo, n: hi - lo + 1, sx0, stride, sw: wd, cin, ow, cout };
+                    let tap = &mut dw[(kh * k + kw) * cin * cout..];
+                    let mut ob = 0;
+                    while ob < cout {
+                        let nb = if cout - ob >= 32 { 2 } else { 1 };
+                        let mut i = m0;
+                        while i < m1 {
+                            let r = if m1 - i >= 8 { 8 } else { 1 };
+                            let d = &mut tap[i * cout + ob..];
+                            // SAFETY: the span's pixels are inside the images (x, dy as this
+                            // function's contract, rows counted over the images); input
+                            // channels i..i + r < cin and output channels ob..ob + 16 nb <= cout.
+                            unsafe {
+                                match (r, nb) {
+                                    (8, 2) => wtile::<8, 2>(&span, x, dy, i, ob, d),
+                                    (8, _) => wtile::<8, 1>(&span, x, dy, i, ob, d),
+                                    (_, 2) => wtile::<1, 2>(&span, x, dy, i, ob, d),
+                                    _ => wtile::<1, 1>(&span, x, dy, i, ob, d),
+                                }
+                            }
+                            i += r;
+                        }
+                        ob += 16 * nb;
+                    }
+                }
             }
         }
     }
@@ -418,7 +455,7 @@ pub unsafe fn wgrad_image(
 /// not cin), so that the tiles have 8 rows of accumulators, not 1.
 ///
 /// # Safety
-/// As [`wgrad_image`].
+/// As [`wgrad_images`], for one image.
 #[target_feature(enable = "avx512f")]
 unsafe fn wgrad_image_flat(
     k: usize,

@@ -476,23 +476,23 @@ impl Conv {
                 if let Some(cpu) = fast {
                     p.fill(0.0);
                     let (xi, yi) = (xd.h * xd.w * cin, yd.h * yd.w * cout);
-                    for n in imgs {
-                        // SAFETY: `cpu` proves the CPU features; image n's slices of x
-                        // and dy (checked against xd) and p (wl values) fit the geometry.
-                        unsafe {
-                            crate::kernels::avx512::wgrad_image(
-                                cpu,
-                                k,
-                                self.stride,
-                                self.pad,
-                                &x[n * xi..(n + 1) * xi],
-                                (xd.h, xd.w, cin),
-                                &dy[n * yi..(n + 1) * yi],
-                                (yd.h, yd.w, cout),
-                                p,
-                            )
-                        };
-                    }
+                    let (x, dy) = (&x[imgs.start * xi..imgs.end * xi], &dy[imgs.start * yi..imgs.end * yi]);
+                    // SAFETY: `cpu` proves the CPU features; the task's images of x and
+                    // dy (checked against xd) and p (wl values) fit the geometry.
+                    unsafe {
+                        crate::kernels::avx512::wgrad_images(
+                            cpu,
+                            k,
+                            self.stride,
+                            self.pad,
+                            imgs.len(),
+                            x,
+                            (xd.h, xd.w, cin),
+                            dy,
+                            (yd.h, yd.w, cout),
+                            p,
+                        )
+                    };
                     return;
                 }
                 p.fill(0.0);
