@@ -77,17 +77,19 @@ impl Backend for crate::net::Net {
         &mut self.grads
     }
     fn sgd_step(&mut self, opt: &mut Sgd, lr: f32) {
-        opt.step(&mut self.params, &self.grads, lr)
+        let (params, grads) = self.step_operands();
+        opt.step(params, grads, lr)
     }
     fn param_count(&self) -> usize {
-        self.params.len()
+        self.params().len()
     }
     fn param_range(&self, name: &str) -> Option<Range<usize>> {
         self.plan.params.iter().find(|t| t.name == name).map(|t| t.offset..t.offset + t.len)
     }
     fn non_finite_param(&self) -> Option<String> {
-        let bad =
-            |t: &&crate::net::plan::TensorInfo| self.params[t.offset..t.offset + t.len].iter().any(|v| !v.is_finite());
+        let bad = |t: &&crate::net::plan::TensorInfo| {
+            self.params()[t.offset..t.offset + t.len].iter().any(|v| !v.is_finite())
+        };
         self.plan.params.iter().find(bad).map(|t| t.name.clone())
     }
     fn tensors(&self) -> Vec<(String, Vec<usize>)> {

@@ -122,7 +122,7 @@ pub fn run(
 ) -> Result<BenchResult, BuildError> {
     let train = mode == Mode::Train;
     let net = Net::new(spec, batch, size, size, train, 0)?;
-    let (macs, n_params) = (net.plan.macs() as f64, net.params.len());
+    let (macs, n_params) = (net.plan.macs() as f64, net.params().len());
     let mut net: Box<dyn Backend> = Box::new(net);
     for (i, v) in net.input_mut().iter_mut().enumerate() {
         *v = 2.0 * counter_uniform("bench/input", i as u64) - 1.0;

@@ -388,7 +388,7 @@ mod tests {
         }
         // and a net built for a larger input runs the same weights
         let big = net_at(&c.net, 1, 96, 128).unwrap();
-        assert_eq!(big.params, c.net.params);
+        assert_eq!(big.params(), c.net.params());
     }
 
     #[test]

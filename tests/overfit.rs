@@ -16,7 +16,7 @@ fn resnet20_overfits_one_batch() {
         *v = 2.0 * counter_uniform("overfit/x", i as u64) - 1.0;
     }
     let labels: Vec<u32> = (0..n).map(|i| (counter_uniform("overfit/y", i as u64) * 10.0) as u32).collect();
-    let mut sgd = Sgd::new(net.params.len());
+    let mut sgd = Sgd::new(net.params().len());
     let mut losses = vec![];
     for _ in 0..30 {
         net.forward(n, true);
@@ -26,7 +26,8 @@ fn resnet20_overfits_one_batch() {
             break;
         }
         net.backward(n);
-        sgd.step(&mut net.params, &net.grads, 0.1);
+        let (p, g) = net.step_operands();
+        sgd.step(p, g, 0.1);
     }
     eprintln!("losses: {losses:?}");
     assert!(losses[0] > 1.5, "starts near ln(10): {}", losses[0]);

@@ -66,9 +66,9 @@ pub fn accumulate(net: &Net, n: usize, acc: &mut Vec<Moments>) {
         let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
         let c = yd.c;
         y.resize(yd.len(), 0.0);
-        let w = &net.params[u.w..u.w + u.conv.weight_len()];
+        let w = &net.params()[u.w..u.w + u.conv.weight_len()];
         u.conv.forward_with(net.kernel_path(), w, x, xd, &mut y);
-        let p = BnParams { gamma: &net.params[u.gamma..u.gamma + c], beta: &net.params[u.beta..u.beta + c] };
+        let p = BnParams { gamma: &net.params()[u.gamma..u.gamma + c], beta: &net.params()[u.beta..u.beta + c] };
         let (scale, shift) = eval_affine(&p, &net.stats[u.rmean..u.rmean + c], &net.stats[u.rvar..u.rvar + c]);
         let (mut s, mut s2) = (0f64, 0f64);
         for row in y.chunks(c) {

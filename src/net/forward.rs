@@ -9,13 +9,16 @@ use crate::ops::shortcut::ShortcutSrc;
 use crate::profile::{self, Op};
 use crate::shape::Dims;
 
+/// Prepared convolution weights by their offset in the parameters (`Net::prepared`).
+pub(crate) type Prepared = std::collections::HashMap<usize, crate::ops::conv::Prepared>;
+
 #[allow(clippy::too_many_arguments)]
 /// conv -> BN (batch or running statistics) -> act [with the shortcut added].
 /// x: (N, H, W, Cin) -> b.pre, b.out: (N, OH, OW, Cout)
 pub(crate) fn unit_forward(
     u: &UnitPlan,
     b: &mut UnitBufs,
-    (params, stats, path): (&[f32], &mut [f32], KernelPath),
+    (params, stats, path, prepared): (&[f32], &mut [f32], KernelPath, &Prepared),
     x: &[f32],
     n: usize,
     train: bool,
@@ -30,8 +33,9 @@ pub(crate) fn unit_forward(
         // eval: BN folded into the convolution's store, with the residual and ReLU
         let (scale, shift) = bn::eval_affine(&p, rmean, rvar);
         let epi = Epilogue { affine: Some((&scale, &shift)), residual: shortcut, relu: u.act != Act::None };
+        let prep = prepared.get(&u.w);
         profile::time(Op::ConvForward, || {
-            u.conv.forward_fused(path, w, &x[..xd.len()], xd, &mut b.out[..yd.len()], &epi)
+            u.conv.forward_prepared(path, w, prep, &x[..xd.len()], xd, &mut b.out[..yd.len()], &epi)
         });
         return;
     }
@@ -44,7 +48,7 @@ pub(crate) fn unit_forward(
 fn block_forward(
     bp: &super::plan::BlockPlan,
     bb: &mut BlockBufs,
-    (params, stats, path): (&[f32], &mut [f32], KernelPath),
+    (params, stats, path, prepared): (&[f32], &mut [f32], KernelPath, &Prepared),
     x: &[f32],
     n: usize,
     train: bool,
@@ -64,13 +68,13 @@ fn block_forward(
                 }
                 ShortcutPlan::Proj(pu) => {
                     let pb = bb.proj.as_mut().expect("projection buffers");
-                    unit_forward(pu, pb, (params, stats, path), x, n, train, None);
+                    unit_forward(pu, pb, (params, stats, path, prepared), x, n, train, None);
                     Some(ShortcutSrc::Identity(&pb.out[..pu.yd.len() * n]))
                 }
             }
         };
         debug_assert_eq!(shortcut.is_some(), bp.units[j].act == Act::AddRelu);
-        unit_forward(&bp.units[j], &mut rest[0], (params, stats, path), input, n, train, shortcut);
+        unit_forward(&bp.units[j], &mut rest[0], (params, stats, path, prepared), input, n, train, shortcut);
     }
 }
 
@@ -81,9 +85,13 @@ impl Net {
     pub fn forward(&mut self, n: usize, train: bool) {
         assert!(n >= 1 && n <= self.batch, "batch {n} outside 1..={}", self.batch);
         assert!(!train || self.train, "training forward on a net built for inference");
-        let Net { plan, params, stats, input, stem, pool_out, pool_arg, blocks, feat, logits, path, .. } = self;
-        let path = *path;
-        unit_forward(&plan.stem, stem, (params, stats, path), input, n, train, None);
+        if !self.train && self.prepared_n != n {
+            self.prepare(n);
+        }
+        let Net { plan, params, stats, input, stem, pool_out, pool_arg, blocks, feat, logits, path, prepared, .. } =
+            self;
+        let (path, prepared) = (*path, &*prepared);
+        unit_forward(&plan.stem, stem, (params, stats, path, prepared), input, n, train, None);
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
             mp.forward(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()], &mut pool_arg[..od.len()]);
@@ -91,7 +99,7 @@ impl Net {
         for i in 0..blocks.len() {
             let (before, rest) = blocks.split_at_mut(i);
             let x = block_input(plan.pool.is_some(), stem, pool_out, before);
-            block_forward(&plan.blocks[i], &mut rest[0], (params, stats, path), x, n, train);
+            block_forward(&plan.blocks[i], &mut rest[0], (params, stats, path, prepared), x, n, train);
         }
         let last = Dims { n, ..plan.block_input_dims(blocks.len()) };
         let out = block_input(plan.pool.is_some(), stem, pool_out, blocks);
@@ -103,6 +111,26 @@ impl Net {
             &feat[..n * fin],
             &mut logits[..n * fout],
         );
+    }
+
+    /// Make every convolution's prepared weights for batches of `n` (inference nets).
+    fn prepare(&mut self, n: usize) {
+        let plan = &self.plan;
+        let units = std::iter::once(&plan.stem).chain(plan.blocks.iter().flat_map(|b| {
+            let proj = match &b.shortcut {
+                ShortcutPlan::Proj(pu) => Some(pu),
+                _ => None,
+            };
+            b.units.iter().chain(proj)
+        }));
+        self.prepared.clear();
+        for u in units {
+            let w = &self.params[u.w..u.w + u.conv.weight_len()];
+            if let Some(p) = u.conv.prepare(self.path, w, Dims { n, ..u.xd }) {
+                self.prepared.insert(u.w, p);
+            }
+        }
+        self.prepared_n = n;
     }
 
     /// Softmax cross-entropy of the last forward's logits against `labels`

@@ -80,7 +80,15 @@ pub struct Net {
     /// which kernels run (the fastest this CPU supports unless forced); private
     /// so that it changes only to another checked path (`set_kernel_path`)
     path: KernelPath,
-    pub params: Vec<f32>,
+    /// every parameter, flat (offsets in `plan`); private so that every change
+    /// goes through [`Net::params_mut`] or [`Net::set_torch`], which drop `prepared`
+    params: Vec<f32>,
+    /// Nets built for inference: each convolution's weights in the form its
+    /// kernel reads (packed or Winograd-transformed; `Conv::prepare`), keyed by
+    /// the weights' offset, for batches of `prepared_n` images (0: none). Made
+    /// at the first forward, dropped whenever the parameters may change.
+    pub(crate) prepared: std::collections::HashMap<usize, crate::ops::conv::Prepared>,
+    pub(crate) prepared_n: usize,
     pub grads: Vec<f32>,
     /// BN running mean / var
     pub stats: Vec<f32>,
@@ -218,6 +226,8 @@ impl Net {
             train,
             path: KernelPath::cached(),
             params: vec![0.0; plan.n_params],
+            prepared: Default::default(),
+            prepared_n: 0,
             grads: vec![0.0; if train { plan.n_params } else { 0 }],
             stats: vec![0.0; plan.n_stats],
             input: vec![0.0; plan.input.len() * n],
@@ -270,6 +280,30 @@ impl Net {
         self.plan.fc.fout
     }
 
+    /// Every parameter, flat (a tensor's offset and length are in `plan.params`).
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// Every parameter, to change (the prepared convolution weights of an
+    /// inference net are dropped and made again at the next forward).
+    pub fn params_mut(&mut self) -> &mut [f32] {
+        self.drop_prepared();
+        &mut self.params
+    }
+
+    /// The parameters to change and the gradients to change them with (an
+    /// optimiser step; drops the prepared weights as [`Net::params_mut`] does).
+    pub fn step_operands(&mut self) -> (&mut [f32], &[f32]) {
+        self.drop_prepared();
+        (&mut self.params, &self.grads)
+    }
+
+    pub(crate) fn drop_prepared(&mut self) {
+        self.prepared.clear();
+        self.prepared_n = 0;
+    }
+
     /// Parameter / statistics entry by torchvision name.
     pub fn tensor_info(&self, name: &str) -> Option<(&TensorInfo, bool)> {
         if let Some(t) = self.plan.params.iter().find(|t| t.name == name) {
@@ -306,6 +340,9 @@ impl Net {
             return Err(format!("tensor '{name}': expected shape {:?}, got {:?}", t.shape, shape));
         }
         let (offset, len, kind) = (t.offset, t.len, t.kind);
+        if is_param {
+            self.drop_prepared();
+        }
         let dst = if is_param { &mut self.params } else { &mut self.stats };
         let dst = &mut dst[offset..offset + len];
         match kind {

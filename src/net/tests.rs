@@ -241,3 +241,47 @@ fn too_large_says_what_would_fit_or_that_nothing_does() {
     let e = BuildError::TooLarge { need_bytes: u64::MAX, available_bytes: u64::MAX / 2, batch: usize::MAX }.to_string();
     assert!(e.contains("would fit"), "{e}");
 }
+
+/// An inference net keeps its convolutions' prepared weights between forwards;
+/// any change of the parameters (params_mut, set_torch) or of the batch size
+/// must make them again: the logits equal a fresh net's with the same weights.
+#[test]
+fn prepared_weights_follow_every_parameter_change() {
+    // projection shortcuts and 64 channels (packed kernels), 16x16 maps x 4 images
+    // (enough tiles for Winograd on the first stage)
+    let s = spec("resnet20", ArchOptions { shortcut: Some(ShortcutOpt::B), ..Default::default() });
+    let mut net = Net::new(&s, 4, 16, 16, false, 1).unwrap();
+    let x = rand_vec(net.input.len(), 7);
+    let fresh_logits = |net: &Net, n: usize| {
+        let mut f = Net::zeroed(net.spec(), 4, 16, 16, false).unwrap();
+        f.params_mut().copy_from_slice(net.params());
+        f.stats.copy_from_slice(&net.stats);
+        f.input.copy_from_slice(&x);
+        f.forward(n, false);
+        f.logits[..n * f.classes()].to_vec()
+    };
+    let run = |net: &mut Net, n: usize| {
+        net.input.copy_from_slice(&x);
+        net.forward(n, false);
+        net.logits[..n * net.classes()].to_vec()
+    };
+    assert_eq!(run(&mut net, 4), fresh_logits(&net, 4));
+    assert!(net.prepared_n == 4 && !net.prepared.is_empty(), "an inference forward prepares the weights");
+    // the same batch again: the prepared weights are used as they are
+    assert_eq!(run(&mut net, 4), fresh_logits(&net, 4));
+    // a parameter changed through params_mut
+    let w = net.plan.blocks[1].units[0].w;
+    net.params_mut()[w..w + 100].iter_mut().for_each(|v| *v *= -2.0);
+    let changed = run(&mut net, 4);
+    assert_eq!(changed, fresh_logits(&net, 4));
+    // through set_torch
+    let name = net.tensor_names().into_iter().find(|n| n.contains("conv") && n.contains("weight")).unwrap();
+    let (t, _) = net.tensor_info(&name).unwrap();
+    let (shape, len) = (t.shape.clone(), t.len);
+    net.set_torch(&name, &shape, &rand_vec(len, 9)).unwrap();
+    let after = run(&mut net, 4);
+    assert_ne!(after, changed);
+    assert_eq!(after, fresh_logits(&net, 4));
+    // another batch size
+    assert_eq!(run(&mut net, 1), fresh_logits(&net, 1));
+}

@@ -18,17 +18,23 @@ use crate::shape::Dims;
 /// them in L2 across the rows); elsewhere they split the rows and share the
 /// weights.
 ///
-/// `pack(b, block)` writes block b of the packed weights (`avx512::pack_block`).
+/// `pack(b, block)` writes block b of the packed weights (`avx512::pack_block`);
+/// `prepacked`: all of them, made before ([`Conv::prepare`]).
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 fn run_gather(
     cpu: Avx512Cpu,
     g: &crate::kernels::avx512::Gather,
+    prepacked: Option<&[f32]>,
     pack: impl Fn(usize, &mut [f32]) + Sync + Send,
     src: &[f32],
     out: &mut [f32],
     accumulate: bool,
     epi: &Epilogue,
 ) {
+    if let Some(w) = prepacked {
+        return run_gather_on(cpu, g, w, src, out, accumulate, epi);
+    }
     // the packed weights live in a buffer kept by the calling thread between calls
     // (no allocation per layer); a nested call finds it taken and allocates
     PACKED.with(|cell| match cell.try_borrow_mut() {
@@ -56,14 +62,27 @@ fn run_gather_packed(
     accumulate: bool,
     epi: &Epilogue,
 ) {
-    use crate::kernels::avx512::{Dst, gather_rows};
-    let row_len = g.ow * g.co;
-    let rows = out.len() / row_len;
     // the weights in blocks of 32 output channels, the blocks in parallel
     let rows_w = g.k * g.k * g.cs;
     packed.resize(rows_w * g.co, 0.0);
     par::for_chunks(packed, 32 * rows_w, pack);
-    let w = &packed[..];
+    run_gather_on(cpu, g, packed, src, out, accumulate, epi)
+}
+
+/// [`run_gather`] on packed weights `w`.
+#[cfg(target_arch = "x86_64")]
+fn run_gather_on(
+    cpu: Avx512Cpu,
+    g: &crate::kernels::avx512::Gather,
+    w: &[f32],
+    src: &[f32],
+    out: &mut [f32],
+    accumulate: bool,
+    epi: &Epilogue,
+) {
+    use crate::kernels::avx512::{Dst, gather_rows};
+    let row_len = g.ow * g.co;
+    let rows = out.len() / row_len;
     let want = 4 * par::threads();
     let by_channels = (w.len() > src.len() + out.len() || rows < want) && g.co >= 64;
     if !by_channels {
@@ -152,6 +171,23 @@ fn winograd_weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
     u
 }
 
+/// A convolution's weights in the form its forward kernel reads them, for
+/// one input shape ([`Conv::prepare`]).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    form: Form,
+    xd: Dims,
+    data: Vec<f32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// blocks of 32 output channels (`avx512::pack_block`)
+    Packed,
+    /// Winograd U (16 x cin x cout)
+    Winograd,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv {
     pub cin: usize,
@@ -171,6 +207,8 @@ impl Conv {
     /// shapes): enough 2x2 tiles to amortise the weight transform (not batch-1
     /// 14x14 maps), and transformed weights (16 x Cin x Cout) of at most 4 MiB,
     /// which every block of tiles streams (512 channels on 7x7 maps ran 2.4x slower).
+    /// (With the transformed weights made once, [`Conv::prepare`], fewer tiles
+    /// would do in principle; at batch 1 on 14x14 maps it measured the same.)
     pub fn winograd_applies(&self, x: Dims) -> bool {
         let tiles = x.n * x.h.div_ceil(2) * x.w.div_ceil(2);
         self.k == 3
@@ -252,22 +290,73 @@ impl Conv {
     /// y = epilogue(conv(x, w)): per-channel affine (folded BN), residual, ReLU
     /// applied as the outputs are stored.
     pub fn forward_fused(&self, path: KernelPath, w: &[f32], x: &[f32], xd: Dims, y: &mut [f32], epi: &Epilogue) {
+        self.forward_prepared(path, w, None, x, xd, y, epi)
+    }
+
+    /// The form of `w` that the forward pass on inputs of shape `xd` computes
+    /// on `path` before its kernel runs (the Winograd transform, or the packed
+    /// blocks of the direct kernel): made once, it spares a pass over the
+    /// weights per call when the weights do not change (inference). None where
+    /// the kernel reads `w` as it is.
+    pub fn prepare(&self, path: KernelPath, w: &[f32], xd: Dims) -> Option<Prepared> {
+        assert_eq!(w.len(), self.weight_len(), "{self:?}: {} weights", w.len());
+        #[cfg(target_arch = "x86_64")]
+        if path.avx512().is_some() {
+            if matches!(path, KernelPath::Winograd(_)) && self.winograd_applies(xd) {
+                return Some(Prepared { form: Form::Winograd, xd, data: winograd_weights(w, self.cin, self.cout) });
+            }
+            if self.cout.is_multiple_of(16) && self.cin <= ZEROS.len() {
+                let (rows, co) = (self.k * self.k * self.cin, self.cout);
+                let mut data = vec![0.0; w.len()];
+                par::for_chunks(&mut data, 32 * rows, |b, block| {
+                    crate::kernels::avx512::pack_block(w, rows, co, b, block)
+                });
+                return Some(Prepared { form: Form::Packed, xd, data });
+            }
+        }
+        let _ = (path, xd);
+        None
+    }
+
+    /// [`Conv::forward_fused`] with the weights' prepared form, where made
+    /// ([`Conv::prepare`] of these `w`, this path and this input shape; a form
+    /// made for another shape is not used).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_prepared(
+        &self,
+        path: KernelPath,
+        w: &[f32],
+        prepared: Option<&Prepared>,
+        x: &[f32],
+        xd: Dims,
+        y: &mut [f32],
+        epi: &Epilogue,
+    ) {
         self.check_operands(w.len(), xd, x.len(), y.len());
+        let prepared = prepared.filter(|p| p.xd == xd && p.data.len() >= w.len());
         #[cfg(target_arch = "x86_64")]
         if let Some(cpu) = path.avx512().filter(|_| epi.fits_simd(self.cout)) {
             if matches!(path, KernelPath::Winograd(_)) && self.winograd_applies(xd) {
-                let u = winograd_weights(w, self.cin, self.cout);
-                run_winograd(cpu, xd, self.cin, self.cout, &u, x, y, false, epi);
+                let made;
+                let u = match prepared {
+                    Some(p) if p.form == Form::Winograd => &p.data[..],
+                    _ => {
+                        made = winograd_weights(w, self.cin, self.cout);
+                        &made[..]
+                    }
+                };
+                run_winograd(cpu, xd, self.cin, self.cout, u, x, y, false, epi);
                 return;
             }
             if self.cout.is_multiple_of(16) && self.cin <= ZEROS.len() {
                 let (rows, co) = (self.k * self.k * self.cin, self.cout);
                 let pack = |b, block: &mut [f32]| crate::kernels::avx512::pack_block(w, rows, co, b, block);
-                run_gather(cpu, &self.gather(xd, false), pack, x, y, false, epi);
+                let prepacked = prepared.filter(|p| p.form == Form::Packed).map(|p| &p.data[..]);
+                run_gather(cpu, &self.gather(xd, false), prepacked, pack, x, y, false, epi);
                 return;
             }
         }
-        let _ = path;
+        let _ = (path, prepared);
         self.forward_portable(w, x, xd, y, epi)
     }
 
@@ -360,7 +449,7 @@ impl Conv {
                 // packed straight from w: no transposed copy
                 let pack =
                     |b, block: &mut [f32]| crate::kernels::avx512::pack_block_transposed(w, k * k, cin, cout, b, block);
-                run_gather(cpu, &self.gather(xd, true), pack, dy, dx, accumulate, &Epilogue::default());
+                run_gather(cpu, &self.gather(xd, true), None, pack, dy, dx, accumulate, &Epilogue::default());
                 return;
             }
         }

@@ -143,7 +143,7 @@ fn loading_reports_every_mismatch_by_key() {
     let mut dst = Net::new(&spec, 1, 32, 32, false, 4).unwrap();
     // a clean load copies everything
     load_into(&mut dst, &sd).unwrap();
-    assert_eq!(dst.params, src.params);
+    assert_eq!(dst.params(), src.params());
     assert_eq!(dst.stats, src.stats);
     // drop one, add one, reshape one: all three reported, nothing copied
     sd.tensors.retain(|(n, _)| n != "layer2.1.bn1.bias");
@@ -152,12 +152,12 @@ fn loading_reports_every_mismatch_by_key() {
     let fc = sd.tensors.iter_mut().find(|(n, _)| n == "fc.weight").unwrap();
     fc.1 = Tensor { shape: vec![5, 64], data: vec![0.0; 320] };
     let mut fresh = Net::new(&spec, 1, 32, 32, false, 5).unwrap();
-    let before = fresh.params.clone();
+    let before = fresh.params().to_vec();
     let m = load_into(&mut fresh, &sd).unwrap_err();
     assert_eq!(m.missing, vec!["layer2.1.bn1.bias"]);
     assert_eq!(m.unexpected, vec!["head.weight"]);
     assert_eq!(m.wrong_shape, vec![("fc.weight".to_string(), vec![10, 64], vec![5, 64])]);
-    assert_eq!(fresh.params, before);
+    assert_eq!(fresh.params(), &before[..]);
     let text = m.to_string();
     assert!(text.contains("layer2.1.bn1.bias") && text.contains("network [10, 64], file [5, 64]"), "{text}");
 }
@@ -189,7 +189,7 @@ fn truncated_checkpoints_are_clear_errors() {
     let net = Net::new(&spec, 1, 8, 8, false, 0).unwrap();
     let pre = Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.5; 64], crop_pad: 0, flip: false };
     let meta = Meta { iteration: 1, ..Meta::new(spec.clone(), vec!["a".into(), "b".into()], (8, 8, 1), 8) };
-    let bytes = checkpoint::to_bytes(&net, Some(&vec![0.0; net.params.len()]), &pre, &meta).unwrap();
+    let bytes = checkpoint::to_bytes(&net, Some(&vec![0.0; net.params().len()]), &pre, &meta).unwrap();
     let p = Path::new("ck.safetensors");
     checkpoint::parse(p, &bytes).unwrap();
     // every cut in the header and the first 4 KiB of data, at every tensor boundary (+-1) and every 61st
@@ -386,7 +386,7 @@ fn non_finite_values_are_refused_by_every_reader_naming_the_tensor() {
     let pre = Preprocess { src: (8, 8, 1), size: 8, mean: vec![0.0; 64], crop_pad: 0, flip: false };
     let meta = Meta::new(spec.clone(), vec![], (8, 8, 1), 8);
     let path = Path::new("ck.safetensors");
-    let velocity = vec![0.0f32; net.params.len()];
+    let velocity = vec![0.0f32; net.params().len()];
     checkpoint::parse(path, &checkpoint::to_bytes(&net, Some(&velocity), &pre, &meta).unwrap()).unwrap();
     let mut bad_velocity = velocity.clone();
     bad_velocity[17] = f32::NAN;
