@@ -13,6 +13,7 @@
 
 pub mod anchors;
 pub mod boxes;
+pub mod coco_eval;
 pub mod matcher;
 pub mod nms;
 pub mod roi;
