@@ -8,6 +8,7 @@ mod archive;
 pub mod augment;
 pub mod bounded;
 pub mod cifar;
+pub mod coco;
 pub mod detection;
 pub mod fetch;
 pub mod folder;
