@@ -3,6 +3,7 @@
 
     python scripts/coco_eval_fixtures.py                # -> tests/golden/coco_eval.json (the 12 numbers per set)
     python scripts/coco_eval_fixtures.py --check BIN    # runs `BIN eval-det --json` on every set, compares
+    python scripts/coco_eval_fixtures.py --load DIR     # pycocotools loads a `resnet data fashion-det` set
 
 Needs pycocotools (PyPI) and numpy only; scripts/test.sh runs the --check form in a venv of its own.
 
@@ -130,6 +131,8 @@ def pycocotools_stats(gt, dets):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--check":
         return check(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "--load":
+        return load(sys.argv[2])
     out = {"sets": SETS, "stats": [pycocotools_stats(*make_set(s)) for s in range(SETS)]}
     path = os.path.join(os.path.dirname(__file__), "..", "tests", "golden", "coco_eval.json")
     with open(path, "w") as f:
@@ -158,6 +161,28 @@ def check(binary):
             if err > 1e-6:
                 sys.exit(f"set {s}: ours {ours}\n   pycocotools {ref}")
     print(f"eval-det agrees with pycocotools on {SETS} sets (max difference {worst:.1e})")
+
+
+def load(root):
+    from pycocotools.coco import COCO
+
+    for split in ["train", "val"]:
+        path = os.path.join(root, "annotations", f"instances_{split}.json")
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(path)
+        anns = coco.loadAnns(coco.getAnnIds())
+        for im in coco.loadImgs(coco.getImgIds()):
+            if not os.path.isfile(os.path.join(root, "JPEGImages", im["file_name"])):
+                sys.exit(f"{path}: image {im['file_name']} missing")
+        dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+                for a in anns]
+        if dets:
+            gt = json.load(open(path))
+            stats = pycocotools_stats(gt, dets)
+            if abs(stats[0] - 1.0) > 1e-9:
+                sys.exit(f"{path}: its own boxes as detections score AP {stats[0]}, not 1")
+        print(f"pycocotools loads {path}: {len(coco.getImgIds())} images, {len(anns)} objects, "
+              f"{len(coco.getCatIds())} categories")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ pub mod bounded;
 pub mod cifar;
 pub mod coco;
 pub mod detection;
+pub mod fashion_det;
 pub mod fetch;
 pub mod folder;
 pub mod idx;
@@ -17,6 +18,7 @@ pub mod image;
 pub mod imagenet;
 pub mod loader;
 pub mod source;
+pub mod voc;
 
 use crate::file_error::FileError;
 use std::path::{Path, PathBuf};

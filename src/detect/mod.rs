@@ -14,9 +14,11 @@
 pub mod anchors;
 pub mod boxes;
 pub mod coco_eval;
+pub mod evaluate;
 pub mod matcher;
 pub mod nms;
 pub mod roi;
+pub mod voc_eval;
 
 /// A box `[x1, y1, x2, y2]`.
 pub type Box4 = [f32; 4];
