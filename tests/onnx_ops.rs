@@ -7,7 +7,8 @@
 //! weights, so inputs and outputs are converted here. Each case prints its
 //! max |ours - ref| (run with `--nocapture` to see them).
 //!
-//! Tolerance, every output: max |ours - ref| <= 1e-5 * max(1, max |ref|).
+//! Tolerance, every output: max |ours - ref| <= 1e-5 * max(1, max |ref|); RoiAlign's two cases
+//! 1e-4 (their references are typed to 4 decimals).
 
 mod onnx;
 
@@ -94,11 +95,16 @@ fn run_cases(op_type: &str, names: &[&'static str], check: impl Fn(&Case) -> Che
 /// Compares dims and values of one output (ONNX's name for it: Y, ...);
 /// prints the max error.
 fn compare(c: &Case, output: &str, ours: &Tensor, reference: &Tensor) -> Check {
+    compare_tol(c, output, ours, reference, TOL)
+}
+
+/// [`compare`] with relative tolerance `rel`.
+fn compare_tol(c: &Case, output: &str, ours: &Tensor, reference: &Tensor, rel: f32) -> Check {
     if ours.dims != reference.dims {
         return Err(format!("{output}: shape {:?}, reference {:?}", ours.dims, reference.dims));
     }
     let scale = reference.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let tol = TOL * scale;
+    let tol = rel * scale;
     // a NaN anywhere counts as an infinite error
     let err = ours
         .data
@@ -578,7 +584,9 @@ fn check_roialign(c: &Case) -> Check {
     let mut y = vec![0.0; rois.len() * op.out_h * op.out_w * xd.c];
     op.forward(&x, xd, &rois, &mut y);
     let ours = to_nchw(&y, Dims::new(rois.len(), op.out_h, op.out_w, xd.c));
-    compare(c, "Y", &ours, &c.outputs[0])
+    // these two references are typed to 4 decimals in ONNX's test generator (torchvision's
+    // roi_align in float64 is 8.4e-5 and 5.0e-5 from them): the fixture's precision is 1e-4
+    compare_tol(c, "Y", &ours, &c.outputs[0], 1e-4)
 }
 
 #[test]
