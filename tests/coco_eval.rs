@@ -37,7 +37,7 @@ fn make_set(s: usize) -> (DetDataset, Vec<Detection>) {
     let n_cats = 1 + r.below(4);
     let cats: Vec<DetCategory> =
         (0..n_cats).map(|k| DetCategory { id: 3 * k as i64 + 1, name: format!("c{k}") }).collect();
-    let gt_cats = if s % 3 == 0 && n_cats >= 2 { n_cats - 1 } else { n_cats };
+    let gt_cats = if s.is_multiple_of(3) && n_cats >= 2 { n_cats - 1 } else { n_cats };
     let (mut images, mut anns, mut dets) = (vec![], vec![], vec![]);
     for i in 0..n_images {
         let img_id = 10 * i as i64 + 7;
@@ -65,7 +65,7 @@ fn make_set(s: usize) -> (DetDataset, Vec<Detection>) {
             anns.push(a.clone());
             mine.push(a);
         }
-        let n_det = if s % 5 == 0 && i == 0 { 130 } else { r.below(12) };
+        let n_det = if s.is_multiple_of(5) && i == 0 { 130 } else { r.below(12) };
         for _ in 0..n_det {
             let (x, y, bw, bh, cat);
             if !mine.is_empty() && r.u() < 0.6 {

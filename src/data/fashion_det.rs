@@ -126,8 +126,8 @@ fn make_canvas(r: &mut Draw, photos: &[(String, RgbImage)], items: &super::Datas
             }
             let (cx, cy) = (px + ix, py + iy);
             let p = canvas.get_pixel_mut(cx, cy);
-            for c in 0..3 {
-                p.0[c] = (p.0[c] as f64 * (1.0 - a) + tint[c] * a).round() as u8;
+            for (ch, t) in p.0.iter_mut().zip(tint) {
+                *ch = (*ch as f64 * (1.0 - a) + t * a).round() as u8;
             }
             lo = [lo[0].min(cx), lo[1].min(cy)];
             hi = [hi[0].max(cx), hi[1].max(cy)];

@@ -97,7 +97,7 @@ fn choose(mut items: Vec<usize>, k: usize, stream: &str, first: u64) -> Vec<usiz
     for i in 0..k {
         let r = rng::splitmix64(base.wrapping_add(i as u64));
         // multiply-shift: uniform in 0..n-i up to a bias below 2^-32 for these sizes
-        let j = i + ((r >> 32) * (n - i) as u64 >> 32) as usize;
+        let j = i + (((r >> 32) * (n - i) as u64) >> 32) as usize;
         items.swap(i, j);
     }
     items.truncate(k);
