@@ -1,5 +1,6 @@
 //! Times the detection ops on the shapes (bench/detect_ops.py runs it alternately with
-//! torchvision.ops): `nms` (6000 boxes -> the first 300 kept at IoU 0.7) and `roi_align` (300 RoIs
+//! torchvision.ops): `nms` (6000 boxes -> the first 300 kept at IoU 0.7, `nms_limit`: torchvision's
+//! `nms` has no limit and suppresses through all 6000) and `roi_align` (300 RoIs
 //! on a 1024-channel 38 x 63 map at stride 16 -> 14 x 14, aligned, sampling ratio 2, forward +
 //! backward). Prints one JSON line: the median milliseconds of `reps` repetitions.
 //!
@@ -7,7 +8,7 @@
 //!     cargo run --release --example detect_bench -- roi_align 5 [threads]
 
 use resnet::detect::Convention;
-use resnet::detect::nms::nms;
+use resnet::detect::nms::nms_limit;
 use resnet::detect::roi::{RoI, RoIAlign};
 use resnet::rng::counter_uniform;
 use resnet::shape::Dims;
@@ -43,8 +44,7 @@ fn main() {
             let s: Vec<f32> = (0..6000).map(|i| counter_uniform("bench/scores", i)).collect();
             for _ in 0..reps {
                 let t = Instant::now();
-                let mut keep = nms(&b, &s, 0.7, Convention::Pixel);
-                keep.truncate(300);
+                let keep = nms_limit(&b, &s, 0.7, Convention::Pixel, 300);
                 std::hint::black_box(&keep);
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
