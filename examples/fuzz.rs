@@ -1,8 +1,9 @@
 //! Fuzz targets for the readers that take files from strangers, with a
 //! mutation driver that runs on the stable toolchain (no nightly, no
 //! sanitizers): `pth` (torch.save zip and legacy files, through the full
-//! state_dict reader), `safetensors` (state_dicts and our checkpoints) and
-//! `image` (the JPEG/PNG decoding wrapper and the evaluation transform).
+//! state_dict reader), `safetensors` (state_dicts and our checkpoints),
+//! `image` (the JPEG/PNG decoding wrapper and the evaluation transform), `coco` (COCO instances and
+//! results JSON, and the COCO evaluator on what was read) and `voc` (VOC annotation XML).
 //!
 //!     cargo run --profile fuzz --example fuzz -- pth --secs 60 [--seed 1]   (overflow checks on)
 //!     bash scripts/fuzz.sh 20          # every target, 20 s each
@@ -36,6 +37,18 @@ fn target(name: &str) -> Option<fn(&[u8]) -> bool> {
             }
             Err(_) => false,
         },
+        // COCO instances, then results against what was read (or an empty ground truth)
+        "coco" => |d| {
+            let p = std::path::Path::new("fuzz.json");
+            let gt = resnet::data::coco::parse_instances(p, d);
+            let empty = resnet::data::detection::DetDataset::default();
+            let dets = resnet::data::coco::parse_results(p, d, gt.as_ref().unwrap_or(&empty));
+            if let Ok(gt) = &gt {
+                let _ = resnet::detect::coco_eval::evaluate(gt, &[]);
+            }
+            gt.is_ok() || dets.is_ok()
+        },
+        "voc" => |d| resnet::data::voc::parse_xml(std::path::Path::new("fuzz.xml"), d).is_ok(),
         _ => return None,
     })
 }
@@ -85,6 +98,23 @@ fn seeds(name: &str) -> Vec<Vec<u8>> {
             out.push(b);
             out
         }
+        "coco" => vec![
+            br#"{"info": {}, "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],
+ "categories": [{"id": 3, "name": "cat"}, {"id": 4, "name": "dog"}],
+ "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 10.5, 20, 20], "area": 300, "iscrowd": 0},
+  {"id": 2, "image_id": 1, "category_id": 4, "bbox": [90, 70, 20, 20], "area": 400, "iscrowd": 1, "difficult": 1}]}"#
+                .to_vec(),
+            br#"[{"image_id": 1, "category_id": 3, "bbox": [10, 10, 20, 20], "score": 0.9}]"#.to_vec(),
+        ],
+        "voc" => vec![
+            b"<annotation><folder>VOC2007</folder><filename>000005.jpg</filename>
+<size><width>500</width><height>375</height><depth>3</depth></size>
+<object><name>chair</name><pose>Rear</pose><truncated>0</truncated><difficult>0</difficult>
+<bndbox><xmin>263</xmin><ymin>211</ymin><xmax>324</xmax><ymax>339</ymax></bndbox></object>
+<object><name>dog &amp; cat</name><difficult>1</difficult>
+<bndbox><xmin>5</xmin><ymin>244</ymin><xmax>67</xmax><ymax>374</ymax></bndbox></object></annotation>"
+                .to_vec(),
+        ],
         _ => vec![],
     }
 }

@@ -2,8 +2,8 @@
 # Fetches the ONNX operator reference tests used by tests/onnx_ops.rs from
 # Debian's libonnx-testdata package (1.12.0-2 in bookworm) and copies the
 # node test directories listed below into $ROOT/.cache/onnx-node/.
-# Idempotent: does nothing if the cache is already there (to refetch after
-# changing the list, delete .cache/onnx-node first).
+# Idempotent: does nothing when every listed case is already there (a cache made
+# from a shorter list is fetched again).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,9 +43,25 @@ CASES=(
   test_softmax_default_axis
   test_softmax_negative_axis
   test_softmax_large_number
+  test_roialign_aligned_false
+  test_roialign_aligned_true
+  test_nonmaxsuppression_center_point_box_format
+  test_nonmaxsuppression_flipped_coordinates
+  test_nonmaxsuppression_identical_boxes
+  test_nonmaxsuppression_limit_output_size
+  test_nonmaxsuppression_single_box
+  test_nonmaxsuppression_suppress_by_IOU
+  test_nonmaxsuppression_suppress_by_IOU_and_scores
+  test_nonmaxsuppression_two_batches
+  test_nonmaxsuppression_two_classes
 )
 
-if [[ -f "$DEST/test_relu/model.onnx" ]]; then
+# done when every case is there (a cache from a shorter list is fetched again)
+have_all=1
+for c in "${CASES[@]}"; do
+  [[ -f "$DEST/$c/model.onnx" ]] || have_all=0
+done
+if [[ $have_all == 1 ]]; then
   exit 0
 fi
 

@@ -11,5 +11,7 @@ bash scripts/fetch-fashion-mnist.sh >/dev/null
 cargo test --release --all-targets
 # ONNX export checked in onnxruntime (PyPI, in a venv under .cache)
 bash scripts/check-onnx-export.sh
-# a short run of each fuzz target (the .pth, safetensors and image readers)
+# the COCO evaluator and fashion-det against pycocotools (PyPI, in a venv under .cache)
+bash scripts/check-detection.sh
+# a short run of each fuzz target (the .pth, safetensors, image, COCO and VOC readers)
 bash scripts/fuzz.sh 10

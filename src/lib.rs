@@ -16,6 +16,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod detect;
 pub mod eval;
 pub mod file_error;
 pub mod init;

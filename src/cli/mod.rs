@@ -6,6 +6,7 @@ mod bench;
 mod convert;
 mod data;
 mod eval;
+mod eval_det;
 mod export;
 mod plot;
 mod predict;
@@ -52,6 +53,8 @@ enum Command {
     Export(export::Args),
     /// Top-1 / top-5 error under the paper's test protocols (single, 10-crop, multi-scale), one model or an ensemble
     Eval(eval::Args),
+    /// Judge detections (COCO results JSON) against COCO or PASCAL VOC ground truth: pycocotools' 12 numbers or VOC mAP
+    EvalDet(eval_det::Args),
     /// Training curves of runs (error vs iterations) in the style of the paper's Figures 1, 4 and 6
     Plot(plot::Args),
     /// Figure 7: standard deviations of every 3x3 layer's response over a test set, CSV and figures
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Convert(a) => convert::run(a),
         Command::Export(a) => export::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::EvalDet(a) => eval_det::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Responses(a) => responses::run(a),
         Command::Reproduce(a) => reproduce::run(a),

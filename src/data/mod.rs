@@ -8,6 +8,9 @@ mod archive;
 pub mod augment;
 pub mod bounded;
 pub mod cifar;
+pub mod coco;
+pub mod detection;
+pub mod fashion_det;
 pub mod fetch;
 pub mod folder;
 pub mod idx;
@@ -15,6 +18,7 @@ pub mod image;
 pub mod imagenet;
 pub mod loader;
 pub mod source;
+pub mod voc;
 
 use crate::file_error::FileError;
 use std::path::{Path, PathBuf};
