@@ -2,7 +2,7 @@
 
 use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
 use crate::kernels::{Epilogue, KernelPath};
-use crate::ops::bn::{self, Act, BnParams};
+use crate::ops::bn::{self, Act, BnParams, ShardSum};
 use crate::ops::loss::{self, LossOut};
 use crate::ops::pool;
 use crate::ops::shortcut::ShortcutSrc;
@@ -15,7 +15,7 @@ use crate::shape::Dims;
 pub(crate) fn unit_forward(
     u: &UnitPlan,
     b: &mut UnitBufs,
-    (params, stats, path): (&[f32], &mut [f32], KernelPath),
+    (params, stats, path, sync): (&[f32], &mut [f32], KernelPath, Option<&dyn ShardSum>),
     x: &[f32],
     n: usize,
     train: bool,
@@ -37,14 +37,16 @@ pub(crate) fn unit_forward(
     }
     profile::time(Op::ConvForward, || u.conv.forward_with(path, w, &x[..xd.len()], xd, &mut b.pre[..yd.len()]));
     let (pre, out) = (&b.pre[..yd.len()], &mut b.out[..yd.len()]);
-    profile::time(Op::BnForward, || bn::forward_train(&p, rmean, rvar, &mut b.saved, pre, yd, u.act, shortcut, out));
+    profile::time(Op::BnForward, || {
+        bn::forward_train(&p, rmean, rvar, &mut b.saved, pre, yd, u.act, shortcut, out, sync)
+    });
 }
 
 /// One residual (or plain) block. x: the block input (N, H, W, Cin).
 fn block_forward(
     bp: &super::plan::BlockPlan,
     bb: &mut BlockBufs,
-    (params, stats, path): (&[f32], &mut [f32], KernelPath),
+    (params, stats, path, sync): (&[f32], &mut [f32], KernelPath, Option<&dyn ShardSum>),
     x: &[f32],
     n: usize,
     train: bool,
@@ -64,13 +66,13 @@ fn block_forward(
                 }
                 ShortcutPlan::Proj(pu) => {
                     let pb = bb.proj.as_mut().expect("projection buffers");
-                    unit_forward(pu, pb, (params, stats, path), x, n, train, None);
+                    unit_forward(pu, pb, (params, stats, path, sync), x, n, train, None);
                     Some(ShortcutSrc::Identity(&pb.out[..pu.yd.len() * n]))
                 }
             }
         };
         debug_assert_eq!(shortcut.is_some(), bp.units[j].act == Act::AddRelu);
-        unit_forward(&bp.units[j], &mut rest[0], (params, stats, path), input, n, train, shortcut);
+        unit_forward(&bp.units[j], &mut rest[0], (params, stats, path, sync), input, n, train, shortcut);
     }
 }
 
@@ -81,9 +83,10 @@ impl Net {
     pub fn forward(&mut self, n: usize, train: bool) {
         assert!(n >= 1 && n <= self.batch, "batch {n} outside 1..={}", self.batch);
         assert!(!train || self.train, "training forward on a net built for inference");
-        let Net { plan, params, stats, input, stem, pool_out, pool_arg, blocks, feat, logits, path, .. } = self;
-        let path = *path;
-        unit_forward(&plan.stem, stem, (params, stats, path), input, n, train, None);
+        let Net { plan, params, stats, input, stem, pool_out, pool_arg, blocks, feat, logits, path, sync_bn, .. } =
+            self;
+        let (path, sync) = (*path, sync_bn.as_deref());
+        unit_forward(&plan.stem, stem, (params, stats, path, sync), input, n, train, None);
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
             mp.forward(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()], &mut pool_arg[..od.len()]);
@@ -91,7 +94,7 @@ impl Net {
         for i in 0..blocks.len() {
             let (before, rest) = blocks.split_at_mut(i);
             let x = block_input(plan.pool.is_some(), stem, pool_out, before);
-            block_forward(&plan.blocks[i], &mut rest[0], (params, stats, path), x, n, train);
+            block_forward(&plan.blocks[i], &mut rest[0], (params, stats, path, sync), x, n, train);
         }
         let last = Dims { n, ..plan.block_input_dims(blocks.len()) };
         let out = block_input(plan.pool.is_some(), stem, pool_out, blocks);
