@@ -84,7 +84,7 @@ pub fn run_in(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BenchResult, BuildError> {
     let world = group.size();
-    if global % world != 0 {
+    if !global.is_multiple_of(world) {
         return Err(BuildError::Invalid(format!(
             "the global batch {global} does not split evenly over {world} processes: use a multiple of {world}"
         )));

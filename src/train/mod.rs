@@ -153,7 +153,7 @@ impl TrainConfig {
         if world == 0 {
             bail!("world (the number of processes) must be at least 1");
         }
-        if self.batch % world != 0 {
+        if !self.batch.is_multiple_of(world) {
             let (lo, hi) = (self.batch / world * world, self.batch.div_ceil(world) * world);
             bail!(
                 "the global batch {} does not split evenly over {world} processes: every process takes batch / {world} \

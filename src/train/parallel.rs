@@ -236,6 +236,7 @@ mod tests {
         let gamma: Vec<f32> = rand_vec(c, 9).iter().map(|v| 1.0 + v).collect();
         let beta = rand_vec(c, 10);
         // (y, dx, running mean, running var, dgamma, dbeta) of rows `rows` of the batch
+        type Out = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
         let run = |rows: std::ops::Range<usize>, parts: usize, sync: Option<&dyn ShardSum>| {
             let per = xd.len() / n;
             let d = Dims { n: n / parts, ..xd };
@@ -268,18 +269,15 @@ mod tests {
             let diff = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
             assert!(diff <= 1e-5 * scale, "{what}: max diff {diff} (scale {scale})");
         };
-        let cat = |f: fn(&(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
-            shards.iter().flat_map(|s| f(s).clone()).collect::<Vec<f32>>()
-        };
+        let cat = |f: fn(&Out) -> &Vec<f32>| shards.iter().flat_map(|s| f(s).clone()).collect::<Vec<f32>>();
         close(&cat(|s| &s.0), &whole.0, "y");
         close(&cat(|s| &s.1), &whole.1, "dx");
         for s in &shards {
             close(&s.2, &whole.2, "running mean");
             close(&s.3, &whole.3, "running var");
         }
-        let add = |i: fn(&(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
-            (0..c).map(|ch| i(&shards[0])[ch] + i(&shards[1])[ch]).collect::<Vec<f32>>()
-        };
+        let add =
+            |i: fn(&Out) -> &Vec<f32>| (0..c).map(|ch| i(&shards[0])[ch] + i(&shards[1])[ch]).collect::<Vec<f32>>();
         close(&add(|s| &s.4), &whole.4, "dgamma");
         close(&add(|s| &s.5), &whole.5, "dbeta");
     }
