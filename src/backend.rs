@@ -31,6 +31,13 @@ pub trait Backend {
     fn loss_backward(&mut self, labels: &[u32]) -> LossOut;
     /// The gradients of the last backward, flat in parameter order (host memory).
     fn grads_mut(&mut self) -> &mut [f32];
+    /// The parameters, flat in parameter order (host memory): broadcast from rank 0 in data-parallel runs.
+    fn params_mut(&mut self) -> &mut [f32];
+    /// The BN running statistics, flat (host memory).
+    fn stats_mut(&mut self) -> &mut [f32];
+    /// Synchronised BN: from now on, training forward and backward sum every BN layer's batch
+    /// statistics over the shards of a batch split across processes through `sync` (None: local).
+    fn set_sync_bn(&mut self, sync: Option<std::sync::Arc<dyn crate::ops::bn::ShardSum>>);
     /// SGD update with the gradients of the last backward (only `opt`'s trainable ranges).
     fn sgd_step(&mut self, opt: &mut Sgd, lr: f32);
     /// Number of parameters (the optimizer state's length).
@@ -75,6 +82,15 @@ impl Backend for crate::net::Net {
     }
     fn grads_mut(&mut self) -> &mut [f32] {
         &mut self.grads
+    }
+    fn params_mut(&mut self) -> &mut [f32] {
+        crate::net::Net::params_mut(self)
+    }
+    fn stats_mut(&mut self) -> &mut [f32] {
+        &mut self.stats
+    }
+    fn set_sync_bn(&mut self, sync: Option<std::sync::Arc<dyn crate::ops::bn::ShardSum>>) {
+        self.sync_bn = sync;
     }
     fn sgd_step(&mut self, opt: &mut Sgd, lr: f32) {
         let (params, grads) = self.step_operands();

@@ -5,6 +5,7 @@ use crate::backend::Backend;
 use crate::net::{BuildError, Net};
 use crate::optim::Sgd;
 use crate::rng::counter_uniform;
+use crate::train::parallel::{self, Collective, Solo};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -36,6 +37,12 @@ pub struct BenchResult {
     /// step as 3 forward passes (forward, backward-data, backward-weights)
     pub gflops: f64,
     pub peak_rss_mib: f64,
+    /// data-parallel processes the batch is split over (batch / world images each)
+    pub world: usize,
+    /// time per step averaging the gradients across the processes (includes waiting for the slowest)
+    pub allreduce_ms_per_step: f64,
+    /// how much of it ran hidden behind backward (the all-reduce runs after backward: none)
+    pub allreduce_hidden_ms_per_step: f64,
     /// milliseconds per step by operation (with profiling on)
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile_ms: Vec<(String, f64)>,
@@ -118,8 +125,30 @@ pub fn run(
     mode: Mode,
     steps: usize,
     warmup: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<BenchResult, BuildError> {
+    run_in(spec, batch, size, mode, (steps, warmup), &Solo, progress)
+}
+
+/// [`run`] on rank `group.rank()` of a data-parallel job: `batch` is the global batch, each rank
+/// computes `batch / world` images and the gradients are averaged across the ranks after backward
+/// (timed apart). The result is the job's: img/s of the global batch.
+pub fn run_in(
+    spec: &ArchSpec,
+    global: usize,
+    size: usize,
+    mode: Mode,
+    (steps, warmup): (usize, usize),
+    group: &dyn Collective,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BenchResult, BuildError> {
+    let world = group.size();
+    if !global.is_multiple_of(world) {
+        return Err(BuildError::Invalid(format!(
+            "the global batch {global} does not split evenly over {world} processes: use a multiple of {world}"
+        )));
+    }
+    let batch = global / world;
     let train = mode == Mode::Train;
     let net = Net::new(spec, batch, size, size, train, 0)?;
     let (macs, n_params) = (net.plan.macs() as f64, net.params().len());
@@ -131,11 +160,17 @@ pub fn run(
         (0..batch).map(|i| (counter_uniform("bench/labels", i as u64) * spec.classes as f32) as u32).collect();
     let mut sgd = if train { Some(Sgd::new(n_params)) } else { None };
     let mut times = Vec::with_capacity(steps);
+    let (mut reduce, mut scratch) = (0.0f64, vec![]);
     for s in 0..warmup + steps {
         let t = Instant::now();
         net.forward(batch, train);
         if let Some(sgd) = sgd.as_mut() {
             net.loss_backward(&labels);
+            let r = Instant::now();
+            parallel::average_gradients(group, net.grads_mut(), &mut scratch);
+            if s >= warmup {
+                reduce += r.elapsed().as_secs_f64();
+            }
             net.sgd_step(sgd, 0.01);
         }
         if s + 1 == warmup {
@@ -151,12 +186,12 @@ pub fn run(
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
-    let img_per_s = batch as f64 / mean;
+    let img_per_s = global as f64 / mean;
     Ok(BenchResult {
         cpu: cpu_model(),
         arch: spec.name.clone(),
         mode,
-        batch,
+        batch: global,
         input: [size, size, spec.in_channels],
         threads: crate::par::threads(),
         steps,
@@ -166,6 +201,9 @@ pub fn run(
         ms_per_step_median: median * 1e3,
         gflops: macs * 2.0 * if train { 3.0 } else { 1.0 } * img_per_s / 1e9,
         peak_rss_mib: peak_rss_mib(),
+        world,
+        allreduce_ms_per_step: reduce * 1e3 / steps.max(1) as f64,
+        allreduce_hidden_ms_per_step: 0.0,
         profile_ms: crate::profile::take()
             .into_iter()
             .filter(|(_, s)| *s > 0.0)

@@ -21,6 +21,8 @@ pub mod eval;
 pub mod file_error;
 pub mod init;
 pub mod kernels;
+#[cfg(feature = "mpi")]
+pub mod mpi_comm;
 pub mod net;
 pub mod onnx;
 pub mod ops;

@@ -81,12 +81,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ModeArg::Infer => Mode::Infer,
     };
     crate::profile::enable(a.profile);
-    let show = !a.json && std::io::stderr().is_terminal();
-    let r = bench::run(&spec, a.batch, size, mode, a.steps, a.warmup, |s, n| {
+    // under mpiexec (built with the `mpi` feature): the job's throughput, the batch split over the ranks
+    #[cfg(feature = "mpi")]
+    let session = if crate::mpi_comm::launched() { Some(crate::mpi_comm::init()?) } else { None };
+    #[cfg(feature = "mpi")]
+    let group: &dyn crate::train::Collective = match &session {
+        Some(s) => s.group.as_ref(),
+        None => &crate::train::Solo,
+    };
+    #[cfg(not(feature = "mpi"))]
+    let group: &dyn crate::train::Collective = &crate::train::Solo;
+    let lead = group.rank() == 0;
+    let show = lead && !a.json && std::io::stderr().is_terminal();
+    let r = bench::run_in(&spec, a.batch, size, mode, (a.steps, a.warmup), group, |s, n| {
         if show {
             eprint!("\rstep {s}/{n}");
         }
     })?;
+    if !lead {
+        return Ok(());
+    }
     if show {
         eprintln!();
     }
@@ -109,6 +123,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             r.gflops,
             r.peak_rss_mib
         );
+        if r.world > 1 {
+            println!(
+                "  {} processes x batch {}: all-reduce {:.1} ms/step ({:.0}% of the step), {:.1} ms hidden behind backward",
+                r.world,
+                r.batch / r.world,
+                r.allreduce_ms_per_step,
+                100.0 * r.allreduce_ms_per_step / r.ms_per_step,
+                r.allreduce_hidden_ms_per_step
+            );
+        }
         for (op, ms) in &r.profile_ms {
             println!("  {op:<20} {ms:8.1} ms/step");
         }

@@ -6,11 +6,12 @@
 use super::arch_args::ArchOpts;
 use super::signals;
 use crate::data::Format;
-use crate::train::{self, Cadence, Event, Opened, PcaChoice, TrainConfig, TrainRequest};
+use crate::train::{self, Cadence, Collective, Event, Opened, PcaChoice, Solo, TrainConfig, TrainRequest};
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Copy, Clone, ValueEnum)]
 enum FormatArg {
@@ -149,6 +150,10 @@ pub struct Args {
     /// Print the outcome as one JSON object
     #[arg(long)]
     json: bool,
+    /// Under mpiexec: BN statistics over the whole global batch, summed across the processes (the
+    /// single-process step up to summation order; a run that may resume with another process count)
+    #[arg(long, conflicts_with = "resume")]
+    sync_bn: bool,
     /// Accept official CIFAR file names holding fewer records than the official counts (subsets, tests)
     #[arg(long, hide = true)]
     lenient_counts: bool,
@@ -195,6 +200,8 @@ impl Args {
             reset_head: self.reset_head,
             freeze_backbone: self.freeze_backbone,
             lenient_counts: self.lenient_counts,
+            world: None,
+            sync_bn: self.sync_bn,
         }
     }
 }
@@ -203,6 +210,7 @@ impl Args {
 /// checkpoint) on a stop signal.
 fn train(opened: Opened, stop_at: Option<u64>, quiet: bool) -> Result<(PathBuf, TrainConfig, train::Outcome)> {
     let Opened { mut trainer, notes } = opened;
+    trainer.set_check_ranks(std::env::var_os("RESNET_CHECK_RANKS").is_some_and(|v| v == "1"));
     if !quiet {
         for n in &notes {
             eprintln!("note: {n}");
@@ -276,6 +284,58 @@ impl Progress {
 
 pub fn run(a: Args) -> Result<()> {
     signals::install();
+    #[cfg(feature = "mpi")]
+    if crate::mpi_comm::launched() {
+        let session = crate::mpi_comm::init()?;
+        let group: Arc<dyn Collective> = session.group.clone();
+        return ranks_agree(run_in(a, group.clone()), group.as_ref());
+    }
+    #[cfg(not(feature = "mpi"))]
+    if let Some(w) = launched_by_mpi() {
+        bail!(
+            "this process is one of {w} started by mpiexec, but this resnet was built without MPI: \
+             build it with `cargo build --release --features mpi` for data-parallel training"
+        );
+    }
+    run_in(a, Arc::new(Solo))
+}
+
+/// The world size an MPI launcher announces (a build without the feature refuses to run as W copies).
+#[cfg(not(feature = "mpi"))]
+fn launched_by_mpi() -> Option<usize> {
+    ["PMI_SIZE", "OMPI_COMM_WORLD_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+        .filter(|&w| w > 1)
+}
+
+/// A data-parallel rank's result: an error on any rank ends the whole job (MPI_Abort) with its
+/// message, instead of leaving the other ranks waiting in a collective. Rank 0 speaks first: a
+/// refusal every rank reaches is printed once.
+#[cfg(feature = "mpi")]
+fn ranks_agree(r: Result<()>, group: &dyn Collective) -> Result<()> {
+    match r {
+        Err(e) if e.downcast_ref::<signals::Interrupted>().is_none() && group.size() > 1 => {
+            let rank = group.rank();
+            if rank != 0 {
+                // rank 0 aborts the job first if it fails too (the same refusal)
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+            eprintln!("error: {e:#}");
+            eprintln!("rank {rank} of {} failed: ending the job (MPI_Abort)", group.size());
+            crate::mpi_comm::abort(2)
+        }
+        r => r,
+    }
+}
+
+/// `resnet train` on rank `group.rank()` of `group.size()` processes (one: [`Solo`]).
+fn run_in(mut a: Args, group: Arc<dyn Collective>) -> Result<()> {
+    let (rank, world) = (group.rank(), group.size());
+    if rank != 0 {
+        // rank 0 reports
+        (a.quiet, a.json) = (true, false);
+    }
     let (dir, cfg, out) = match &a.resume {
         Some(d) => {
             if a.arch_opts.any_set() {
@@ -285,19 +345,32 @@ pub fn run(a: Args) -> Result<()> {
                 );
             }
             let cadence = Cadence { log_every: a.log_every, ckpt_every: a.ckpt_every, keep: a.keep };
-            train(train::resume(d, &cadence)?, a.stop_at, a.quiet)?
+            train(train::resume_in(d, &cadence, group)?, a.stop_at, a.quiet)?
         }
         None => {
             let Some(out) = &a.out else { bail!("--out is required for a new run") };
             // early, before the data are read (start checks again under the run directory's lock)
-            crate::train::rundir::RunDir::check_free(out)?;
-            let cfg = a.request().resolve()?;
+            if rank == 0 {
+                crate::train::rundir::RunDir::check_free(out)?;
+            }
+            let cfg = TrainRequest { world: Some(world), ..a.request() }.resolve()?;
             if cfg.recipe.is_some() && !a.quiet {
                 eprintln!("computing the mean image over a sample of the training images ...");
             }
-            train(train::start(out, cfg)?, a.stop_at, a.quiet)?
+            train(train::start_in(out, cfg, group)?, a.stop_at, a.quiet)?
         }
     };
+    if rank == 0 {
+        print_outcome(&a, &dir, &cfg, &out)?;
+    }
+    match signals::received() {
+        Some(stop) if out.interrupted => Err(stop.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The outcome line (or JSON object) of a run.
+fn print_outcome(a: &Args, dir: &std::path::Path, cfg: &TrainConfig, out: &train::Outcome) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {
@@ -323,8 +396,5 @@ pub fn run(a: Args) -> Result<()> {
             println!("continue with: resnet train --resume {}", dir.display());
         }
     }
-    match signals::received() {
-        Some(stop) if out.interrupted => Err(stop.into()),
-        _ => Ok(()),
-    }
+    Ok(())
 }

@@ -181,6 +181,39 @@ impl Source for FolderSource {
     }
 }
 
+/// Images `range` of another source (a data-parallel rank's share of an evaluation split).
+pub struct Slice {
+    pub inner: Arc<dyn Source>,
+    pub range: std::ops::Range<usize>,
+}
+
+impl Source for Slice {
+    fn len(&self) -> usize {
+        self.range.len()
+    }
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
+    fn class_names(&self) -> Vec<String> {
+        self.inner.class_names()
+    }
+    fn input_len(&self) -> usize {
+        self.inner.input_len()
+    }
+    fn train_input(&self, i: usize, seed: u64, pos: u64, out: &mut [f32]) -> Result<u32> {
+        self.inner.train_input(self.range.start + i, seed, pos, out)
+    }
+    fn eval_input(&self, i: usize, out: &mut [f32]) -> Result<Option<u32>> {
+        self.inner.eval_input(self.range.start + i, out)
+    }
+    fn expensive(&self) -> bool {
+        self.inner.expensive()
+    }
+    fn skipped(&self) -> usize {
+        self.inner.skipped()
+    }
+}
+
 /// Run `f(j, out_j)` for the `n` inputs of a batch, on `workers` threads when the source is expensive.
 pub fn fill<T: Send>(
     src: &dyn Source,

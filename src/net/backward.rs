@@ -6,7 +6,7 @@
 //! projection's conv output).
 
 use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
-use crate::ops::bn;
+use crate::ops::bn::{self, ShardSum};
 use crate::ops::{pool, shortcut};
 use crate::profile::{self, Op};
 use crate::shape::Dims;
@@ -16,7 +16,7 @@ use crate::shape::Dims;
 fn unit_bn_backward(
     u: &UnitPlan,
     b: &UnitBufs,
-    params: &[f32],
+    (params, sync): (&[f32], Option<&dyn ShardSum>),
     grads: &mut [f32],
     n: usize,
     dy: &[f32],
@@ -40,6 +40,7 @@ fn unit_bn_backward(
             dgamma,
             dbeta,
             dz_out.map(|d| &mut d[..yd.len()]),
+            sync,
         );
     });
 }
@@ -98,7 +99,7 @@ struct Scratch<'a> {
 fn block_backward(
     bp: &super::plan::BlockPlan,
     bb: &BlockBufs,
-    params: &[f32],
+    (params, sync): (&[f32], Option<&dyn ShardSum>),
     grads: &mut [f32],
     x: &[f32],
     n: usize,
@@ -112,23 +113,23 @@ fn block_backward(
         let (u, b) = (&bp.units[j], &bb.units[j]);
         if j == last {
             match &bp.shortcut {
-                ShortcutPlan::None => unit_bn_backward(u, b, params, grads, n, gy, s.t1, None),
+                ShortcutPlan::None => unit_bn_backward(u, b, (params, sync), grads, n, gy, s.t1, None),
                 // dz flows unchanged to the block input
-                ShortcutPlan::Identity => unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(gx)),
+                ShortcutPlan::Identity => unit_bn_backward(u, b, (params, sync), grads, n, gy, s.t1, Some(gx)),
                 ShortcutPlan::PadA { stride } => {
-                    unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(s.t2));
+                    unit_bn_backward(u, b, (params, sync), grads, n, gy, s.t1, Some(s.t2));
                     shortcut::pad_a_backward(&s.t2[..yd.len()], yd, &mut gx[..xd.len()], xd, *stride);
                 }
                 ShortcutPlan::Proj(pu) => {
-                    unit_bn_backward(u, b, params, grads, n, gy, s.t1, Some(s.t2));
+                    unit_bn_backward(u, b, (params, sync), grads, n, gy, s.t1, Some(s.t2));
                     let pb = bb.proj.as_ref().expect("projection buffers");
                     let t3 = s.t3.as_deref_mut().expect("projection scratch");
-                    unit_bn_backward(pu, pb, params, grads, n, s.t2, t3, None);
+                    unit_bn_backward(pu, pb, (params, sync), grads, n, s.t2, t3, None);
                     unit_conv_backward(pu, params, grads, x, n, t3, Some((gx, false)), &mut s.k);
                 }
             }
         } else {
-            unit_bn_backward(u, b, params, grads, n, s.t2, s.t1, None);
+            unit_bn_backward(u, b, (params, sync), grads, n, s.t2, s.t1, None);
         }
         let input: &[f32] = if j == 0 { x } else { &bb.units[j - 1].out };
         let dx = if j == 0 {
@@ -161,6 +162,7 @@ impl Net {
             wt,
             partials,
             path,
+            sync_bn,
             ..
         } = self;
         let (fin, fout) = (plan.fc.fin, plan.fc.fout);
@@ -189,7 +191,7 @@ impl Net {
         for i in (0..blocks.len()).rev() {
             let x = block_input(plan.pool.is_some(), stem, pool_out, &blocks[..i]);
             let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
-            block_backward(&plan.blocks[i], &blocks[i], params, grads, x, n, gy, gx, &mut s);
+            block_backward(&plan.blocks[i], &blocks[i], (params, sync_bn.as_deref()), grads, x, n, gy, gx, &mut s);
             std::mem::swap(&mut iy, &mut ix);
         }
         if let Some((mp, d)) = plan.pool {
@@ -199,7 +201,7 @@ impl Net {
             std::mem::swap(&mut iy, &mut ix);
         }
         let gy = &gbufs[iy];
-        unit_bn_backward(&plan.stem, stem, params, grads, n, gy, s.t1, None);
+        unit_bn_backward(&plan.stem, stem, (params, sync_bn.as_deref()), grads, n, gy, s.t1, None);
         unit_conv_backward(&plan.stem, params, grads, input, n, s.t1, None, &mut s.k);
     }
 }

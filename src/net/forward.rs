@@ -2,7 +2,7 @@
 
 use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
 use crate::kernels::{Epilogue, KernelPath};
-use crate::ops::bn::{self, Act, BnParams};
+use crate::ops::bn::{self, Act, BnParams, ShardSum};
 use crate::ops::loss::{self, LossOut};
 use crate::ops::pool;
 use crate::ops::shortcut::ShortcutSrc;
@@ -18,7 +18,7 @@ pub(crate) type Prepared = std::collections::HashMap<usize, crate::ops::conv::Pr
 pub(crate) fn unit_forward(
     u: &UnitPlan,
     b: &mut UnitBufs,
-    (params, stats, path, prepared): (&[f32], &mut [f32], KernelPath, &Prepared),
+    (params, stats, path, prepared, sync): (&[f32], &mut [f32], KernelPath, &Prepared, Option<&dyn ShardSum>),
     x: &[f32],
     n: usize,
     train: bool,
@@ -41,14 +41,16 @@ pub(crate) fn unit_forward(
     }
     profile::time(Op::ConvForward, || u.conv.forward_with(path, w, &x[..xd.len()], xd, &mut b.pre[..yd.len()]));
     let (pre, out) = (&b.pre[..yd.len()], &mut b.out[..yd.len()]);
-    profile::time(Op::BnForward, || bn::forward_train(&p, rmean, rvar, &mut b.saved, pre, yd, u.act, shortcut, out));
+    profile::time(Op::BnForward, || {
+        bn::forward_train(&p, rmean, rvar, &mut b.saved, pre, yd, u.act, shortcut, out, sync)
+    });
 }
 
 /// One residual (or plain) block. x: the block input (N, H, W, Cin).
 fn block_forward(
     bp: &super::plan::BlockPlan,
     bb: &mut BlockBufs,
-    (params, stats, path, prepared): (&[f32], &mut [f32], KernelPath, &Prepared),
+    (params, stats, path, prepared, sync): (&[f32], &mut [f32], KernelPath, &Prepared, Option<&dyn ShardSum>),
     x: &[f32],
     n: usize,
     train: bool,
@@ -68,13 +70,13 @@ fn block_forward(
                 }
                 ShortcutPlan::Proj(pu) => {
                     let pb = bb.proj.as_mut().expect("projection buffers");
-                    unit_forward(pu, pb, (params, stats, path, prepared), x, n, train, None);
+                    unit_forward(pu, pb, (params, stats, path, prepared, sync), x, n, train, None);
                     Some(ShortcutSrc::Identity(&pb.out[..pu.yd.len() * n]))
                 }
             }
         };
         debug_assert_eq!(shortcut.is_some(), bp.units[j].act == Act::AddRelu);
-        unit_forward(&bp.units[j], &mut rest[0], (params, stats, path, prepared), input, n, train, shortcut);
+        unit_forward(&bp.units[j], &mut rest[0], (params, stats, path, prepared, sync), input, n, train, shortcut);
     }
 }
 
@@ -88,10 +90,24 @@ impl Net {
         if !self.train && self.prepared_n != n {
             self.prepare(n);
         }
-        let Net { plan, params, stats, input, stem, pool_out, pool_arg, blocks, feat, logits, path, prepared, .. } =
-            self;
-        let (path, prepared) = (*path, &*prepared);
-        unit_forward(&plan.stem, stem, (params, stats, path, prepared), input, n, train, None);
+        let Net {
+            plan,
+            params,
+            stats,
+            input,
+            stem,
+            pool_out,
+            pool_arg,
+            blocks,
+            feat,
+            logits,
+            path,
+            prepared,
+            sync_bn,
+            ..
+        } = self;
+        let (path, prepared, sync) = (*path, &*prepared, sync_bn.as_deref());
+        unit_forward(&plan.stem, stem, (params, stats, path, prepared, sync), input, n, train, None);
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
             mp.forward(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()], &mut pool_arg[..od.len()]);
@@ -99,7 +115,7 @@ impl Net {
         for i in 0..blocks.len() {
             let (before, rest) = blocks.split_at_mut(i);
             let x = block_input(plan.pool.is_some(), stem, pool_out, before);
-            block_forward(&plan.blocks[i], &mut rest[0], (params, stats, path, prepared), x, n, train);
+            block_forward(&plan.blocks[i], &mut rest[0], (params, stats, path, prepared, sync), x, n, train);
         }
         let last = Dims { n, ..plan.block_input_dims(blocks.len()) };
         let out = block_input(plan.pool.is_some(), stem, pool_out, blocks);

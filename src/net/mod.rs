@@ -109,6 +109,9 @@ pub struct Net {
     /// scratch: transposed conv weights, per-task weight-gradient partials
     pub(crate) wt: Vec<f32>,
     pub(crate) partials: Vec<Vec<f32>>,
+    /// synchronised BN: batch statistics summed over the shards of a batch split across
+    /// processes (None: this process's images only)
+    pub(crate) sync_bn: Option<std::sync::Arc<dyn crate::ops::bn::ShardSum>>,
 }
 
 /// The input of block `i` (see [`Net::block_input`]) from the buffers before
@@ -242,6 +245,7 @@ impl Net {
             g: (0..ng).map(|_| vec![0.0; gmax]).collect(),
             wt: vec![0.0; if train { plan.max_conv_weights() } else { 0 }],
             partials: (0..if train { threads } else { 0 }).map(|_| vec![0.0; plan.max_conv_weights()]).collect(),
+            sync_bn: None,
             plan,
         };
         Ok(net)

@@ -29,7 +29,14 @@ pub struct BnSaved {
     pub invstd: Vec<f32>,
 }
 
-/// gamma, beta, running mean, running var of one BN layer.
+/// Sums over a batch split across processes (data-parallel training with synchronised BN): adds
+/// the other shards' vectors to `v` in place, so that every shard holds the sum over the whole
+/// batch. How is not the model's business (an MPI all-reduce implements it).
+pub trait ShardSum: Send + Sync {
+    fn sum(&self, v: &mut [f64]);
+}
+
+/// gamma and beta of one BN layer.
 pub struct BnParams<'a> {
     pub gamma: &'a [f32],
     pub beta: &'a [f32],
@@ -48,6 +55,7 @@ pub fn forward_train(
     act: Act,
     shortcut: Option<ShortcutSrc>,
     y: &mut [f32],
+    sync: Option<&dyn ShardSum>,
 ) {
     let c = xd.c;
     let m = xd.pixels();
@@ -76,9 +84,11 @@ pub fn forward_train(
             acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
         },
     );
+    // synchronised: the sums and the count over every shard of the batch
+    let (sums, mf) = global(sums, m, sync);
+    let m = mf as usize;
     saved.mean.resize(c, 0.0);
     saved.invstd.resize(c, 0.0);
-    let mf = m as f64;
     for ch in 0..c {
         let mean = sums[ch] / mf;
         let var = (sums[c + ch] / mf - mean * mean).max(0.0);
@@ -89,6 +99,15 @@ pub fn forward_train(
         running_var[ch] = (1.0 - MOMENTUM) * running_var[ch] + MOMENTUM * unbiased as f32;
     }
     normalize(p, &saved.mean, &saved.invstd, x, xd, act, shortcut, y);
+}
+
+/// Per-channel `sums` of `m` rows, and `m`: over the whole batch when it is split across shards.
+fn global(mut sums: Vec<f64>, m: usize, sync: Option<&dyn ShardSum>) -> (Vec<f64>, f64) {
+    let Some(s) = sync else { return (sums, m as f64) };
+    sums.push(m as f64);
+    s.sum(&mut sums);
+    let mf = sums.pop().expect("pushed above");
+    (sums, mf)
 }
 
 /// Eval-mode forward with the running statistics.
@@ -182,6 +201,8 @@ fn affine_row<'a>(
 /// Backward of y = act(BN(x) [+ s]).  `dy` is the gradient at y, `y` the
 /// forward output (its sign is the ReLU mask).  Writes dx, dgamma, dbeta; with
 /// `Act::AddRelu` also writes dz = dy * (y > 0) (the shortcut's gradient).
+/// With `sync` (the batch split across shards, statistics over all of it), dx uses the sums over
+/// every shard; dgamma and dbeta stay this shard's (the gradient all-reduce sums them).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gamma: &[f32],
@@ -195,9 +216,9 @@ pub fn backward(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
     dz_out: Option<&mut [f32]>,
+    sync: Option<&dyn ShardSum>,
 ) {
     let c = xd.c;
-    let m = xd.pixels();
     let (mean, invstd) = (&saved.mean[..c], &saved.invstd[..c]);
     let masked = act != Act::None;
     // pass 1: g = dy masked by the ReLU, written to dz (AddRelu) or to dx
@@ -232,8 +253,12 @@ pub fn backward(
         )
     };
     // pass 2: dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) = a g + b x + o
-    let mut coefficients = |sums: &[f64]| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let mf = m as f64;
+    let mut coefficients = |local: Vec<f64>| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        for ch in 0..c {
+            dbeta[ch] = local[ch] as f32;
+            dgamma[ch] = (local[c + ch] * invstd[ch] as f64) as f32;
+        }
+        let (sums, mf) = global(local, xd.pixels(), sync);
         let (mut a, mut b, mut o) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
         for ch in 0..c {
             let (is, mu) = (invstd[ch] as f64, mean[ch] as f64);
@@ -242,15 +267,13 @@ pub fn backward(
             a[ch] = k as f32;
             b[ch] = (-k * is * mgx) as f32;
             o[ch] = (-k * mg + k * is * mgx * mu) as f32;
-            dbeta[ch] = sums[ch] as f32;
-            dgamma[ch] = (sums[c + ch] * is) as f32;
         }
         (a, b, o)
     };
     match dz_out {
         Some(dz) => {
             let dz = &mut dz[..xd.len()];
-            let coef = coefficients(&pass1(dz));
+            let coef = coefficients(pass1(dz));
             let (dz, (a, b, o)) = (&*dz, &coef);
             par::for_rows(
                 dx,
@@ -269,7 +292,7 @@ pub fn backward(
             );
         }
         None => {
-            let coef = coefficients(&pass1(dx));
+            let coef = coefficients(pass1(dx));
             // in place: each row reads its own g before writing dx
             let (a, b, o) = &coef;
             par::for_rows(
@@ -312,6 +335,7 @@ mod tests {
             act,
             s.map(ShortcutSrc::Identity),
             &mut y,
+            None,
         );
         y
     }
@@ -327,7 +351,7 @@ mod tests {
         let mut saved = BnSaved::default();
         let mut y = vec![0.0; xd.len()];
         let p = BnParams { gamma: &gamma, beta: &beta };
-        forward_train(&p, &mut rm, &mut rv, &mut saved, &x, xd, Act::None, None, &mut y);
+        forward_train(&p, &mut rm, &mut rv, &mut saved, &x, xd, Act::None, None, &mut y, None);
         let m = xd.pixels() as f64;
         for ch in 0..6 {
             let col: Vec<f64> = (0..xd.pixels()).map(|r| y[r * 6 + ch] as f64).collect();
@@ -382,12 +406,13 @@ mod tests {
                 act,
                 sc.map(ShortcutSrc::Identity),
                 &mut yy,
+                None,
             );
             let mut dx = vec![0.0; xd.len()];
             let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
             let mut dz = vec![0.0; xd.len()];
             let dz_out = (act == Act::AddRelu).then_some(&mut dz[..]);
-            backward(&gamma, &saved, &x, xd, &y, &proj, act, &mut dx, &mut dg, &mut db, dz_out);
+            backward(&gamma, &saved, &x, xd, &y, &proj, act, &mut dx, &mut dg, &mut db, dz_out, None);
             let name = format!("bn {act:?}");
             check_grad(&format!("{name} dx"), &x, &dx, 1e-3, 5e-3, |xp| loss(xp, &gamma, &beta, sc));
             check_grad(&format!("{name} dgamma"), &gamma, &dg, 1e-3, 5e-3, |g| loss(&x, g, &beta, sc));

@@ -15,13 +15,15 @@
 
 pub mod metrics;
 pub mod open;
+pub mod parallel;
 pub mod request;
 pub mod run_data;
 pub mod rundir;
 pub mod schedule;
 pub mod trainer;
 
-pub use open::{Cadence, Opened, resume, start};
+pub use open::{Cadence, Opened, resume, resume_in, start, start_in};
+pub use parallel::{Collective, Solo};
 pub use request::{PcaChoice, TrainRequest};
 pub use run_data::{RunData, check_val, split_val, subset};
 pub use trainer::{Event, GradientHook, Outcome, StepOut, Trainer};
@@ -85,6 +87,12 @@ pub struct TrainConfig {
     /// official CIFAR file names may hold fewer records (subsets, tests)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lenient_counts: bool,
+    /// data-parallel processes the global batch is split over (batch / world images each)
+    #[serde(default = "one")]
+    pub world: usize,
+    /// BN: statistics over the whole global batch (summed across processes), or per process (false)
+    #[serde(default)]
+    pub sync_bn: bool,
 }
 
 fn one() -> usize {
@@ -133,10 +141,34 @@ impl TrainConfig {
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             bail!("{msg}");
         }
+        self.check_world(self.world)?;
         if let Some(r) = &self.recipe {
             r.validate()?;
         }
         Ok(())
+    }
+
+    /// Whether the global batch splits over `world` processes: B/W images each, the same for all.
+    pub fn check_world(&self, world: usize) -> Result<()> {
+        if world == 0 {
+            bail!("world (the number of processes) must be at least 1");
+        }
+        if !self.batch.is_multiple_of(world) {
+            let (lo, hi) = (self.batch / world * world, self.batch.div_ceil(world) * world);
+            bail!(
+                "the global batch {} does not split evenly over {world} processes: every process takes batch / {world} \
+                 images of each batch; use a batch that {world} divides (--batch {} or {}) or another number of processes",
+                self.batch,
+                lo.max(world),
+                hi
+            );
+        }
+        Ok(())
+    }
+
+    /// Images per process and iteration.
+    pub fn local_batch(&self) -> usize {
+        self.batch / self.world.max(1)
     }
 
     /// A checkpoint continues this run only if it was trained with the same network, batch, seed
@@ -188,6 +220,20 @@ pub struct Finetune {
 /// Loss and top-1 error (percent) of `net` on `d`, single view, eval mode
 /// (images skipped as unreadable are left out).
 pub fn evaluate(net: &mut impl Backend, d: &dyn Source, workers: usize) -> Result<(f64, f64)> {
+    let (loss, errors, count) = evaluate_sums(net, d, workers)?;
+    mean_loss_err(loss, errors, count, d.len())
+}
+
+/// Mean loss and error (percent) from summed losses and errors of `count` images out of `total`.
+fn mean_loss_err(loss: f64, errors: f64, count: f64, total: usize) -> Result<(f64, f64)> {
+    if count == 0.0 {
+        bail!("no readable evaluation images (all {total} were skipped as unreadable)");
+    }
+    Ok((loss / count, 100.0 * errors / count))
+}
+
+/// Summed loss, errors and images evaluated (a data-parallel rank's part, summed across ranks).
+fn evaluate_sums(net: &mut impl Backend, d: &dyn Source, workers: usize) -> Result<(f64, f64, f64)> {
     let k = net.classes();
     let (mut loss, mut errors, mut count) = (0.0f64, 0usize, 0usize);
     let mut dl = vec![0.0f32; net.capacity() * k];
@@ -202,11 +248,7 @@ pub fn evaluate(net: &mut impl Backend, d: &dyn Source, workers: usize) -> Resul
         count += m;
         Ok(())
     })?;
-    if count == 0 {
-        bail!("no readable evaluation images (all {} were skipped as unreadable)", d.len());
-    }
-    let n = count as f64;
-    Ok((loss / n, 100.0 * errors as f64 / n))
+    Ok((loss, errors as f64, count as f64))
 }
 
 /// Load `f.init_from` into `net`: every tensor, or all but the fc with `reset_head`.
@@ -261,6 +303,8 @@ mod tests {
             workers: 1,
             finetune: None,
             lenient_counts: false,
+            world: 1,
+            sync_bn: false,
         }
     }
 
@@ -288,6 +332,14 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(says), "{e} (expected: {says})");
         }
+        let mut c = config();
+        c.world = 3;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("the global batch 16 does not split evenly over 3 processes"), "{e}");
+        assert!(e.contains("--batch 15 or 18"), "{e}");
+        c.world = 4;
+        c.validate().unwrap();
+        assert_eq!(c.local_batch(), 4);
         let mut c = config();
         c.schedule.gamma = 0.0;
         assert!(c.validate().unwrap_err().to_string().contains("gamma"));

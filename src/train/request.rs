@@ -80,6 +80,10 @@ pub struct TrainRequest {
     pub freeze_backbone: bool,
     /// official CIFAR file names may hold fewer records (subsets, tests)
     pub lenient_counts: bool,
+    /// data-parallel processes (default 1; from MPI under `mpiexec`)
+    pub world: Option<usize>,
+    /// BN statistics summed over the whole global batch across processes
+    pub sync_bn: bool,
 }
 
 /// What the data decide about the network and the epoch length.
@@ -174,6 +178,8 @@ impl TrainRequest {
             workers: self.workers.unwrap_or(2),
             finetune,
             lenient_counts: self.lenient_counts,
+            world: self.world.unwrap_or(1),
+            sync_bn: self.sync_bn,
         };
         cfg.validate()?;
         Ok(cfg)

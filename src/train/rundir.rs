@@ -20,7 +20,8 @@ pub const LOCK: &str = ".lock";
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
-    _lock: File,
+    /// None: a data-parallel rank other than 0, which writes nothing there
+    _lock: Option<File>,
 }
 
 /// Where a run continues from.
@@ -38,7 +39,7 @@ impl RunDir {
     /// Returns the directory and whether an earlier, checkpoint-less run was replaced.
     pub fn create(path: &Path) -> Result<(RunDir, bool)> {
         std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
-        let dir = RunDir { path: path.to_path_buf(), _lock: lock(path)? };
+        let dir = RunDir { path: path.to_path_buf(), _lock: Some(lock(path)?) };
         let replaced = Self::check_free(path)?;
         Ok((dir, replaced))
     }
@@ -60,7 +61,13 @@ impl RunDir {
         if !config.is_file() {
             bail!("{} holds no run (no config.toml); start one with --out {0}", path.display());
         }
-        Ok(RunDir { path: path.to_path_buf(), _lock: lock(path)? })
+        Ok(RunDir { path: path.to_path_buf(), _lock: Some(lock(path)?) })
+    }
+
+    /// The run in `path` as seen by a data-parallel rank other than 0: not held (rank 0 holds it)
+    /// and never written.
+    pub fn follower(path: &Path) -> RunDir {
+        RunDir { path: path.to_path_buf(), _lock: None }
     }
 
     pub fn path(&self) -> &Path {

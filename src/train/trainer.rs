@@ -5,17 +5,24 @@
 //! torchvision name. It prints nothing: what happens is told to an observer as [`Event`]s. It
 //! stops when the cancellation flag it was handed is set (a signal handler, a GUI, a test),
 //! after writing a resumable checkpoint. A step is split where a data-parallel run all-reduces
-//! the gradients: forward + backward, then the gradient hook, then the optimizer step.
+//! the gradients: forward + backward, then the gradient average and hook, then the optimizer step.
+//!
+//! Data-parallel ([`Trainer::with_group`], see [`super::parallel`]): every rank runs this same loop
+//! on its share of each batch; the group sums the gradients, the losses, the evaluation tallies and
+//! the stop flag, so every rank takes the same decisions; only rank 0 writes the run directory.
 
 use super::metrics::{self, EvalRow, Row, TrainRow};
+use super::parallel::{self, Collective, Solo, SyncBn};
 use super::rundir::{ResumePoint, RunDir};
-use super::{RunData, TrainConfig, evaluate, init_from};
+use super::{RunData, TrainConfig, evaluate_sums, init_from, mean_loss_err};
 use crate::backend::Backend;
 use crate::data::loader::{Batch, Loader};
+use crate::data::source::Slice;
 use crate::optim::Sgd;
 use crate::weights::checkpoint::{self, Meta};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -66,8 +73,20 @@ pub struct Trainer<B: Backend> {
     data: RunData,
     dir: RunDir,
     meta: Meta,
-    log: metrics::Log,
+    /// rank 0's metrics log (None on the other ranks)
+    log: Option<metrics::Log>,
     hook: Option<GradientHook>,
+    group: Arc<dyn Collective>,
+    /// this rank's share of each batch
+    part: std::ops::Range<usize>,
+    /// one gradient bucket
+    scratch: Vec<f32>,
+    /// the stop flag as this rank saw it before the step, and as the group agreed after it
+    stop_vote: bool,
+    stop_agreed: bool,
+    /// compare the ranks' weights after every step (a bug check; costs a hash and an all-reduce)
+    check_ranks: bool,
+    reduce_time: parallel::ReduceTime,
 }
 
 impl<B: Backend> Trainer<B> {
@@ -75,10 +94,28 @@ impl<B: Backend> Trainer<B> {
     /// `from` says where the run continues (no checkpoint: a new run, fine-tuned from
     /// `cfg.finetune` if set). The checkpoint must match the configuration; metrics.jsonl is cut
     /// back to its iteration.
-    pub fn new(mut backend: B, dir: RunDir, cfg: TrainConfig, data: RunData, from: ResumePoint) -> Result<Self> {
+    pub fn new(backend: B, dir: RunDir, cfg: TrainConfig, data: RunData, from: ResumePoint) -> Result<Self> {
+        Self::with_group(backend, dir, cfg, data, from, Arc::new(Solo))
+    }
+
+    /// [`Trainer::new`] for rank `group.rank()` of a data-parallel run over `group.size()` processes
+    /// (`cfg.world`): `backend` is built for the local batch, `dir` is held by rank 0 only, every rank
+    /// has the same `from`. Rank 0's weights and running statistics are broadcast.
+    pub fn with_group(
+        mut backend: B,
+        dir: RunDir,
+        cfg: TrainConfig,
+        data: RunData,
+        from: ResumePoint,
+        group: Arc<dyn Collective>,
+    ) -> Result<Self> {
         cfg.validate().with_context(|| format!("{}: bad configuration", dir.join("config.toml").display()))?;
-        if backend.capacity() < cfg.batch || backend.spec() != &cfg.arch {
-            bail!("the backend is not built for this run ({} with batch {})", cfg.arch.name, cfg.batch);
+        let (rank, world) = (group.rank(), group.size());
+        if cfg.world != world {
+            bail!("the run is configured for {} processes, but {world} run it", cfg.world);
+        }
+        if backend.capacity() < cfg.local_batch() || backend.spec() != &cfg.arch {
+            bail!("the backend is not built for this run ({} with batch {})", cfg.arch.name, cfg.local_batch());
         }
         let mut sgd = Sgd::new(backend.param_count());
         sgd.momentum = cfg.momentum;
@@ -110,8 +147,49 @@ impl<B: Backend> Trainer<B> {
         if cfg.finetune.as_ref().is_some_and(|f| f.freeze_backbone) {
             sgd.trainable = Some(["fc.weight", "fc.bias"].iter().filter_map(|n| backend.param_range(n)).collect());
         }
-        let log = metrics::Log::open(&dir.join("metrics.jsonl"), meta.iteration)?;
-        Ok(Trainer { backend, sgd, cfg, data, dir, meta, log, hook: None })
+        let log = if rank == 0 { Some(metrics::Log::open(&dir.join("metrics.jsonl"), meta.iteration)?) } else { None };
+        if cfg.sync_bn && world > 1 {
+            backend.set_sync_bn(Some(Arc::new(SyncBn(group.clone()))));
+        }
+        parallel::broadcast_state(group.as_ref(), &mut backend);
+        let part = parallel::share(cfg.batch, rank, world);
+        Ok(Trainer {
+            backend,
+            sgd,
+            cfg,
+            data,
+            dir,
+            meta,
+            log,
+            hook: None,
+            group,
+            part,
+            scratch: vec![],
+            stop_vote: false,
+            stop_agreed: false,
+            check_ranks: false,
+            reduce_time: Default::default(),
+        })
+    }
+
+    /// Compare the ranks' weights (a 64-bit hash) after every step: a run whose ranks diverged stops.
+    pub fn set_check_ranks(&mut self, on: bool) {
+        self.check_ranks = on;
+    }
+
+    /// Time spent averaging gradients across the ranks so far.
+    pub fn reduce_time(&self) -> parallel::ReduceTime {
+        self.reduce_time
+    }
+
+    /// Whether this process writes the run directory (rank 0).
+    pub fn leads(&self) -> bool {
+        self.group.rank() == 0
+    }
+
+    /// This rank's images of each batch.
+    pub fn part(&self) -> std::ops::Range<usize> {
+        self.part.clone()
     }
 
     /// Run `hook` on the gradients of every step before the optimizer uses them.
@@ -146,17 +224,29 @@ impl<B: Backend> Trainer<B> {
         }
     }
 
-    /// One iteration on `batch`: forward, backward, the gradient hook, the optimizer step. A loss or
-    /// weights that are not finite stop the run (the last checkpoint is untouched).
+    /// One iteration on `batch` (this rank's part of it): forward, backward, the gradients averaged
+    /// over the ranks, the gradient hook, the optimizer step. A loss or weights that are not finite
+    /// stop the run (the last checkpoint is untouched). The loss and errors are the global batch's.
     pub fn step(&mut self, batch: &Batch) -> Result<StepOut> {
         let it = self.meta.iteration;
         let lr = self.cfg.schedule.lr(it, self.meta.warmup_done_at, &self.meta.plateau.drops);
         let b = &mut self.backend;
+        let n = batch.labels.len();
         b.input_mut()[..batch.x.len()].copy_from_slice(&batch.x);
-        b.forward(batch.labels.len(), true);
-        let out = b.loss_backward(&batch.labels);
+        b.forward(n, true);
+        let mut out = b.loss_backward(&batch.labels);
+        // the global batch's loss and errors, and whether any rank was asked to stop
+        let mut tally = [out.loss as f64 * n as f64, out.errors as f64, n as f64, f64::from(u8::from(self.stop_vote))];
+        self.group.sum_f64(&mut tally);
+        (out.loss, out.errors, self.stop_agreed) = ((tally[0] / tally[2]) as f32, tally[1] as usize, tally[3] > 0.0);
         if !out.loss.is_finite() {
             bail!("the loss is not finite at iteration {it} (lr {lr}); the run stops here, {}", self.kept());
+        }
+        if self.group.size() > 1 {
+            let t = Instant::now();
+            parallel::average_gradients(self.group.as_ref(), self.backend.grads_mut(), &mut self.scratch);
+            self.reduce_time.seconds += t.elapsed().as_secs_f64();
+            self.reduce_time.steps += 1;
         }
         if let Some(hook) = &mut self.hook {
             hook(self.backend.grads_mut())?;
@@ -168,21 +258,42 @@ impl<B: Backend> Trainer<B> {
                 self.kept()
             );
         }
+        if self.check_ranks && !self.group.agree(parallel::fingerprint(self.backend.params_mut())) {
+            bail!("the ranks' weights differ after iteration {it}: the data-parallel run diverged");
+        }
         self.meta.iteration += 1;
         Ok(StepOut { loss: out.loss, errors: out.errors, lr })
     }
 
-    /// Loss and top-1 error (percent) on the validation (`val`) or test split, eval mode.
-    pub fn evaluate(&mut self, val: bool) -> Result<Option<(f64, f64)>> {
-        let split = if val { self.data.val.clone() } else { self.data.test.clone() };
-        split.map(|d| evaluate(&mut self.backend, d.as_ref(), self.cfg.workers)).transpose()
+    /// Rank 0's running statistics on every rank, unless BN is synchronised (then they agree).
+    fn share_running_stats(&mut self) {
+        if !self.cfg.sync_bn {
+            parallel::broadcast_stats(self.group.as_ref(), &mut self.backend);
+        }
     }
 
-    /// Write the run's state as RUN/`name` (atomically).
-    pub fn checkpoint(&self, name: &str) -> Result<PathBuf> {
-        let bytes = checkpoint::to_bytes(&self.backend, Some(&self.sgd.velocity), &self.data.pre, &self.meta)?;
+    /// Loss and top-1 error (percent) on the validation (`val`) or test split, eval mode. Each rank
+    /// evaluates its share of the split with rank 0's running statistics (or the synchronised ones).
+    pub fn evaluate(&mut self, val: bool) -> Result<Option<(f64, f64)>> {
+        let Some(split) = (if val { self.data.val.clone() } else { self.data.test.clone() }) else { return Ok(None) };
+        self.share_running_stats();
+        let (rank, world) = (self.group.rank(), self.group.size());
+        let total = split.len();
+        let part = Slice { inner: split, range: parallel::share(total, rank, world) };
+        let (loss, errors, count) = evaluate_sums(&mut self.backend, &part, self.cfg.workers)?;
+        let mut sums = [loss, errors, count];
+        self.group.sum_f64(&mut sums);
+        mean_loss_err(sums[0], sums[1], sums[2], total).map(Some)
+    }
+
+    /// Write the run's state as RUN/`name` (atomically; rank 0, with its running statistics shared).
+    pub fn checkpoint(&mut self, name: &str) -> Result<PathBuf> {
+        self.share_running_stats();
         let path = self.dir.join(name);
-        checkpoint::write_atomic(&path, &bytes)?;
+        if self.leads() {
+            let bytes = checkpoint::to_bytes(&self.backend, Some(&self.sgd.velocity), &self.data.pre, &self.meta)?;
+            checkpoint::write_atomic(&path, &bytes)?;
+        }
         Ok(path)
     }
 
@@ -220,7 +331,9 @@ impl<B: Backend> Trainer<B> {
         observe(Event::Started { iteration: start, total });
         let cfg = self.cfg.clone();
         let (b, per_epoch) = (cfg.batch as u64, self.data.train.len().max(1) as u64);
-        let loader = Loader::spawn(self.data.train.clone(), cfg.workers, cfg.seed, cfg.batch, start, stop);
+        let loader =
+            Loader::spawn(self.data.train.clone(), cfg.workers, cfg.seed, (cfg.batch, self.part.clone()), start, stop);
+        let solo = self.group.size() == 1;
         let (mut win_loss, mut win_err, mut win_n, mut win_t) = (0.0f64, 0usize, 0usize, Instant::now());
         for it in start..stop {
             let batch = loader
@@ -228,6 +341,7 @@ impl<B: Backend> Trainer<B> {
                 .context("the data loader stopped")?
                 .with_context(|| format!("loading the batch of iteration {it}; {}", self.kept()))?;
             debug_assert_eq!(batch.iteration, it);
+            self.stop_vote = cancel.load(Ordering::Relaxed);
             let out = self.step(&batch)?;
             win_loss += out.loss as f64;
             win_err += out.errors;
@@ -250,7 +364,7 @@ impl<B: Backend> Trainer<B> {
                 {
                     self.meta.warmup_done_at = Some(done);
                 }
-                self.log.write(&Row::Train(row.clone()))?;
+                self.write_row(&Row::Train(row.clone()))?;
                 observe(Event::Window(&row));
                 (win_loss, win_err, win_n, win_t) = (0.0, 0, 0, Instant::now());
             }
@@ -261,14 +375,17 @@ impl<B: Backend> Trainer<B> {
                 self.evaluate_and_log(done, epoch, &mut outcome, observe)?;
                 if epoch_end {
                     self.checkpoint(&format!("epoch-{epoch:04}.safetensors"))?;
-                    prune_epochs(&self.dir, cfg.keep)?;
+                    if self.leads() {
+                        prune_epochs(&self.dir, cfg.keep)?;
+                    }
                 }
             }
             let ckpt = cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0;
             if ckpt {
                 self.checkpoint(&format!("iter-{done:07}.safetensors"))?;
             }
-            let interrupted = cancel.load(Ordering::Relaxed);
+            // data-parallel: the ranks stop together, at the iteration where the first of them was asked to
+            let interrupted = if solo { cancel.load(Ordering::Relaxed) } else { self.stop_agreed };
             if epoch_end || ckpt || done == stop || interrupted {
                 self.checkpoint("last.safetensors")?;
             }
@@ -295,7 +412,7 @@ impl<B: Backend> Trainer<B> {
         for (split, val) in [("val", true), ("test", false)] {
             let Some((loss, err)) = self.evaluate(val)? else { continue };
             let row = EvalRow { iter: done, epoch, split: split.into(), loss, err };
-            self.log.write(&Row::Eval(row.clone()))?;
+            self.write_row(&Row::Eval(row.clone()))?;
             observe(Event::Evaluated(&row));
             if val {
                 outcome.val_err = Some(err);
@@ -313,6 +430,16 @@ impl<B: Backend> Trainer<B> {
             }
         }
         Ok(())
+    }
+}
+
+impl<B: Backend> Trainer<B> {
+    /// A metrics.jsonl line (rank 0).
+    fn write_row(&mut self, row: &Row) -> Result<()> {
+        match &mut self.log {
+            Some(log) => log.write(row),
+            None => Ok(()),
+        }
     }
 }
 
