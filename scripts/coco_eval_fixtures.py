@@ -24,23 +24,12 @@ import subprocess
 import sys
 import tempfile
 
-M64 = (1 << 64) - 1
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from counter_rng import M64, fnv1a64, splitmix64  # noqa: E402  (src/rng.rs in Python)
+
 SETS = 200
 
 
-def splitmix64(x):
-    z = (x + 0x9E3779B97F4A7C15) & M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return z ^ (z >> 31)
-
-
-def fnv1a64(s):
-    h = 0xCBF29CE484222325
-    for b in s.encode():
-        h ^= b
-        h = (h * 0x100000001B3) & M64
-    return h
 
 
 class Draw:
