@@ -205,6 +205,18 @@ fn bad_ground_truth_and_results_are_refused_by_name() {
         )),
         &["categories[1].id: 3 is also the id of categories[0]"],
     );
+    fails(
+        &run(&good.replace(
+            r#""images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}]"#,
+            r#""images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}, {"id": 1, "file_name": "b.jpg", "width": 9, "height": 9}]"#,
+        )),
+        &["gt.json: images[1].id: 1 is also the id of images[0]"],
+    );
+    fails(
+        &run(&good.replace(r#""id": 1, "image_id""#, r#""id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 2, 2], "area": 4, "iscrowd": 0}, {"id": 1, "image_id""#)),
+        &["gt.json: annotations[1].id: 1 is also the id of annotations[0]"],
+    );
+    fails(&run(&good.replace("[10, 10, 20, 20]", "[10, 10, 20, NaN]")), &["gt.json: byte", "not JSON"]);
     // results naming an unknown image
     std::fs::write(&gt, good).unwrap();
     std::fs::write(&r, r#"[{"image_id": 9, "category_id": 3, "bbox": [10, 10, 20, 20], "score": 0.9}]"#).unwrap();
@@ -219,6 +231,12 @@ fn bad_ground_truth_and_results_are_refused_by_name() {
     assert!(
         String::from_utf8_lossy(&o.stderr)
             .contains("1 boxes partly outside their image clipped, 0 wholly outside dropped")
+    );
+    let o = run(&good.replace("[10, 10, 20, 20]", "[100, 10, 20, 20]"));
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("0 boxes partly outside their image clipped, 1 wholly outside dropped")
     );
 
     // VOC: an entity declaration, xmin > xmax, an unknown class
@@ -239,6 +257,23 @@ fn bad_ground_truth_and_results_are_refused_by_name() {
         &["000001.xml: object 0 (dog): xmin 60 > xmax 50"],
     );
     fails(&run_voc(&xml.replace("dog", "dgo")), &["000001.xml: object 0: class \"dgo\" is not one of the 20 classes"]);
+    // a box wholly outside its image: dropped and counted, as for COCO
+    let o = run_voc(
+        &xml.replace("<xmin>5</xmin><ymin>5</ymin>", "<xmin>101</xmin><ymin>5</ymin>").replace(">50<", ">120<"),
+    );
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("0 boxes partly outside their image clipped, 1 wholly outside dropped")
+    );
+    // two ids of one image number
+    std::fs::write(v.join("ImageSets/Main/val.txt"), "000001\n0000_01\n").unwrap();
+    std::fs::copy(v.join("Annotations/000001.xml"), v.join("Annotations/0000_01.xml")).unwrap();
+    fails(
+        &resnet(&["eval-det", "--gt", v.to_str().unwrap(), "--results", r.to_str().unwrap()]),
+        &["val.txt: 0000_01 and 000001 are both image 1"],
+    );
+    std::fs::write(v.join("ImageSets/Main/val.txt"), "000001\n").unwrap();
     std::fs::remove_file(v.join("Annotations/000001.xml")).unwrap();
     fails(
         &resnet(&["eval-det", "--gt", v.to_str().unwrap(), "--results", r.to_str().unwrap()]),
