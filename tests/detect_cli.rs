@@ -99,6 +99,13 @@ fn fashion_det_is_byte_identical_per_seed_and_scores_one_against_itself() {
     assert_ne!(fa, rel(&c, Path::new("")));
     assert_eq!(fa.iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "jpg")).count(), 20);
 
+    // every image is there, of its annotated size, for both files
+    for split in ["train", "val"] {
+        let json = a.join(format!("annotations/instances_{split}.json"));
+        ok(&resnet(&["data", "check-det", "--gt", json.to_str().unwrap()]));
+        ok(&resnet(&["data", "check-det", "--gt", a.to_str().unwrap(), "--split", split]));
+    }
+
     // both readers agree on the boxes
     let gt = coco::read_instances(&a.join("annotations/instances_val.json")).unwrap();
     let vg = voc::read_voc(&a, "val").unwrap();
@@ -198,6 +205,18 @@ fn bad_ground_truth_and_results_are_refused_by_name() {
         )),
         &["categories[1].id: 3 is also the id of categories[0]"],
     );
+    fails(
+        &run(&good.replace(
+            r#""images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}]"#,
+            r#""images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}, {"id": 1, "file_name": "b.jpg", "width": 9, "height": 9}]"#,
+        )),
+        &["gt.json: images[1].id: 1 is also the id of images[0]"],
+    );
+    fails(
+        &run(&good.replace(r#""id": 1, "image_id""#, r#""id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 2, 2], "area": 4, "iscrowd": 0}, {"id": 1, "image_id""#)),
+        &["gt.json: annotations[1].id: 1 is also the id of annotations[0]"],
+    );
+    fails(&run(&good.replace("[10, 10, 20, 20]", "[10, 10, 20, NaN]")), &["gt.json: byte", "not JSON"]);
     // results naming an unknown image
     std::fs::write(&gt, good).unwrap();
     std::fs::write(&r, r#"[{"image_id": 9, "category_id": 3, "bbox": [10, 10, 20, 20], "score": 0.9}]"#).unwrap();
@@ -212,6 +231,12 @@ fn bad_ground_truth_and_results_are_refused_by_name() {
     assert!(
         String::from_utf8_lossy(&o.stderr)
             .contains("1 boxes partly outside their image clipped, 0 wholly outside dropped")
+    );
+    let o = run(&good.replace("[10, 10, 20, 20]", "[100, 10, 20, 20]"));
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("0 boxes partly outside their image clipped, 1 wholly outside dropped")
     );
 
     // VOC: an entity declaration, xmin > xmax, an unknown class
@@ -232,10 +257,104 @@ fn bad_ground_truth_and_results_are_refused_by_name() {
         &["000001.xml: object 0 (dog): xmin 60 > xmax 50"],
     );
     fails(&run_voc(&xml.replace("dog", "dgo")), &["000001.xml: object 0: class \"dgo\" is not one of the 20 classes"]);
+    // a box wholly outside its image: dropped and counted, as for COCO
+    let o = run_voc(
+        &xml.replace("<xmin>5</xmin><ymin>5</ymin>", "<xmin>101</xmin><ymin>5</ymin>").replace(">50<", ">120<"),
+    );
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("0 boxes partly outside their image clipped, 1 wholly outside dropped")
+    );
+    // two ids of one image number
+    std::fs::write(v.join("ImageSets/Main/val.txt"), "000001\n0000_01\n").unwrap();
+    std::fs::copy(v.join("Annotations/000001.xml"), v.join("Annotations/0000_01.xml")).unwrap();
+    fails(
+        &resnet(&["eval-det", "--gt", v.to_str().unwrap(), "--results", r.to_str().unwrap()]),
+        &["val.txt: 0000_01 and 000001 are both image 1"],
+    );
+    std::fs::write(v.join("ImageSets/Main/val.txt"), "000001\n").unwrap();
     std::fs::remove_file(v.join("Annotations/000001.xml")).unwrap();
     fails(
         &resnet(&["eval-det", "--gt", v.to_str().unwrap(), "--results", r.to_str().unwrap()]),
         &["000001.xml: no such file"],
     );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A two-image set (100 x 80 and 60 x 40 JPEGs) as a VOC tree at `root` and as COCO JSON at
+/// `root/annotations/instances_val.json` (file names relative to `root/JPEGImages`, as
+/// `resnet data fashion-det` writes them).
+fn two_image_set(root: &Path) -> PathBuf {
+    for sub in ["Annotations", "ImageSets/Main", "JPEGImages", "annotations"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::write(root.join("ImageSets/Main/val.txt"), "000001\n000002\n").unwrap();
+    let mut images = vec![];
+    for (i, (w, h)) in [(100u32, 80u32), (60, 40)].into_iter().enumerate() {
+        let stem = format!("00000{}", i + 1);
+        let xml = format!(
+            "<annotation><filename>{stem}.jpg</filename><size><width>{w}</width><height>{h}</height></size>\
+             <object><name>dog</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax></bndbox>\
+             </object></annotation>"
+        );
+        std::fs::write(root.join(format!("Annotations/{stem}.xml")), xml).unwrap();
+        image::RgbImage::from_pixel(w, h, image::Rgb([90, 120, 200]))
+            .save(root.join(format!("JPEGImages/{stem}.jpg")))
+            .unwrap();
+        images.push(serde_json::json!({"id": i + 1, "file_name": format!("{stem}.jpg"), "width": w, "height": h}));
+    }
+    let gt = serde_json::json!({"images": images, "categories": [{"id": 12, "name": "dog"}],
+        "annotations": [{"id": 1, "image_id": 2, "category_id": 12, "bbox": [4, 4, 26, 26], "area": 676, "iscrowd": 0}]});
+    let json = root.join("annotations/instances_val.json");
+    std::fs::write(&json, gt.to_string()).unwrap();
+    json
+}
+
+#[test]
+fn check_det_names_an_image_that_is_missing_or_of_another_size() {
+    let d = tmpdir("check");
+    let v = d.join("set");
+    let json = two_image_set(&v);
+    let (vs, js) = (v.to_str().unwrap(), json.to_str().unwrap());
+    let voc = || resnet(&["data", "check-det", "--gt", vs, "--split", "val"]);
+    let coco = || resnet(&["data", "check-det", "--gt", js]);
+    let out = ok(&voc());
+    assert!(out.contains("2 images in") && out.contains("all present and of their annotated size"), "{out}");
+    let out = ok(&coco());
+    assert!(out.contains("2 images in") && out.contains("1 boxes"), "{out}");
+
+    // another size than the annotation says: the image, both sizes and where the annotation is
+    let jpg2 = v.join("JPEGImages/000002.jpg");
+    image::RgbImage::new(61, 40).save(&jpg2).unwrap();
+    let want = format!("{}: 61 x 40 pixels (width x height), but ", jpg2.display());
+    fails(&voc(), &[&want, "Annotations/000002.xml: <size> says 60 x 40"]);
+    fails(&coco(), &[&want, "instances_val.json: images[1] says 60 x 40"]);
+
+    // missing, and both images wrong: the first named, the rest counted
+    let jpg1 = v.join("JPEGImages/000001.jpg");
+    std::fs::remove_file(&jpg1).unwrap();
+    let want = format!("{}: no such file (", jpg1.display());
+    fails(&voc(), &[&want, "Annotations/000001.xml: <size> names it)", "2 of 2 images are missing or do not match"]);
+    fails(&coco(), &[&want, "instances_val.json: images[0] names it)"]);
+
+    // not an image at all
+    std::fs::write(&jpg1, b"GIF89a, or anything else").unwrap();
+    fails(&coco(), &["000001.jpg: not a readable JPEG or PNG image"]);
+
+    // a file name that leaves the image folder is refused, not looked up
+    std::fs::write(&json, std::fs::read_to_string(&json).unwrap().replace("000001.jpg", "../../000001.jpg")).unwrap();
+    fails(&coco(), &["images[0] names \"../../000001.jpg\", which is not a path inside the image folder"]);
+
+    // --images elsewhere; a COCO file with no image folder beside it
+    let elsewhere = d.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    fails(
+        &resnet(&["data", "check-det", "--gt", vs, "--split", "val", "--images", elsewhere.to_str().unwrap()]),
+        &[&format!("{}: no such file", elsewhere.join("000001.jpg").display())],
+    );
+    let lone = d.join("lone.json");
+    std::fs::copy(&json, &lone).unwrap();
+    fails(&resnet(&["data", "check-det", "--gt", lone.to_str().unwrap()]), &["where are the images of", "lone.json"]);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -451,3 +451,215 @@ fn an_unreadable_image_left_out_of_the_mean_image_is_counted() {
     assert!(out.contains("1 unreadable image(s) skipped"), "{out}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+// ---- (5) the detection readers: FIFOs, files beyond their bounds, nesting, entity declarations ----
+
+/// The time guard of the detection tests: long, as the runs take well under a second but the
+/// machine is shared (a process may be paused for minutes); a FIFO read would block forever.
+const DET_SECS: u64 = 600;
+
+/// A VOC tree with one 100 x 80 image and its COCO JSON (`gt.json`), and a results file
+/// (`r.json`) in `d`.
+fn det_set(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let v = d.join("voc");
+    for sub in ["Annotations", "ImageSets/Main", "JPEGImages"] {
+        std::fs::create_dir_all(v.join(sub)).unwrap();
+    }
+    std::fs::write(v.join("ImageSets/Main/val.txt"), "000001\n").unwrap();
+    std::fs::write(v.join("Annotations/000001.xml"), det_xml("")).unwrap();
+    image::RgbImage::new(100, 80).save(v.join("JPEGImages/000001.jpg")).unwrap();
+    let gt = d.join("gt.json");
+    std::fs::write(
+        &gt,
+        r#"{"images": [{"id": 1, "file_name": "000001.jpg", "width": 100, "height": 80}],
+        "categories": [{"id": 12, "name": "dog"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 12, "bbox": [4, 4, 26, 26], "area": 676, "iscrowd": 0}]}"#,
+    )
+    .unwrap();
+    let r = d.join("r.json");
+    std::fs::write(&r, r#"[{"image_id": 1, "category_id": 12, "bbox": [4, 4, 26, 26], "score": 0.9}]"#).unwrap();
+    (v, gt, r)
+}
+
+/// A VOC annotation of a 100 x 80 image with one dog, `head` before it.
+fn det_xml(head: &str) -> String {
+    format!(
+        "{head}<annotation><size><width>100</width><height>80</height></size><object><name>dog</name>\
+         <bndbox><xmin>5</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object></annotation>"
+    )
+}
+
+#[test]
+fn fifos_given_to_the_detection_readers_are_refused_by_name_without_hanging() {
+    let d = tmp("det-fifo");
+    let (v, gt, r) = det_set(&d);
+    let (vs, gts, rs) = (s(&v), s(&gt), s(&r));
+    // the set as made is fine
+    ok(&["eval-det", "--gt", gts, "--results", rs]);
+    ok(&["eval-det", "--gt", vs, "--results", rs, "--protocol", "voc"]);
+    ok(&["data", "check-det", "--gt", vs]);
+    let fifo = |p: &Path| {
+        std::fs::remove_file(p).unwrap();
+        mkfifo(p);
+        format!("{}: a FIFO (named pipe), not a regular file", s(p))
+    };
+    let run = |args: &[&str], what: &str, want: &str| {
+        check_fails(&run_limited(args, MEM_KIB, DET_SECS), what, &[want]);
+    };
+    // COCO JSON, results, VOC XML, a VOC image list, an image
+    let want = fifo(&r);
+    run(&["eval-det", "--gt", gts, "--results", rs], "a FIFO as results", &want);
+    let want = fifo(&gt);
+    run(&["eval-det", "--gt", gts, "--results", rs], "a FIFO as COCO JSON", &want);
+    run(&["data", "check-det", "--gt", gts, "--images", s(&v.join("JPEGImages"))], "check-det, FIFO JSON", &want);
+    std::fs::remove_file(&r).unwrap();
+    std::fs::write(&r, "[]").unwrap();
+    let want = fifo(&v.join("Annotations/000001.xml"));
+    run(&["eval-det", "--gt", vs, "--results", rs, "--protocol", "voc07"], "a FIFO as VOC XML", &want);
+    run(&["data", "check-det", "--gt", vs], "check-det, a FIFO as VOC XML", &want);
+    std::fs::remove_file(v.join("Annotations/000001.xml")).unwrap();
+    std::fs::write(v.join("Annotations/000001.xml"), det_xml("")).unwrap();
+    let want = fifo(&v.join("JPEGImages/000001.jpg"));
+    run(&["data", "check-det", "--gt", vs], "check-det, a FIFO as an image", &want);
+    let want = fifo(&v.join("ImageSets/Main/val.txt"));
+    run(&["eval-det", "--gt", vs, "--split", "val", "--results", rs], "a FIFO as the VOC image list", &want);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A PNG that says it is `w x h` (a valid IHDR, CRC and all) and holds no pixels.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+    let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    // IHDR, then an IDAT (where a decoder stops reading the header) of a zlib stream's first bytes, IEND
+    for (kind, data) in [(b"IHDR", ihdr), (b"IDAT", vec![0x78, 0x9c]), (b"IEND", vec![])] {
+        let mut chunk = kind.to_vec();
+        chunk.extend(&data);
+        b.extend((data.len() as u32).to_be_bytes());
+        b.extend(&chunk);
+        b.extend(crc32(&chunk).to_be_bytes());
+    }
+    b
+}
+
+#[test]
+fn detection_inputs_beyond_their_bounds_are_refused_within_a_memory_limit() {
+    let d = tmp("det-bounds");
+    let (v, gt, r) = det_set(&d);
+    let (vs, gts, rs) = (s(&v), s(&gt), s(&r));
+    let run = |args: &[&str], what: &str, want: &[&str]| {
+        check_fails(&run_limited(args, MEM_KIB, DET_SECS), what, want);
+    };
+    let sparse = |p: &Path, len: u64| {
+        let f = std::fs::OpenOptions::new().write(true).truncate(true).create(true).open(p).unwrap();
+        f.set_len(len).unwrap();
+    };
+    // files far larger than a reader accepts (sparse: 2 GiB on disk costs nothing) are refused
+    // from their size, unread
+    let (gt_orig, r_orig) = (std::fs::read(&gt).unwrap(), std::fs::read(&r).unwrap());
+    sparse(&r, 2 << 30);
+    run(
+        &["eval-det", "--gt", gts, "--results", rs],
+        "2 GiB of results",
+        &[&format!("{rs}: 2147483648 bytes, but a results file"), "refused"],
+    );
+    std::fs::write(&r, &r_orig).unwrap();
+    sparse(&gt, 2 << 30);
+    run(
+        &["eval-det", "--gt", gts, "--results", rs],
+        "2 GiB of COCO JSON",
+        &[&format!("{gts}: 2147483648 bytes, but COCO's largest instances file is 448 MB"), "refused"],
+    );
+    std::fs::write(&gt, &gt_orig).unwrap();
+    // a VOC annotation is bounded at 1 MiB: 4 MiB of real XML (an object repeated) is refused
+    let xml = v.join("Annotations/000001.xml");
+    let object =
+        "<object><name>dog</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object>";
+    let big =
+        det_xml("").replace("</annotation>", &format!("{}</annotation>", object.repeat((4 << 20) / object.len())));
+    std::fs::write(&xml, &big).unwrap();
+    run(
+        &["eval-det", "--gt", vs, "--results", rs, "--protocol", "voc07"],
+        "4 MiB of VOC XML",
+        &[&format!("{}: {} bytes, but a VOC annotation is a few KiB", s(&xml), big.len())],
+    );
+    sparse(&v.join("ImageSets/Main/val.txt"), 1 << 30);
+    run(
+        &["eval-det", "--gt", vs, "--results", rs, "--protocol", "voc07"],
+        "1 GiB image list",
+        &["val.txt: 1073741824 bytes, but an image list of a million ids is under 64 MiB"],
+    );
+    std::fs::write(v.join("ImageSets/Main/val.txt"), "000001\n").unwrap();
+    // deep nesting (in a key nobody reads, where a recursive reader would overflow its stack) and
+    // the XML reader's 16 levels: refused by name, no crash
+    let nested = |head: &str| format!("{head}{}", "[{\"a\": ".repeat(1 << 19));
+    std::fs::write(&gt, nested(r#"{"info": "#)).unwrap();
+    run(
+        &["eval-det", "--gt", gts, "--results", rs],
+        "half a million nested JSON values",
+        &[gts, "info: truncated JSON"],
+    );
+    std::fs::write(&gt, &gt_orig).unwrap();
+    std::fs::write(&r, nested(r#"[{"image_id": 1, "extra": "#)).unwrap();
+    run(&["eval-det", "--gt", gts, "--results", rs], "nested JSON results", &[rs, "[0].extra: truncated JSON"]);
+    std::fs::write(&r, &r_orig).unwrap();
+    std::fs::write(&xml, det_xml("").replace("<annotation>", &format!("<annotation>{}", "<a>".repeat(100_000))))
+        .unwrap();
+    run(
+        &["eval-det", "--gt", vs, "--results", rs, "--protocol", "voc07"],
+        "nested XML",
+        &[s(&xml), "elements nested more than 16 deep"],
+    );
+    std::fs::write(&xml, det_xml("")).unwrap();
+    // an image whose header announces 65535 x 65535 pixels (16 GB decoded): its size is checked
+    // from the header, nothing decoded
+    std::fs::write(v.join("JPEGImages/000001.jpg"), png_header(65535, 65535)).unwrap();
+    run(
+        &["data", "check-det", "--gt", vs],
+        "an image announcing 65535 x 65535",
+        &["000001.jpg: 65535 x 65535 pixels (width x height), but", "000001.xml: <size> says 100 x 80"],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn xml_entity_declarations_and_references_are_refused_unexpanded() {
+    let d = tmp("det-xml");
+    let (v, _, r) = det_set(&d);
+    let xml = v.join("Annotations/000001.xml");
+    let eval = || run_limited(&["eval-det", "--gt", s(&v), "--results", s(&r), "--protocol", "voc"], MEM_KIB, DET_SECS);
+    // billion laughs: ten levels of ten references would expand to 10^9 "lol"s
+    let mut dtd = String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE annotation [\n  <!ENTITY lol0 \"lol\">\n");
+    for i in 1..10 {
+        dtd += &format!("  <!ENTITY lol{i} \"{}\">\n", format!("&lol{};", i - 1).repeat(10));
+    }
+    dtd += "]>\n";
+    std::fs::write(&xml, det_xml(&dtd).replace("<name>dog</name>", "<name>dog</name><pose>&lol9;</pose>")).unwrap();
+    check_fails(&eval(), "billion laughs", &[&format!("{}: byte 22: a DOCTYPE declaration", s(&xml))]);
+    // an external entity (a file of the machine read into the annotation)
+    let ext = "<!DOCTYPE annotation [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>";
+    std::fs::write(&xml, det_xml(ext).replace("<name>dog</name>", "<name>&x;</name>")).unwrap();
+    check_fails(&eval(), "an external entity", &["000001.xml: byte 0: a DOCTYPE declaration"]);
+    // a parameter entity DTD fetched from elsewhere
+    std::fs::write(&xml, det_xml("<!DOCTYPE annotation SYSTEM \"http://example.com/evil.dtd\">")).unwrap();
+    check_fails(&eval(), "an external DTD", &["000001.xml: byte 0: a DOCTYPE declaration"]);
+    // a reference to an undeclared entity, without a DOCTYPE
+    std::fs::write(&xml, det_xml("").replace("<name>dog</name>", "<name>&x;</name>")).unwrap();
+    check_fails(&eval(), "an entity reference", &["000001.xml", "an entity reference &x;: entities are not expanded"]);
+    // XML's own five and character references are text
+    std::fs::write(&xml, det_xml("").replace("<name>dog</name>", "<name>&#100;o&#x67;</name><pose>&lt;&amp;</pose>"))
+        .unwrap();
+    ok(&["eval-det", "--gt", s(&v), "--results", s(&r), "--protocol", "voc"]);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -1,6 +1,8 @@
 //! `resnet data fetch`: download the official data sets, verifying their MD5s.
 //! `resnet data folder`: write images of a data set as an image folder (PNG / JPEG files).
 //! `resnet data fashion-det`: a synthetic detection set of real images (library: `data::fashion_det`).
+//! `resnet data check-det`: a detection set's image files against its annotations (library:
+//! `detect::evaluate::check_ground_truth_images`).
 
 use crate::data::CifarForm;
 use crate::data::Format;
@@ -62,6 +64,28 @@ resnet data fashion-det --data data/fashion-mnist --out data/fdet-small --train 
 resnet eval-det --gt data/fdet/annotations/instances_val.json --results dets.json"
     )]
     FashionDet(FashionDetArgs),
+    /// Check a detection data set (COCO JSON or a VOC tree): annotations readable, every image file present and of the annotated size
+    #[command(after_help = "Examples:\n  resnet data check-det --gt data/fdet/annotations/instances_val.json\n  \
+resnet data check-det --gt data/fdet --split train\n  \
+resnet data check-det --gt ~/coco/annotations/instances_val2017.json --images ~/coco/val2017\n\n\
+Reads the annotations as `resnet eval-det` does, then the header of every image they name: a missing image, one \
+that is not a regular file or not a JPEG/PNG, and one of another width or height than its annotation says are \
+reported naming the image file and the annotation (exit code 2). Boxes partly outside their image are clipped, \
+wholly outside dropped, both counted.")]
+    CheckDet(CheckDetArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckDetArgs {
+    /// Ground truth: a COCO instances JSON file, or a PASCAL VOC directory (Annotations/, ImageSets/Main/)
+    #[arg(long)]
+    gt: PathBuf,
+    /// The VOC split (ImageSets/Main/SPLIT.txt; default test, or val where there is no test.txt)
+    #[arg(long)]
+    split: Option<String>,
+    /// The image folder (default: a VOC tree's JPEGImages/; for COCO JSON, the JPEGImages/ beside its folder)
+    #[arg(long)]
+    images: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -180,7 +204,26 @@ pub fn run(a: Args) -> Result<()> {
         DataCommand::Folder(f) => run_folder(f),
         DataCommand::Bench(b) => run_bench(b),
         DataCommand::FashionDet(f) => run_fashion_det(f),
+        DataCommand::CheckDet(c) => run_check_det(c),
     }
+}
+
+fn run_check_det(a: CheckDetArgs) -> Result<()> {
+    use crate::detect::evaluate::{check_ground_truth_images, open_ground_truth};
+    let gt = open_ground_truth(&a.gt, a.split.as_deref())?;
+    let (dir, n) = check_ground_truth_images(&a.gt, &gt, a.images.as_deref())?;
+    let c = gt.cleaning;
+    println!(
+        "{}: {n} images in {}, all present and of their annotated size; {} categories, {} boxes ({} clipped to their \
+image, {} wholly outside dropped)",
+        a.gt.display(),
+        dir.display(),
+        gt.categories.len(),
+        gt.annotations.len(),
+        c.clipped,
+        c.dropped_outside
+    );
+    Ok(())
 }
 
 fn run_fashion_det(a: FashionDetArgs) -> Result<()> {

@@ -18,12 +18,13 @@ enum ProtocolArg {
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  resnet eval-det --gt data/fdet/annotations/instances_val.json --results dets.json\n  \
-resnet eval-det --gt data/fdet/VOC --split val --results dets.json --protocol voc07 --json\n\n\
+resnet eval-det --gt data/fdet --split val --results dets.json --protocol voc07 --json\n\n\
 Results are COCO's format, [{\"image_id\", \"category_id\", \"bbox\": [x, y, w, h], \"score\"}], for both kinds of \
 ground truth (a VOC image's id is its file id's digits: 000005 -> 5). Boxes of the ground truth partly outside their \
 image are clipped, wholly outside dropped (both counted on stderr); boxes of no area are refused. A result naming \
 an image or category the ground truth lacks is refused. The coco numbers are fractions, as pycocotools prints them; \
--1 means nothing to average (e.g. no large objects)."
+-1 means nothing to average (e.g. no large objects). The image files are not read: `resnet data check-det` checks \
+that each is present and of its annotated size."
 )]
 pub struct Args {
     /// Ground truth: a COCO instances JSON file, or a PASCAL VOC directory (Annotations/, ImageSets/Main/)

@@ -9,6 +9,11 @@
 //! file and the box); a box partly outside its image is clipped to it (the annotation's `area`
 //! is kept as the file says: pycocotools takes areas from that field); a box wholly outside is
 //! dropped.
+//!
+//! [`check_images`]: every image file present, of the size its annotation says (headers only).
+
+use crate::file_error::FileError;
+use std::path::Path;
 
 /// An image: its id, file (relative to the image folder) and size.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,6 +80,66 @@ pub fn clip_to_image(b: [f64; 4], width: u32, height: u32) -> Option<([f64; 4], 
     }
     let out = [x1, y1, x2 - x1, y2 - y1];
     Some((out, out != b))
+}
+
+/// Check that every image of `ds` is a regular file under `dir` (its `file_name` relative to
+/// it) whose header gives the size the annotations say. `said(i)` names where image `i`'s size
+/// is written (`gt.json: images[3]`, `Annotations/000005.xml: <size>`), for the errors. Only the
+/// image headers are read. The first problem is the error, naming the image file, what differs
+/// and where the annotation says otherwise; the message counts the images with problems when
+/// there are more. Returns the number of images checked.
+pub fn check_images(ds: &DetDataset, dir: &Path, said: impl Fn(usize) -> String) -> Result<usize, FileError> {
+    let mut first: Option<FileError> = None;
+    let mut bad = 0usize;
+    for (i, im) in ds.images.iter().enumerate() {
+        if let Err(e) = check_image(im, dir, &said(i)) {
+            bad += 1;
+            first.get_or_insert(e);
+        }
+    }
+    match first {
+        None => Ok(ds.images.len()),
+        Some(mut e) => {
+            if bad > 1 {
+                e.msg +=
+                    &format!(" ({bad} of {} images are missing or do not match their annotation)", ds.images.len());
+            }
+            Err(e)
+        }
+    }
+}
+
+fn check_image(im: &DetImage, dir: &Path, said: &str) -> Result<(), FileError> {
+    use std::path::Component;
+    let rel = Path::new(&im.file_name);
+    let path = dir.join(rel);
+    if im.file_name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(FileError::new(
+            &path,
+            None,
+            format!("{said} names {:?}, which is not a path inside the image folder", im.file_name),
+        ));
+    }
+    let Some(_) = super::bounded::regular_file(&path).map_err(|mut e| {
+        e.msg += &format!(" ({said} names it)");
+        e
+    })?
+    else {
+        return Err(FileError::new(&path, None, format!("no such file ({said} names it)")));
+    };
+    let dims = image::ImageReader::open(&path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| FileError::new(&path, None, format!("cannot read: {e}")))?
+        .into_dimensions()
+        .map_err(|e| FileError::new(&path, None, format!("not a readable JPEG or PNG image: {e} ({said} names it)")))?;
+    if dims != (im.width, im.height) {
+        return Err(FileError::new(
+            &path,
+            None,
+            format!("{} x {} pixels (width x height), but {said} says {} x {}", dims.0, dims.1, im.width, im.height),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -39,6 +39,49 @@ pub fn open_ground_truth(path: &Path, split: Option<&str>) -> Result<DetDataset,
     }
 }
 
+/// Check every image file of the ground truth `ds` read from `path` (see [`open_ground_truth`]):
+/// present, a regular file, of the size the annotation says (see
+/// [`crate::data::detection::check_images`]). The images are under `images`, by default a VOC
+/// tree's `JPEGImages/`, and for a COCO file the `JPEGImages/` beside its folder (the layout of
+/// `resnet data fashion-det`: `annotations/instances_val.json` and `JPEGImages/`). Returns the
+/// folder and the number of images checked.
+pub fn check_ground_truth_images(
+    path: &Path,
+    ds: &DetDataset,
+    images: Option<&Path>,
+) -> Result<(std::path::PathBuf, usize), FileError> {
+    use crate::data::detection::check_images;
+    if path.is_dir() {
+        let dir = images.map_or_else(|| path.join("JPEGImages"), Path::to_path_buf);
+        let ann = path.join("Annotations");
+        let n = check_images(ds, &dir, |i| {
+            let stem = ds.images[i].file_name.strip_suffix(".jpg").unwrap_or(&ds.images[i].file_name);
+            format!("{}: <size>", ann.join(format!("{stem}.xml")).display())
+        })?;
+        Ok((dir, n))
+    } else {
+        let dir = match images {
+            Some(d) => d.to_path_buf(),
+            None => {
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                match parent.parent() {
+                    Some(up) if parent != Path::new(".") => up.join("JPEGImages"),
+                    _ => parent.join("..").join("JPEGImages"),
+                }
+            }
+        };
+        if !dir.is_dir() {
+            return Err(FileError::new(
+                &dir,
+                None,
+                format!("not a directory: where are the images of {}? (give their folder)", path.display()),
+            ));
+        }
+        let n = check_images(ds, &dir, |i| format!("{}: images[{i}]", path.display()))?;
+        Ok((dir, n))
+    }
+}
+
 /// What a protocol found.
 #[derive(Clone, Debug)]
 pub enum Evaluation {
