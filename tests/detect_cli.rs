@@ -83,6 +83,14 @@ fn make(out: &Path, seed: &str) {
     ok(&o);
 }
 
+/// `resnet eval-det --gt GT --results R EXTRA... --json`, parsed.
+fn eval_det_json(gt: &Path, results: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["eval-det", "--gt", gt.to_str().unwrap(), "--results", results.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push("--json");
+    serde_json::from_str(&ok(&resnet(&args))).unwrap()
+}
+
 fn rel(dir: &Path, p: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     all_files(&dir.join(p))
 }
@@ -129,45 +137,17 @@ fn fashion_det_is_byte_identical_per_seed_and_scores_one_against_itself() {
     let r = d.join("r.json");
     std::fs::write(&r, serde_json::to_string(&dets).unwrap()).unwrap();
     let gt_json = a.join("annotations/instances_val.json");
-    let v: serde_json::Value = serde_json::from_str(&ok(&resnet(&[
-        "eval-det",
-        "--gt",
-        gt_json.to_str().unwrap(),
-        "--results",
-        r.to_str().unwrap(),
-        "--json",
-    ])))
-    .unwrap();
+    let v = eval_det_json(&gt_json, &r, &[]);
     assert_eq!(v["names"][0], "AP");
     assert!((v["stats"][0].as_f64().unwrap() - 1.0).abs() < 1e-9, "{v}");
     for protocol in ["voc07", "voc"] {
-        let args = [
-            "eval-det",
-            "--gt",
-            a.to_str().unwrap(),
-            "--split",
-            "val",
-            "--results",
-            r.to_str().unwrap(),
-            "--protocol",
-            protocol,
-            "--json",
-        ];
-        let v: serde_json::Value = serde_json::from_str(&ok(&resnet(&args))).unwrap();
+        let v = eval_det_json(&a, &r, &["--split", "val", "--protocol", protocol]);
         assert!((v["map"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{protocol}: {v}");
         assert!(v["ap"].as_object().unwrap().contains_key("Ankle boot"));
     }
     // empty results: zeros, not a crash
     std::fs::write(&r, "[]").unwrap();
-    let v: serde_json::Value = serde_json::from_str(&ok(&resnet(&[
-        "eval-det",
-        "--gt",
-        gt_json.to_str().unwrap(),
-        "--results",
-        r.to_str().unwrap(),
-        "--json",
-    ])))
-    .unwrap();
+    let v = eval_det_json(&gt_json, &r, &[]);
     assert_eq!(v["stats"][0], 0.0);
     let text = ok(&resnet(&["eval-det", "--gt", gt_json.to_str().unwrap(), "--results", r.to_str().unwrap()]));
     assert!(text.contains("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.000"), "{text}");
