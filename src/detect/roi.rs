@@ -74,38 +74,14 @@ impl RoIAlign {
             for pw in 0..self.out_w {
                 let bin = ph * self.out_w + pw;
                 for iy in 0..gh {
-                    let mut y = y0 + ph as f32 * bin_h + (iy as f32 + 0.5) * bin_h / gh as f32;
+                    let y = y0 + ph as f32 * bin_h + (iy as f32 + 0.5) * bin_h / gh as f32;
                     for ix in 0..gw {
-                        let mut x = x0 + pw as f32 * bin_w + (ix as f32 + 0.5) * bin_w / gw as f32;
+                        let x = x0 + pw as f32 * bin_w + (ix as f32 + 0.5) * bin_w / gw as f32;
                         if y < -1.0 || y > h || x < -1.0 || x > w {
                             continue;
                         }
-                        let yy = {
-                            if y <= 0.0 {
-                                y = 0.0;
-                            }
-                            let lo = y as usize;
-                            if lo >= xd.h - 1 {
-                                y = (xd.h - 1) as f32;
-                                (xd.h - 1, xd.h - 1, y)
-                            } else {
-                                (lo, lo + 1, y)
-                            }
-                        };
-                        let xx = {
-                            if x <= 0.0 {
-                                x = 0.0;
-                            }
-                            let lo = x as usize;
-                            if lo >= xd.w - 1 {
-                                x = (xd.w - 1) as f32;
-                                (xd.w - 1, xd.w - 1, x)
-                            } else {
-                                (lo, lo + 1, x)
-                            }
-                        };
-                        let (y_lo, y_hi, y) = yy;
-                        let (x_lo, x_hi, x) = xx;
+                        let (y_lo, y_hi, y) = bilinear_axis(y, xd.h);
+                        let (x_lo, x_hi, x) = bilinear_axis(x, xd.w);
                         let (ly, lx) = (y - y_lo as f32, x - x_lo as f32);
                         let (hy, hx) = (1.0 - ly, 1.0 - lx);
                         let px = |r: usize, c: usize| (image_base + r * xd.w + c) * xd.c;
@@ -161,6 +137,16 @@ impl RoIAlign {
 
 /// `dx` = the sum over items (RoIs) of what `add(item, gradient)` adds: each task adds its share of
 /// the items into a private zeroed buffer, then the buffers are summed in task order.
+/// torchvision's clamp of one sample coordinate `v` (already inside [-1, size])
+/// on an axis of `size` cells: the two cells it interpolates between and the
+/// coordinate they are weighted by (0 below the first cell, the last cell's
+/// index past it).
+fn bilinear_axis(v: f32, size: usize) -> (usize, usize, f32) {
+    let v = if v <= 0.0 { 0.0 } else { v };
+    let lo = v as usize;
+    if lo >= size - 1 { (size - 1, size - 1, (size - 1) as f32) } else { (lo, lo + 1, v) }
+}
+
 fn scatter(dx: &mut [f32], items: usize, add: impl Fn(usize, &mut [f32]) + Sync + Send) {
     let tasks = par::threads().min(items).max(1);
     let mut partials = vec![Vec::new(); tasks];
