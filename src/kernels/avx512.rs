@@ -425,19 +425,11 @@ pub unsafe fn wgrad_images(
                         let nb = if cout - ob >= 32 { 2 } else { 1 };
                         let mut i = m0;
                         while i < m1 {
-                            let r = if m1 - i >= 8 { 8 } else { 1 };
-                            let d = &mut tap[i * cout + ob..];
+                            let r = tile_rows(m1 - i);
                             // SAFETY: the span's pixels are inside the images (x, dy as this
                             // function's contract, rows counted over the images); input
                             // channels i..i + r < cin and output channels ob..ob + 16 nb <= cout.
-                            unsafe {
-                                match (r, nb) {
-                                    (8, 2) => wtile::<8, 2>(&span, x, dy, i, ob, d),
-                                    (8, _) => wtile::<8, 1>(&span, x, dy, i, ob, d),
-                                    (_, 2) => wtile::<1, 2>(&span, x, dy, i, ob, d),
-                                    _ => wtile::<1, 1>(&span, x, dy, i, ob, d),
-                                }
-                            }
+                            unsafe { wtile_of(r, nb, &span, x, dy, i, ob, &mut tap[i * cout + ob..]) };
                             i += r;
                         }
                         ob += 16 * nb;
@@ -500,30 +492,46 @@ unsafe fn wgrad_rows(span: &Span, x: &[f32], dy: &[f32], rows: usize, dst: &mut 
     let cout = span.cout;
     let mut i = 0;
     while i < rows {
-        let r = match rows - i {
-            8.. => 8,
-            4..8 => 4,
-            _ => 1,
-        };
+        let r = tile_rows(rows - i);
         let mut ob = 0;
         while ob < cout {
             let nb = if cout - ob >= 32 { 2 } else { 1 };
-            let d = &mut dst[i * cout + ob..];
             // SAFETY: rows i..i + r < rows and channels ob..ob + 16 nb <= cout of
             // `dst`; the span as this function's contract.
-            unsafe {
-                match (r, nb) {
-                    (8, 2) => wtile::<8, 2>(span, x, dy, i, ob, d),
-                    (8, _) => wtile::<8, 1>(span, x, dy, i, ob, d),
-                    (4, 2) => wtile::<4, 2>(span, x, dy, i, ob, d),
-                    (4, _) => wtile::<4, 1>(span, x, dy, i, ob, d),
-                    (_, 2) => wtile::<1, 2>(span, x, dy, i, ob, d),
-                    _ => wtile::<1, 1>(span, x, dy, i, ob, d),
-                }
-            }
+            unsafe { wtile_of(r, nb, span, x, dy, i, ob, &mut dst[i * cout + ob..]) };
             ob += 16 * nb;
         }
         i += r;
+    }
+}
+
+/// Rows of accumulators of the weight-gradient tile for `left` rows still to do: 8, 4 or 1.
+fn tile_rows(left: usize) -> usize {
+    match left {
+        8.. => 8,
+        4..8 => 4,
+        _ => 1,
+    }
+}
+
+/// [`wtile`] with `r` rows (8, 4 or 1) and `nb` 16-lane blocks (2 or 1).
+///
+/// # Safety
+/// As [`wtile`] for R = r, NB = nb.
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wtile_of(r: usize, nb: usize, span: &Span, x: &[f32], dy: &[f32], i: usize, ob: usize, d: &mut [f32]) {
+    // SAFETY: this function's contract.
+    unsafe {
+        match (r, nb) {
+            (8, 2) => wtile::<8, 2>(span, x, dy, i, ob, d),
+            (8, _) => wtile::<8, 1>(span, x, dy, i, ob, d),
+            (4, 2) => wtile::<4, 2>(span, x, dy, i, ob, d),
+            (4, _) => wtile::<4, 1>(span, x, dy, i, ob, d),
+            (_, 2) => wtile::<1, 2>(span, x, dy, i, ob, d),
+            _ => wtile::<1, 1>(span, x, dy, i, ob, d),
+        }
     }
 }
 
