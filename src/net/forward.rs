@@ -131,16 +131,8 @@ impl Net {
 
     /// Make every convolution's prepared weights for batches of `n` (inference nets).
     fn prepare(&mut self, n: usize) {
-        let plan = &self.plan;
-        let units = std::iter::once(&plan.stem).chain(plan.blocks.iter().flat_map(|b| {
-            let proj = match &b.shortcut {
-                ShortcutPlan::Proj(pu) => Some(pu),
-                _ => None,
-            };
-            b.units.iter().chain(proj)
-        }));
         self.prepared.clear();
-        for u in units {
+        for u in self.plan.units() {
             let w = &self.params[u.w..u.w + u.conv.weight_len()];
             if let Some(p) = u.conv.prepare(self.path, w, Dims { n, ..u.xd }) {
                 self.prepared.insert(u.w, p);
