@@ -6,10 +6,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${COCO_VENV:-$ROOT/.cache/coco-venv}"
-if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c "import pycocotools, numpy" 2>/dev/null; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check pycocotools numpy
-fi
+source scripts/venv.sh
+ensure_venv "$VENV" "import pycocotools, numpy" pycocotools numpy
 cargo build --release --quiet --bin resnet
 "$VENV/bin/python" scripts/coco_eval_fixtures.py --check ./target/release/resnet
 dir="$(mktemp -d)"

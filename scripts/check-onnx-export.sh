@@ -7,10 +7,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${ORT_VENV:-$ROOT/.cache/ort-venv}"
-if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c "import onnxruntime, numpy" 2>/dev/null; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check onnxruntime numpy
-fi
+source scripts/venv.sh
+ensure_venv "$VENV" "import onnxruntime, numpy" onnxruntime numpy
 cargo build --release --quiet --bin resnet --example onnx_cases
 dir="$ROOT/.cache/onnx-export"
 rm -rf "$dir"
