@@ -38,6 +38,9 @@ pub trait Backend {
     /// Synchronised BN: from now on, training forward and backward sum every BN layer's batch
     /// statistics over the shards of a batch split across processes through `sync` (None: local).
     fn set_sync_bn(&mut self, sync: Option<std::sync::Arc<dyn crate::ops::bn::ShardSum>>);
+    /// The order of every sum over the batch from now on: [`crate::par::SumOrder::Leaves`] makes
+    /// a step's bits a function of the batch alone (any thread count, any power-of-two split).
+    fn set_sum_order(&mut self, order: crate::par::SumOrder);
     /// SGD update with the gradients of the last backward (only `opt`'s trainable ranges).
     fn sgd_step(&mut self, opt: &mut Sgd, lr: f32);
     /// Number of parameters (the optimizer state's length).
@@ -91,6 +94,9 @@ impl Backend for crate::net::Net {
     }
     fn set_sync_bn(&mut self, sync: Option<std::sync::Arc<dyn crate::ops::bn::ShardSum>>) {
         self.sync_bn = sync;
+    }
+    fn set_sum_order(&mut self, order: crate::par::SumOrder) {
+        self.sum_order = order;
     }
     fn sgd_step(&mut self, opt: &mut Sgd, lr: f32) {
         let (params, grads) = self.step_operands();

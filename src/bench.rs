@@ -167,7 +167,7 @@ pub fn run_in(
         if let Some(sgd) = sgd.as_mut() {
             net.loss_backward(&labels);
             let r = Instant::now();
-            parallel::average_gradients(group, net.grads_mut(), &mut scratch);
+            parallel::average_gradients(group, net.grads_mut(), &mut scratch, false);
             if s >= warmup {
                 reduce += r.elapsed().as_secs_f64();
             }

@@ -70,6 +70,12 @@ impl Collective for Mpi {
             world().all_reduce_into(&send[..], piece, SystemOperation::sum());
         }
     }
+    fn gather_f32(&self, v: &[f32], all: &mut [f32]) {
+        world().all_gather_into(v, all);
+    }
+    fn gather_f64(&self, v: &[f64], all: &mut [f64]) {
+        world().all_gather_into(v, all);
+    }
     fn broadcast_f32(&self, v: &mut [f32]) {
         let w = world();
         let root = w.process_at_rank(0);

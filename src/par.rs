@@ -8,6 +8,7 @@
 //! the closures they pass `#[inline(always)]` (see `vectorized` for why).
 
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Run a task's `f` compiled for AVX-512 where the process's kernel path runs
 /// it: the closure is inlined into a `#[target_feature]` function, so its
@@ -142,61 +143,128 @@ where
     });
 }
 
-/// Split `0..rows` into about one range per thread and reduce `f(range, acc)`
-/// into per-channel f64 sums of width `width`. The ranges depend only on the
-/// thread count and the sum runs in range order, so results are bit-identical
-/// from run to run (resumed training relies on it).
-pub fn reduce_rows<F>(rows: usize, width: usize, f: F) -> Vec<f64>
+/// The order of a sum over a batch (BN statistics, weight gradients): how the batch is cut into
+/// parts, each summed by one task, and how the parts' partial sums are combined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SumOrder {
+    /// One part per task of the thread split, combined first to last: the fastest; the bits are a
+    /// function of the thread count (bit-identical run to run on the same count).
+    #[default]
+    Threads,
+    /// One part per leaf of `images` images, combined by the halving tree (left half + right
+    /// half, recursively): the bits are a function of the batch alone. Any thread count gives
+    /// them, and so does a batch split across processes at leaf boundaries into a power-of-two
+    /// number of equal shares, each a subtree of the same tree (exact data-parallel steps).
+    Leaves { images: usize },
+}
+
+impl SumOrder {
+    /// The parts of `rows` rows, `image_rows` rows per image: row ranges in order.
+    pub fn parts(self, rows: usize, image_rows: usize) -> Vec<Range<usize>> {
+        let per = match self {
+            SumOrder::Threads => rows.div_ceil(threads().max(1)).max(1),
+            SumOrder::Leaves { images } => (images * image_rows).max(1),
+        };
+        (0..rows.div_ceil(per)).map(|t| t * per..((t + 1) * per).min(rows)).collect()
+    }
+
+    /// How many parts `n` images make in a weight gradient: one per task (at most `tasks`, one
+    /// image at least each) or one per leaf.
+    pub fn image_parts(self, n: usize, tasks: usize) -> usize {
+        match self {
+            SumOrder::Threads => tasks.min(n).max(1),
+            SumOrder::Leaves { images } => n.div_ceil(images.max(1)).max(1),
+        }
+    }
+
+    /// How many images each of `parts` parts of `n` images gets (the last may get fewer).
+    pub fn image_share(self, n: usize, parts: usize) -> usize {
+        match self {
+            SumOrder::Threads => n.div_ceil(parts.max(1)).max(1),
+            SumOrder::Leaves { images } => images.max(1),
+        }
+    }
+
+    /// Combine the first `len` values of each of `parts` into `parts[0]` in this order.
+    pub fn combine<T: Copy + std::ops::AddAssign>(self, parts: &mut [Vec<T>], len: usize) {
+        match self {
+            SumOrder::Threads => {
+                if let Some((first, rest)) = parts.split_first_mut() {
+                    for p in rest {
+                        first[..len].iter_mut().zip(&p[..len]).for_each(|(a, b)| *a += *b);
+                    }
+                }
+            }
+            SumOrder::Leaves { .. } => tree_sum(parts, len),
+        }
+    }
+}
+
+/// The halving tree: `parts[0]` = sum(first half) + sum(second half), recursively.
+pub fn tree_sum<T: Copy + std::ops::AddAssign>(parts: &mut [Vec<T>], len: usize) {
+    if parts.len() < 2 {
+        return;
+    }
+    let (a, b) = parts.split_at_mut(parts.len() / 2);
+    tree_sum(a, len);
+    tree_sum(b, len);
+    a[0][..len].iter_mut().zip(&b[0][..len]).for_each(|(x, y)| *x += *y);
+}
+
+/// Reduce `f(range, acc)` over the parts of `0..rows` (`order`, `image_rows` rows per image) into
+/// per-part f64 sums of width `width`, in parallel; the parts' sums in order (combine them with
+/// [`SumOrder::combine`]). Bit-identical from run to run (resumed training relies on it).
+pub fn reduce_rows<F>(order: SumOrder, image_rows: usize, rows: usize, width: usize, f: F) -> Vec<Vec<f64>>
 where
-    F: Fn(std::ops::Range<usize>, &mut [f64]) + Sync + Send,
+    F: Fn(Range<usize>, &mut [f64]) + Sync + Send,
 {
-    let tasks = threads().max(1);
-    let per = rows.div_ceil(tasks).max(1);
-    let parts: Vec<Vec<f64>> = (0..rows.div_ceil(per))
+    order
+        .parts(rows, image_rows)
         .into_par_iter()
-        .map(|t| {
+        .map(|r| {
             let mut acc = vec![0.0f64; width];
             vectorized(
                 #[inline(always)]
-                || f(t * per..((t + 1) * per).min(rows), &mut acc),
+                || f(r, &mut acc),
             );
             acc
         })
-        .collect();
-    sum_in_order(parts, width)
+        .collect()
 }
 
-/// Element-wise sum of `parts`, first to last.
-fn sum_in_order(parts: Vec<Vec<f64>>, width: usize) -> Vec<f64> {
-    let mut total = vec![0.0f64; width];
-    for p in parts {
-        total.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-    }
-    total
-}
-
-/// Split `out` (rows of `row_len`) into about one chunk per thread, call
-/// `f(first_row, chunk, acc)` on each in parallel, and sum the f64 `acc`s of
-/// width `width` in chunk order (bit-identical from run to run).
-pub fn reduce_rows_mut<F>(out: &mut [f32], row_len: usize, width: usize, f: F) -> Vec<f64>
+/// [`reduce_rows`] over `out` (rows of `row_len`): `f(first_row, chunk, acc)` gets each part's
+/// rows of `out` to write.
+pub fn reduce_rows_mut<F>(
+    order: SumOrder,
+    image_rows: usize,
+    out: &mut [f32],
+    row_len: usize,
+    width: usize,
+    f: F,
+) -> Vec<Vec<f64>>
 where
     F: Fn(usize, &mut [f32], &mut [f64]) + Sync + Send,
 {
     let rows = out.len() / row_len.max(1);
-    let per = rows.div_ceil(threads().max(1)).max(1);
-    let parts: Vec<Vec<f64>> = out
-        .par_chunks_mut(per * row_len)
-        .enumerate()
-        .map(|(t, chunk)| {
+    let parts = order.parts(rows, image_rows);
+    let mut chunks = Vec::with_capacity(parts.len());
+    let mut rest = out;
+    for r in &parts {
+        let (chunk, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * row_len);
+        chunks.push((r.start, chunk));
+        rest = tail;
+    }
+    chunks
+        .into_par_iter()
+        .map(|(first, chunk)| {
             let mut acc = vec![0.0f64; width];
             vectorized(
                 #[inline(always)]
-                || f(t * per, chunk, &mut acc),
+                || f(first, chunk, &mut acc),
             );
             acc
         })
-        .collect();
-    sum_in_order(parts, width)
+        .collect()
 }
 
 /// `f(i, chunk)` for every chunk of `out` of `chunk_len` values (the last
@@ -241,13 +309,12 @@ impl SyncPtr {
     }
 }
 
-/// Each of `partials` (one per task) gets a contiguous share of `0..items`.
-pub fn for_partials<F>(partials: &mut [Vec<f32>], items: usize, f: F)
+/// Partial `t` of `partials` (one per task) gets items `t * per .. (t + 1) * per` of `0..items`.
+pub fn for_partials<F>(partials: &mut [Vec<f32>], items: usize, per: usize, f: F)
 where
-    F: Fn(std::ops::Range<usize>, &mut Vec<f32>) + Sync + Send,
+    F: Fn(Range<usize>, &mut Vec<f32>) + Sync + Send,
 {
-    let tasks = partials.len().max(1);
-    let per = items.div_ceil(tasks).max(1);
+    let per = per.max(1);
     partials.par_iter_mut().enumerate().for_each(|(t, p)| {
         let lo = (t * per).min(items);
         let hi = ((t + 1) * per).min(items);
@@ -279,5 +346,50 @@ mod tests {
     fn a_pool_of_its_own_runs_the_threads_asked_for() {
         assert_eq!(with_threads(1, threads).unwrap(), 1);
         assert_eq!(with_threads(3, threads).unwrap(), 3);
+    }
+
+    /// The halving tree: ((a + b) + (c + d)) for four parts, ((a + b) + (c + (d + e))) for five;
+    /// a power-of-two split at part boundaries gives the subtrees of the same tree.
+    #[test]
+    fn tree_sums_halve_and_splits_are_subtrees() {
+        // values whose sums depend on the order in f32
+        let v = [1.0e8f32, 1.0, -1.0e8, 0.5, 3.0, 7.0e-3, 1.0e7, -2.5];
+        let mut four: Vec<Vec<f32>> = v[..4].iter().map(|x| vec![*x]).collect();
+        tree_sum(&mut four, 1);
+        assert_eq!(four[0][0], (v[0] + v[1]) + (v[2] + v[3]));
+        let mut five: Vec<Vec<f32>> = v[..5].iter().map(|x| vec![*x]).collect();
+        tree_sum(&mut five, 1);
+        assert_eq!(five[0][0], (v[0] + v[1]) + (v[2] + (v[3] + v[4])));
+        let whole = {
+            let mut p: Vec<Vec<f32>> = v.iter().map(|x| vec![*x]).collect();
+            tree_sum(&mut p, 1);
+            p[0][0]
+        };
+        for w in [2, 4] {
+            let mut roots: Vec<Vec<f32>> = v
+                .chunks(v.len() / w)
+                .map(|c| {
+                    let mut p: Vec<Vec<f32>> = c.iter().map(|x| vec![*x]).collect();
+                    tree_sum(&mut p, 1);
+                    p.swap_remove(0)
+                })
+                .collect();
+            tree_sum(&mut roots, 1);
+            assert_eq!(roots[0][0], whole, "{w} shards");
+        }
+        // the thread order is first to last
+        let mut seq: Vec<Vec<f32>> = v[..4].iter().map(|x| vec![*x]).collect();
+        SumOrder::Threads.combine(&mut seq, 1);
+        assert_eq!(seq[0][0], ((v[0] + v[1]) + v[2]) + v[3]);
+    }
+
+    #[test]
+    fn leaves_cut_rows_by_images_whatever_the_threads() {
+        let order = SumOrder::Leaves { images: 2 };
+        let cut = |threads| with_threads(threads, || order.parts(5 * 6, 6)).unwrap();
+        assert_eq!(cut(1), vec![0..12, 12..24, 24..30]);
+        assert_eq!(cut(3), cut(1));
+        assert_eq!(order.image_parts(5, 8), 3);
+        assert_eq!(with_threads(2, || SumOrder::Threads.parts(10, 3)).unwrap(), vec![0..5, 5..10]);
     }
 }

@@ -150,8 +150,10 @@ pub struct Args {
     /// Print the outcome as one JSON object
     #[arg(long)]
     json: bool,
-    /// Under mpiexec: BN statistics over the whole global batch, summed across the processes (the
-    /// single-process step up to summation order; a run that may resume with another process count)
+    /// BN statistics over the whole global batch, summed across the processes under mpiexec, and
+    /// every batch sum in an order fixed by the batch alone: W processes (W a power of two, up to
+    /// 16, dividing the batch) take the single-process steps bit for bit, on any thread count; a
+    /// run that may resume with another process count
     #[arg(long, conflicts_with = "resume")]
     sync_bn: bool,
     /// Accept official CIFAR file names holding fewer records than the official counts (subsets, tests)
@@ -323,6 +325,9 @@ fn ranks_agree(r: Result<()>, group: &dyn Collective) -> Result<()> {
             }
             eprintln!("error: {e:#}");
             eprintln!("rank {rank} of {} failed: ending the job (MPI_Abort)", group.size());
+            // the launcher forwards our stderr from a proxy that MPI_Abort ends at once: seen to
+            // lose the message above about 1 run in 4 (tests/mpi.rs) without this pause
+            std::thread::sleep(std::time::Duration::from_millis(500));
             crate::mpi_comm::abort(2)
         }
         r => r,

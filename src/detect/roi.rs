@@ -154,6 +154,7 @@ fn scatter(dx: &mut [f32], items: usize, add: impl Fn(usize, &mut [f32]) + Sync 
     par::for_partials(
         &mut partials,
         items,
+        items.div_ceil(tasks),
         #[inline(always)]
         |range, g| {
             g.resize(len, 0.0);

@@ -6,7 +6,7 @@
 //! projection's conv output).
 
 use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
-use crate::ops::bn::{self, ShardSum};
+use crate::ops::bn::{self, BatchSum};
 use crate::ops::{pool, shortcut};
 use crate::profile::{self, Op};
 use crate::shape::Dims;
@@ -16,7 +16,7 @@ use crate::shape::Dims;
 fn unit_bn_backward(
     u: &UnitPlan,
     b: &UnitBufs,
-    (params, sync): (&[f32], Option<&dyn ShardSum>),
+    (params, sync): (&[f32], BatchSum),
     grads: &mut [f32],
     n: usize,
     dy: &[f32],
@@ -59,13 +59,22 @@ fn unit_conv_backward(
 ) {
     let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
     let wl = u.conv.weight_len();
+    let path = u.conv.path_for(s.path, xd, s.order);
     profile::time(Op::ConvBackwardWeight, || {
-        u.conv.backward_weight_with(s.path, &x[..xd.len()], xd, &t1[..yd.len()], &mut grads[u.w..u.w + wl], s.partials)
+        u.conv.backward_weight_with(
+            path,
+            &x[..xd.len()],
+            xd,
+            &t1[..yd.len()],
+            &mut grads[u.w..u.w + wl],
+            s.partials,
+            s.order,
+        )
     });
     if let Some((dx, accumulate)) = dx {
         profile::time(Op::ConvBackwardData, || {
             u.conv.backward_data_with(
-                s.path,
+                path,
                 &params[u.w..u.w + wl],
                 &t1[..yd.len()],
                 xd,
@@ -81,9 +90,10 @@ fn unit_conv_backward(
 struct ConvScratch<'a> {
     /// transposed weights
     wt: &'a mut [f32],
-    /// per-task weight-gradient partial sums
-    partials: &'a mut [Vec<f32>],
+    /// per-part weight-gradient partial sums
+    partials: &'a mut Vec<Vec<f32>>,
     path: crate::kernels::KernelPath,
+    order: crate::par::SumOrder,
 }
 
 /// Gradient scratch t1..t3 and the kernels' scratch.
@@ -99,7 +109,7 @@ struct Scratch<'a> {
 fn block_backward(
     bp: &super::plan::BlockPlan,
     bb: &BlockBufs,
-    (params, sync): (&[f32], Option<&dyn ShardSum>),
+    (params, sync): (&[f32], BatchSum),
     grads: &mut [f32],
     x: &[f32],
     n: usize,
@@ -163,8 +173,10 @@ impl Net {
             partials,
             path,
             sync_bn,
+            sum_order,
             ..
         } = self;
+        let sync = BatchSum { order: *sum_order, shards: sync_bn.as_deref() };
         let (fin, fout) = (plan.fc.fin, plan.fc.fout);
         let (dw, db) = grads[plan.fc_w..plan.fc_b + fout].split_at_mut(fin * fout);
         debug_assert_eq!(plan.fc_b, plan.fc_w + fin * fout);
@@ -175,6 +187,7 @@ impl Net {
             dw,
             db,
             Some(&mut dfeat[..n * fin]),
+            sync.order,
         );
         let (mut iy, mut ix) = (0usize, 1usize);
         let last = Dims { n, ..plan.block_input_dims(blocks.len()) };
@@ -186,12 +199,12 @@ impl Net {
             t1: &mut t1[0],
             t2: &mut t2[0],
             t3: rest.first_mut().map(|v| &mut v[..]),
-            k: ConvScratch { wt, partials, path: *path },
+            k: ConvScratch { wt, partials, path: *path, order: *sum_order },
         };
         for i in (0..blocks.len()).rev() {
             let x = block_input(plan.pool.is_some(), stem, pool_out, &blocks[..i]);
             let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
-            block_backward(&plan.blocks[i], &blocks[i], (params, sync_bn.as_deref()), grads, x, n, gy, gx, &mut s);
+            block_backward(&plan.blocks[i], &blocks[i], (params, sync), grads, x, n, gy, gx, &mut s);
             std::mem::swap(&mut iy, &mut ix);
         }
         if let Some((mp, d)) = plan.pool {
@@ -201,7 +214,7 @@ impl Net {
             std::mem::swap(&mut iy, &mut ix);
         }
         let gy = &gbufs[iy];
-        unit_bn_backward(&plan.stem, stem, (params, sync_bn.as_deref()), grads, n, gy, s.t1, None);
+        unit_bn_backward(&plan.stem, stem, (params, sync), grads, n, gy, s.t1, None);
         unit_conv_backward(&plan.stem, params, grads, input, n, s.t1, None, &mut s.k);
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
 use crate::kernels::{Epilogue, KernelPath};
-use crate::ops::bn::{self, Act, BnParams, ShardSum};
+use crate::ops::bn::{self, Act, BatchSum, BnParams};
 use crate::ops::loss::{self, LossOut};
 use crate::ops::pool;
 use crate::ops::shortcut::ShortcutSrc;
@@ -18,7 +18,7 @@ pub(crate) type Prepared = std::collections::HashMap<usize, crate::ops::conv::Pr
 pub(crate) fn unit_forward(
     u: &UnitPlan,
     b: &mut UnitBufs,
-    (params, stats, path, prepared, sync): (&[f32], &mut [f32], KernelPath, &Prepared, Option<&dyn ShardSum>),
+    (params, stats, path, prepared, sync): (&[f32], &mut [f32], KernelPath, &Prepared, BatchSum),
     x: &[f32],
     n: usize,
     train: bool,
@@ -39,6 +39,7 @@ pub(crate) fn unit_forward(
         });
         return;
     }
+    let path = u.conv.path_for(path, xd, sync.order);
     profile::time(Op::ConvForward, || u.conv.forward_with(path, w, &x[..xd.len()], xd, &mut b.pre[..yd.len()]));
     let (pre, out) = (&b.pre[..yd.len()], &mut b.out[..yd.len()]);
     profile::time(Op::BnForward, || {
@@ -50,7 +51,7 @@ pub(crate) fn unit_forward(
 fn block_forward(
     bp: &super::plan::BlockPlan,
     bb: &mut BlockBufs,
-    (params, stats, path, prepared, sync): (&[f32], &mut [f32], KernelPath, &Prepared, Option<&dyn ShardSum>),
+    (params, stats, path, prepared, sync): (&[f32], &mut [f32], KernelPath, &Prepared, BatchSum),
     x: &[f32],
     n: usize,
     train: bool,
@@ -104,9 +105,11 @@ impl Net {
             path,
             prepared,
             sync_bn,
+            sum_order,
             ..
         } = self;
-        let (path, prepared, sync) = (*path, &*prepared, sync_bn.as_deref());
+        let sync = BatchSum { order: *sum_order, shards: sync_bn.as_deref() };
+        let (path, prepared) = (*path, &*prepared);
         unit_forward(&plan.stem, stem, (params, stats, path, prepared, sync), input, n, train, None);
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });

@@ -112,6 +112,8 @@ pub struct Net {
     /// synchronised BN: batch statistics summed over the shards of a batch split across
     /// processes (None: this process's images only)
     pub(crate) sync_bn: Option<std::sync::Arc<dyn crate::ops::bn::ShardSum>>,
+    /// the order of every sum over the batch (BN statistics, weight gradients)
+    pub(crate) sum_order: crate::par::SumOrder,
 }
 
 /// The input of block `i` (see [`Net::block_input`]) from the buffers before
@@ -246,6 +248,7 @@ impl Net {
             wt: vec![0.0; if train { plan.max_conv_weights() } else { 0 }],
             partials: (0..if train { threads } else { 0 }).map(|_| vec![0.0; plan.max_conv_weights()]).collect(),
             sync_bn: None,
+            sum_order: crate::par::SumOrder::Threads,
             plan,
         };
         Ok(net)

@@ -36,6 +36,28 @@ pub trait ShardSum: Send + Sync {
     fn sum(&self, v: &mut [f64]);
 }
 
+/// How a BN layer sums over its batch: in what order ([`par::SumOrder`]), and over the other
+/// shards of a batch split across processes too (synchronised BN) or not.
+#[derive(Clone, Copy, Default)]
+pub struct BatchSum<'a> {
+    pub order: par::SumOrder,
+    pub shards: Option<&'a dyn ShardSum>,
+}
+
+impl BatchSum<'_> {
+    /// The per-channel sums of `parts` (f64) and the row count: over every shard when synchronised.
+    fn global(&self, mut parts: Vec<Vec<f64>>, m: usize) -> (Vec<f64>, f64) {
+        let width = parts.first().map_or(0, Vec::len);
+        self.order.combine(&mut parts, width);
+        let mut sums = parts.into_iter().next().unwrap_or_default();
+        let Some(s) = self.shards else { return (sums, m as f64) };
+        sums.push(m as f64);
+        s.sum(&mut sums);
+        let mf = sums.pop().expect("pushed above");
+        (sums, mf)
+    }
+}
+
 /// gamma and beta of one BN layer.
 pub struct BnParams<'a> {
     pub gamma: &'a [f32],
@@ -55,12 +77,14 @@ pub fn forward_train(
     act: Act,
     shortcut: Option<ShortcutSrc>,
     y: &mut [f32],
-    sync: Option<&dyn ShardSum>,
+    sum: BatchSum,
 ) {
     let c = xd.c;
     let m = xd.pixels();
     // one pass: sums and sums of squares, f32 within blocks of 64 rows, f64 across
-    let sums = par::reduce_rows(
+    let parts = par::reduce_rows(
+        sum.order,
+        xd.h * xd.w,
         m,
         2 * c,
         #[inline(always)]
@@ -85,7 +109,7 @@ pub fn forward_train(
         },
     );
     // synchronised: the sums and the count over every shard of the batch
-    let (sums, mf) = global(sums, m, sync);
+    let (sums, mf) = sum.global(parts, m);
     let m = mf as usize;
     saved.mean.resize(c, 0.0);
     saved.invstd.resize(c, 0.0);
@@ -99,15 +123,6 @@ pub fn forward_train(
         running_var[ch] = (1.0 - MOMENTUM) * running_var[ch] + MOMENTUM * unbiased as f32;
     }
     normalize(p, &saved.mean, &saved.invstd, x, xd, act, shortcut, y);
-}
-
-/// Per-channel `sums` of `m` rows, and `m`: over the whole batch when it is split across shards.
-fn global(mut sums: Vec<f64>, m: usize, sync: Option<&dyn ShardSum>) -> (Vec<f64>, f64) {
-    let Some(s) = sync else { return (sums, m as f64) };
-    sums.push(m as f64);
-    s.sum(&mut sums);
-    let mf = sums.pop().expect("pushed above");
-    (sums, mf)
 }
 
 /// Eval-mode forward with the running statistics.
@@ -201,8 +216,8 @@ fn affine_row<'a>(
 /// Backward of y = act(BN(x) [+ s]).  `dy` is the gradient at y, `y` the
 /// forward output (its sign is the ReLU mask).  Writes dx, dgamma, dbeta; with
 /// `Act::AddRelu` also writes dz = dy * (y > 0) (the shortcut's gradient).
-/// With `sync` (the batch split across shards, statistics over all of it), dx uses the sums over
-/// every shard; dgamma and dbeta stay this shard's (the gradient all-reduce sums them).
+/// With `sum.shards` (the batch split across shards, statistics over all of it), dx uses the sums
+/// over every shard; dgamma and dbeta stay this shard's (the gradient all-reduce sums them).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gamma: &[f32],
@@ -216,7 +231,7 @@ pub fn backward(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
     dz_out: Option<&mut [f32]>,
-    sync: Option<&dyn ShardSum>,
+    sum: BatchSum,
 ) {
     let c = xd.c;
     let (mean, invstd) = (&saved.mean[..c], &saved.invstd[..c]);
@@ -225,6 +240,8 @@ pub fn backward(
     // (then transformed in place); sums of g and g * (x - mean) per channel
     let pass1 = |g_buf: &mut [f32]| {
         par::reduce_rows_mut(
+            sum.order,
+            xd.h * xd.w,
             g_buf,
             c,
             2 * c,
@@ -253,12 +270,20 @@ pub fn backward(
         )
     };
     // pass 2: dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) = a g + b x + o
-    let mut coefficients = |local: Vec<f64>| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        for ch in 0..c {
-            dbeta[ch] = local[ch] as f32;
-            dgamma[ch] = (local[c + ch] * invstd[ch] as f64) as f32;
-        }
-        let (sums, mf) = global(local, xd.pixels(), sync);
+    let mut coefficients = |parts: Vec<Vec<f64>>| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        // dbeta, dgamma: each part's sums rounded to f32, then combined in f32 (in the tree order
+        // that makes a shard's sums a subtree of the whole batch's: the gradient all-reduce adds
+        // the shards' f32 values)
+        let mut grads: Vec<Vec<f32>> = parts
+            .iter()
+            .map(|p| {
+                (0..2 * c).map(|i| if i < c { p[i] as f32 } else { (p[i] * invstd[i - c] as f64) as f32 }).collect()
+            })
+            .collect();
+        sum.order.combine(&mut grads, 2 * c);
+        dbeta.copy_from_slice(&grads[0][..c]);
+        dgamma.copy_from_slice(&grads[0][c..2 * c]);
+        let (sums, mf) = sum.global(parts, xd.pixels());
         let (mut a, mut b, mut o) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
         for ch in 0..c {
             let (is, mu) = (invstd[ch] as f64, mean[ch] as f64);
@@ -335,7 +360,7 @@ mod tests {
             act,
             s.map(ShortcutSrc::Identity),
             &mut y,
-            None,
+            BatchSum::default(),
         );
         y
     }
@@ -351,7 +376,7 @@ mod tests {
         let mut saved = BnSaved::default();
         let mut y = vec![0.0; xd.len()];
         let p = BnParams { gamma: &gamma, beta: &beta };
-        forward_train(&p, &mut rm, &mut rv, &mut saved, &x, xd, Act::None, None, &mut y, None);
+        forward_train(&p, &mut rm, &mut rv, &mut saved, &x, xd, Act::None, None, &mut y, BatchSum::default());
         let m = xd.pixels() as f64;
         for ch in 0..6 {
             let col: Vec<f64> = (0..xd.pixels()).map(|r| y[r * 6 + ch] as f64).collect();
@@ -406,13 +431,13 @@ mod tests {
                 act,
                 sc.map(ShortcutSrc::Identity),
                 &mut yy,
-                None,
+                BatchSum::default(),
             );
             let mut dx = vec![0.0; xd.len()];
             let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
             let mut dz = vec![0.0; xd.len()];
             let dz_out = (act == Act::AddRelu).then_some(&mut dz[..]);
-            backward(&gamma, &saved, &x, xd, &y, &proj, act, &mut dx, &mut dg, &mut db, dz_out, None);
+            backward(&gamma, &saved, &x, xd, &y, &proj, act, &mut dx, &mut dg, &mut db, dz_out, BatchSum::default());
             let name = format!("bn {act:?}");
             check_grad(&format!("{name} dx"), &x, &dx, 1e-3, 5e-3, |xp| loss(xp, &gamma, &beta, sc));
             check_grad(&format!("{name} dgamma"), &gamma, &dg, 1e-3, 5e-3, |g| loss(&x, g, &beta, sc));

@@ -220,6 +220,21 @@ impl Conv {
             && 16 * self.cin * self.cout * 4 <= 4 << 20
     }
 
+    /// The kernel path for this convolution on `x` when the batch's sums run in `order`. In leaf
+    /// order Winograd only where it applies to one leaf: the choice (which changes the bits) is
+    /// then the same for every share of the batch, since what applies to a leaf applies to any
+    /// number of leaves.
+    pub fn path_for(&self, path: KernelPath, x: Dims, order: par::SumOrder) -> KernelPath {
+        match (path, order) {
+            (KernelPath::Winograd(cpu), par::SumOrder::Leaves { images })
+                if !self.winograd_applies(Dims { n: images, ..x }) =>
+            {
+                KernelPath::Avx512(cpu)
+            }
+            _ => path,
+        }
+    }
+
     /// Number of weights (KH * KW * Cin * Cout).
     pub fn weight_len(&self) -> usize {
         self.k * self.k * self.cin * self.cout
@@ -503,13 +518,23 @@ impl Conv {
         );
     }
 
-    /// dw = sum over the batch of x (x) dy.  `partials` holds one buffer per
-    /// task (each at least `weight_len()`); the sum is written to dw. Fastest path.
-    pub fn backward_weight(&self, x: &[f32], xd: Dims, dy: &[f32], dw: &mut [f32], partials: &mut [Vec<f32>]) {
-        self.backward_weight_with(KernelPath::cached(), x, xd, dy, dw, partials)
+    /// dw = sum over the batch of x (x) dy.  `partials`: one buffer per task (its length, at
+    /// least one) or per leaf of `order` (grown to as many as needed), each at least
+    /// `weight_len()`; the parts' sums are combined in `order` into dw. Fastest path.
+    pub fn backward_weight(
+        &self,
+        x: &[f32],
+        xd: Dims,
+        dy: &[f32],
+        dw: &mut [f32],
+        partials: &mut Vec<Vec<f32>>,
+        order: par::SumOrder,
+    ) {
+        self.backward_weight_with(KernelPath::cached(), x, xd, dy, dw, partials, order)
     }
 
     /// Weight gradient on a chosen kernel path.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward_weight_with(
         &self,
         path: KernelPath,
@@ -517,13 +542,19 @@ impl Conv {
         xd: Dims,
         dy: &[f32],
         dw: &mut [f32],
-        partials: &mut [Vec<f32>],
+        partials: &mut Vec<Vec<f32>>,
+        order: par::SumOrder,
     ) {
         self.check_operands(dw.len(), xd, x.len(), dy.len());
         let yd = self.out_dims(xd);
         let (cin, cout, k) = (self.cin, self.cout, self.k);
         let wl = self.weight_len();
-        let tasks = partials.len().min(xd.n).max(1);
+        let tasks = order.image_parts(xd.n, partials.len());
+        // one partial per part: grown to as many as the leaves need
+        while partials.len() < tasks {
+            partials.push(vec![0.0; wl]);
+        }
+        partials.iter_mut().take(tasks).filter(|p| p.len() < wl).for_each(|p| p.resize(wl, 0.0));
         #[cfg(target_arch = "x86_64")]
         let fast = path.avx512().filter(|_| cout.is_multiple_of(16));
         #[cfg(target_arch = "x86_64")]
@@ -536,10 +567,17 @@ impl Conv {
             use crate::kernels::winograd::{Wino, weight_grad_finish, weight_grad_tiles};
             let g = Wino { h: xd.h, w: xd.w, cin, cout };
             let total = xd.n * g.tiles_per_image();
-            let mut dus = vec![vec![0.0f32; 16 * cin * cout]; par::threads()];
+            // one transform-domain partial per thread (a share of the tiles), or per leaf (its
+            // images' tiles)
+            let (parts, per) = match order {
+                par::SumOrder::Threads => (par::threads(), total.div_ceil(par::threads())),
+                par::SumOrder::Leaves { images } => (xd.n.div_ceil(images), images * g.tiles_per_image()),
+            };
+            let mut dus = vec![vec![0.0f32; 16 * cin * cout]; parts];
             par::for_partials(
                 &mut dus,
                 total,
+                per,
                 #[inline(always)]
                 |tiles, du| {
                     // SAFETY: `cpu` proves the CPU features; x and dy were checked
@@ -547,17 +585,28 @@ impl Conv {
                     unsafe { weight_grad_tiles(cpu, &g, x, dy, tiles, du) }
                 },
             );
-            let (first, rest) = dus.split_first_mut().unwrap();
-            for d in rest {
-                first.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
+            match order {
+                par::SumOrder::Threads => {
+                    order.combine(&mut dus, 16 * cin * cout);
+                    weight_grad_finish(&dus[0], cin, cout, dw);
+                }
+                // each leaf's gradient in the weights' domain, then the leaves' tree (the transform
+                // back is not exact: a sum of transformed sums would not be the halves' sum)
+                par::SumOrder::Leaves { .. } => {
+                    for (du, p) in dus.iter().zip(partials.iter_mut()) {
+                        weight_grad_finish(du, cin, cout, &mut p[..wl]);
+                    }
+                    order.combine(&mut partials[..parts], wl);
+                    dw.copy_from_slice(&partials[0][..wl]);
+                }
             }
-            weight_grad_finish(first, cin, cout, dw);
             return;
         }
         let _ = path;
         par::for_partials(
             &mut partials[..tasks],
             xd.n,
+            order.image_share(xd.n, tasks),
             #[inline(always)]
             |imgs, p| {
                 let p = &mut p[..wl];
@@ -607,10 +656,8 @@ impl Conv {
                 }
             },
         );
+        order.combine(&mut partials[..tasks], wl);
         dw.copy_from_slice(&partials[0][..wl]);
-        for p in &partials[1..tasks] {
-            dw.iter_mut().zip(&p[..wl]).for_each(|(d, v)| *d += v);
-        }
     }
 }
 
@@ -708,7 +755,7 @@ mod tests {
                 c.backward_data_with(path, &wts, &proj, xd, &mut dx, false, &mut scratch);
                 let mut dw = vec![0.0; c.weight_len()];
                 let mut parts = vec![vec![0.0; c.weight_len()]; 3];
-                c.backward_weight_with(path, &x, xd, &proj, &mut dw, &mut parts);
+                c.backward_weight_with(path, &x, xd, &proj, &mut dw, &mut parts, par::SumOrder::Threads);
                 let name = format!("conv case {i} {path:?}");
                 check_grad(&format!("{name} dx"), &x, &dx, 1e-2, 2e-3, |xp| loss(xp, &wts));
                 check_grad(&format!("{name} dw"), &wts, &dw, 1e-2, 2e-3, |wp| loss(&x, wp));
@@ -786,7 +833,7 @@ mod tests {
                 c.backward_data_with(path, &w, &dy, xd, &mut dx, true, &mut wt);
                 let mut dw = vec![0.0; c.weight_len()];
                 let mut parts = vec![vec![0.0; c.weight_len()]; 2];
-                c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts);
+                c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts, par::SumOrder::Threads);
                 [y, dx, dw]
             };
             let reference = run(KernelPath::Portable);
@@ -796,6 +843,77 @@ mod tests {
                     let err = a.iter().zip(b).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
                     assert!(err <= 1e-5 * scale, "{path:?} {what} h{h} {ci}->{co} k{k}s{st}: {err} vs scale {scale}");
                 }
+            }
+        }
+    }
+
+    /// In leaf order the weight gradient is a function of the batch alone: the same bits on 1 and
+    /// 3 threads, and the sum of the two halves' gradients (each half a subtree of leaves) is the
+    /// whole batch's, bit for bit, on every kernel path (exact data-parallel steps rely on it).
+    #[test]
+    fn leaf_order_weight_gradients_do_not_depend_on_threads_or_the_split() {
+        let shapes = [
+            // h, cin, cout, k, stride, pad, n (leaves of 2 images)
+            (16, 32, 32, 3, 1, 1, 8),
+            (8, 64, 64, 3, 1, 1, 16),
+            (8, 16, 32, 3, 2, 1, 8),
+            (8, 32, 64, 1, 1, 0, 8),
+            (12, 3, 16, 7, 2, 3, 4),
+            (16, 3, 16, 3, 1, 1, 8),
+            (16, 1, 16, 3, 1, 1, 8),
+            // small maps, weights outweigh the activations: split by output channels
+            (5, 64, 80, 3, 1, 1, 4),
+            (4, 256, 128, 1, 1, 0, 4),
+        ];
+        let order = par::SumOrder::Leaves { images: 2 };
+        for path in KernelPath::all_supported() {
+            for &(h, ci, co, k, st, pd, n) in &shapes {
+                let c = Conv::new(ci, co, k, st, pd);
+                let xd = Dims::new(n, h, h, ci);
+                let yd = c.out_dims(xd);
+                let (x, dy) = (rand_vec(xd.len(), 4), rand_vec(yd.len(), 5));
+                let dw = |images: std::ops::Range<usize>, threads: usize| {
+                    let d = Dims { n: images.len(), ..xd };
+                    let (xi, yi) = (xd.len() / n, yd.len() / n);
+                    let (x, dy) = (&x[images.start * xi..images.end * xi], &dy[images.start * yi..images.end * yi]);
+                    let mut dw = vec![0.0; c.weight_len()];
+                    let mut parts = vec![];
+                    par::with_threads(threads, || c.backward_weight_with(path, x, d, dy, &mut dw, &mut parts, order))
+                        .unwrap();
+                    dw
+                };
+                // forward and backward-data are per image: a half's outputs are the whole's rows
+                let (path_whole, path_half) =
+                    (c.path_for(path, xd, order), c.path_for(path, Dims { n: n / 2, ..xd }, order));
+                assert_eq!(path_whole, path_half, "{path:?} h{h} {ci}->{co} k{k}: one path for any share");
+                let w = rand_vec(c.weight_len(), 6);
+                let y_dx = |images: std::ops::Range<usize>| {
+                    let d = Dims { n: images.len(), ..xd };
+                    let (xi, yi) = (xd.len() / n, yd.len() / n);
+                    let mut y = vec![0.0; images.len() * yi];
+                    c.forward_with(path_whole, &w, &x[images.start * xi..images.end * xi], d, &mut y);
+                    let mut dx = vec![0.0; images.len() * xi];
+                    let mut wt = vec![0.0; c.weight_len()];
+                    let dy = &dy[images.start * yi..images.end * yi];
+                    c.backward_data_with(path_whole, &w, dy, d, &mut dx, false, &mut wt);
+                    [y, dx].concat()
+                };
+                let (yw, yh) = (y_dx(0..n), [y_dx(0..n / 2), y_dx(n / 2..n)]);
+                let (xl, yl) = (xd.len() / 2, yd.len() / 2);
+                assert!(
+                    yh[0][..yl] == yw[..yl] && yh[1][..yl] == yw[yl..2 * yl],
+                    "{path:?} h{h} {ci}->{co} k{k}: forward of a half differs"
+                );
+                assert!(
+                    yh[0][yl..] == yw[2 * yl..2 * yl + xl] && yh[1][yl..] == yw[2 * yl + xl..],
+                    "{path:?} h{h} {ci}->{co} k{k}: backward-data of a half differs"
+                );
+                let whole = dw(0..n, 1);
+                let what = format!("{path:?} h{h} {ci}->{co} k{k}");
+                assert!(dw(0..n, 3) == whole, "{what}: 3 threads differ from 1");
+                let (a, b) = (dw(0..n / 2, 2), dw(n / 2..n, 1));
+                let halves: Vec<f32> = a.iter().zip(&b).map(|(p, q)| p + q).collect();
+                assert!(halves == whole, "{what}: the halves' sum differs from the whole batch's");
             }
         }
     }

@@ -28,9 +28,24 @@ impl Fc {
     }
 
     // ----------------------------------------------------------- backward
-    /// dW = dy^T x, db = sum_n dy, dx = dy W (dx optional).
-    pub fn backward(&self, w: &[f32], x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32], dx: Option<&mut [f32]>) {
+    /// dW = dy^T x, db = sum_n dy, dx = dy W (dx optional). The sums over n run image by image,
+    /// or, with [`par::SumOrder::Leaves`], leaf by leaf and the leaves' sums in its tree.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        w: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        dx: Option<&mut [f32]>,
+        order: par::SumOrder,
+    ) {
         let n = dy.len() / self.fout;
+        let leaves = match order {
+            par::SumOrder::Threads => vec![0..n],
+            par::SumOrder::Leaves { .. } => order.parts(n, 1),
+        };
         // one task row = one output: its row of dW and its db
         par::for_rows_pair(
             dw,
@@ -40,16 +55,24 @@ impl Fc {
             1,
             #[inline(always)]
             |first, dws, dbs| {
+                // per leaf: the row of dW and db (the last value)
+                let mut parts = vec![vec![0.0f32; self.fin + 1]; leaves.len()];
                 for (j, (dwr, dbo)) in dws.chunks_exact_mut(self.fin).zip(dbs.iter_mut()).enumerate() {
                     let o = first + j;
-                    dwr.fill(0.0);
-                    let mut s = 0.0;
-                    for i in 0..n {
-                        let g = dy[i * self.fout + o];
-                        s += g;
-                        dwr.iter_mut().zip(&x[i * self.fin..(i + 1) * self.fin]).for_each(|(d, v)| *d += g * v);
+                    for (part, images) in parts.iter_mut().zip(&leaves) {
+                        let (pw, pb) = part.split_at_mut(self.fin);
+                        pw.fill(0.0);
+                        let mut s = 0.0;
+                        for i in images.clone() {
+                            let g = dy[i * self.fout + o];
+                            s += g;
+                            pw.iter_mut().zip(&x[i * self.fin..(i + 1) * self.fin]).for_each(|(d, v)| *d += g * v);
+                        }
+                        pb[0] = s;
                     }
-                    *dbo = s;
+                    par::tree_sum(&mut parts, self.fin + 1);
+                    dwr.copy_from_slice(&parts[0][..self.fin]);
+                    *dbo = parts[0][self.fin];
                 }
             },
         );
@@ -109,7 +132,7 @@ mod tests {
             y.iter().zip(&proj).map(|(a, p)| (*a as f64) * (*p as f64)).sum()
         };
         let (mut dw, mut db, mut dx) = (vec![0.0; 65], vec![0.0; 5], vec![0.0; n * 13]);
-        fc.backward(&w, &x, &proj, &mut dw, &mut db, Some(&mut dx));
+        fc.backward(&w, &x, &proj, &mut dw, &mut db, Some(&mut dx), par::SumOrder::Threads);
         check_grad("fc dx", &x, &dx, 1e-2, 1e-3, |xp| loss(xp, &w, &b));
         check_grad("fc dw", &w, &dw, 1e-2, 1e-3, |wp| loss(&x, wp, &b));
         check_grad("fc db", &b, &db, 1e-2, 1e-3, |bp| loss(&x, &w, bp));

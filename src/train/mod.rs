@@ -35,6 +35,7 @@ use crate::data::augment::Preprocess;
 use crate::data::imagenet::ImagenetRecipe;
 use crate::data::source::Source;
 use crate::ops::loss::cross_entropy;
+use crate::par::SumOrder;
 use crate::weights::checkpoint::{self, Meta};
 use anyhow::{Context, Result, bail};
 use schedule::Schedule;
@@ -169,6 +170,21 @@ impl TrainConfig {
     /// Images per process and iteration.
     pub fn local_batch(&self) -> usize {
         self.batch / self.world.max(1)
+    }
+
+    /// The order of every sum over the batch. With synchronised BN: the global batch cut into
+    /// leaves ([`SumOrder::Leaves`]: the largest power of two that divides the batch, at most 16),
+    /// whenever the world splits them into equal subtrees (a power of two that divides the leaf
+    /// count): then the steps are bit for bit those of one process, on any thread count, and a
+    /// run may move between such world sizes exactly. Otherwise per thread (the fastest).
+    pub fn sum_order(&self) -> SumOrder {
+        let leaves = 1usize << self.batch.trailing_zeros().min(4);
+        let world = self.world.max(1);
+        if self.sync_bn && self.batch > 0 && world.is_power_of_two() && leaves.is_multiple_of(world) {
+            SumOrder::Leaves { images: self.batch / leaves }
+        } else {
+            SumOrder::Threads
+        }
     }
 
     /// A checkpoint continues this run only if it was trained with the same network, batch, seed

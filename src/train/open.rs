@@ -161,8 +161,14 @@ fn lead_resume(
             );
         }
         cfg.check_world(world)?;
+        let exact_before = matches!(cfg.sum_order(), crate::par::SumOrder::Leaves { .. });
         cfg.world = world;
-        changed.push(format!("world = {world} (was {was}; synchronised BN: the same steps up to summation order)"));
+        let same = if exact_before && matches!(cfg.sum_order(), crate::par::SumOrder::Leaves { .. }) {
+            "the same steps, bit for bit"
+        } else {
+            "the same steps up to summation order"
+        };
+        changed.push(format!("world = {world} (was {was}; synchronised BN: {same})"));
     }
     cfg.validate().with_context(|| format!("{}: bad configuration", config.display()))?;
     let mut notes = vec![];
@@ -170,7 +176,8 @@ fn lead_resume(
         save_config(&dir, &cfg)?;
         notes.push(format!("{} now records {}", config.display(), changed.join(", ")));
     }
-    if cfg.threads != crate::par::threads() {
+    // (in leaf order the bits do not depend on the thread count)
+    if cfg.threads != crate::par::threads() && cfg.sum_order() == crate::par::SumOrder::Threads {
         notes.push(format!(
             "this run computed with {} threads, now {}: results stay correct but are no longer bit-identical to an uninterrupted run",
             cfg.threads,

@@ -11,8 +11,12 @@
 //!
 //! BN: per rank by default (each rank normalises its own B/W images, as frameworks do across
 //! devices), or synchronised (`sync_bn`): the forward sums and the backward sums of every BN layer
-//! are summed across ranks through [`crate::ops::bn::ShardSum`], and W ranks compute the
-//! single-process step up to summation order.
+//! are summed across ranks through [`crate::ops::bn::ShardSum`]. Synchronised runs also sum in
+//! leaf order ([`crate::par::SumOrder::Leaves`], [`super::TrainConfig::sum_order`]): every sum over
+//! the batch is a halving tree over fixed leaves of the global batch, a rank's share is a subtree,
+//! and the ranks' subtrees are combined by the same tree ([`Collective::tree_sum_f32`]), so W ranks
+//! compute the single-process step bit for bit (W a power of two that divides the leaves; other
+//! W: up to summation order).
 
 use crate::backend::Backend;
 use crate::ops::bn::ShardSum;
@@ -28,12 +32,43 @@ pub trait Collective: Send + Sync {
     /// Element-wise sum over the ranks, in place.
     fn sum_f32(&self, v: &mut [f32]);
     fn sum_f64(&self, v: &mut [f64]);
+    /// Every rank's `v`, in rank order, into `all` (`size() * v.len()` values).
+    fn gather_f32(&self, v: &[f32], all: &mut [f32]);
+    fn gather_f64(&self, v: &[f64], all: &mut [f64]);
+    /// Element-wise sum over the ranks in the halving tree of rank order (ranks `..W/2` +
+    /// ranks `W/2..`, recursively): the bits are a function of the ranks' values alone, not of
+    /// the transport's algorithm. With 2 ranks that is the plain sum (a + b = b + a exactly).
+    fn tree_sum_f32(&self, v: &mut [f32]) {
+        if self.size() <= 2 {
+            return self.sum_f32(v);
+        }
+        let mut all = vec![0.0; v.len() * self.size()];
+        self.gather_f32(v, &mut all);
+        tree_over_ranks(&all, v);
+    }
+    fn tree_sum_f64(&self, v: &mut [f64]) {
+        if self.size() <= 2 {
+            return self.sum_f64(v);
+        }
+        let mut all = vec![0.0; v.len() * self.size()];
+        self.gather_f64(v, &mut all);
+        tree_over_ranks(&all, v);
+    }
     /// Rank 0's values, in place.
     fn broadcast_f32(&self, v: &mut [f32]);
     /// Rank 0's bytes (any length), in place.
     fn broadcast_bytes(&self, v: &mut Vec<u8>);
     /// Whether every rank holds the same `value`.
     fn agree(&self, value: u64) -> bool;
+}
+
+/// `v` = the halving-tree sum of the ranks' rows of `all`.
+fn tree_over_ranks<T: Copy + std::ops::AddAssign>(all: &[T], v: &mut [T]) {
+    let mut parts: Vec<Vec<T>> = all.chunks(v.len().max(1)).map(<[T]>::to_vec).collect();
+    crate::par::tree_sum(&mut parts, v.len());
+    if let Some(first) = parts.first() {
+        v.copy_from_slice(first);
+    }
 }
 
 /// One process: every operation is the identity.
@@ -48,6 +83,12 @@ impl Collective for Solo {
     }
     fn sum_f32(&self, _: &mut [f32]) {}
     fn sum_f64(&self, _: &mut [f64]) {}
+    fn gather_f32(&self, v: &[f32], all: &mut [f32]) {
+        all.copy_from_slice(v)
+    }
+    fn gather_f64(&self, v: &[f64], all: &mut [f64]) {
+        all.copy_from_slice(v)
+    }
     fn broadcast_f32(&self, _: &mut [f32]) {}
     fn broadcast_bytes(&self, _: &mut Vec<u8>) {}
     fn agree(&self, _: u64) -> bool {
@@ -105,6 +146,14 @@ impl Collective for Threads {
             *x = all.iter().fold(0.0, |s, r| s + r[i]);
         }
     }
+    fn gather_f32(&self, v: &[f32], all: &mut [f32]) {
+        let got = self.exchange(v.iter().map(|&x| x as f64).collect());
+        all.iter_mut().zip(got.iter().flatten()).for_each(|(a, g)| *a = *g as f32);
+    }
+    fn gather_f64(&self, v: &[f64], all: &mut [f64]) {
+        let got = self.exchange(v.to_vec());
+        all.iter_mut().zip(got.iter().flatten()).for_each(|(a, g)| *a = *g);
+    }
     fn broadcast_f32(&self, v: &mut [f32]) {
         let all = self.exchange(v.iter().map(|&x| x as f64).collect());
         v.iter_mut().zip(&all[0]).for_each(|(x, r)| *x = *r as f32);
@@ -119,12 +168,16 @@ impl Collective for Threads {
     }
 }
 
-/// Synchronised BN through a group: the model's [`ShardSum`] is the group's f64 sum.
-pub struct SyncBn(pub Arc<dyn Collective>);
+/// Synchronised BN through a group: the model's [`ShardSum`] is the group's f64 sum, in the
+/// ranks' tree when `exact` (the shards' sums are subtrees of the batch's: [`crate::par::SumOrder::Leaves`]).
+pub struct SyncBn {
+    pub group: Arc<dyn Collective>,
+    pub exact: bool,
+}
 
 impl ShardSum for SyncBn {
     fn sum(&self, v: &mut [f64]) {
-        self.0.sum_f64(v)
+        if self.exact { self.group.tree_sum_f64(v) } else { self.group.sum_f64(v) }
     }
 }
 
@@ -160,8 +213,10 @@ pub struct ReduceTime {
 }
 
 /// Average `grads` over the group, bucket by bucket (last layers first), with `scratch` holding
-/// one bucket.
-pub fn average_gradients(group: &dyn Collective, grads: &mut [f32], scratch: &mut Vec<f32>) {
+/// one bucket; `exact`: summed in the ranks' tree (each rank's gradients are a subtree of the
+/// batch's, [`crate::par::SumOrder::Leaves`]), so that the average is the single-process gradient
+/// bit for bit (the division by a power-of-two world is exact).
+pub fn average_gradients(group: &dyn Collective, grads: &mut [f32], scratch: &mut Vec<f32>, exact: bool) {
     let w = group.size();
     if w == 1 {
         return;
@@ -171,7 +226,11 @@ pub fn average_gradients(group: &dyn Collective, grads: &mut [f32], scratch: &mu
         let g = &mut grads[r];
         scratch.clear();
         scratch.extend_from_slice(g);
-        group.sum_f32(scratch);
+        if exact {
+            group.tree_sum_f32(scratch)
+        } else {
+            group.sum_f32(scratch)
+        }
         g.iter_mut().zip(scratch.iter()).for_each(|(g, s)| *g = s * scale);
     }
 }
@@ -244,9 +303,33 @@ mod tests {
             let (mut rm, mut rv, mut saved) = (vec![0.0; c], vec![1.0; c], BnSaved::default());
             let mut y = vec![0.0; d.len()];
             let p = BnParams { gamma: &gamma, beta: &beta };
-            bn::forward_train(&p, &mut rm, &mut rv, &mut saved, x, d, Act::Relu, None, &mut y, sync);
+            bn::forward_train(
+                &p,
+                &mut rm,
+                &mut rv,
+                &mut saved,
+                x,
+                d,
+                Act::Relu,
+                None,
+                &mut y,
+                bn::BatchSum { order: Default::default(), shards: sync },
+            );
             let (mut dx, mut dg, mut db) = (vec![0.0; d.len()], vec![0.0; c], vec![0.0; c]);
-            bn::backward(&gamma, &saved, x, d, &y, dy, Act::Relu, &mut dx, &mut dg, &mut db, None, sync);
+            bn::backward(
+                &gamma,
+                &saved,
+                x,
+                d,
+                &y,
+                dy,
+                Act::Relu,
+                &mut dx,
+                &mut dg,
+                &mut db,
+                None,
+                bn::BatchSum { order: Default::default(), shards: sync },
+            );
             (y, dx, rm, rv, dg, db)
         };
         let whole = run(0..n, 1, None);
@@ -257,7 +340,7 @@ mod tests {
                 .map(|g| {
                     s.spawn(move || {
                         let r = g.rank();
-                        let sync = SyncBn(Arc::new(g));
+                        let sync = SyncBn { group: Arc::new(g), exact: false };
                         run(r * n / 2..(r + 1) * n / 2, 2, Some(&sync))
                     })
                 })
@@ -282,10 +365,11 @@ mod tests {
         close(&add(|s| &s.5), &whole.5, "dbeta");
     }
 
-    /// A whole network over a batch split in two shards (ranks as threads) with synchronised BN and
-    /// averaged gradients takes the single-process steps: 12 SGD steps of ResNet-8 on random data,
-    /// every parameter tensor within 1e-5 relative (measured: 2.6e-6 at worst), the running
-    /// statistics too, losses within 1e-6; the shards' weights bit-identical.
+    /// A whole network over a batch split in two shards (ranks as threads) with synchronised BN,
+    /// leaf order and averaged gradients takes the single-process steps bit for bit: 12 SGD steps
+    /// of ResNet-8 on random data, every parameter and running statistic identical after every
+    /// step (the losses, summed across shards in another order, within 1e-6); and in the thread
+    /// order (up to summation order) within 1e-5 relative.
     #[test]
     fn two_shards_with_synchronised_bn_take_the_single_process_steps() {
         use crate::arch::ArchSpec;
@@ -298,13 +382,15 @@ mod tests {
         let batch = |k: usize| (rand_vec(b * per, 100 + k as u64), (0..b).map(|i| ((i * 7 + k) % 10) as u32).collect());
         let batches: Vec<(Vec<f32>, Vec<u32>)> = (0..steps).map(batch).collect();
         // params after each step, loss of each step
-        let train = |rows: Range<usize>, group: Option<Arc<dyn Collective>>| {
+        let train = |rows: Range<usize>, group: Option<Arc<dyn Collective>>, order: crate::par::SumOrder| {
+            let exact = order != crate::par::SumOrder::Threads;
             let mut net = Net::new(&spec, rows.len(), 32, 32, true, 1).unwrap();
+            crate::backend::Backend::set_sum_order(&mut net, order);
             let mut sgd = Sgd::new(net.params().len());
             sgd.momentum = 0.9;
             sgd.weight_decay = 1e-4;
             if let Some(g) = &group {
-                net.set_sync_bn(Some(Arc::new(SyncBn(g.clone()))));
+                net.set_sync_bn(Some(Arc::new(SyncBn { group: g.clone(), exact })));
             }
             let mut out = vec![];
             for (x, y) in &batches {
@@ -314,56 +400,59 @@ mod tests {
                 let mut loss = [l.loss as f64 * rows.len() as f64];
                 if let Some(g) = &group {
                     g.sum_f64(&mut loss);
-                    average_gradients(g.as_ref(), &mut net.grads, &mut vec![]);
+                    average_gradients(g.as_ref(), &mut net.grads, &mut vec![], exact);
                 }
                 net.sgd_step(&mut sgd, 0.1);
                 out.push((loss[0] / b as f64, net.params().to_vec(), net.stats.clone()));
             }
             out
         };
-        let whole = train(0..b, None);
-        let ranks = Threads::group(2);
-        let shards: Vec<_> = std::thread::scope(|s| {
-            let hs: Vec<_> = ranks
-                .into_iter()
-                .map(|g| {
-                    let train = &train;
-                    s.spawn(move || {
-                        let r = g.rank();
-                        train(share(b, r, 2), Some(Arc::new(g)))
+        for order in [crate::par::SumOrder::Leaves { images: 2 }, crate::par::SumOrder::Threads] {
+            let whole = train(0..b, None, order);
+            let ranks = Threads::group(2);
+            let shards: Vec<_> = std::thread::scope(|s| {
+                let hs: Vec<_> = ranks
+                    .into_iter()
+                    .map(|g| {
+                        let train = &train;
+                        s.spawn(move || {
+                            let r = g.rank();
+                            train(share(b, r, 2), Some(Arc::new(g)), order)
+                        })
                     })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let tensors = Net::new(&spec, 1, 32, 32, false, 1).unwrap().plan.params;
-        for k in 0..steps {
-            // per parameter tensor, the worst max|a-b| / max|b|
-            let rel = |a: &[f32], b: &[f32]| {
-                let one = |a: &[f32], b: &[f32]| {
-                    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let tensors = Net::new(&spec, 1, 32, 32, false, 1).unwrap().plan.params;
+            let tol = if order == crate::par::SumOrder::Threads { 1e-5 } else { 0.0 };
+            for k in 0..steps {
+                // per parameter tensor, the worst max|a-b| / max|b|
+                let rel = |a: &[f32], b: &[f32]| {
+                    let one = |a: &[f32], b: &[f32]| {
+                        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                        a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+                    };
+                    if a.len() != tensors.iter().map(|t| t.len).sum::<usize>() {
+                        return one(a, b);
+                    }
+                    tensors.iter().map(|t| one(&a[t.offset..][..t.len], &b[t.offset..][..t.len])).fold(0.0, f32::max)
                 };
-                if a.len() != tensors.iter().map(|t| t.len).sum::<usize>() {
-                    return one(a, b);
+                let (lw, pw, sw) = &whole[k];
+                for sh in &shards {
+                    let (l, p, st) = &sh[k];
+                    assert!((l - lw).abs() <= 1e-6 * lw.abs(), "{order:?} step {k}: loss {l} vs {lw}");
+                    assert!(rel(p, pw) <= tol, "{order:?} step {k}: parameters differ by {} relative", rel(p, pw));
+                    assert!(rel(st, sw) <= tol, "{order:?} step {k}: running statistics differ by {}", rel(st, sw));
                 }
-                tensors.iter().map(|t| one(&a[t.offset..][..t.len], &b[t.offset..][..t.len])).fold(0.0, f32::max)
-            };
-            let (lw, pw, sw) = &whole[k];
-            for sh in &shards {
-                let (l, p, st) = &sh[k];
-                assert!((l - lw).abs() <= 1e-6 * lw.abs(), "step {k}: loss {l} vs {lw}");
-                assert!(rel(p, pw) <= 1e-5, "step {k}: parameters differ by {} relative", rel(p, pw));
-                assert!(rel(st, sw) <= 1e-5, "step {k}: running statistics differ by {} relative", rel(st, sw));
+                assert_eq!(shards[0][k].1, shards[1][k].1, "the shards' weights are bit-identical");
             }
-            assert_eq!(shards[0][k].1, shards[1][k].1, "the shards' weights are bit-identical");
         }
     }
 
     #[test]
     fn one_process_changes_nothing() {
         let mut g = vec![1.0, 2.0];
-        average_gradients(&Solo, &mut g, &mut vec![]);
+        average_gradients(&Solo, &mut g, &mut vec![], false);
         assert_eq!(g, vec![1.0, 2.0]);
         assert_ne!(fingerprint(&[1.0, 2.0]), fingerprint(&[2.0, 1.0]));
     }

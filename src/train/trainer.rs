@@ -19,6 +19,7 @@ use crate::backend::Backend;
 use crate::data::loader::{Batch, Loader};
 use crate::data::source::Slice;
 use crate::optim::Sgd;
+use crate::par::SumOrder;
 use crate::weights::checkpoint::{self, Meta};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -148,8 +149,10 @@ impl<B: Backend> Trainer<B> {
             sgd.trainable = Some(["fc.weight", "fc.bias"].iter().filter_map(|n| backend.param_range(n)).collect());
         }
         let log = if rank == 0 { Some(metrics::Log::open(&dir.join("metrics.jsonl"), meta.iteration)?) } else { None };
+        let exact = matches!(cfg.sum_order(), SumOrder::Leaves { .. });
+        backend.set_sum_order(cfg.sum_order());
         if cfg.sync_bn && world > 1 {
-            backend.set_sync_bn(Some(Arc::new(SyncBn(group.clone()))));
+            backend.set_sync_bn(Some(Arc::new(SyncBn { group: group.clone(), exact })));
         }
         parallel::broadcast_state(group.as_ref(), &mut backend);
         let part = parallel::share(cfg.batch, rank, world);
@@ -244,7 +247,8 @@ impl<B: Backend> Trainer<B> {
         }
         if self.group.size() > 1 {
             let t = Instant::now();
-            parallel::average_gradients(self.group.as_ref(), self.backend.grads_mut(), &mut self.scratch);
+            let exact = matches!(self.cfg.sum_order(), SumOrder::Leaves { .. });
+            parallel::average_gradients(self.group.as_ref(), self.backend.grads_mut(), &mut self.scratch, exact);
             self.reduce_time.seconds += t.elapsed().as_secs_f64();
             self.reduce_time.steps += 1;
         }
