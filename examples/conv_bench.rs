@@ -85,7 +85,9 @@ fn main() {
                 let b = &mut best_of[pi];
                 b[0] = b[0].min(best(1, || c.forward_with(path, &w, &x, xd, &mut y)));
                 b[1] = b[1].min(best(1, || c.backward_data_with(path, &w, &dy, xd, &mut dx, false, &mut wt)));
-                b[2] = b[2].min(best(1, || c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts)));
+                b[2] = b[2].min(best(1, || {
+                    c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts, resnet::par::SumOrder::Threads)
+                }));
             }
         }
         let cell = |t: f64| format!("{:.0} ({:.2})", gf / t, t * 1e3);

@@ -334,7 +334,7 @@ fn check_bn(c: &Case) -> Check {
         let (mut rm, mut rv) = (mean.data.clone(), var.data.clone());
         let (mut saved, mut y) = (BnSaved::default(), vec![0.0; xd.len()]);
         let p = BnParams { gamma, beta: &beta.data };
-        bn::forward_train(&p, &mut rm, &mut rv, &mut saved, &xs, xd, Act::None, None, &mut y, None);
+        bn::forward_train(&p, &mut rm, &mut rv, &mut saved, &xs, xd, Act::None, None, &mut y, bn::BatchSum::default());
         (y, rm, rv, saved.invstd)
     };
     let (mut y, rm, rv, invstd) = train(&gamma.data);

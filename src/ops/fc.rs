@@ -43,7 +43,7 @@ impl Fc {
     ) {
         let n = dy.len() / self.fout;
         let leaves = match order {
-            par::SumOrder::Threads => vec![0..n],
+            par::SumOrder::Threads => std::iter::once(0..n).collect::<Vec<_>>(),
             par::SumOrder::Leaves { .. } => order.parts(n, 1),
         };
         // one task row = one output: its row of dW and its db
