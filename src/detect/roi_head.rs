@@ -98,8 +98,10 @@ pub struct RoiAssignment {
     pub candidates: Vec<Box4>,
     /// Per candidate: its class (>= 1) if foreground, 0 background, -1 ignored.
     pub labels: Vec<i64>,
-    /// Per candidate: the matched ground-truth box for foreground, an index into the `gt` given.
+    /// Per candidate: the matched ground-truth box for foreground, an index into `gt`.
     pub matched: Vec<Option<usize>>,
+    /// The ground-truth boxes given to [`assign_rois`].
+    pub gt: Vec<Box4>,
     /// Ground-truth boxes left out: degenerate (see [`super::rpn::AnchorTargets::ignored_gt`]) or
     /// with a label outside `1..num_classes`.
     pub ignored_gt: usize,
@@ -152,7 +154,7 @@ pub fn assign_rois(
     candidates.extend_from_slice(&gts);
     let n = candidates.len();
     if gts.is_empty() {
-        return RoiAssignment { candidates, labels: vec![0; n], matched: vec![None; n], ignored_gt };
+        return RoiAssignment { candidates, labels: vec![0; n], matched: vec![None; n], gt: gt.to_vec(), ignored_gt };
     }
     let iou = box_iou(&gts, &candidates, cfg.conv);
     let matcher = Matcher { high: cfg.fg_iou, low: cfg.bg_iou_high, allow_low_quality: false };
@@ -170,14 +172,14 @@ pub fn assign_rois(
             _ => labels[p] = -1,
         }
     }
-    RoiAssignment { candidates, labels, matched, ignored_gt }
+    RoiAssignment { candidates, labels, matched, gt: gt.to_vec(), ignored_gt }
 }
 
 impl RoiAssignment {
     /// A balanced sample: at most `batch_per_image` RoIs, at most `positive_fraction` foreground,
     /// drawn from the counter stream `"detect/roi/<seed>/<iteration>/<image>"` (a pure function of
     /// its arguments; torchvision uses `torch.randperm`).
-    pub fn sample(&self, gt: &[Box4], cfg: &HeadConfig, seed: u64, iteration: u64, image: usize) -> RoiSamples {
+    pub fn sample(&self, cfg: &HeadConfig, seed: u64, iteration: u64, image: usize) -> RoiSamples {
         let matches: Vec<Match> = self
             .labels
             .iter()
@@ -191,19 +193,19 @@ impl RoiAssignment {
         let (pos, neg) = sample_stream(&matches, cfg.batch_per_image, cfg.positive_fraction, &stream);
         let mut chosen = [pos, neg].concat();
         chosen.sort_unstable();
-        self.take(&chosen, gt, &cfg.coder())
+        self.take(&chosen, &cfg.coder())
     }
 
     /// The RoIs at `indices` (into `candidates`, kept in the given order) with their labels and
     /// regression targets; an ignored candidate (label -1) is taken as background.
-    pub fn take(&self, indices: &[usize], gt: &[Box4], coder: &BoxCoder) -> RoiSamples {
+    pub fn take(&self, indices: &[usize], coder: &BoxCoder) -> RoiSamples {
         let mut out = RoiSamples::default();
         for &i in indices {
             let roi = self.candidates[i];
             out.rois.push(roi);
             out.labels.push(self.labels[i].max(0) as usize);
             out.regression.push(match self.matched[i] {
-                Some(g) if self.labels[i] > 0 => coder.encode(&gt[g], &roi),
+                Some(g) if self.labels[i] > 0 => coder.encode(&self.gt[g], &roi),
                 _ => [0.0; 4],
             });
         }
@@ -338,5 +340,189 @@ pub fn postprocess_detections(
         boxes: kept.iter().map(|&k| boxes[k]).collect(),
         scores: kept.iter().map(|&k| probs[k]).collect(),
         labels: kept.iter().map(|&k| labels[k]).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::counter_uniform;
+
+    fn tv() -> HeadConfig {
+        HeadConfig::torchvision()
+    }
+
+    #[test]
+    fn assignment_by_hand_both_background_ranges() {
+        let gt = [[0.0, 0.0, 10.0, 10.0]];
+        let props = [
+            [0.0, 0.0, 10.0, 10.0],   // 1.0: class 3
+            [0.0, 0.0, 10.0, 20.0],   // 0.5: foreground (>= 0.5)
+            [0.0, 0.0, 10.0, 25.0],   // 0.4: background
+            [50.0, 50.0, 60.0, 60.0], // 0: background in torchvision, ignored below 0.1 in the paper's
+        ];
+        let a = assign_rois(&props, &gt, &[3], 5, &tv());
+        assert_eq!(a.candidates.len(), 5);
+        assert_eq!(a.candidates[4], gt[0]);
+        assert_eq!(a.labels, vec![3, 3, 0, 0, 3]);
+        assert_eq!(a.matched, vec![Some(0), Some(0), None, None, Some(0)]);
+        let p = assign_rois(&props, &gt, &[3], 5, &HeadConfig::paper());
+        // +1 convention: [0,0,10,20] is 11x21 against 11x11: 121/231 ~ 0.52
+        assert_eq!(p.labels, vec![3, 3, 0, -1, 3]);
+        let s = a.take(&[1, 2], &tv().coder());
+        assert_eq!(s.labels, vec![3, 0]);
+        let r = s.regression[0];
+        // centre y 10 -> 5 over height 20: 10 * (-5/20); h 20 -> 10: 5 * ln(0.5)
+        assert!(r[0] == 0.0 && (r[1] + 2.5).abs() < 1e-6 && r[2] == 0.0 && (r[3] - 5.0 * 0.5f32.ln()).abs() < 1e-6);
+        assert_eq!(s.regression[1], [0.0; 4]);
+    }
+
+    #[test]
+    fn sampling_a_quarter_foreground_in_candidate_order() {
+        let gt = [[0.0, 0.0, 10.0, 10.0]];
+        let props: Vec<Box4> = (0..40).map(|i| if i % 4 == 0 { gt[0] } else { [50.0, 50.0, 60.0, 60.0] }).collect();
+        let cfg = HeadConfig { batch_per_image: 8, ..tv() };
+        let a = assign_rois(&props, &gt, &[1], 2, &cfg);
+        let s = a.sample(&cfg, 3, 1, 0);
+        assert_eq!(s.labels.len(), 8);
+        assert_eq!(s.labels.iter().filter(|&&l| l == 1).count(), 2);
+        assert_eq!(a.sample(&cfg, 3, 1, 0), s);
+        // too few background: all of it, fewer RoIs in all
+        let props = [gt[0]; 5];
+        let s = assign_rois(&props, &gt, &[1], 2, &cfg).sample(&cfg, 3, 1, 0);
+        assert_eq!(s.labels, vec![1, 1]);
+    }
+
+    #[test]
+    fn no_gt_bad_gt_and_no_proposals() {
+        let props = [[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 9.0, 9.0]];
+        let a = assign_rois(&props, &[], &[], 3, &tv());
+        assert_eq!((a.labels.clone(), a.ignored_gt), (vec![0, 0], 0));
+        let s = a.sample(&tv(), 0, 0, 0);
+        assert_eq!(s.labels, vec![0, 0]);
+        // NaN box, empty box, label 0, label beyond K: all ignored; the image is background
+        let gt = [[f32::NAN, 0.0, 1.0, 1.0], [2.0, 2.0, 2.0, 5.0], [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]];
+        let a = assign_rois(&props, &gt, &[1, 1, 0, 3], 3, &tv());
+        assert_eq!((a.labels.clone(), a.ignored_gt), (vec![0, 0], 4));
+        // no proposals: the ground truth itself is the only foreground
+        let a = assign_rois(&[], &gt[2..3], &[2], 3, &tv());
+        assert_eq!(a.labels, vec![2]);
+        let s = a.sample(&tv(), 0, 0, 0);
+        assert_eq!(s.regression, vec![[0.0; 4]]);
+        let l = fastrcnn_loss(&[0.0; 3], &[0.0; 12], &s, 3, tv().beta);
+        assert!((l.classification - 3f32.ln()).abs() < 1e-6 && l.box_reg == 0.0);
+        let empty = fastrcnn_loss(&[], &[], &RoiSamples::default(), 3, tv().beta);
+        assert_eq!((empty.classification, empty.box_reg), (0.0, 0.0));
+    }
+
+    #[test]
+    fn loss_by_hand() {
+        let s = RoiSamples {
+            rois: vec![[0.0; 4]; 2],
+            labels: vec![1, 0],
+            regression: vec![[1.0, 0.0, 0.0, 0.0], [0.0; 4]],
+        };
+        let scores = [0.0, 0.0, 0.0, 0.0];
+        let mut deltas = [0.0; 16];
+        deltas[0] = 5.0; // background class's deltas never count
+        let l = fastrcnn_loss(&scores, &deltas, &s, 2, 1.0);
+        assert!((l.classification - 2f32.ln()).abs() < 1e-6);
+        assert!((l.box_reg - 0.5 / 2.0).abs() < 1e-6); // |0 - 1| >= beta 1: 1 - 0.5; over 2 RoIs
+        assert_eq!(l.d_scores, vec![0.25, -0.25, -0.25, 0.25]);
+        let mut want = [0.0; 16];
+        want[4] = -0.5;
+        assert_eq!(l.d_deltas, want);
+    }
+
+    #[test]
+    fn loss_gradients_match_finite_differences() {
+        let (r, k) = (12, 4);
+        let u = |s: &str, i: usize| counter_uniform(s, i as u64) * 2.0 - 1.0;
+        let scores: Vec<f32> = (0..r * k).map(|i| 2.0 * u("s", i)).collect();
+        let deltas: Vec<f32> = (0..4 * r * k).map(|i| u("d", i)).collect();
+        let s = RoiSamples {
+            rois: vec![[0.0; 4]; r],
+            labels: (0..r).map(|i| i % k).collect(),
+            regression: (0..r).map(|i| [0, 1, 2, 3].map(|c| u("t", 4 * i + c))).collect(),
+        };
+        let beta = 1.0 / 9.0;
+        let l = fastrcnn_loss(&scores, &deltas, &s, k, beta);
+        let h = 1e-2f32;
+        for i in 0..r * k {
+            let f = |v: f32| {
+                let mut x = scores.clone();
+                x[i] = v;
+                fastrcnn_loss(&x, &deltas, &s, k, beta).classification as f64
+            };
+            let fd = (f(scores[i] + h) - f(scores[i] - h)) / (2.0 * h as f64);
+            assert!((fd - l.d_scores[i] as f64).abs() < 1e-4, "score {i}: {fd} vs {}", l.d_scores[i]);
+        }
+        for j in 0..4 * r * k {
+            let (roi, c) = (j / (4 * k), (j % (4 * k)) / 4);
+            if c == s.labels[roi] && c > 0 {
+                let d = deltas[j] - s.regression[roi][j % 4];
+                if (d.abs() - beta).abs() < 2.0 * h {
+                    continue;
+                }
+            }
+            let f = |v: f32| {
+                let mut x = deltas.clone();
+                x[j] = v;
+                fastrcnn_loss(&scores, &x, &s, k, beta).box_reg as f64
+            };
+            let fd = (f(deltas[j] + h) - f(deltas[j] - h)) / (2.0 * h as f64);
+            assert!((fd - l.d_deltas[j] as f64).abs() < 1e-4, "delta {j}: {fd} vs {}", l.d_deltas[j]);
+        }
+    }
+
+    #[test]
+    fn postprocess_by_hand() {
+        let rois = [[10.0, 10.0, 50.0, 50.0], [12.0, 10.0, 52.0, 50.0], [80.0, 80.0, 120.0, 120.0]];
+        // 3 classes (background, 1, 2); RoI 0 class 1, RoI 1 class 1 (lower) and 2, RoI 2 background
+        let ln = |p: f32| p.ln();
+        let scores = [
+            ln(0.1), ln(0.8), ln(0.1), //
+            ln(0.2), ln(0.5), ln(0.3), //
+            ln(0.97), ln(0.02), ln(0.01),
+        ];
+        let d = postprocess_detections(&scores, &[0.0; 36], &rois, 3, 100.0, 100.0, &tv());
+        // RoI 1's class 1 overlaps RoI 0's (IoU 38/42 > 0.5): suppressed; its class 2 stays
+        assert_eq!(d.labels, vec![1, 2]);
+        assert_eq!(d.boxes, vec![rois[0], rois[1]]);
+        assert!((d.scores[0] - 0.8).abs() < 1e-6 && (d.scores[1] - 0.3).abs() < 1e-6);
+        let one = postprocess_detections(&scores, &[0.0; 36], &rois, 3, 100.0, 100.0, &HeadConfig {
+            detections_per_image: 1,
+            ..tv()
+        });
+        assert_eq!(one.labels, vec![1]);
+        // RoI 2 clipped to the image: [80, 80, 100, 100] had it scored
+        let mut s2 = scores;
+        s2[6..9].copy_from_slice(&[0.0, 0.0, 5.0]);
+        let d = postprocess_detections(&s2, &[0.0; 36], &rois, 3, 100.0, 100.0, &tv());
+        assert_eq!(d.boxes[0], [80.0, 80.0, 100.0, 100.0]);
+        // class 1's deltas move only class 1's box
+        let mut deltas = [0.0; 36];
+        deltas[4] = 10.0 * 0.25; // RoI 0, class 1: dx = +0.25 widths
+        let d = postprocess_detections(&scores, &deltas, &rois, 3, 100.0, 100.0, &tv());
+        assert_eq!(d.boxes[0], [20.0, 10.0, 60.0, 50.0]);
+    }
+
+    #[test]
+    fn postprocess_survives_bad_values() {
+        let rois = [[10.0, 10.0, 50.0, 50.0], [200.0, 200.0, 250.0, 250.0]];
+        let mut scores = [0.0, 3.0, f32::NAN, 0.0, 3.0, 1.0];
+        let d = postprocess_detections(&scores, &[0.0; 24], &rois, 3, 100.0, 100.0, &tv());
+        // RoI 0 (NaN) gives nothing; RoI 1 lies outside the image: clipped to nothing, removed
+        assert_eq!(d, Detections::default());
+        scores[2] = 1.0;
+        let mut deltas = [0.0; 24];
+        deltas[6] = f32::NAN;
+        deltas[7] = 1e30;
+        let d = postprocess_detections(&scores, &deltas, &rois, 3, 100.0, 100.0, &tv());
+        assert_eq!(d.labels, vec![2]); // class 1's box is NaN (removed), class 2's is fine
+        let d = postprocess_detections(&scores, &deltas, &rois, 3, 0.5, 100.0, &tv());
+        assert_eq!(d, Detections::default());
+        let d = postprocess_detections(&[], &[], &[], 3, 100.0, 100.0, &tv());
+        assert_eq!(d, Detections::default());
     }
 }
