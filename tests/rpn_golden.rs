@@ -42,7 +42,9 @@ fn boxes(v: &[f32]) -> Vec<Box4> {
 fn hex_f32s(v: &Value) -> Vec<f32> {
     let s = v.as_str().unwrap().as_bytes();
     let byte = |i: usize| u8::from_str_radix(std::str::from_utf8(&s[2 * i..2 * i + 2]).unwrap(), 16).unwrap();
-    (0..s.len() / 8).map(|k| f32::from_le_bytes([byte(4 * k), byte(4 * k + 1), byte(4 * k + 2), byte(4 * k + 3)])).collect()
+    (0..s.len() / 8)
+        .map(|k| f32::from_le_bytes([byte(4 * k), byte(4 * k + 1), byte(4 * k + 2), byte(4 * k + 3)]))
+        .collect()
 }
 
 /// A gradient stored as (n, nonzero indices, values).

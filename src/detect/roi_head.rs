@@ -232,13 +232,7 @@ pub struct HeadLoss {
 /// reduction="sum") / R`. No RoIs: both losses 0 (torchvision: NaN). NaN inputs propagate.
 /// Panics on inconsistent lengths or a label `>= num_classes` (a caller's bug; [`assign_rois`]
 /// only makes labels in range).
-pub fn fastrcnn_loss(
-    scores: &[f32],
-    deltas: &[f32],
-    samples: &RoiSamples,
-    num_classes: usize,
-    beta: f32,
-) -> HeadLoss {
+pub fn fastrcnn_loss(scores: &[f32], deltas: &[f32], samples: &RoiSamples, num_classes: usize, beta: f32) -> HeadLoss {
     let r = samples.labels.len();
     assert_eq!(scores.len(), r * num_classes, "fastrcnn_loss: scores are R x (K+1)");
     assert_eq!(deltas.len(), r * 4 * num_classes, "fastrcnn_loss: deltas are R x 4(K+1)");
@@ -481,19 +475,30 @@ mod tests {
         // 3 classes (background, 1, 2); RoI 0 class 1, RoI 1 class 1 (lower) and 2, RoI 2 background
         let ln = |p: f32| p.ln();
         let scores = [
-            ln(0.1), ln(0.8), ln(0.1), //
-            ln(0.2), ln(0.5), ln(0.3), //
-            ln(0.97), ln(0.02), ln(0.01),
+            ln(0.1),
+            ln(0.8),
+            ln(0.1), //
+            ln(0.2),
+            ln(0.5),
+            ln(0.3), //
+            ln(0.97),
+            ln(0.02),
+            ln(0.01),
         ];
         let d = postprocess_detections(&scores, &[0.0; 36], &rois, 3, 100.0, 100.0, &tv());
         // RoI 1's class 1 overlaps RoI 0's (IoU 38/42 > 0.5): suppressed; its class 2 stays
         assert_eq!(d.labels, vec![1, 2]);
         assert_eq!(d.boxes, vec![rois[0], rois[1]]);
         assert!((d.scores[0] - 0.8).abs() < 1e-6 && (d.scores[1] - 0.3).abs() < 1e-6);
-        let one = postprocess_detections(&scores, &[0.0; 36], &rois, 3, 100.0, 100.0, &HeadConfig {
-            detections_per_image: 1,
-            ..tv()
-        });
+        let one = postprocess_detections(
+            &scores,
+            &[0.0; 36],
+            &rois,
+            3,
+            100.0,
+            100.0,
+            &HeadConfig { detections_per_image: 1, ..tv() },
+        );
         assert_eq!(one.labels, vec![1]);
         // RoI 2 clipped to the image: [80, 80, 100, 100] had it scored
         let mut s2 = scores;

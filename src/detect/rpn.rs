@@ -201,7 +201,13 @@ fn inside(a: &Box4, image_h: f32, image_w: f32, border: f32) -> bool {
 /// so then every anchor with IoU 0 with it becomes positive (matched to its own best box) — the
 /// same in torchvision, Detectron2 and py-faster-rcnn; boxes of a well-formed image always overlap
 /// some anchor, since anchors cover the whole image.
-pub fn match_anchors(anchors: &[Box4], gt: &[Box4], image_h: f32, image_w: f32, cfg: &RpnConfig) -> (Vec<Match>, usize) {
+pub fn match_anchors(
+    anchors: &[Box4],
+    gt: &[Box4],
+    image_h: f32,
+    image_w: f32,
+    cfg: &RpnConfig,
+) -> (Vec<Match>, usize) {
     let usable = usable_gt(gt, cfg.conv);
     let ignored_gt = gt.len() - usable.len();
     let cand: Vec<usize> = match cfg.allowed_border {
@@ -417,12 +423,8 @@ pub fn proposals(
         level_cand.sort_by(|a, b| logits[b.0].partial_cmp(&logits[a.0]).unwrap().then(a.0.cmp(&b.0)));
         level_cand.truncate(p.pre_nms_top_n);
         if !p.filter_before_top_n {
-            level_cand = filter_boxes(
-                level_cand.into_iter().map(|(i, l, _)| (i, l, decoded(i))).collect(),
-                image_h,
-                image_w,
-                p,
-            );
+            level_cand =
+                filter_boxes(level_cand.into_iter().map(|(i, l, _)| (i, l, decoded(i))).collect(), image_h, image_w, p);
         }
         cand.extend(level_cand);
     }
@@ -445,7 +447,12 @@ pub fn proposals(
 }
 
 /// Clips the candidates' boxes to the image and drops those smaller than `min_size`.
-fn filter_boxes(mut cand: Vec<(usize, i64, Box4)>, image_h: f32, image_w: f32, p: &ProposalParams) -> Vec<(usize, i64, Box4)> {
+fn filter_boxes(
+    mut cand: Vec<(usize, i64, Box4)>,
+    image_h: f32,
+    image_w: f32,
+    p: &ProposalParams,
+) -> Vec<(usize, i64, Box4)> {
     let mut b: Vec<Box4> = cand.iter().map(|c| c.2).collect();
     clip(&mut b, image_h, image_w, p.conv);
     for (c, bb) in cand.iter_mut().zip(&b) {
@@ -453,7 +460,6 @@ fn filter_boxes(mut cand: Vec<(usize, i64, Box4)>, image_h: f32, image_w: f32, p
     }
     remove_small(&b, p.min_size, p.conv).into_iter().map(|k| cand[k]).collect()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -521,7 +527,8 @@ mod tests {
     #[test]
     fn border_anchors_are_ignored_in_the_paper_preset() {
         let gt = [[10.0, 10.0, 40.0, 40.0]];
-        let anchors = [[-1.0, 10.0, 40.0, 40.0], [10.0, 10.0, 41.0, 41.0], [0.0, 0.0, 49.0, 49.0], [0.0, 0.0, 50.0, 10.0]];
+        let anchors =
+            [[-1.0, 10.0, 40.0, 40.0], [10.0, 10.0, 41.0, 41.0], [0.0, 0.0, 49.0, 49.0], [0.0, 0.0, 50.0, 10.0]];
         let c = RpnConfig::paper();
         let t = anchor_targets(&anchors, &gt, 50.0, 50.0, &c, 0, 0, 0);
         // anchor 3 reaches x2 = 50 = W: outside (x2 < W + 0 fails)
@@ -652,7 +659,8 @@ mod tests {
 
     #[test]
     fn proposals_clip_remove_small_and_survive_bad_values() {
-        let anchors = [[-20.0, 90.0, 10.0, 120.0], [200.0, 0.0, 210.0, 10.0], [0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 9.0, 9.0]];
+        let anchors =
+            [[-20.0, 90.0, 10.0, 120.0], [200.0, 0.0, 210.0, 10.0], [0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 9.0, 9.0]];
         let mut deltas = vec![0.0; 16];
         let p = run(&anchors, &[4.0, 3.0, 2.0, 1.0], &deltas, &[4], &params(10, 10));
         // clipped to [0, 100]; anchor 1 lies right of the image: zero width, removed
