@@ -106,6 +106,15 @@ impl Preset {
         }
     }
 
+    /// Every anchor of a `feature_h x feature_w` map at this preset's stride, in the RPN head's
+    /// order (`(y * W + x) * A + a`; py-faster-rcnn's `shift_x = arange(W) * feat_stride`, and
+    /// torchvision's `AnchorGenerator`, whose stride is `padded image size // feature size`: 16
+    /// exactly when the batch is padded to a multiple of 16, as its `size_divisible = 32` does).
+    pub fn anchors(&self, feature_h: usize, feature_w: usize) -> Vec<Box4> {
+        let s = self.stride as f32;
+        super::anchors::grid_anchors(&self.cell_anchors(), feature_h, feature_w, s, s)
+    }
+
     /// The convention both halves use.
     pub fn convention(&self) -> Convention {
         self.rpn.conv
@@ -125,6 +134,10 @@ mod tests {
         }
         assert_eq!(Preset::paper().cell_anchors(), crate::detect::anchors::faster_rcnn_anchors());
         assert_eq!(Preset::torchvision().cell_anchors().len(), 15);
+        let a = Preset::paper().anchors(2, 3);
+        assert_eq!(a.len(), 2 * 3 * 9);
+        // cell (1, 2), anchor 4 (ratio 1, scale 16): the legacy [-120, -120, 135, 135] shifted by (32, 16)
+        assert_eq!(a[(3 + 2) * 9 + 4], [-88.0, -104.0, 167.0, 151.0]);
         assert_eq!(Preset::paper().rpn.proposal_params(false, 1.6).min_size, 25.6);
         assert_eq!(Preset::paper().rpn.proposal_params(false, 1.6).post_nms_top_n, 300);
         assert_eq!(Preset::torchvision().rpn.proposal_params(true, 1.6).min_size, 1e-3);

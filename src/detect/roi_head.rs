@@ -85,7 +85,10 @@ impl HeadConfig {
         }
     }
 
-    /// The head's box coder (these weights, clamp log(1000/16), this convention).
+    /// The head's box coder (these weights, clamp log(1000/16) as in [`RpnConfig::coder`], this
+    /// convention).
+    ///
+    /// [`RpnConfig::coder`]: super::rpn::RpnConfig::coder
     pub fn coder(&self) -> BoxCoder {
         BoxCoder { weights: self.box_weights, ..BoxCoder::head(self.conv) }
     }

@@ -117,6 +117,8 @@ impl RpnConfig {
     }
 
     /// The RPN's box coder: weights (1, 1, 1, 1), dw/dh clamp log(1000/16), this config's convention.
+    /// The clamp is torchvision's and Detectron's; py-faster-rcnn's `bbox_transform_inv` has none
+    /// (a width beyond 62.5x the anchor's overflows to inf there), kept in the paper preset too.
     pub fn coder(&self) -> BoxCoder {
         BoxCoder::rpn(self.conv)
     }
@@ -684,6 +686,19 @@ mod tests {
         assert_eq!(p, Proposals::default());
         let p = proposals(&anchors, &[1.0; 4], &[0.0; 16], &[4], f32::NAN, 100.0, &c, &params(10, 10));
         assert_eq!(p, Proposals::default());
+    }
+
+    #[test]
+    fn an_image_smaller_than_its_anchors_gets_clipped_proposals() {
+        // 16 x 12 image, anchors 32..128 around its cell at the origin and one 16 px further
+        let base = super::super::anchors::base_anchors(&[32.0, 64.0, 128.0], &[1.0]);
+        let anchors = super::super::anchors::grid_anchors(&base, 1, 2, 16.0, 16.0);
+        let logits = [3.0, 2.0, 1.0, 0.5, 0.4, 0.3];
+        let c = BoxCoder::rpn(P);
+        let p = proposals(&anchors, &logits, &[0.0; 24], &[6], 12.0, 16.0, &c, &params(10, 10));
+        // every anchor covers the image: all clip to [0, 0, 16, 12] and NMS keeps the first
+        assert_eq!(p.boxes, vec![[0.0, 0.0, 16.0, 12.0]]);
+        assert_eq!(p.scores, vec![sigmoid(3.0) as f32]);
     }
 
     #[test]
