@@ -508,6 +508,10 @@ mod tests {
         s2[6..9].copy_from_slice(&[0.0, 0.0, 5.0]);
         let d = postprocess_detections(&s2, &[0.0; 36], &rois, 3, 100.0, 100.0, &tv());
         assert_eq!(d.boxes[0], [80.0, 80.0, 100.0, 100.0]);
+        // the paper's: clipped to the last pixel (99), the same boxes otherwise
+        let d = postprocess_detections(&s2, &[0.0; 36], &rois, 3, 100.0, 100.0, &HeadConfig::paper());
+        assert_eq!(d.boxes[0], [80.0, 80.0, 99.0, 99.0]);
+        assert_eq!(d.labels, vec![2, 1, 2]);
         // class 1's deltas move only class 1's box
         let mut deltas = [0.0; 36];
         deltas[4] = 10.0 * 0.25; // RoI 0, class 1: dx = +0.25 widths
