@@ -130,7 +130,9 @@ impl BoxCoder {
         let (cx, cy) = (anchor[0] + 0.5 * w, anchor[1] + 0.5 * h);
         let [wx, wy, ww, wh] = self.weights;
         let (dx, dy) = (deltas[0] / wx, deltas[1] / wy);
-        let (dw, dh) = ((deltas[2] / ww).min(self.clamp), (deltas[3] / wh).min(self.clamp));
+        // `if` rather than `f32::min`, which would turn a NaN into the clamp (torch's clamp keeps NaN)
+        let clamp = |d: f32| if d > self.clamp { self.clamp } else { d };
+        let (dw, dh) = (clamp(deltas[2] / ww), clamp(deltas[3] / wh));
         let (pcx, pcy) = (dx * w + cx, dy * h + cy);
         let (pw, ph) = (dw.exp() * w, dh.exp() * h);
         let (hw, hh) = (0.5 * pw, 0.5 * ph);
@@ -190,6 +192,9 @@ mod tests {
             let b = BoxCoder::rpn(conv).decode(&[0.0, 0.0, 100.0, 0.0], &[0.0, 0.0, 9.0, 9.0]);
             let w = conv.width(&b);
             assert!((w - 62.5 * conv.width(&[0.0, 0.0, 9.0, 9.0])).abs() < 1e-2, "{w}");
+            // a NaN stays NaN, as in torch (`f32::min` would have made it the clamp)
+            let b = BoxCoder::rpn(conv).decode(&[0.0, 0.0, f32::NAN, 0.0], &[0.0, 0.0, 9.0, 9.0]);
+            assert!(b[0].is_nan() && b[2].is_nan() && b[1] == 0.0);
         }
     }
 }

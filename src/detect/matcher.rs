@@ -82,12 +82,23 @@ pub fn sample(
     iteration: u64,
     image: usize,
 ) -> (Vec<usize>, Vec<usize>) {
+    sample_stream(matches, per_image, positive_fraction, &format!("detect/sample/{seed}/{iteration}/{image}"))
+}
+
+/// [`sample`] drawing from the named counter stream `stream` (the RPN and the RoI head name their
+/// own, so that their draws for one image and iteration are independent). The number of
+/// positives is `floor(per_image * positive_fraction)` at most, as torchvision's `int(...)`.
+pub fn sample_stream(
+    matches: &[Match],
+    per_image: usize,
+    positive_fraction: f32,
+    stream: &str,
+) -> (Vec<usize>, Vec<usize>) {
     let pos: Vec<usize> = (0..matches.len()).filter(|&i| matches!(matches[i], Match::Gt(_))).collect();
     let neg: Vec<usize> = (0..matches.len()).filter(|&i| matches[i] == Match::Below).collect();
-    let n_pos = ((per_image as f32 * positive_fraction) as usize).min(pos.len());
+    let n_pos = ((per_image as f32 * positive_fraction) as usize).min(pos.len()).min(per_image);
     let n_neg = (per_image - n_pos).min(neg.len());
-    let stream = format!("detect/sample/{seed}/{iteration}/{image}");
-    (choose(pos, n_pos, &stream, 0), choose(neg, n_neg, &stream, 1 << 40))
+    (choose(pos, n_pos, stream, 0), choose(neg, n_neg, stream, 1 << 40))
 }
 
 /// `k` of `items` by a partial Fisher-Yates shuffle over counter draws from `first` on, sorted.

@@ -5,6 +5,8 @@
 //! - `anchors.rs`: torchvision's anchor generator and the nine legacy base anchors of Faster R-CNN.
 //! - `nms.rs`: NMS, per-class (batched) NMS with torchvision's semantics, box voting.
 //! - `roi.rs`: RoIPool and RoIAlign, forward and backward, NHWC, RoIs in parallel.
+//! - `rpn.rs`, `roi_head.rs`, `preset.rs` (part 2, issue 18): the RPN's anchor targets, losses and
+//!   proposals; the head's RoI sampling, losses and detections; the `paper` / `torchvision` presets.
 //! - `matcher.rs`: IoU matcher (thresholds, low-quality matches) and the balanced sampler, drawn from
 //!   the counter-based generator (`rng.rs`) so a run is a function of (seed, iteration).
 //!
@@ -17,7 +19,10 @@ pub mod coco_eval;
 pub mod evaluate;
 pub mod matcher;
 pub mod nms;
+pub mod preset;
 pub mod roi;
+pub mod roi_head;
+pub mod rpn;
 pub mod voc_eval;
 
 /// A box `[x1, y1, x2, y2]`.
