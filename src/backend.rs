@@ -29,6 +29,9 @@ pub trait Backend {
     fn logits(&self, n: usize) -> &[f32];
     /// Loss of the last training forward against `labels`, then backward.
     fn loss_backward(&mut self, labels: &[u32]) -> LossOut;
+    /// [`Backend::loss_backward`], telling `ready(from, &grads[from..])` whenever the gradients
+    /// from parameter `from` on are final (the overlapped all-reduce starts on them).
+    fn loss_backward_with(&mut self, labels: &[u32], ready: &mut dyn FnMut(usize, &[f32])) -> LossOut;
     /// The gradients of the last backward, flat in parameter order (host memory).
     fn grads_mut(&mut self) -> &mut [f32];
     /// The parameters, flat in parameter order (host memory): broadcast from rank 0 in data-parallel runs.
@@ -81,6 +84,11 @@ impl Backend for crate::net::Net {
     fn loss_backward(&mut self, labels: &[u32]) -> LossOut {
         let out = self.loss(labels);
         self.backward(labels.len());
+        out
+    }
+    fn loss_backward_with(&mut self, labels: &[u32], ready: &mut dyn FnMut(usize, &[f32])) -> LossOut {
+        let out = self.loss(labels);
+        self.backward_with(labels.len(), ready);
         out
     }
     fn grads_mut(&mut self) -> &mut [f32] {

@@ -41,8 +41,10 @@ pub struct BenchResult {
     pub world: usize,
     /// time per step averaging the gradients across the processes (includes waiting for the slowest)
     pub allreduce_ms_per_step: f64,
-    /// how much of it ran hidden behind backward (the all-reduce runs after backward: none)
+    /// how much of it ran hidden behind backward (none when the all-reduce follows backward)
     pub allreduce_hidden_ms_per_step: f64,
+    /// whether the all-reduce overlapped backward
+    pub overlap: bool,
     /// milliseconds per step by operation (with profiling on)
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile_ms: Vec<(String, f64)>,
@@ -127,19 +129,20 @@ pub fn run(
     warmup: usize,
     progress: impl FnMut(usize, usize),
 ) -> Result<BenchResult, BuildError> {
-    run_in(spec, batch, size, mode, (steps, warmup), &Solo, progress)
+    run_in(spec, batch, size, mode, (steps, warmup), (&Solo, false), progress)
 }
 
 /// [`run`] on rank `group.rank()` of a data-parallel job: `batch` is the global batch, each rank
-/// computes `batch / world` images and the gradients are averaged across the ranks after backward
-/// (timed apart). The result is the job's: img/s of the global batch.
+/// computes `batch / world` images and the gradients are averaged across the ranks, overlapped
+/// with backward if `overlap` (and the transport can), else after it. The result is the job's:
+/// img/s of the global batch, the all-reduce's time and how much of it backward hid.
 pub fn run_in(
     spec: &ArchSpec,
     global: usize,
     size: usize,
     mode: Mode,
     (steps, warmup): (usize, usize),
-    group: &dyn Collective,
+    (group, overlap): (&dyn Collective, bool),
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BenchResult, BuildError> {
     let world = group.size();
@@ -160,16 +163,32 @@ pub fn run_in(
         (0..batch).map(|i| (counter_uniform("bench/labels", i as u64) * spec.classes as f32) as u32).collect();
     let mut sgd = if train { Some(Sgd::new(n_params)) } else { None };
     let mut times = Vec::with_capacity(steps);
-    let (mut reduce, mut scratch) = (0.0f64, vec![]);
+    let mut reduce = parallel::ReduceTime::default();
+    let mut scratch = vec![];
+    let mut background = if overlap && train && world > 1 { group.overlap(false) } else { None };
     for s in 0..warmup + steps {
         let t = Instant::now();
         net.forward(batch, train);
         if let Some(sgd) = sgd.as_mut() {
-            net.loss_backward(&labels);
-            let r = Instant::now();
-            parallel::average_gradients(group, net.grads_mut(), &mut scratch, false);
+            let (busy, exposed) = match background.as_mut() {
+                Some(b) => {
+                    let mut pending = b.step(n_params, world);
+                    net.loss_backward_with(&labels, &mut |from, tail| pending.ready(from, tail));
+                    pending.finish(net.grads_mut())
+                }
+                None => {
+                    net.loss_backward(&labels);
+                    let r = Instant::now();
+                    if world > 1 {
+                        parallel::average_gradients(group, net.grads_mut(), &mut scratch, false);
+                    }
+                    let e = r.elapsed().as_secs_f64();
+                    (e, e)
+                }
+            };
             if s >= warmup {
-                reduce += r.elapsed().as_secs_f64();
+                reduce.busy += busy;
+                reduce.exposed += exposed;
             }
             net.sgd_step(sgd, 0.01);
         }
@@ -202,8 +221,9 @@ pub fn run_in(
         gflops: macs * 2.0 * if train { 3.0 } else { 1.0 } * img_per_s / 1e9,
         peak_rss_mib: peak_rss_mib(),
         world,
-        allreduce_ms_per_step: reduce * 1e3 / steps.max(1) as f64,
-        allreduce_hidden_ms_per_step: 0.0,
+        allreduce_ms_per_step: reduce.busy * 1e3 / steps.max(1) as f64,
+        overlap: background.is_some(),
+        allreduce_hidden_ms_per_step: (reduce.busy - reduce.exposed).max(0.0) * 1e3 / steps.max(1) as f64,
         profile_ms: crate::profile::take()
             .into_iter()
             .filter(|(_, s)| *s > 0.0)

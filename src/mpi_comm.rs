@@ -5,7 +5,7 @@
 //! A transport error aborts the job (MPI's default error handler), and a command that fails on one
 //! rank calls [`abort`] so that the others do not wait forever in a collective.
 
-use crate::train::parallel::Collective;
+use crate::train::parallel::{Collective, Overlap};
 use mpi::collective::SystemOperation;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -26,10 +26,16 @@ pub struct Session {
 pub fn init() -> anyhow::Result<Session> {
     // collectives are called from one thread at a time, not always the main one (BN's sums run
     // where the network's forward runs)
-    let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+    // (and the overlapped gradient all-reduce calls them from a thread of its own, on a
+    // communicator of its own, at the same time: that needs MPI_THREAD_MULTIPLE)
+    let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)
         .ok_or_else(|| anyhow::anyhow!("MPI was initialised already"))?;
+    if level < mpi::Threading::Serialized {
+        anyhow::bail!("this MPI library cannot be called from more than one thread ({level:?})");
+    }
     let world = universe.world();
-    let group = Mpi { rank: world.rank() as usize, size: world.size() as usize };
+    let group =
+        Mpi { rank: world.rank() as usize, size: world.size() as usize, multiple: level == mpi::Threading::Multiple };
     Ok(Session { _universe: universe, group: std::sync::Arc::new(group) })
 }
 
@@ -42,6 +48,16 @@ pub fn abort(code: i32) -> ! {
 pub struct Mpi {
     rank: usize,
     size: usize,
+    /// MPI_THREAD_MULTIPLE: a second thread may run collectives (on its own communicator)
+    multiple: bool,
+}
+
+/// Element-wise sum over `comm`'s processes, in place.
+fn sum_on<T: Equivalence + Copy>(comm: &impl Communicator, v: &mut [T]) {
+    for piece in v.chunks_mut(PIECE) {
+        let send = piece.to_vec();
+        comm.all_reduce_into(&send[..], piece, SystemOperation::sum());
+    }
 }
 
 fn world() -> SimpleCommunicator {
@@ -59,16 +75,10 @@ impl Collective for Mpi {
         self.size
     }
     fn sum_f32(&self, v: &mut [f32]) {
-        for piece in v.chunks_mut(PIECE) {
-            let send = piece.to_vec();
-            world().all_reduce_into(&send[..], piece, SystemOperation::sum());
-        }
+        sum_on(&world(), v)
     }
     fn sum_f64(&self, v: &mut [f64]) {
-        for piece in v.chunks_mut(PIECE) {
-            let send = piece.to_vec();
-            world().all_reduce_into(&send[..], piece, SystemOperation::sum());
-        }
+        sum_on(&world(), v)
     }
     fn gather_f32(&self, v: &[f32], all: &mut [f32]) {
         world().all_gather_into(v, all);
@@ -92,6 +102,26 @@ impl Collective for Mpi {
         for piece in v.chunks_mut(PIECE) {
             root.broadcast_into(piece);
         }
+    }
+    fn overlap(&self, exact: bool) -> Option<Overlap> {
+        if !self.multiple {
+            return None;
+        }
+        let size = self.size;
+        Some(Overlap::spawn(move || {
+            // MPI_Comm_dup is collective over the world: every rank's main thread waits here
+            // (Overlap::spawn returns once this has run), so no other world collective interleaves
+            let comm = world().duplicate();
+            Box::new(move |v: &mut [f32]| {
+                if exact && size > 2 {
+                    let mut all = vec![0.0f32; v.len() * size];
+                    comm.all_gather_into(&*v, &mut all[..]);
+                    crate::train::parallel::tree_over_ranks(&all, v);
+                } else {
+                    sum_on(&comm, v)
+                }
+            })
+        }))
     }
     fn agree(&self, value: u64) -> bool {
         let (mut lo, mut hi) = (0u64, 0u64);

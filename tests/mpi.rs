@@ -132,7 +132,8 @@ fn losses(run: &Path) -> Vec<f64> {
 /// in leaf order (`par::SumOrder::Leaves`), so after 20 steps every parameter, running statistic and
 /// the momentum are within 1e-5 relative (max|a-b| / max|b| per tensor: measured 0, bit-identical),
 /// and so are the losses of every step (the reported loss is a mean taken per rank, then summed:
-/// measured 1e-7). A one-process run on 2 threads is bit-identical too, and a 2-rank run stopped at
+/// measured 1e-7). A 2-rank run with the all-reduce overlapped with backward and a one-process run on
+/// 2 threads are bit-identical too, and a 2-rank run stopped at
 /// 10 and resumed on one process continues within the same tolerance (measured 0).
 #[test]
 fn sync_bn_two_ranks_compute_the_single_process_steps() {
@@ -160,6 +161,10 @@ fn sync_bn_two_ranks_compute_the_single_process_steps() {
     let gap = loss_gap(&l2, &l1);
     eprintln!("losses over 20 steps: 2 ranks vs 1 process {gap:e} (worst, relative)");
     assert!(gap <= 1e-5, "losses differ by {gap:e} relative");
+    // the all-reduce overlapped with backward: the same bits
+    let overlapped = tmp("mpi-overlap");
+    ok(2, &strs(&args(&overlapped, &["--stop-at", "20", "--overlap"])));
+    assert_close(&tensors(&overlapped), &b, 0.0, "2 ranks, all-reduce overlapped with backward");
     // one process on 2 threads: the same bits
     let threads = tmp("mpi-threads");
     let mut cmd = Command::new(BIN);

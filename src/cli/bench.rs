@@ -43,6 +43,10 @@ pub struct Args {
     /// Also time each kind of operation (adds a little overhead) and print ms per step for each
     #[arg(long)]
     profile: bool,
+    /// Under mpiexec: overlap the gradient all-reduce with backward (a thread per rank) instead of
+    /// running it after backward
+    #[arg(long)]
+    overlap: bool,
     /// Measure the CPU's fp32 FMA peak instead (a bare loop of independent
     /// 512-bit FMAs on one thread and on every thread) and print it
     #[arg(long)]
@@ -93,7 +97,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let group: &dyn crate::train::Collective = &crate::train::Solo;
     let lead = group.rank() == 0;
     let show = lead && !a.json && std::io::stderr().is_terminal();
-    let r = bench::run_in(&spec, a.batch, size, mode, (a.steps, a.warmup), group, |s, n| {
+    let r = bench::run_in(&spec, a.batch, size, mode, (a.steps, a.warmup), (group, a.overlap), |s, n| {
         if show {
             eprint!("\rstep {s}/{n}");
         }

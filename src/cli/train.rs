@@ -156,6 +156,10 @@ pub struct Args {
     /// run that may resume with another process count
     #[arg(long, conflicts_with = "resume")]
     sync_bn: bool,
+    /// Under mpiexec: overlap the gradient all-reduce with backward (a thread per process; pays
+    /// where a core is free for it, docs/SCALING.md). Results are the same either way
+    #[arg(long)]
+    overlap: bool,
     /// Accept official CIFAR file names holding fewer records than the official counts (subsets, tests)
     #[arg(long, hide = true)]
     lenient_counts: bool,
@@ -210,9 +214,14 @@ impl Args {
 
 /// Train the opened run until `stop_at`; print its notes and progress unless `quiet`; stop (with a
 /// checkpoint) on a stop signal.
-fn train(opened: Opened, stop_at: Option<u64>, quiet: bool) -> Result<(PathBuf, TrainConfig, train::Outcome)> {
+fn train(
+    opened: Opened,
+    stop_at: Option<u64>,
+    (quiet, overlap): (bool, bool),
+) -> Result<(PathBuf, TrainConfig, train::Outcome)> {
     let Opened { mut trainer, notes } = opened;
     trainer.set_check_ranks(std::env::var_os("RESNET_CHECK_RANKS").is_some_and(|v| v == "1"));
+    trainer.set_overlap(overlap);
     if !quiet {
         for n in &notes {
             eprintln!("note: {n}");
@@ -350,7 +359,7 @@ fn run_in(mut a: Args, group: Arc<dyn Collective>) -> Result<()> {
                 );
             }
             let cadence = Cadence { log_every: a.log_every, ckpt_every: a.ckpt_every, keep: a.keep };
-            train(train::resume_in(d, &cadence, group)?, a.stop_at, a.quiet)?
+            train(train::resume_in(d, &cadence, group)?, a.stop_at, (a.quiet, a.overlap))?
         }
         None => {
             let Some(out) = &a.out else { bail!("--out is required for a new run") };
@@ -362,7 +371,7 @@ fn run_in(mut a: Args, group: Arc<dyn Collective>) -> Result<()> {
             if cfg.recipe.is_some() && !a.quiet {
                 eprintln!("computing the mean image over a sample of the training images ...");
             }
-            train(train::start_in(out, cfg, group)?, a.stop_at, a.quiet)?
+            train(train::start_in(out, cfg, group)?, a.stop_at, (a.quiet, a.overlap))?
         }
     };
     if rank == 0 {

@@ -155,6 +155,12 @@ impl Net {
     /// Backward through the last training forward of `n` images, from the
     /// gradient [`Net::loss`] left at the logits. Fills `self.grads`.
     pub fn backward(&mut self, n: usize) {
+        self.backward_with(n, &mut |_, _| {})
+    }
+
+    /// [`Net::backward`], telling `ready(from, &grads[from..])` after each block that the
+    /// gradients from parameter `from` on are final (the overlapped all-reduce starts on them).
+    pub fn backward_with(&mut self, n: usize, ready: &mut dyn FnMut(usize, &[f32])) {
         assert!(self.train, "backward on a net built for inference");
         let Net {
             plan,
@@ -206,6 +212,8 @@ impl Net {
             let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
             block_backward(&plan.blocks[i], &blocks[i], (params, sync), grads, x, n, gy, gx, &mut s);
             std::mem::swap(&mut iy, &mut ix);
+            let from = plan.blocks[i].first_param();
+            ready(from, &grads[from..]);
         }
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });

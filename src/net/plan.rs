@@ -82,6 +82,18 @@ pub struct BlockPlan {
     pub yd: Dims,
 }
 
+impl BlockPlan {
+    /// The block's first parameter in the flat order (its parameters and every later block's
+    /// follow it): the smallest offset of its units' and projection's weights.
+    pub fn first_param(&self) -> usize {
+        let proj = match &self.shortcut {
+            ShortcutPlan::Proj(u) => Some(u.w),
+            _ => None,
+        };
+        self.units.iter().map(|u| u.w).chain(proj).min().unwrap_or(0)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub spec: ArchSpec,

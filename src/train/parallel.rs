@@ -60,10 +60,107 @@ pub trait Collective: Send + Sync {
     fn broadcast_bytes(&self, v: &mut Vec<u8>);
     /// Whether every rank holds the same `value`.
     fn agree(&self, value: u64) -> bool;
+    /// A sum over the same ranks on a thread of its own, for the gradient all-reduce overlapped
+    /// with backward (in the ranks' tree when `exact`). Every rank calls this at the same point.
+    /// None: the transport cannot (then the all-reduce follows backward).
+    fn overlap(&self, exact: bool) -> Option<Overlap> {
+        let _ = exact;
+        None
+    }
+}
+
+/// The gradient all-reduce overlapped with backward (Horovod's and PyTorch DDP's design): a thread
+/// of its own sums each bucket as soon as backward has finished its layers, on a second channel
+/// between the same ranks, while backward goes on with the earlier layers; the step waits only for
+/// what is left when backward ends. The sums are the same function of the ranks' values as after
+/// backward, so results do not change.
+pub struct Overlap {
+    jobs: Option<std::sync::mpsc::Sender<Vec<f32>>>,
+    done: std::sync::mpsc::Receiver<(Vec<f32>, f64)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Overlap {
+    /// Start the thread: `make` runs on it (an MPI transport opens its channel there) and returns
+    /// the sum it applies to every bucket. Returns once `make` has returned on this rank.
+    pub fn spawn(make: impl FnOnce() -> Box<dyn FnMut(&mut [f32])> + Send + 'static) -> Overlap {
+        let (jobs, inbox) = std::sync::mpsc::channel::<Vec<f32>>();
+        let (outbox, done) = std::sync::mpsc::channel();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("allreduce".into())
+            .spawn(move || {
+                let mut sum = make();
+                let _ = ready_tx.send(());
+                for mut v in inbox {
+                    let t = std::time::Instant::now();
+                    sum(&mut v);
+                    if outbox.send((v, t.elapsed().as_secs_f64())).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the all-reduce thread");
+        let _ = ready.recv();
+        Overlap { jobs: Some(jobs), done, thread: Some(thread) }
+    }
+
+    /// One step's all-reduce of `n` gradients, divided by `world`.
+    pub fn step(&mut self, n: usize, world: usize) -> OverlapStep<'_> {
+        OverlapStep {
+            overlap: self,
+            buckets: buckets(n, FIRST_BUCKET_BYTES, BUCKET_BYTES),
+            sent: 0,
+            scale: 1.0 / world as f32,
+        }
+    }
+}
+
+impl Drop for Overlap {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The buckets of one step: sent as backward finishes them, last layers first.
+pub struct OverlapStep<'a> {
+    overlap: &'a mut Overlap,
+    buckets: Vec<Range<usize>>,
+    sent: usize,
+    scale: f32,
+}
+
+impl OverlapStep<'_> {
+    /// The gradients from `from` on are final (`tail` = grads[from..]): every bucket inside them
+    /// goes to the all-reduce thread.
+    pub fn ready(&mut self, from: usize, tail: &[f32]) {
+        while let Some(b) = self.buckets.get(self.sent).filter(|b| b.start >= from) {
+            let jobs = self.overlap.jobs.as_ref().expect("open until dropped");
+            let _ = jobs.send(tail[b.start - from..b.end - from].to_vec());
+            self.sent += 1;
+        }
+    }
+
+    /// After backward: send what is left, wait for every bucket and write the averages into
+    /// `grads`. Returns (seconds the thread spent summing, seconds this call waited).
+    pub fn finish(mut self, grads: &mut [f32]) -> (f64, f64) {
+        self.ready(0, grads);
+        let t = std::time::Instant::now();
+        let mut busy = 0.0;
+        for b in &self.buckets {
+            let (v, s) = self.overlap.done.recv().expect("the all-reduce thread ended (a rank failed)");
+            grads[b.clone()].iter_mut().zip(&v).for_each(|(g, s)| *g = s * self.scale);
+            busy += s;
+        }
+        (busy, t.elapsed().as_secs_f64())
+    }
 }
 
 /// `v` = the halving-tree sum of the ranks' rows of `all`.
-fn tree_over_ranks<T: Copy + std::ops::AddAssign>(all: &[T], v: &mut [T]) {
+pub(crate) fn tree_over_ranks<T: Copy + std::ops::AddAssign>(all: &[T], v: &mut [T]) {
     let mut parts: Vec<Vec<T>> = all.chunks(v.len().max(1)).map(<[T]>::to_vec).collect();
     crate::par::tree_sum(&mut parts, v.len());
     if let Some(first) = parts.first() {
@@ -101,6 +198,8 @@ impl Collective for Solo {
 pub struct Threads {
     rank: usize,
     shared: Arc<Shared>,
+    /// the second channel of [`Collective::overlap`]
+    background: Arc<Shared>,
 }
 
 struct Shared {
@@ -112,9 +211,11 @@ struct Shared {
 impl Threads {
     /// The `n` ranks of a new group, one per thread to be.
     pub fn group(n: usize) -> Vec<Threads> {
-        let shared =
-            Arc::new(Shared { n, barrier: std::sync::Barrier::new(n), slots: std::sync::Mutex::new(vec![vec![]; n]) });
-        (0..n).map(|rank| Threads { rank, shared: shared.clone() }).collect()
+        let shared = || {
+            Arc::new(Shared { n, barrier: std::sync::Barrier::new(n), slots: std::sync::Mutex::new(vec![vec![]; n]) })
+        };
+        let (shared, background) = (shared(), shared());
+        (0..n).map(|rank| Threads { rank, shared: shared.clone(), background: background.clone() }).collect()
     }
 
     /// Every rank's `mine`, in rank order.
@@ -166,6 +267,13 @@ impl Collective for Threads {
         let all = self.exchange(vec![f64::from_bits(value)]);
         all.iter().all(|r| r[0].to_bits() == value)
     }
+    fn overlap(&self, exact: bool) -> Option<Overlap> {
+        let (rank, background) = (self.rank, self.background.clone());
+        Some(Overlap::spawn(move || {
+            let t = Threads { rank, shared: background.clone(), background };
+            Box::new(move |v: &mut [f32]| if exact { t.tree_sum_f32(v) } else { t.sum_f32(v) })
+        }))
+    }
 }
 
 /// Synchronised BN through a group: the model's [`ShardSum`] is the group's f64 sum, in the
@@ -184,14 +292,19 @@ impl ShardSum for SyncBn {
 /// Gradient bucket size: PyTorch DDP's default, 25 MB.
 pub const BUCKET_BYTES: usize = 25 << 20;
 
-/// The buckets of `n` gradient values: ranges of at most `bytes / 4` values, from the end of the
-/// flat order (the last layers, whose gradients backward produces first) to its start.
-pub fn buckets(n: usize, bytes: usize) -> Vec<Range<usize>> {
-    let per = (bytes / 4).max(1);
+/// The first bucket (the last layers'), smaller so that the all-reduce starts early in backward:
+/// PyTorch DDP's 1 MB.
+pub const FIRST_BUCKET_BYTES: usize = 1 << 20;
+
+/// The buckets of `n` gradient values: ranges from the end of the flat order (the last layers,
+/// whose gradients backward produces first) to its start, the first of at most `first / 4`
+/// values, the others of at most `bytes / 4`.
+pub fn buckets(n: usize, first: usize, bytes: usize) -> Vec<Range<usize>> {
     let mut v = vec![];
     let mut end = n;
     while end > 0 {
-        let start = end.saturating_sub(per);
+        let per = if v.is_empty() { first } else { bytes } / 4;
+        let start = end.saturating_sub(per.max(1));
         v.push(start..end);
         end = start;
     }
@@ -205,11 +318,20 @@ pub fn share(n: usize, rank: usize, world: usize) -> Range<usize> {
     start..start + q + usize::from(rank < r)
 }
 
-/// Time spent in the gradient all-reduce (seconds), for the bench.
+/// Time of the gradient all-reduce, for the bench: `busy` seconds summing, of which `exposed`
+/// seconds the steps waited for (the rest was hidden behind backward), over `steps` steps.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReduceTime {
-    pub seconds: f64,
+    pub busy: f64,
+    pub exposed: f64,
     pub steps: u64,
+}
+
+impl ReduceTime {
+    /// The share of the all-reduce hidden behind backward (0 when it follows backward).
+    pub fn hidden(&self) -> f64 {
+        if self.busy > 0.0 { (1.0 - self.exposed / self.busy).max(0.0) } else { 0.0 }
+    }
 }
 
 /// Average `grads` over the group, bucket by bucket (last layers first), with `scratch` holding
@@ -222,7 +344,7 @@ pub fn average_gradients(group: &dyn Collective, grads: &mut [f32], scratch: &mu
         return;
     }
     let scale = 1.0 / w as f32;
-    for r in buckets(grads.len(), BUCKET_BYTES) {
+    for r in buckets(grads.len(), FIRST_BUCKET_BYTES, BUCKET_BYTES) {
         let g = &mut grads[r];
         scratch.clear();
         scratch.extend_from_slice(g);
@@ -261,10 +383,11 @@ mod tests {
 
     #[test]
     fn buckets_cover_the_gradients_last_layers_first() {
-        let b = buckets(10, 16);
+        let b = buckets(10, 16, 16);
         assert_eq!(b, vec![6..10, 2..6, 0..2]);
-        assert_eq!(buckets(0, 16), Vec::<Range<usize>>::new());
-        assert_eq!(buckets(3, BUCKET_BYTES), vec![0..3]);
+        assert_eq!(buckets(10, 8, 16), vec![8..10, 4..8, 0..4]);
+        assert_eq!(buckets(0, 16, 16), Vec::<Range<usize>>::new());
+        assert_eq!(buckets(3, FIRST_BUCKET_BYTES, BUCKET_BYTES), vec![0..3]);
     }
 
     #[test]
@@ -446,6 +569,43 @@ mod tests {
                 }
                 assert_eq!(shards[0][k].1, shards[1][k].1, "the shards' weights are bit-identical");
             }
+        }
+    }
+
+    /// The overlapped all-reduce (buckets sent as "backward" finishes them, summed on a thread of
+    /// each rank's own) gives the bits of the all-reduce after backward, in both sum orders.
+    #[test]
+    fn the_overlapped_all_reduce_is_the_all_reduce() {
+        use crate::testutil::rand_vec;
+        let n = FIRST_BUCKET_BYTES / 4 + 1000; // two buckets
+        for exact in [false, true] {
+            let ranks = Threads::group(2);
+            let results: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+                let hs: Vec<_> = ranks
+                    .into_iter()
+                    .map(|g| {
+                        s.spawn(move || {
+                            let grads = rand_vec(n, 40 + g.rank() as u64);
+                            let mut after = grads.clone();
+                            average_gradients(&g, &mut after, &mut vec![], exact);
+                            let mut overlap = g.overlap(exact).expect("threads overlap");
+                            let mut pending = overlap.step(n, 2);
+                            // "backward" finishes the last layers first
+                            for from in [n - 10, n - FIRST_BUCKET_BYTES / 4, 500, 0] {
+                                pending.ready(from, &grads[from..]);
+                            }
+                            let mut overlapped = grads.clone();
+                            pending.finish(&mut overlapped);
+                            (after, overlapped)
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for (after, overlapped) in &results {
+                assert!(after == overlapped, "exact {exact}: the overlapped all-reduce differs");
+            }
+            assert!(results[0].0 == results[1].0, "the ranks agree");
         }
     }
 

@@ -88,6 +88,8 @@ pub struct Trainer<B: Backend> {
     /// compare the ranks' weights after every step (a bug check; costs a hash and an all-reduce)
     check_ranks: bool,
     reduce_time: parallel::ReduceTime,
+    /// the all-reduce thread, when the gradient all-reduce overlaps backward
+    overlap: Option<parallel::Overlap>,
 }
 
 impl<B: Backend> Trainer<B> {
@@ -172,12 +174,25 @@ impl<B: Backend> Trainer<B> {
             stop_agreed: false,
             check_ranks: false,
             reduce_time: Default::default(),
+            overlap: None,
         })
     }
 
     /// Compare the ranks' weights (a 64-bit hash) after every step: a run whose ranks diverged stops.
     pub fn set_check_ranks(&mut self, on: bool) {
         self.check_ranks = on;
+    }
+
+    /// Overlap the gradient all-reduce with backward, on a thread of each rank's own, where the
+    /// transport can (results are the same either way). Off by default: the thread competes with
+    /// backward for the cores, which on a machine whose cores all compute costs more than it
+    /// hides (docs/SCALING.md). Every rank calls this alike.
+    pub fn set_overlap(&mut self, on: bool) {
+        self.overlap = if on && self.group.size() > 1 {
+            self.group.overlap(matches!(self.cfg.sum_order(), SumOrder::Leaves { .. }))
+        } else {
+            None
+        };
     }
 
     /// Time spent averaging gradients across the ranks so far.
@@ -237,20 +252,36 @@ impl<B: Backend> Trainer<B> {
         let n = batch.labels.len();
         b.input_mut()[..batch.x.len()].copy_from_slice(&batch.x);
         b.forward(n, true);
-        let mut out = b.loss_backward(&batch.labels);
+        let world = self.group.size();
+        // with the overlap, buckets go to the all-reduce thread as backward finishes them
+        let (mut out, pending) = match self.overlap.as_mut() {
+            Some(ov) => {
+                let mut pending = ov.step(b.param_count(), world);
+                let out = b.loss_backward_with(&batch.labels, &mut |from, tail| pending.ready(from, tail));
+                (out, Some(pending))
+            }
+            None => (b.loss_backward(&batch.labels), None),
+        };
         // the global batch's loss and errors, and whether any rank was asked to stop
         let mut tally = [out.loss as f64 * n as f64, out.errors as f64, n as f64, f64::from(u8::from(self.stop_vote))];
         self.group.sum_f64(&mut tally);
         (out.loss, out.errors, self.stop_agreed) = ((tally[0] / tally[2]) as f32, tally[1] as usize, tally[3] > 0.0);
-        if !out.loss.is_finite() {
-            bail!("the loss is not finite at iteration {it} (lr {lr}); the run stops here, {}", self.kept());
-        }
-        if self.group.size() > 1 {
+        if let Some(p) = pending {
+            let (busy, waited) = p.finish(self.backend.grads_mut());
+            self.reduce_time.busy += busy;
+            self.reduce_time.exposed += waited;
+            self.reduce_time.steps += 1;
+        } else if world > 1 {
             let t = Instant::now();
             let exact = matches!(self.cfg.sum_order(), SumOrder::Leaves { .. });
             parallel::average_gradients(self.group.as_ref(), self.backend.grads_mut(), &mut self.scratch, exact);
-            self.reduce_time.seconds += t.elapsed().as_secs_f64();
+            let s = t.elapsed().as_secs_f64();
+            self.reduce_time.busy += s;
+            self.reduce_time.exposed += s;
             self.reduce_time.steps += 1;
+        }
+        if !out.loss.is_finite() {
+            bail!("the loss is not finite at iteration {it} (lr {lr}); the run stops here, {}", self.kept());
         }
         if let Some(hook) = &mut self.hook {
             hook(self.backend.grads_mut())?;
