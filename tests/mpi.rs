@@ -262,6 +262,43 @@ fn a_failing_or_killed_rank_ends_the_job() {
     assert_eq!(after, done + 5);
 }
 
+/// Ctrl-C on mpiexec (SIGINT to the launcher, as a terminal sends it): mpiexec forwards it to the
+/// ranks, they agree on the iteration to stop at, rank 0 writes a resumable checkpoint, and every
+/// rank exits as a single process does since the signal-handling issue, 130 (128 + SIGINT). MPICH's
+/// mpiexec then reports 130 or 0 (both seen with the same binary, a race inside the launcher; the
+/// MPI issue's text said 0). The run then resumes on 2 ranks.
+#[test]
+fn ctrl_c_on_mpiexec_checkpoints_and_the_run_resumes() {
+    use std::os::unix::process::CommandExt;
+    let data = data_dir("mpi-ctrlc");
+    let run = tmp("mpi-ctrlc-run");
+    let r = run.to_str().unwrap();
+    let mut cmd = Command::new("mpiexec");
+    cmd.args(["-n", "2", BIN, "train", "--arch", "resnet8", "--data", data.to_str().unwrap(), "--out", r])
+        .args(["--iters", "100000", "--batch", "16", "--log-every", "5", "--quiet"])
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = cmd.spawn().expect("start mpiexec");
+    let t = Instant::now();
+    while !run.join("metrics.jsonl").exists() || losses(&run).len() < 2 {
+        assert!(t.elapsed() < LIMIT, "no training step was logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) on our child, the launcher
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(matches!(out.status.code(), Some(130) | Some(0)), "{:?}: {so}{se}", out.status);
+    assert!(so.contains("interrupted (resumable) at iteration"), "{so}{se}");
+    let done = resnet::weights::checkpoint::read(&run.join("last.safetensors")).unwrap().meta.iteration;
+    assert!(done > 0 && done < 100000, "{done}");
+    ok(2, &["train", "--resume", r, "--quiet", "--stop-at", &(done + 5).to_string()]);
+    let after = resnet::weights::checkpoint::read(&run.join("last.safetensors")).unwrap().meta.iteration;
+    assert_eq!(after, done + 5);
+}
+
 /// The pid of the `resnet` process of rank `rank` training `run` (PMI_RANK in its environment).
 fn rank_pid(run: &Path, rank: usize) -> Option<i32> {
     let want = format!("PMI_RANK={rank}");
