@@ -13,6 +13,7 @@
 
 mod backward;
 mod forward;
+pub mod part;
 
 pub mod plan;
 
