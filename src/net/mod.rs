@@ -14,8 +14,8 @@
 mod backward;
 mod forward;
 pub mod part;
-
 pub mod plan;
+pub mod predictor;
 
 use crate::arch::ArchSpec;
 use crate::kernels::KernelPath;

@@ -526,6 +526,23 @@ impl Part {
         g
     }
 
+    /// [`Part::output`] and [`Part::output_grad_mut`] at once: a layer after the part (the box
+    /// predictor) reads the one and writes the other.
+    pub fn output_and_grad_mut(&mut self) -> (&[f32], &mut [f32]) {
+        let d = Dims { n: self.n, ..self.plan.output() };
+        let Part { plan, input, stem, pool_out, blocks, feat, dfeat, g, train, .. } = self;
+        let (out, grad): (&[f32], &mut [f32]) = match (plan.stages.pool, *train) {
+            (true, true) => (&feat[..d.len()], &mut dfeat[..d.len()]),
+            (true, false) => (&feat[..d.len()], &mut []),
+            (false, train) => {
+                let x = part_block_input(plan, input, stem, pool_out, blocks);
+                (&x[..d.len()], if train { &mut g[0][..d.len()] } else { &mut [] })
+            }
+        };
+        grad.fill(0.0);
+        (out, grad)
+    }
+
     /// Backward from the gradient at the output ([`Part::output_grad_mut`]) through the last
     /// training forward: writes every parameter gradient (zero for frozen ones) and, for a part
     /// without a stem, the gradient at the input ([`Part::input_grad`]). Blocks below the last

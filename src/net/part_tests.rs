@@ -135,7 +135,7 @@ fn prefix_then_suffix_is_the_whole_network_bit_for_bit() {
 /// Central differences of `loss` at up to 48 coordinates of `x` against `analytic`: a coordinate
 /// passes at eps 1e-2 or 2e-3 within 3% (+ 2e-3 of the largest gradient). A ReLU kink inside the
 /// step can spoil a difference without any bug, so 1 in 8 may miss; a wiring error misses more.
-fn check(name: &str, x: &[f32], analytic: &[f32], loss: impl Fn(&[f32]) -> f64) {
+fn check(name: &str, x: &[f32], analytic: &[f32], mut loss: impl FnMut(&[f32]) -> f64) {
     let scale = analytic.iter().fold(0.0f32, |m, g| m.max(g.abs())) as f64;
     assert!(scale > 0.0, "{name}: all-zero gradient");
     let step = (x.len() / 48).max(1);
@@ -402,4 +402,107 @@ fn resnet50_c4_shapes_and_names() {
         .map(|t| t.len)
         .sum();
     assert_eq!(frozen_len, expect);
+}
+
+/// One detector step through the engine, as the detector will run it: prefix on the images ->
+/// RoIAlign -> suffix on the RoIs -> box predictor, then back: predictor -> suffix (its input
+/// gradient) -> RoIAlign backward into the prefix's output gradient -> prefix. Gradients of the
+/// predictor's and the backbone's learning tensors against central differences of the whole chain
+/// (frozen BN, the stem frozen).
+#[test]
+fn detector_chain_gradients_match_finite_differences() {
+    use crate::detect::roi::{RoI, RoIAlign};
+    use crate::net::predictor::BoxPredictor;
+    let s = spec("resnet8", ArchOptions { shortcut: Some(ShortcutOpt::B), ..Default::default() });
+    let freeze = Freeze { bn: true, at: 1 };
+    let (n, h, w) = (2, 12, 10);
+    let mut prefix = Part::new(&s, Stages::c4_prefix(&s), Capacity { n: 2, h: 16, w: 16 }, freeze, true, 3).unwrap();
+    let mut suffix = Part::new(&s, Stages::c4_suffix(&s), Capacity { n: 8, h: 4, w: 4 }, freeze, true, 3).unwrap();
+    for part in [&mut prefix, &mut suffix] {
+        let tensors: Vec<TensorInfo> = part.plan.params.iter().chain(&part.plan.stats).cloned().collect();
+        randomise_bn(&tensors, |t, v| part.set_torch(&t.name, &t.shape, &v).unwrap());
+    }
+    let classes = 3; // K + 1
+    let mut head = BoxPredictor::new(s.features(), classes, 3);
+    let hw = rand_vec(head.params().len(), 30);
+    head.params_mut().iter_mut().zip(&hw).for_each(|(p, r)| *p = 0.3 * r);
+    // the CIFAR prefix has stride 2
+    let align = RoIAlign { out_h: 4, out_w: 4, spatial_scale: 0.5, sampling_ratio: 2, aligned: true };
+    let rois = [
+        RoI { image: 0, bbox: [0.5, 1.0, 9.0, 11.0] },
+        RoI { image: 1, bbox: [2.0, 0.0, 7.5, 6.0] },
+        RoI { image: 1, bbox: [0.0, 3.0, 10.0, 12.0] },
+    ];
+    let k = rois.len();
+    let x = rand_vec(n * h * w * 3, 31);
+    let (ps, pd) = (rand_vec(k * classes, 32), rand_vec(k * 4 * classes, 33));
+    let (mut scores, mut deltas) = (vec![0.0; k * classes], vec![0.0; k * 4 * classes]);
+    // forward; loss = sum(scores * ps) + sum(deltas * pd)
+    let mut forward = |prefix: &mut Part, suffix: &mut Part, head: &BoxPredictor| -> f64 {
+        prefix.input_mut(n, h, w).unwrap().copy_from_slice(&x);
+        prefix.forward(true).unwrap();
+        let (fmap, fd) = prefix.output();
+        let roi_in = suffix.input_mut(k, align.out_h, align.out_w).unwrap();
+        align.forward(fmap, fd, &rois, roi_in);
+        suffix.forward(true).unwrap();
+        head.forward(suffix.output().0, &mut scores, &mut deltas);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+        dot(&scores, &ps) + dot(&deltas, &pd)
+    };
+    forward(&mut prefix, &mut suffix, &head);
+    // backward
+    let (feat, dfeat) = suffix.output_and_grad_mut();
+    head.backward(feat, &ps, &pd, Some(dfeat), crate::par::SumOrder::Threads);
+    suffix.backward().unwrap();
+    let (droi, _) = suffix.input_grad().unwrap();
+    let droi = droi.to_vec();
+    let fd = Dims { n, ..prefix.plan.map };
+    align.backward(&droi, fd, &rois, prefix.output_grad_mut()); // overwrites; an RPN head's gradient adds to it
+    prefix.backward().unwrap();
+
+    let parts = RefCell::new((prefix, suffix, head));
+    let (pg, sg, hg) = {
+        let p = parts.borrow();
+        (p.0.grads().to_vec(), p.1.grads().to_vec(), p.2.grads().to_vec())
+    };
+    let hp = parts.borrow().2.params().to_vec();
+    check("chain: predictor", &hp, &hg, |v| {
+        let (p, s, h) = &mut *parts.borrow_mut();
+        h.params_mut().copy_from_slice(v);
+        let l = forward(p, s, h);
+        h.params_mut().copy_from_slice(&hp);
+        l
+    });
+    for (which, name) in [
+        (0, "layer1.0.conv1.weight"),
+        (0, "layer2.0.downsample.0.weight"),
+        (1, "layer3.0.conv2.weight"),
+        (1, "layer3.0.downsample.0.weight"),
+    ] {
+        let (t, _) = {
+            let p = parts.borrow();
+            let part = if which == 0 { &p.0 } else { &p.1 };
+            let (t, is_param) = part.tensor_info(name).unwrap();
+            (t.clone(), is_param)
+        };
+        let r = t.offset..t.offset + t.len;
+        let grads = if which == 0 { &pg } else { &sg };
+        let p0 = {
+            let p = parts.borrow();
+            if which == 0 { p.0.params()[r.clone()].to_vec() } else { p.1.params()[r.clone()].to_vec() }
+        };
+        check(&format!("chain: {name}"), &p0, &grads[r.clone()], |v| {
+            let (p, s, h) = &mut *parts.borrow_mut();
+            let part = if which == 0 { &mut *p } else { &mut *s };
+            part.params_mut()[r.clone()].copy_from_slice(v);
+            let l = forward(p, s, h);
+            let part = if which == 0 { &mut *p } else { &mut *s };
+            part.params_mut()[r.clone()].copy_from_slice(&p0);
+            l
+        });
+    }
+    // the frozen stem learned nothing
+    let p = parts.borrow();
+    let (t, _) = p.0.tensor_info("conv1.weight").unwrap();
+    assert!(pg[t.offset..t.offset + t.len].iter().all(|g| *g == 0.0));
 }
