@@ -16,6 +16,7 @@ mod forward;
 pub mod part;
 pub mod plan;
 pub mod predictor;
+pub mod rpn_head;
 
 use crate::arch::ArchSpec;
 use crate::kernels::KernelPath;

@@ -404,15 +404,16 @@ fn resnet50_c4_shapes_and_names() {
     assert_eq!(frozen_len, expect);
 }
 
-/// One detector step through the engine, as the detector will run it: prefix on the images ->
-/// RoIAlign -> suffix on the RoIs -> box predictor, then back: predictor -> suffix (its input
-/// gradient) -> RoIAlign backward into the prefix's output gradient -> prefix. Gradients of the
-/// predictor's and the backbone's learning tensors against central differences of the whole chain
-/// (frozen BN, the stem frozen).
+/// One detector step through the engine, as the detector will run it: prefix on the images -> RPN
+/// head, and RoIAlign -> suffix on the RoIs -> box predictor; then back: predictor -> suffix (its
+/// input gradient) -> RoIAlign backward into the prefix's output gradient, the RPN head's added ->
+/// prefix. Gradients of the heads' and the backbone's learning tensors against central
+/// differences of the whole chain (frozen BN, the stem frozen).
 #[test]
 fn detector_chain_gradients_match_finite_differences() {
     use crate::detect::roi::{RoI, RoIAlign};
     use crate::net::predictor::BoxPredictor;
+    use crate::net::rpn_head::RpnHead;
     let s = spec("resnet8", ArchOptions { shortcut: Some(ShortcutOpt::B), ..Default::default() });
     let freeze = Freeze { bn: true, at: 1 };
     let (n, h, w) = (2, 12, 10);
@@ -422,6 +423,11 @@ fn detector_chain_gradients_match_finite_differences() {
         let tensors: Vec<TensorInfo> = part.plan.params.iter().chain(&part.plan.stats).cloned().collect();
         randomise_bn(&tensors, |t, v| part.set_torch(&t.name, &t.shape, &v).unwrap());
     }
+    let cap_map = prefix.plan.map;
+    let anchors = 2;
+    let mut rpn = RpnHead::new(cap_map.c, anchors, Capacity { n: 2, h: cap_map.h, w: cap_map.w }, true, 3);
+    let rw = rand_vec(rpn.params().len(), 29);
+    rpn.params_mut().iter_mut().zip(&rw).for_each(|(p, r)| *p = 0.2 * r);
     let classes = 3; // K + 1
     let mut head = BoxPredictor::new(s.features(), classes, 3);
     let hw = rand_vec(head.params().len(), 30);
@@ -437,40 +443,54 @@ fn detector_chain_gradients_match_finite_differences() {
     let x = rand_vec(n * h * w * 3, 31);
     let (ps, pd) = (rand_vec(k * classes, 32), rand_vec(k * 4 * classes, 33));
     let (mut scores, mut deltas) = (vec![0.0; k * classes], vec![0.0; k * 4 * classes]);
-    // forward; loss = sum(scores * ps) + sum(deltas * pd)
-    let mut forward = |prefix: &mut Part, suffix: &mut Part, head: &BoxPredictor| -> f64 {
+    let fd = Dims { n, h: h / 2, w: w / 2, c: cap_map.c };
+    let (pl, pdl) = (rand_vec(fd.pixels() * anchors, 34), rand_vec(fd.pixels() * 4 * anchors, 35));
+    let (mut logits, mut rdeltas) = (vec![0.0; pl.len()], vec![0.0; pdl.len()]);
+    // forward; loss = sum(logits * pl) + sum(rpn deltas * pdl) + sum(scores * ps) + sum(deltas * pd)
+    let mut forward = |prefix: &mut Part, rpn: &mut RpnHead, suffix: &mut Part, head: &BoxPredictor| -> f64 {
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
         prefix.input_mut(n, h, w).unwrap().copy_from_slice(&x);
         prefix.forward(true).unwrap();
         let (fmap, fd) = prefix.output();
+        rpn.forward(fmap, fd, &mut logits, &mut rdeltas).unwrap();
+        let rpn_loss = dot(&logits, &pl) + dot(&rdeltas, &pdl);
         let roi_in = suffix.input_mut(k, align.out_h, align.out_w).unwrap();
         align.forward(fmap, fd, &rois, roi_in);
         suffix.forward(true).unwrap();
         head.forward(suffix.output().0, &mut scores, &mut deltas);
-        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
-        dot(&scores, &ps) + dot(&deltas, &pd)
+        rpn_loss + dot(&scores, &ps) + dot(&deltas, &pd)
     };
-    forward(&mut prefix, &mut suffix, &head);
+    forward(&mut prefix, &mut rpn, &mut suffix, &head);
     // backward
     let (feat, dfeat) = suffix.output_and_grad_mut();
     head.backward(feat, &ps, &pd, Some(dfeat), crate::par::SumOrder::Threads);
     suffix.backward().unwrap();
     let (droi, _) = suffix.input_grad().unwrap();
     let droi = droi.to_vec();
-    let fd = Dims { n, ..prefix.plan.map };
-    align.backward(&droi, fd, &rois, prefix.output_grad_mut()); // overwrites; an RPN head's gradient adds to it
+    let (fmap, dfmap) = prefix.output_and_grad_mut();
+    align.backward(&droi, fd, &rois, dfmap); // overwrites
+    rpn.backward(fmap, &pl, &pdl, dfmap, crate::par::SumOrder::Threads).unwrap(); // adds
     prefix.backward().unwrap();
 
-    let parts = RefCell::new((prefix, suffix, head));
-    let (pg, sg, hg) = {
+    let parts = RefCell::new((prefix, suffix, head, rpn));
+    let (pg, sg, hg, rg) = {
         let p = parts.borrow();
-        (p.0.grads().to_vec(), p.1.grads().to_vec(), p.2.grads().to_vec())
+        (p.0.grads().to_vec(), p.1.grads().to_vec(), p.2.grads().to_vec(), p.3.grads().to_vec())
     };
     let hp = parts.borrow().2.params().to_vec();
     check("chain: predictor", &hp, &hg, |v| {
-        let (p, s, h) = &mut *parts.borrow_mut();
+        let (p, s, h, r) = &mut *parts.borrow_mut();
         h.params_mut().copy_from_slice(v);
-        let l = forward(p, s, h);
+        let l = forward(p, r, s, h);
         h.params_mut().copy_from_slice(&hp);
+        l
+    });
+    let rp = parts.borrow().3.params().to_vec();
+    check("chain: rpn head", &rp, &rg, |v| {
+        let (p, s, h, r) = &mut *parts.borrow_mut();
+        r.params_mut().copy_from_slice(v);
+        let l = forward(p, r, s, h);
+        r.params_mut().copy_from_slice(&rp);
         l
     });
     for (which, name) in [
@@ -492,10 +512,10 @@ fn detector_chain_gradients_match_finite_differences() {
             if which == 0 { p.0.params()[r.clone()].to_vec() } else { p.1.params()[r.clone()].to_vec() }
         };
         check(&format!("chain: {name}"), &p0, &grads[r.clone()], |v| {
-            let (p, s, h) = &mut *parts.borrow_mut();
+            let (p, s, h, rpn) = &mut *parts.borrow_mut();
             let part = if which == 0 { &mut *p } else { &mut *s };
             part.params_mut()[r.clone()].copy_from_slice(v);
-            let l = forward(p, s, h);
+            let l = forward(p, rpn, s, h);
             let part = if which == 0 { &mut *p } else { &mut *s };
             part.params_mut()[r.clone()].copy_from_slice(&p0);
             l
