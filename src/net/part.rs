@@ -234,6 +234,45 @@ impl PartPlan {
     fn has_projection(&self) -> bool {
         self.blocks.iter().any(|b| matches!(b.shortcut, ShortcutPlan::Proj(_)))
     }
+
+    /// Largest activation of one input at the current shape, any unit's input or output: sizes
+    /// the two gradient buffers at block inputs and outputs (`gy`, `gx` of `block_backward`).
+    fn max_activation(&self) -> usize {
+        self.units().map(|u| u.yd.len().max(u.xd.len())).max().unwrap_or(0)
+    }
+
+    /// Largest unit output of one input at the current shape: sizes the other gradient buffers
+    /// (`t1`..`t3`: gradients at conv outputs and unit outputs inside a block). On RoIs the block
+    /// input (14 x 14 x 1024) is twice any output (7 x 7 x 2048).
+    fn max_output(&self) -> usize {
+        self.units().map(|u| u.yd.len()).max().unwrap_or(0)
+    }
+
+    /// Gradient buffers backward rotates (none for inference).
+    fn gradient_buffers(&self, train: bool) -> usize {
+        match (train, self.has_projection()) {
+            (false, _) => 0,
+            (true, false) => 4,
+            (true, true) => 5,
+        }
+    }
+
+    /// Bytes a [`Part`] of this plan allocates for `n` inputs of the current shape (training if
+    /// `train`; `threads` weight-gradient partials): activations (no `pre` where BN is frozen),
+    /// gradient buffers, parameters with gradients and momentum, statistics, scratch.
+    pub fn memory_bytes(&self, n: usize, train: bool, threads: usize) -> u64 {
+        let keeps_pre = |u: &UnitPlan| train && u.frozen == Frozen::No;
+        let per_input = self.input.len()
+            + self.units().map(|u| u.yd.len() * if keeps_pre(u) { 2 } else { 1 }).sum::<usize>()
+            + self.pool.map_or(0, |(_, d)| 2 * d.len())
+            + if self.stages.pool { self.map.c * if train { 2 } else { 1 } } else { 0 };
+        let ng = self.gradient_buffers(train);
+        let grads = (ng.min(2) * self.max_activation() + ng.saturating_sub(2) * self.max_output()) as u64;
+        let wmax = self.units().map(|u| u.conv.weight_len()).max().unwrap_or(0) as u64;
+        let scratch = if train { wmax * (threads as u64 + 1) } else { 0 };
+        let params = self.n_params as u64 * if train { 3 } else { 1 };
+        4 * ((per_input as u64 + grads) * n as u64 + scratch + params + self.n_stats as u64)
+    }
 }
 
 /// Why a call on a [`Part`] is refused.
@@ -285,7 +324,8 @@ pub struct Part {
     /// (n, C) after global average pooling, and its gradient
     feat: Vec<f32>,
     dfeat: Vec<f32>,
-    /// gradient buffers: [0] the gradient at the last feature map when backward starts
+    /// gradient buffers: [0], [1] at block inputs / outputs ([0]: the gradient at the last feature
+    /// map when backward starts), [2..] inside blocks (sized by unit outputs)
     g: Vec<Vec<f32>>,
     wt: Vec<f32>,
     partials: Vec<Vec<f32>>,
@@ -348,24 +388,15 @@ impl Part {
             )));
         }
         let plan = PartPlan::new(spec, stages, h, w, freeze)?;
-        // the bytes about to be allocated (f32 / u32 values)
-        let keeps_pre = |u: &UnitPlan| train && u.frozen == Frozen::No;
-        let per_input: usize = plan.input.len()
-            + plan.units().map(|u| u.yd.len() * if keeps_pre(u) { 2 } else { 1 }).sum::<usize>()
-            + plan.pool.map_or(0, |(_, d)| 2 * d.len());
-        let gmax = plan.units().map(|u| u.yd.len().max(u.xd.len())).max().unwrap_or(0) * n;
-        let ng = match (train, plan.has_projection()) {
-            (false, _) => 0,
-            (true, false) => 4,
-            (true, true) => 5,
-        };
         let threads = crate::par::threads();
-        let wmax = plan.units().map(|u| u.conv.weight_len()).max().unwrap_or(0);
-        let scratch = if train { wmax * (threads + 1) } else { 0 };
-        let need = 4 * (per_input * n + ng * gmax + scratch + plan.n_params * 3 + plan.n_stats) as u64;
+        let need = plan.memory_bytes(n, train, threads);
         if let Some(avail) = available_memory().filter(|&a| need > a) {
             return Err(BuildError::TooLarge { need_bytes: need, available_bytes: avail, batch: n });
         }
+        let keeps_pre = |u: &UnitPlan| train && u.frozen == Frozen::No;
+        let (gmax, tmax) = (plan.max_activation() * n, plan.max_output() * n);
+        let ng = plan.gradient_buffers(train);
+        let wmax = plan.units().map(|u| u.conv.weight_len()).max().unwrap_or(0);
         let bufs = |u: &UnitPlan| unit_bufs(u, n, keeps_pre(u));
         let blocks = plan
             .blocks
@@ -394,7 +425,7 @@ impl Part {
             blocks,
             feat: vec![0.0; feat_len],
             dfeat: vec![0.0; if train { feat_len } else { 0 }],
-            g: (0..ng).map(|_| vec![0.0; gmax]).collect(),
+            g: (0..ng).map(|i| vec![0.0; if i < 2 { gmax } else { tmax }]).collect(),
             wt: vec![0.0; if train { wmax } else { 0 }],
             partials: (0..if train { threads } else { 0 }).map(|_| vec![0.0; wmax]).collect(),
             n: 0,
@@ -448,9 +479,9 @@ impl Part {
                 checks.push((format!("{}'s output", u.conv_name), u.yd.len(), ub.out.len()));
             }
         }
-        if let Some(g) = self.g.first() {
-            let gmax = p.units().map(|u| u.yd.len().max(u.xd.len())).max().unwrap_or(0);
-            checks.push(("the gradient scratch".into(), gmax, g.len()));
+        if let (Some(g), Some(t)) = (self.g.first(), self.g.get(2)) {
+            checks.push(("the block gradient buffers".into(), p.max_activation(), g.len()));
+            checks.push(("the unit gradient buffers".into(), p.max_output(), t.len()));
         }
         for (buffer, per_input, have) in checks {
             let need = per_input.saturating_mul(n);

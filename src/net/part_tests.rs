@@ -383,6 +383,12 @@ fn resnet50_c4_shapes_and_names() {
     assert_eq!(suffix.output(), Dims::new(1, 1, 1, 2048));
     assert_eq!(suffix.params.first().unwrap().name, "layer4.0.conv1.weight");
     assert_eq!(suffix.stats.first().unwrap().name, "layer4.0.bn1.running_mean");
+    // memory (2 threads): the training prefix on one 600 x 1000 image 0.75 GiB (frozen BN keeps no
+    // conv outputs), the training suffix on 512 RoIs 2.98 GiB, on 128 0.89 GiB
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    assert!((0.7..0.8).contains(&gib(prefix.memory_bytes(1, true, 2))));
+    assert!((2.9..3.05).contains(&gib(suffix.memory_bytes(512, true, 2))));
+    assert!((0.85..0.95).contains(&gib(suffix.memory_bytes(128, true, 2))));
     let whole = Plan::new(&s, 224, 224);
     // every parameter but the fc's, once
     assert_eq!(prefix.n_params + suffix.n_params + 2048 * 1000 + 1000, whole.n_params);
