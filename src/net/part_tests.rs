@@ -37,7 +37,7 @@ fn load_from_net(part: &mut Part, net: &Net) {
 /// global average pooling, forward and backward, bit for bit: the same units run on the same
 /// shapes. Checked with batch-statistics BN and with frozen BN + frozen first stages, on the CIFAR
 /// family (option A) and the ImageNet family (projections; bottlenecks), after a call of another
-/// size (the buffers are built larger than the compared input).
+/// size (the buffers are built larger than the compared input), and in inference.
 #[test]
 fn prefix_then_suffix_is_the_whole_network_bit_for_bit() {
     // ResNet-18's and ResNet-50's blocks at a fraction of their widths (the test's time would be
@@ -128,6 +128,18 @@ fn prefix_then_suffix_is_the_whole_network_bit_for_bit() {
                 let frozen = net.plan.units().filter(|u| u.frozen == Frozen::All).count();
                 assert!(frozen > 1, "the stem and the first stage are frozen");
             }
+            // inference (running statistics; the whole net's convolutions on prepared weights)
+            let mut infer = net.resized(n, hw, hw).unwrap();
+            infer.set_kernel_path(path);
+            infer.input.copy_from_slice(&x);
+            infer.forward(n, false);
+            prefix.input_mut(n, hw, hw).unwrap().copy_from_slice(&x);
+            prefix.forward(false).unwrap();
+            let fmap = prefix.output().0.to_vec();
+            suffix.input_mut(n, d.h, d.w).unwrap().copy_from_slice(&fmap);
+            suffix.forward(false).unwrap();
+            let feat = suffix.output().0;
+            assert!(feat == &infer.feat[..feat.len()], "{} {path:?} {freeze:?}: inference", s.name);
         }
     }
 }
