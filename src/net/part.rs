@@ -464,29 +464,31 @@ impl Part {
     /// Whether `n` inputs of the plan's current shape fit every buffer.
     fn fits(&self, n: usize) -> Result<(), PartError> {
         let p = &self.plan;
-        let mut checks: Vec<(String, usize, usize)> = vec![("the input".into(), p.input.len(), self.input.len())];
+        // (what, values per input, values allocated); a unit's output named by its conv
+        let mut checks: Vec<(&str, usize, usize)> = vec![("the input", p.input.len(), self.input.len())];
         if let Some(u) = &p.stem {
-            checks.push((format!("{}'s output", u.conv_name), u.yd.len(), self.stem.out.len()));
+            checks.push((&u.conv_name, u.yd.len(), self.stem.out.len()));
         }
         if let Some((_, d)) = p.pool {
-            checks.push(("the max pool's output".into(), d.len(), self.pool_out.len()));
+            checks.push(("the max pool", d.len(), self.pool_out.len()));
         }
         for (b, bb) in p.blocks.iter().zip(&self.blocks) {
             for (u, ub) in b.units.iter().zip(&bb.units) {
-                checks.push((format!("{}'s output", u.conv_name), u.yd.len(), ub.out.len()));
+                checks.push((&u.conv_name, u.yd.len(), ub.out.len()));
             }
             if let (ShortcutPlan::Proj(u), Some(ub)) = (&b.shortcut, &bb.proj) {
-                checks.push((format!("{}'s output", u.conv_name), u.yd.len(), ub.out.len()));
+                checks.push((&u.conv_name, u.yd.len(), ub.out.len()));
             }
         }
         if let (Some(g), Some(t)) = (self.g.first(), self.g.get(2)) {
-            checks.push(("the block gradient buffers".into(), p.max_activation(), g.len()));
-            checks.push(("the unit gradient buffers".into(), p.max_output(), t.len()));
+            checks.push(("the block gradient buffers", p.max_activation(), g.len()));
+            checks.push(("the unit gradient buffers", p.max_output(), t.len()));
         }
-        for (buffer, per_input, have) in checks {
+        for (what, per_input, have) in checks {
             let need = per_input.saturating_mul(n);
             if need > have {
                 let Dims { h, w, .. } = p.input;
+                let buffer = if what.starts_with("the ") { what.to_string() } else { format!("{what}'s output") };
                 return Err(PartError::Capacity { n, h, w, capacity: self.capacity, buffer, need, have });
             }
         }
@@ -552,6 +554,9 @@ impl Part {
             return &mut [];
         }
         let len = self.n * self.plan.output().len();
+        if !self.plan.stages.pool {
+            self.input_grad_at = None; // the buffer may be the one that held it
+        }
         let g = if self.plan.stages.pool { &mut self.dfeat[..len] } else { &mut self.g[0][..len] };
         g.fill(0.0);
         g
@@ -561,6 +566,9 @@ impl Part {
     /// predictor) reads the one and writes the other.
     pub fn output_and_grad_mut(&mut self) -> (&[f32], &mut [f32]) {
         let d = Dims { n: self.n, ..self.plan.output() };
+        if !self.plan.stages.pool {
+            self.input_grad_at = None; // the buffer may be the one that held it
+        }
         let Part { plan, input, stem, pool_out, blocks, feat, dfeat, g, train, .. } = self;
         let (out, grad): (&[f32], &mut [f32]) = match (plan.stages.pool, *train) {
             (true, true) => (&feat[..d.len()], &mut dfeat[..d.len()]),
@@ -645,7 +653,8 @@ impl Part {
     }
 
     /// The gradient at the input of the last backward, (n, H, W, C): a part without a stem only
-    /// (the RoI features' gradient, for RoIAlign backward).
+    /// (the RoI features' gradient, for RoIAlign backward). Valid until the next call that
+    /// changes the part.
     pub fn input_grad(&self) -> Option<(&[f32], Dims)> {
         let d = self.input_dims();
         self.input_grad_at.map(|i| (&self.g[i][..d.len()], d))
