@@ -20,6 +20,63 @@
 //! The layers are the whole network's (`forward.rs` / `backward.rs`, unit by unit and block by
 //! block), so a prefix followed by a suffix computes the whole network's forward and backward up
 //! to global average pooling bit for bit (tested below).
+//!
+//! One training step of a C4 Faster R-CNN on this engine (the region logic, `detect::rpn` and
+//! `detect::roi_head`, left out: it turns the heads' outputs into losses and their gradients, and
+//! proposals into the sampled RoIs):
+//!
+//! ```no_run
+//! use resnet::arch::{ArchOptions, ArchSpec};
+//! use resnet::detect::roi::{RoI, RoIAlign};
+//! use resnet::net::Freeze;
+//! use resnet::net::part::{Capacity, Part, Stages};
+//! use resnet::net::predictor::BoxPredictor;
+//! use resnet::net::rpn_head::RpnHead;
+//! use resnet::par::SumOrder;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let spec = ArchSpec::parse("resnet50", &ArchOptions::default())?;
+//! let freeze = Freeze { bn: true, at: 2 }; // BN frozen everywhere; conv1 and layer1 learn nothing
+//! let cap = Capacity { n: 1, h: 1000, w: 1000 }; // 600 x 1000 and 1000 x 600 images
+//! let mut prefix = Part::new(&spec, Stages::c4_prefix(&spec), cap, freeze, true, 0)?;
+//! let mut suffix = Part::new(&spec, Stages::c4_suffix(&spec), Capacity { n: 128, h: 14, w: 14 }, freeze, true, 0)?;
+//! // (weights: resnet::weights::load_part(&mut prefix, &state_dict), and the suffix alike)
+//! let m = prefix.plan.map; // the feature map at the capacity: 63 x 63 x 1024
+//! let (anchors, classes) = (9, 21);
+//! let mut rpn = RpnHead::new(m.c, anchors, Capacity { n: 1, h: m.h, w: m.w }, true, 0);
+//! let mut predictor = BoxPredictor::new(spec.features(), classes, 0);
+//! let align = RoIAlign { out_h: 14, out_w: 14, spatial_scale: 1.0 / 16.0, sampling_ratio: 0, aligned: true };
+//! let image = vec![0.0; 600 * 1000 * 3]; // NHWC
+//! let rois = vec![RoI { image: 0, bbox: [10.0, 20.0, 300.0, 400.0] }];
+//!
+//! // forward: prefix -> RPN head; RoIAlign -> suffix -> predictor
+//! prefix.input_mut(1, 600, 1000)?.copy_from_slice(&image);
+//! prefix.forward(true)?;
+//! let (fmap, fd) = prefix.output(); // (1, 38, 63, 1024)
+//! let (mut logits, mut deltas) = (vec![0.0; fd.pixels() * anchors], vec![0.0; fd.pixels() * 4 * anchors]);
+//! rpn.forward(fmap, fd, &mut logits, &mut deltas)?;
+//! align.forward(fmap, fd, &rois, suffix.input_mut(rois.len(), 14, 14)?);
+//! suffix.forward(true)?;
+//! let k = rois.len();
+//! let (mut scores, mut boxes) = (vec![0.0; k * classes], vec![0.0; k * 4 * classes]);
+//! predictor.forward(suffix.output().0, &mut scores, &mut boxes);
+//! // the losses' gradients (detect::rpn::rpn_loss, detect::roi_head::fastrcnn_loss)
+//! let (dlogits, ddeltas) = (vec![0.0; logits.len()], vec![0.0; deltas.len()]);
+//! let (dscores, dboxes) = (vec![0.0; scores.len()], vec![0.0; boxes.len()]);
+//!
+//! // backward: predictor -> suffix -> RoIAlign + RPN head -> prefix
+//! let (feat, dfeat) = suffix.output_and_grad_mut();
+//! predictor.backward(feat, &dscores, &dboxes, Some(dfeat), SumOrder::Threads);
+//! suffix.backward()?;
+//! let (droi, _) = suffix.input_grad().expect("a part without a stem has an input gradient");
+//! let (fmap, dfmap) = prefix.output_and_grad_mut();
+//! align.backward(droi, fd, &rois, dfmap); // overwrites
+//! rpn.backward(fmap, &dlogits, &ddeltas, dfmap, SumOrder::Threads)?; // adds
+//! prefix.backward()?;
+//! // then SGD on each (`step_operands`), masked by `plan.trainable()` for the parts
+//! # Ok(())
+//! # }
+//! ```
 
 use super::backward::{ConvScratch, Scratch, block_backward, unit_bn_backward, unit_conv_backward};
 use super::forward::{Prepared, block_forward, unit_forward};
