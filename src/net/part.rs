@@ -740,6 +740,11 @@ impl Part {
         &self.stats
     }
 
+    /// The BN running statistics, to set (a data-parallel broadcast; `set_torch` by name otherwise).
+    pub fn stats_mut(&mut self) -> &mut [f32] {
+        &mut self.stats
+    }
+
     /// The parameters to change and the gradients to change them with (an optimizer step, with
     /// `Sgd::trainable = Some(part.plan.trainable())` where anything is frozen).
     pub fn step_operands(&mut self) -> (&mut [f32], &[f32]) {

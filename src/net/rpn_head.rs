@@ -1,4 +1,4 @@
-//! The region proposal network's layers (Faster R-CNN [32]; torchvision's `RPNHead`) on the C4
+//! The region proposal network's layers (Faster R-CNN \[32\]; torchvision's `RPNHead`) on the C4
 //! prefix's feature map: a 3x3 convolution of C channels with bias and ReLU, then two sibling 1x1
 //! convolutions with bias: A objectness logits and 4A box deltas per feature pixel. NHWC, so the
 //! outputs are already in `detect::rpn`'s layout (anchor `i = (y * W + x) * A + a`).
