@@ -12,26 +12,32 @@
 //! whatever the thread count, and the golden tests can recreate weights in
 //! PyTorch without storing them.
 
-use crate::net::{Net, ParamKind};
+use crate::net::{Net, ParamKind, TensorInfo};
 use crate::rng::{counter_normal, counter_uniform};
 
 /// He-initialise every parameter of `net` from `seed` (see the module docs).
 pub fn he_init(net: &mut Net, seed: u64) {
     let infos: Vec<_> = net.plan.params.iter().chain(&net.plan.stats).cloned().collect();
     for t in infos {
-        let stream = format!("{seed}/{}", t.name);
-        let data: Vec<f32> = match t.kind {
-            ParamKind::ConvWeight { k, cin, .. } => {
-                let std = (2.0 / (k * k * cin) as f32).sqrt();
-                (0..t.len).map(|i| std * counter_normal(&stream, i as u64)).collect()
-            }
-            ParamKind::FcWeight => {
-                let bound = 1.0 / (t.shape[1] as f32).sqrt();
-                (0..t.len).map(|i| bound * (2.0 * counter_uniform(&stream, i as u64) - 1.0)).collect()
-            }
-            ParamKind::BnWeight | ParamKind::RunningVar => vec![1.0; t.len],
-            ParamKind::BnBias | ParamKind::FcBias | ParamKind::RunningMean => vec![0.0; t.len],
-        };
-        net.set_torch(&t.name, &t.shape, &data).expect("own tensor table");
+        net.set_torch(&t.name, &t.shape, &he_values(&t, seed)).expect("own tensor table");
+    }
+}
+
+/// The initial values of tensor `t` (torchvision layout) from `seed`: a function of the seed, the
+/// tensor's name and the element index only, so that a part of a network
+/// ([`crate::net::part::Part`]) starts from the same values as the whole network.
+pub fn he_values(t: &TensorInfo, seed: u64) -> Vec<f32> {
+    let stream = format!("{seed}/{}", t.name);
+    match t.kind {
+        ParamKind::ConvWeight { k, cin, .. } => {
+            let std = (2.0 / (k * k * cin) as f32).sqrt();
+            (0..t.len).map(|i| std * counter_normal(&stream, i as u64)).collect()
+        }
+        ParamKind::FcWeight => {
+            let bound = 1.0 / (t.shape[1] as f32).sqrt();
+            (0..t.len).map(|i| bound * (2.0 * counter_uniform(&stream, i as u64) - 1.0)).collect()
+        }
+        ParamKind::BnWeight | ParamKind::RunningVar => vec![1.0; t.len],
+        ParamKind::BnBias | ParamKind::FcBias | ParamKind::RunningMean => vec![0.0; t.len],
     }
 }

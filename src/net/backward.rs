@@ -5,7 +5,7 @@
 //! output = BN input), t2 (a unit's output / the shortcut's dz), t3 (a
 //! projection's conv output).
 
-use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
+use super::{BlockBufs, Frozen, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
 use crate::ops::bn::{self, BatchSum};
 use crate::ops::{pool, shortcut};
 use crate::profile::{self, Op};
@@ -13,7 +13,7 @@ use crate::shape::Dims;
 
 #[allow(clippy::too_many_arguments)]
 /// BN (+act) backward of a unit: dy at the unit output -> t1 = dL/d(pre).
-fn unit_bn_backward(
+pub(super) fn unit_bn_backward(
     u: &UnitPlan,
     b: &UnitBufs,
     (params, sync): (&[f32], BatchSum),
@@ -27,6 +27,15 @@ fn unit_bn_backward(
     let c = yd.c;
     let (dgamma, dbeta) = grads[u.gamma..u.gamma + 2 * c].split_at_mut(c);
     debug_assert_eq!(u.beta, u.gamma + c);
+    if u.frozen != Frozen::No {
+        // a constant affine map: gamma and beta get no gradient
+        dgamma.fill(0.0);
+        dbeta.fill(0.0);
+        let (y, dy, t1) = (&b.out[..yd.len()], &dy[..yd.len()], &mut t1[..yd.len()]);
+        let dz = dz_out.map(|d| &mut d[..yd.len()]);
+        profile::time(Op::BnBackward, || bn::backward_frozen(&b.saved.scale[..c], y, dy, u.act, t1, dz));
+        return;
+    }
     profile::time(Op::BnBackward, || {
         bn::backward(
             &params[u.gamma..u.gamma + c],
@@ -47,7 +56,7 @@ fn unit_bn_backward(
 
 /// Conv backward of a unit: t1 = dL/d(pre) -> dW, and dx (= or += ) if asked.
 #[allow(clippy::too_many_arguments)]
-fn unit_conv_backward(
+pub(super) fn unit_conv_backward(
     u: &UnitPlan,
     params: &[f32],
     grads: &mut [f32],
@@ -60,17 +69,22 @@ fn unit_conv_backward(
     let (xd, yd) = (Dims { n, ..u.xd }, Dims { n, ..u.yd });
     let wl = u.conv.weight_len();
     let path = u.conv.path_for(s.path, xd, s.order);
-    profile::time(Op::ConvBackwardWeight, || {
-        u.conv.backward_weight_with(
-            path,
-            &x[..xd.len()],
-            xd,
-            &t1[..yd.len()],
-            &mut grads[u.w..u.w + wl],
-            s.partials,
-            s.order,
-        )
-    });
+    if u.frozen == Frozen::All {
+        // a frozen stage's weights get no gradient
+        grads[u.w..u.w + wl].fill(0.0);
+    } else {
+        profile::time(Op::ConvBackwardWeight, || {
+            u.conv.backward_weight_with(
+                path,
+                &x[..xd.len()],
+                xd,
+                &t1[..yd.len()],
+                &mut grads[u.w..u.w + wl],
+                s.partials,
+                s.order,
+            )
+        });
+    }
     if let Some((dx, accumulate)) = dx {
         profile::time(Op::ConvBackwardData, || {
             u.conv.backward_data_with(
@@ -87,26 +101,26 @@ fn unit_conv_backward(
 }
 
 /// What the convolution kernels need besides their operands.
-struct ConvScratch<'a> {
+pub(super) struct ConvScratch<'a> {
     /// transposed weights
-    wt: &'a mut [f32],
+    pub(super) wt: &'a mut [f32],
     /// per-part weight-gradient partial sums
-    partials: &'a mut Vec<Vec<f32>>,
-    path: crate::kernels::KernelPath,
-    order: crate::par::SumOrder,
+    pub(super) partials: &'a mut Vec<Vec<f32>>,
+    pub(super) path: crate::kernels::KernelPath,
+    pub(super) order: crate::par::SumOrder,
 }
 
 /// Gradient scratch t1..t3 and the kernels' scratch.
-struct Scratch<'a> {
-    t1: &'a mut [f32],
-    t2: &'a mut [f32],
-    t3: Option<&'a mut [f32]>,
-    k: ConvScratch<'a>,
+pub(super) struct Scratch<'a> {
+    pub(super) t1: &'a mut [f32],
+    pub(super) t2: &'a mut [f32],
+    pub(super) t3: Option<&'a mut [f32]>,
+    pub(super) k: ConvScratch<'a>,
 }
 
 /// One block: gy (grad at the block output) -> gx (grad at the block input x).
 #[allow(clippy::too_many_arguments)]
-fn block_backward(
+pub(super) fn block_backward(
     bp: &super::plan::BlockPlan,
     bb: &BlockBufs,
     (params, sync): (&[f32], BatchSum),

@@ -1,6 +1,6 @@
 //! Forward pass: stem -> [max pool] -> blocks -> global average pool -> fc.
 
-use super::{BlockBufs, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
+use super::{BlockBufs, Frozen, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
 use crate::kernels::{Epilogue, KernelPath};
 use crate::ops::bn::{self, Act, BatchSum, BnParams};
 use crate::ops::loss::{self, LossOut};
@@ -13,7 +13,8 @@ use crate::shape::Dims;
 pub(crate) type Prepared = std::collections::HashMap<usize, crate::ops::conv::Prepared>;
 
 #[allow(clippy::too_many_arguments)]
-/// conv -> BN (batch or running statistics) -> act [with the shortcut added].
+/// conv -> BN (batch or running statistics; running in training too where the unit is frozen)
+/// -> act [with the shortcut added].
 /// x: (N, H, W, Cin) -> b.pre, b.out: (N, OH, OW, Cout)
 pub(crate) fn unit_forward(
     u: &UnitPlan,
@@ -29,11 +30,18 @@ pub(crate) fn unit_forward(
     let w = &params[u.w..u.w + u.conv.weight_len()];
     let p = BnParams { gamma: &params[u.gamma..u.gamma + c], beta: &params[u.beta..u.beta + c] };
     let (rmean, rvar) = stats[u.rmean..u.rvar + c].split_at_mut(c);
-    if !train {
-        // eval: BN folded into the convolution's store, with the residual and ReLU
+    if !train || u.frozen != Frozen::No {
+        // eval, or frozen BN in training: BN folded into the convolution's store, with the residual
+        // and ReLU (the running statistics stay as they are)
         let (scale, shift) = bn::eval_affine(&p, rmean, rvar);
         let epi = Epilogue { affine: Some((&scale, &shift)), residual: shortcut, relu: u.act != Act::None };
         let prep = prepared.get(&u.w);
+        let path = if train {
+            b.saved.scale.clone_from(&scale); // what the backward multiplies by
+            u.conv.path_for(path, xd, sync.order)
+        } else {
+            path
+        };
         profile::time(Op::ConvForward, || {
             u.conv.forward_prepared(path, w, prep, &x[..xd.len()], xd, &mut b.out[..yd.len()], &epi)
         });
@@ -48,7 +56,7 @@ pub(crate) fn unit_forward(
 }
 
 /// One residual (or plain) block. x: the block input (N, H, W, Cin).
-fn block_forward(
+pub(super) fn block_forward(
     bp: &super::plan::BlockPlan,
     bb: &mut BlockBufs,
     (params, stats, path, prepared, sync): (&[f32], &mut [f32], KernelPath, &Prepared, BatchSum),

@@ -13,13 +13,16 @@
 
 mod backward;
 mod forward;
+pub mod part;
 pub mod plan;
+pub mod predictor;
+pub mod rpn_head;
 
 use crate::arch::ArchSpec;
 use crate::kernels::KernelPath;
 use crate::ops::bn::BnSaved;
 use crate::shape::Dims;
-pub use plan::{ParamKind, Plan, ShortcutPlan, TensorInfo, UnitPlan};
+pub use plan::{Freeze, Frozen, ParamKind, Plan, ShortcutPlan, TensorInfo, UnitPlan};
 
 /// Activation buffers of one unit.
 #[derive(Default)]
@@ -159,6 +162,22 @@ fn to_torch_layout(kind: ParamKind, data: &[f32]) -> Vec<f32> {
     }
 }
 
+/// torchvision's layout -> ours, into `dst` (the inverse of [`to_torch_layout`]).
+fn from_torch_layout(kind: ParamKind, data: &[f32], dst: &mut [f32]) {
+    match kind {
+        ParamKind::ConvWeight { k, cin, cout } => {
+            for o in 0..cout {
+                for i in 0..cin {
+                    for kk in 0..k * k {
+                        dst[(kk * cin + i) * cout + o] = data[(o * cin + i) * k * k + kk];
+                    }
+                }
+            }
+        }
+        _ => dst.copy_from_slice(data),
+    }
+}
+
 /// Memory the system says is available (Linux MemAvailable), if known.
 pub fn available_memory() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -252,6 +271,14 @@ impl Net {
             plan,
         };
         Ok(net)
+    }
+
+    /// Freeze BN layers and / or the first stages ([`Freeze`]): training forwards then use the running
+    /// statistics where frozen (a constant affine map, as in eval mode) and leave them unchanged,
+    /// and backward writes zero gradients for the frozen parameters. Pair it with the optimizer mask
+    /// `Sgd::trainable = Some(net.plan.trainable())`, so that weight decay and momentum leave them too.
+    pub fn freeze(&mut self, f: Freeze) {
+        self.plan.freeze(f);
     }
 
     /// Which kernels this network runs.
@@ -351,19 +378,7 @@ impl Net {
             self.drop_prepared();
         }
         let dst = if is_param { &mut self.params } else { &mut self.stats };
-        let dst = &mut dst[offset..offset + len];
-        match kind {
-            ParamKind::ConvWeight { k, cin, cout } => {
-                for o in 0..cout {
-                    for i in 0..cin {
-                        for kk in 0..k * k {
-                            dst[(kk * cin + i) * cout + o] = data[(o * cin + i) * k * k + kk];
-                        }
-                    }
-                }
-            }
-            _ => dst.copy_from_slice(data),
-        }
+        from_torch_layout(kind, data, &mut dst[offset..offset + len]);
         Ok(())
     }
 }

@@ -40,11 +40,54 @@ pub struct TensorInfo {
     pub kind: ParamKind,
 }
 
+/// What of a unit stays constant in training (detection fine-tuning: [`Freeze`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Frozen {
+    /// everything learns: BN normalises with the batch statistics and updates the running ones
+    #[default]
+    No,
+    /// BN is the constant affine map of its running statistics (`ops::bn::backward_frozen`): gamma,
+    /// beta and the statistics never change, gradients flow through it; the conv weights learn
+    Bn,
+    /// BN frozen as in `Bn`, and the conv weights get no gradient either (a frozen stage)
+    All,
+}
+
+/// Which units are frozen: detectron's `FREEZE_AT` / torchvision's `trainable_layers` as data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Freeze {
+    /// every BN layer a constant affine map (torchvision's `FrozenBatchNorm2d`)
+    pub bn: bool,
+    /// the first `at` of (stem, stage 1, stage 2, ...) learn nothing: 0 none, 1 the stem, 2 the
+    /// stem and the first stage (detectron's default `FREEZE_AT: 2`; torchvision's
+    /// `trainable_layers = 3`), ...
+    pub at: usize,
+}
+
+impl Freeze {
+    /// Nothing frozen: classification training.
+    pub const NONE: Freeze = Freeze { bn: false, at: 0 };
+
+    /// What is frozen of a unit of the stem (`stage` None) or of stage `stage` (0-based).
+    pub fn unit(&self, stage: Option<usize>) -> Frozen {
+        let index = stage.map_or(0, |s| s + 1);
+        if index < self.at {
+            Frozen::All
+        } else if self.bn {
+            Frozen::Bn
+        } else {
+            Frozen::No
+        }
+    }
+}
+
 /// conv + BN + activation. Offsets point into the parameter / statistics buffers.
 #[derive(Clone, Debug)]
 pub struct UnitPlan {
     pub conv: Conv,
     pub act: Act,
+    /// what stays constant in training (set by [`Plan::freeze`]; nothing by default)
+    pub frozen: Frozen,
     /// input / output shapes for one image
     pub xd: Dims,
     pub yd: Dims,
@@ -143,7 +186,20 @@ impl Builder {
         let beta = self.param(format!("{bn_name}.bias"), vec![cout], ParamKind::BnBias);
         let rmean = self.stat(format!("{bn_name}.running_mean"), cout, ParamKind::RunningMean);
         let rvar = self.stat(format!("{bn_name}.running_var"), cout, ParamKind::RunningVar);
-        UnitPlan { conv, act, xd, yd: conv.out_dims(xd), w, gamma, beta, rmean, rvar, conv_name, bn_name }
+        UnitPlan {
+            conv,
+            act,
+            frozen: Frozen::No,
+            xd,
+            yd: conv.out_dims(xd),
+            w,
+            gamma,
+            beta,
+            rmean,
+            rvar,
+            conv_name,
+            bn_name,
+        }
     }
 }
 
@@ -226,6 +282,26 @@ impl Plan {
         }
     }
 
+    /// Freeze units as `f` says (and unfreeze the rest): see [`Freeze`].
+    pub fn freeze(&mut self, f: Freeze) {
+        self.stem.frozen = f.unit(None);
+        for b in &mut self.blocks {
+            let frozen = f.unit(Some(b.stage));
+            for u in b.units.iter_mut().chain(match &mut b.shortcut {
+                ShortcutPlan::Proj(u) => Some(u),
+                _ => None,
+            }) {
+                u.frozen = frozen;
+            }
+        }
+    }
+
+    /// The parameter ranges that learn (an optimizer mask, `Sgd::trainable`): all but frozen
+    /// units' BN gamma / beta and, for `Frozen::All`, their conv weights.
+    pub fn trainable(&self) -> Vec<std::ops::Range<usize>> {
+        trainable_ranges(self.n_params, self.units())
+    }
+
     /// Every unit in forward order (stem, then per block its main path and projection).
     pub fn units(&self) -> impl Iterator<Item = &UnitPlan> {
         std::iter::once(&self.stem).chain(self.blocks.iter().flat_map(|b| {
@@ -292,4 +368,35 @@ impl Plan {
         let scratch = self.max_conv_weights() as u64 * (threads as u64 + 1);
         4 * (act + grads + params + scratch + self.n_stats as u64)
     }
+}
+
+/// The complement, in `0..n_params`, of the parameters `units` freeze, as sorted disjoint ranges.
+pub(crate) fn trainable_ranges<'a>(
+    n_params: usize,
+    units: impl Iterator<Item = &'a UnitPlan>,
+) -> Vec<std::ops::Range<usize>> {
+    let mut frozen: Vec<std::ops::Range<usize>> = vec![];
+    for u in units {
+        let c = u.conv.cout;
+        match u.frozen {
+            Frozen::No => {}
+            Frozen::Bn => frozen.push(u.gamma..u.beta + c),
+            Frozen::All => {
+                frozen.push(u.w..u.w + u.conv.weight_len());
+                frozen.push(u.gamma..u.beta + c);
+            }
+        }
+    }
+    frozen.sort_by_key(|r| r.start);
+    let (mut out, mut at) = (vec![], 0);
+    for r in frozen {
+        if r.start > at {
+            out.push(at..r.start);
+        }
+        at = at.max(r.end);
+    }
+    if at < n_params {
+        out.push(at..n_params);
+    }
+    out
 }

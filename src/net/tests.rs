@@ -285,3 +285,33 @@ fn prepared_weights_follow_every_parameter_change() {
     // another batch size
     assert_eq!(run(&mut net, 1), fresh_logits(&net, 1));
 }
+
+/// `Net::freeze` with the optimizer mask `Plan::trainable`: 20 SGD steps (momentum, weight decay)
+/// leave every BN tensor (gamma, beta, running statistics) and the frozen stages' convolutions
+/// bit-identical, while the other convolutions and the fc learn.
+#[test]
+fn frozen_bn_and_stages_stay_bit_identical_through_20_sgd_steps() {
+    let s = spec("resnet8", ArchOptions { shortcut: Some(ShortcutOpt::B), ..Default::default() });
+    let mut net = Net::new(&s, 4, 12, 12, true, 2).unwrap();
+    net.freeze(Freeze { bn: true, at: 2 });
+    let start: Vec<(String, Vec<f32>)> =
+        net.tensor_names().into_iter().map(|n| (n.clone(), net.get_torch(&n).unwrap())).collect();
+    let mut opt = crate::optim::Sgd::new(net.params().len());
+    opt.weight_decay = 5e-4;
+    opt.trainable = Some(net.plan.trainable());
+    for step in 0..20u64 {
+        let x = rand_vec(net.input.len(), 40 + step);
+        net.input.copy_from_slice(&x);
+        net.forward(4, true);
+        net.loss(&[0, 1, 2, 3]);
+        net.backward(4);
+        let (p, g) = net.step_operands();
+        opt.step(p, g, 0.1);
+    }
+    for (name, v0) in &start {
+        let bn = name.starts_with("bn1.") || name.contains(".bn") || name.contains("downsample.1");
+        let frozen = bn || name.starts_with("conv1.") || name.starts_with("layer1.");
+        let v = net.get_torch(name).unwrap();
+        assert_eq!(frozen, &v == v0, "{name}: frozen {frozen}");
+    }
+}

@@ -27,6 +27,8 @@ pub enum Act {
 pub struct BnSaved {
     pub mean: Vec<f32>,
     pub invstd: Vec<f32>,
+    /// frozen BN ([`backward_frozen`]): the constant scale of the map, gamma / sqrt(running var + eps)
+    pub scale: Vec<f32>,
 }
 
 /// Sums over a batch split across processes (data-parallel training with synchronised BN): adds
@@ -338,6 +340,58 @@ pub fn backward(
     }
 }
 
+// ------------------------------------------------------ frozen (constant affine)
+/// Frozen BN (detection fine-tuning, torchvision's `FrozenBatchNorm2d`): in training too the layer is
+/// the constant map y = act(x * scale + shift [+ s]) of [`eval_affine`] (the running statistics), so
+/// its forward is the eval-mode one folded into the convolution's store (`kernels::Epilogue`), and
+/// gamma, beta and the statistics get no gradient and never change.
+///
+/// Backward: `dy` at y, `y` the forward output (its sign is the ReLU mask). g = dy masked by the
+/// ReLU; dx = g * scale (the gradient at the conv output); with `Act::AddRelu` also dz = g (the
+/// shortcut's gradient). x, y, dy, dx, dz: (M, C) with M = N*H*W, C = `scale.len()`.
+pub fn backward_frozen(scale: &[f32], y: &[f32], dy: &[f32], act: Act, dx: &mut [f32], dz_out: Option<&mut [f32]>) {
+    let c = scale.len();
+    let masked = act != Act::None;
+    #[inline(always)]
+    fn row(scale: &[f32], yr: &[f32], dyr: &[f32], dxr: &mut [f32], masked: bool) {
+        for (((d, g), yv), s) in dxr.iter_mut().zip(dyr).zip(yr).zip(scale) {
+            *d = if !masked || *yv > 0.0 { g * s } else { 0.0 };
+        }
+    }
+    match dz_out {
+        Some(dz) => par::for_rows_pair(
+            dx,
+            c,
+            dz,
+            c,
+            64,
+            #[inline(always)]
+            |first, dxs, dzs| {
+                for (r, (dxr, dzr)) in dxs.chunks_exact_mut(c).zip(dzs.chunks_exact_mut(c)).enumerate() {
+                    let row_i = first + r;
+                    let (yr, dyr) = (&y[row_i * c..][..c], &dy[row_i * c..][..c]);
+                    for ((z, g), yv) in dzr.iter_mut().zip(dyr).zip(yr) {
+                        *z = if !masked || *yv > 0.0 { *g } else { 0.0 };
+                    }
+                    row(scale, yr, dyr, dxr, masked);
+                }
+            },
+        ),
+        None => par::for_rows(
+            dx,
+            c,
+            64,
+            #[inline(always)]
+            |first, dxs| {
+                for (r, dxr) in dxs.chunks_exact_mut(c).enumerate() {
+                    let row_i = first + r;
+                    row(scale, &y[row_i * c..][..c], &dy[row_i * c..][..c], dxr, masked);
+                }
+            },
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +448,49 @@ mod tests {
         forward_eval(&p, &rm, &rv, &x, xd, Act::Relu, None, &mut ye);
         let expect = ((x[0] - rm[0]) / (rv[0] + EPS).sqrt()).max(0.0);
         assert!((ye[0] - expect).abs() < 1e-5);
+    }
+
+    /// Frozen BN is the eval-mode map in training too; its backward against central differences of
+    /// that map (the input and the shortcut: gamma and beta are constants).
+    #[test]
+    fn frozen_backward_matches_finite_differences() {
+        for (i, act) in [Act::None, Act::AddRelu, Act::Relu].into_iter().enumerate() {
+            let xd = Dims::new(2, 5, 7, 6);
+            let c = xd.c;
+            let x = rand_vec(xd.len(), 60 + i as u64);
+            let gamma: Vec<f32> = rand_vec(c, 61).iter().map(|v| 1.0 + 0.5 * v).collect();
+            let beta = rand_vec(c, 62);
+            let rm = rand_vec(c, 63);
+            let rv: Vec<f32> = rand_vec(c, 64).iter().map(|v| 1.0 + 0.5 * v).collect();
+            let p = BnParams { gamma: &gamma, beta: &beta };
+            let (scale, shift) = eval_affine(&p, &rm, &rv);
+            // the shortcut keeps x * scale + shift + s away from the ReLU kink
+            let s: Vec<f32> = rand_vec(xd.len(), 65)
+                .iter()
+                .enumerate()
+                .map(|(j, s)| {
+                    let z = x[j] * scale[j % c] + shift[j % c];
+                    if (s + z).abs() < 0.05 { s + 0.1f32.copysign(s + z) } else { *s }
+                })
+                .collect();
+            let sc = (act == Act::AddRelu).then_some(&s[..]);
+            let proj = rand_vec(xd.len(), 66);
+            let run = |x: &[f32], s: Option<&[f32]>| {
+                let mut y = vec![0.0; xd.len()];
+                forward_eval(&p, &rm, &rv, x, xd, act, s.map(ShortcutSrc::Identity), &mut y);
+                y
+            };
+            let loss = |x: &[f32], s: Option<&[f32]>| -> f64 {
+                run(x, s).iter().zip(&proj).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+            };
+            let y = run(&x, sc);
+            let (mut dx, mut dz) = (vec![0.0; xd.len()], vec![0.0; xd.len()]);
+            backward_frozen(&scale, &y, &proj, act, &mut dx, (act == Act::AddRelu).then_some(&mut dz[..]));
+            check_grad(&format!("frozen bn {act:?} dx"), &x, &dx, 1e-3, 1e-3, |xp| loss(xp, sc));
+            if act == Act::AddRelu {
+                check_grad(&format!("frozen bn {act:?} dshortcut"), &s, &dz, 1e-3, 1e-3, |sp| loss(&x, Some(sp)));
+            }
+        }
     }
 
     #[test]

@@ -161,6 +161,31 @@ pub fn load_into(net: &mut impl crate::backend::Backend, sd: &StateDict) -> Resu
     Ok(())
 }
 
+/// Copy into a network part ([`crate::net::part::Part`]: a detector's C4 prefix or suffix) the
+/// tensors of `sd` that it has, by torchvision name: a whole network's state_dict (our
+/// classification checkpoint, a torchvision `.pth`) loads into the prefix and the suffix alike, the
+/// other part's tensors and the fc's being none of this part's business (never "unexpected").
+/// Tensors missing or of the wrong shape: all reported at once, none copied.
+pub fn load_part(part: &mut crate::net::part::Part, sd: &StateDict) -> Result<(), Mismatch> {
+    let mut m = Mismatch::default();
+    let tensors = part.tensors();
+    for (name, shape) in &tensors {
+        match sd.get(name) {
+            None => m.missing.push(name.clone()),
+            Some(t) if *shape != t.shape => m.wrong_shape.push((name.clone(), shape.clone(), t.shape.clone())),
+            Some(_) => {}
+        }
+    }
+    if !m.is_empty() {
+        return Err(m);
+    }
+    for (name, _) in &tensors {
+        let t = sd.get(name).expect("checked above");
+        part.set_torch(name, &t.shape, &t.data).map_err(|e| Mismatch { unexpected: vec![e], ..Default::default() })?;
+    }
+    Ok(())
+}
+
 /// The formats a weights file can have, recognised by its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {

@@ -416,3 +416,30 @@ fn non_finite_values_are_refused_by_every_reader_naming_the_tensor() {
         net.set_torch(t, &shape, &data).unwrap();
     }
 }
+
+/// A whole network's state_dict loads into its C4 prefix and suffix by name; a part whose tensors
+/// are missing or misshapen is refused with every key named, nothing copied.
+#[test]
+fn a_state_dict_loads_into_network_parts_by_name() {
+    use crate::net::Freeze;
+    use crate::net::part::{Capacity, Part, Stages};
+    let s = ArchSpec::parse("resnet8", &ArchOptions::default()).unwrap();
+    let net = Net::new(&s, 1, 16, 16, false, 3).unwrap();
+    let sd = StateDict::of_net(&net);
+    let cap = Capacity { n: 1, h: 16, w: 16 };
+    for stages in [Stages::c4_prefix(&s), Stages::c4_suffix(&s)] {
+        let mut part = Part::zeroed(&s, stages, cap, Freeze::NONE, false).unwrap();
+        load_part(&mut part, &sd).unwrap();
+        for (name, _) in part.tensors() {
+            assert_eq!(part.get_torch(&name), net.get_torch(&name), "{name}");
+        }
+    }
+    let mut wrong = sd.clone();
+    wrong.tensors.retain(|(n, _)| n != "layer3.0.conv1.weight");
+    wrong.tensors.iter_mut().filter(|(n, _)| n == "layer3.0.bn1.bias").for_each(|(_, t)| t.shape = vec![2, 32]);
+    let mut suffix = Part::zeroed(&s, Stages::c4_suffix(&s), cap, Freeze::NONE, false).unwrap();
+    let m = load_part(&mut suffix, &wrong).unwrap_err();
+    assert_eq!(m.missing, vec!["layer3.0.conv1.weight".to_string()]);
+    assert_eq!(m.wrong_shape.len(), 1);
+    assert!(suffix.params().iter().all(|v| *v == 0.0), "nothing copied");
+}
