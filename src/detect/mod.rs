@@ -18,6 +18,7 @@ pub mod boxes;
 pub mod coco_eval;
 pub mod evaluate;
 pub mod matcher;
+pub mod model;
 pub mod nms;
 pub mod preset;
 pub mod roi;
