@@ -312,6 +312,17 @@ def ref(t):
     return [float(f"{v:.12g}") for v in t.detach().reshape(-1).tolist()]
 
 
+def r12(v):
+    """A reference scalar with 12 significant digits (so that the bytes do not depend on the
+    thread count: summation order moves the last bits)."""
+    return float(f"{v:.12g}")
+
+
+def rounded(d):
+    """A dict's float values through r12."""
+    return {k: r12(v) if isinstance(v, float) else v for k, v in d.items()}
+
+
 def exact(t):
     """An array a test feeds back in: full float64."""
     return [float(v) for v in t.detach().reshape(-1).tolist()]
@@ -321,8 +332,8 @@ def probe(name, t):
     """Norm, max |.|, RMS and 64 counter-sampled entries of an intermediate tensor (NCHW flat)."""
     t = t.detach().reshape(-1)
     idx = sample_indices("frcnn/probe/" + name, t.numel(), 64)
-    return {"numel": t.numel(), "norm": t.norm().item(), "max_abs": t.abs().max().item(),
-            "rms": (t.norm() / math.sqrt(t.numel())).item(), "index": idx, "value": ref(t[idx])}
+    return {"numel": t.numel(), "norm": r12(t.norm().item()), "max_abs": r12(t.abs().max().item()),
+            "rms": r12((t.norm() / math.sqrt(t.numel())).item()), "index": idx, "value": ref(t[idx])}
 
 
 def nms_margin(boxes, scores, keep, thresh):
@@ -417,7 +428,7 @@ def choose_rpn_variant(x, count=16):
         for v in range(count):
             fill(model, v, prefix="rpn.head.")
             m = rpn_decisions(model, feats)[4]
-            table.append({"variant": v, **m})
+            table.append(rounded({"variant": v, **m}))
     best = max(table, key=lambda m: min(m["rpn_nms_iou_vs_0.7"], m["rpn_logit_gap_at_cut_300"] or float("inf")))
     return best["variant"], table
 
@@ -476,7 +487,7 @@ def eval_run(model, x):
         "proposals": exact(props), "proposal_scores": ref(pscores),
         "head_class_logits": ref(cls_logits), "head_box_deltas": ref(box_deltas),
         "detections": {"boxes": ref(out["boxes"]), "scores": ref(out["scores"]), "labels": out["labels"].tolist()},
-        "margins": margins,
+        "margins": rounded(margins),
         "probes": {"backbone_features": probe("backbone_features", feats),
                    "rpn_objectness_map": probe("rpn_objectness_map", objectness),
                    "box_head_features": probe("box_head_features", d["box_features"][1]),
@@ -514,7 +525,7 @@ def train_run(model, x):
             continue
         idx = sample_indices("frcnn/sample/" + name, p.numel(), 16)
         g = p.grad.reshape(-1)
-        grads[name] = {"shape": list(p.shape), "norm": g.norm().item(), "max_abs": g.abs().max().item(),
+        grads[name] = {"shape": list(p.shape), "norm": r12(g.norm().item()), "max_abs": r12(g.abs().max().item()),
                        "index": idx, "value": ref(g[idx])}
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     anchor_iou = box_iou(targets[0]["boxes"], anchors)
@@ -534,13 +545,13 @@ def train_run(model, x):
         "roi_sampled_boxes": exact(rois[0]), "roi_labels": roi_labels[0].tolist(),
         "roi_matched_gt": matched_idxs[0].tolist(),
         "roi_regression_targets": exact(roi_reg[0]),
-        "losses": {k: v.item() for k, v in losses.items()}, "loss_total": total.item(),
-        "loss_objectness_float64": loss_obj64.item(),
+        "losses": {k: r12(v.item()) for k, v in losses.items()}, "loss_total": r12(total.item()),
+        "loss_objectness_float64": r12(loss_obj64.item()),
         "loss_dtypes": {k: str(v.dtype) for k, v in losses.items()},
-        "margins": {"rpn_anchor_iou_vs_0.3_0.7": min((anchor_iou - 0.3).abs().min().item(),
+        "margins": rounded({"rpn_anchor_iou_vs_0.3_0.7": min((anchor_iou - 0.3).abs().min().item(),
                                                      (anchor_iou - 0.7).abs().min().item()),
                     "roi_iou_vs_0.5": (iou - 0.5).abs().min().item(),
-                    "roi_sampling_switch_cells_over_14": roi_sampling_margin(rois[0])},
+                    "roi_sampling_switch_cells_over_14": roi_sampling_margin(rois[0])}),
         "gradients": grads, "parameters_without_gradient": no_grad,
     }
 
@@ -551,11 +562,11 @@ def stage_rms(model, x):
     out = {}
     with torch.no_grad():
         t = body.maxpool(body.relu(body.bn1(body.conv1(x[None]))))
-        out["stem"] = t.pow(2).mean().sqrt().item()
+        out["stem"] = r12(t.pow(2).mean().sqrt().item())
         for ln in ["layer1", "layer2", "layer3"]:
             for i, blk in enumerate(getattr(body, ln)):
                 t = blk(t)
-                out[f"{ln}.{i}"] = t.pow(2).mean().sqrt().item()
+                out[f"{ln}.{i}"] = r12(t.pow(2).mean().sqrt().item())
     return out
 
 
