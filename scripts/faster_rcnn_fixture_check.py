@@ -6,9 +6,14 @@ references. Then the same in float32, as a stand-in for a float32 engine.
 
     nice -n 19 $TORCH_VENV/bin/python scripts/faster_rcnn_fixture_check.py   # about 1 minute
 
-Checks (eval only): backbone probe, RPN objectness and deltas, head class logits and box deltas for
+Checks (eval): backbone probe, RPN objectness and deltas, head class logits and box deltas for
 the fixture's proposals. Prints max |ours - ref| / max |ref| per array; float64 should be ~1e-12,
 float32 ~1e-6, against the Rust test's 1e-4.
+
+Then (train) torchvision's own model (built by scripts/faster_rcnn_fixtures.py) in float32 with the
+fixture's sampled anchors and RoIs replayed into its samplers: the four losses and every gradient
+against the float64 references, as the Rust test will compare them: how much of the 1e-4 budget
+float32 arithmetic alone uses.
 """
 import json
 import math
@@ -71,12 +76,12 @@ def build(fx):
         for n, t in r.state_dict().items():
             if not n.startswith("fc."):
                 prefix = "roi_heads.box_head." if n.startswith("layer4") else "backbone.body."
-                t.copy_(value(fx, prefix + n, list(t.shape)))
-    rpn = {n: value(fx, "rpn.head." + n, s) for n, s in [
+                t.copy_(value(fx, prefix + n, list(t.shape)).float())
+    rpn = {n: value(fx, "rpn.head." + n, s).float().double() for n, s in [
         ("conv.0.0.weight", [1024, 1024, 3, 3]), ("conv.0.0.bias", [1024]),
         ("cls_logits.weight", [15, 1024, 1, 1]), ("cls_logits.bias", [15]),
         ("bbox_pred.weight", [60, 1024, 1, 1]), ("bbox_pred.bias", [60])]}
-    pred = {n: value(fx, "roi_heads.box_predictor." + n, s) for n, s in [
+    pred = {n: value(fx, "roi_heads.box_predictor." + n, s).float().double() for n, s in [
         ("cls_score.weight", [5, 2048]), ("cls_score.bias", [5]),
         ("bbox_pred.weight", [20, 2048]), ("bbox_pred.bias", [20])]}
     return r, rpn, pred
@@ -88,7 +93,7 @@ def image(fx):
     p = np.frombuffer(bytes.fromhex(im["pixels_hex"]), dtype=np.uint8).reshape(im["height"], im["width"], 3)
     x = torch.from_numpy(p.astype(np.float64) / 255).permute(2, 0, 1)
     mean, std = torch.tensor(im["mean"], dtype=D), torch.tensor(im["std"], dtype=D)
-    return ((x - mean[:, None, None]) / std[:, None, None])[None]
+    return ((x - mean[:, None, None]) / std[:, None, None]).float().double()[None]
 
 
 def run(r, rpn, pred, x, proposals):
@@ -110,6 +115,51 @@ def run(r, rpn, pred, x, proposals):
 def rel(ours, ref):
     ref = torch.tensor(ref, dtype=D)
     return ((ours.double().reshape(-1) - ref).abs().max() / ref.abs().max()).item()
+
+
+def train_float32_replay(fx):
+    """Losses and gradients of torchvision's model in float32, samples replayed from the fixture.
+    Returns the worst relative errors (loss, gradient norm, gradient entry / max |g|)."""
+    import faster_rcnn_fixtures as gen  # the generator's model construction (torchvision classes)
+    tr = fx["train"]
+    gen.patch_batched_nms()
+    model, _ = gen.build_model(fx["weights"]["rpn_variant"])
+    model.float().train()
+    n = 16 * 20 * 15
+    pos, neg = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+    pos[tr["rpn_sampled_positive"]] = True
+    neg[tr["rpn_sampled_negative"]] = True
+    model.rpn.fg_bg_sampler = lambda labels: ([pos], [neg])
+    count = len(tr["proposals"]) // 4 + len(tr["gt_labels"])  # proposals, then the appended gt
+    rpos, rneg = torch.zeros(count, dtype=torch.bool), torch.zeros(count, dtype=torch.bool)
+    for i, label in zip(tr["roi_sampled_index"], tr["roi_labels"]):
+        (rpos if label > 0 else rneg)[i] = True
+
+    def roi_sampler(labels):
+        assert len(labels[0]) == count, "float32 proposals differ in number from the fixture's"
+        return [rpos], [rneg]
+
+    model.roi_heads.fg_bg_sampler = roi_sampler
+    targets = [{"boxes": torch.tensor(tr["gt_boxes"], dtype=torch.float32).reshape(-1, 4),
+                "labels": torch.tensor(tr["gt_labels"])}]
+    losses = model([image(fx)[0].float()], targets)
+    sum(losses.values()).backward()
+    worst = [0.0, 0.0, 0.0]
+    for k, v in losses.items():
+        ref = tr["loss_objectness_float64"] if k == "loss_objectness" else tr["losses"][k]
+        worst[0] = max(worst[0], abs(v.item() - ref) / abs(ref))
+    for name, p in model.named_parameters():
+        if p.grad is None:
+            continue
+        g, flat = tr["gradients"][name], p.grad.reshape(-1).double()
+        e_norm = abs(flat.norm().item() - g["norm"]) / g["norm"]
+        e_entry = max(abs(flat[i].item() - v) for i, v in zip(g["index"], g["value"])) / g["max_abs"]
+        worst[1], worst[2] = max(worst[1], e_norm), max(worst[2], e_entry)
+        if max(e_norm, e_entry) > 3e-5:
+            print(f"  {name}: norm {e_norm:.2e}, entries {e_entry:.2e} of max |g|")
+    print(f"train float32 replay: losses {worst[0]:.2e}, gradient norms {worst[1]:.2e}, "
+          f"gradient entries {worst[2]:.2e} of max |g|")
+    return max(worst)
 
 
 def main():
@@ -134,6 +184,7 @@ def main():
                 "head_box_deltas": rel(box, ev["head_box_deltas"])}
         print(name, {k: f"{v:.2e}" for k, v in errs.items()})
         worst = max(worst, max(errs.values()))
+    worst = max(worst, train_float32_replay(fx))
     if worst > 1e-4:
         raise SystemExit(f"FAIL: {worst:.2e} > 1e-4")
     print("ok")

@@ -36,8 +36,9 @@ Model (torchvision's own classes; state-dict names are those of the FasterRCNN b
 
 Input image: scikit-image's astronaut (512 x 512 RGB), crop columns 6..506, rows 0..400 (500 x 400),
 PIL bilinear resize to 320 x 256 (W x H), stored as uint8 "image.pixels_hex" (H x W x 3 row-major,
-two hex digits per byte). Network input x[c, y, x] = (p / 255 - mean[c]) / std[c] in float64 with
-the ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); batch of one.
+two hex digits per byte). Network input x[c, y, x] = (p / 255 - mean[c]) / std[c] computed in
+float64 with the ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), then rounded to
+the nearest float32; batch of one.
 
 Weights (every parameter and FrozenBN buffer; name = FasterRCNN state-dict name, e.g.
 "backbone.body.layer2.0.conv1.weight", "rpn.head.conv.0.0.weight", "roi_heads.box_head.layer4.0.bn3.bias"):
@@ -57,6 +58,8 @@ Weights (every parameter and FrozenBN buffer; name = FasterRCNN state-dict name,
   cls_score weight             (2u - 1) * sqrt(3) * G_CLS / sqrt(2048);  bias 0.1 * (2u - 1)
   bbox_pred weight             (2u - 1) * sqrt(3) * G_BOX / sqrt(2048);  bias 0.1 * (2u - 1)
   G_BN3 = 0.3, G_OBJ = 0.35, G_RPN_DELTA = 0.04, G_CLS = 1, G_BOX = 0.3 (also "weights.gains").
+  Each value is computed in float64 and rounded to the nearest float32 (what a float32 engine
+  holds); the reference then runs in float64 on those exact values, as scripts/rpn_fixtures.py.
   The RMS after the stem and each block stays 1.8 .. 4.5 ("stage_rms"); objectness logits spread
   about -6 .. 7; with these, 100 detections pass the 0.05 threshold.
 
@@ -232,7 +235,7 @@ def fill(model, rpn_variant=0, prefix=""):
         for name, t in model.state_dict().items():
             if not name.startswith(prefix):
                 continue
-            t.copy_(weight_value(name, list(t.shape), rpn_variant))
+            t.copy_(weight_value(name, list(t.shape), rpn_variant).float())  # float32-exact
             count += t.numel()
     return count
 
@@ -303,7 +306,7 @@ def load_image():
     x = (x - torch.tensor(MEAN, dtype=D)[:, None, None]) / torch.tensor(STD, dtype=D)[:, None, None]
     with open(path, "rb") as f:
         source_sha = hashlib.sha256(f.read()).hexdigest()
-    return pixels, x.contiguous(), source_sha
+    return pixels, x.float().double().contiguous(), source_sha  # float32-exact
 
 
 # ------------------------------------------------------------------------------ helpers
