@@ -183,7 +183,10 @@ impl DetMeta {
         };
         let again = ArchSpec::parse(&a.name, &opts).map_err(|e| e.to_string())?;
         if &again != a {
-            return Err(format!("the architecture record of {} differs from what its name and options resolve to", a.name));
+            return Err(format!(
+                "the architecture record of {} differs from what its name and options resolve to",
+                a.name
+            ));
         }
         if self.classes < 2 || self.class_names.len() + 1 != self.classes {
             return Err(format!(
@@ -200,7 +203,12 @@ impl DetMeta {
         self.transform.check(a.in_channels)?;
         let spec = self.spec()?;
         if spec.freeze.at > a.stages.len() + 1 {
-            return Err(format!("freeze at {}: {} has only {} stages and the stem", spec.freeze.at, a.name, a.stages.len()));
+            return Err(format!(
+                "freeze at {}: {} has only {} stages and the stem",
+                spec.freeze.at,
+                a.name,
+                a.stages.len()
+            ));
         }
         Ok(spec)
     }
@@ -440,8 +448,8 @@ impl PresetRecord {
             };
             *slot.ok_or_else(|| format!("unknown preset field {k:?}"))? = val.clone();
         }
-        let fields: PresetFields =
-            serde_json::from_value(v).map_err(|e| format!("preset {} with overrides {:?}: {e}", self.name, self.overrides))?;
+        let fields: PresetFields = serde_json::from_value(v)
+            .map_err(|e| format!("preset {} with overrides {:?}: {e}", self.name, self.overrides))?;
         Ok(fields.preset(name))
     }
 }
@@ -586,8 +594,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<DetCheckpoint> {
         Some(f) => bail!("{file}: not a detector checkpoint (metadata \"format\" is {f:?}, not {FORMAT:?})"),
         None => bail!("{file}: not a detector checkpoint (a safetensors file without our metadata)"),
     }
-    let meta: DetMeta = serde_json::from_str(md.get("detector").ok_or_else(|| anyhow!("{file}: no detector metadata"))?)
-        .with_context(|| format!("{file}: bad detector metadata"))?;
+    let meta: DetMeta =
+        serde_json::from_str(md.get("detector").ok_or_else(|| anyhow!("{file}: no detector metadata"))?)
+            .with_context(|| format!("{file}: bad detector metadata"))?;
     let spec = meta.check().map_err(|e| anyhow!("{file}: inconsistent detector metadata: {e}"))?;
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| anyhow!("{file}: {e}"))?;
     let mut tensors = vec![];
@@ -618,7 +627,8 @@ impl DetCheckpoint {
         }
         let mut d = FasterRcnn::new(spec, train, self.meta.train.as_ref().map_or(0, |t| t.seed))
             .map_err(|e| anyhow!("{file}: {e}"))?;
-        load_state(&mut d, &self.weights).map_err(|m| anyhow!("{file}: the tensors do not fit the detector it describes:\n{m}"))?;
+        load_state(&mut d, &self.weights)
+            .map_err(|m| anyhow!("{file}: the tensors do not fit the detector it describes:\n{m}"))?;
         // the specification as recorded (buffers aside)
         d.spec = DetectorSpec { max_image: d.spec.max_image, ..self.spec.clone() };
         Ok(d)

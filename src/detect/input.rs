@@ -85,10 +85,8 @@ pub fn prepare(img: &DynamicImage, t: &DetTransform, channels: usize) -> Result<
         1 => resized.chunks_exact(3).map(|p| p[0]).collect(),
         _ => resized,
     };
-    let data = px
-        .chunks_exact(channels)
-        .flat_map(|p| p.iter().enumerate().map(|(c, v)| (v - t.mean[c]) / t.std[c]))
-        .collect();
+    let data =
+        px.chunks_exact(channels).flat_map(|p| p.iter().enumerate().map(|(c, v)| (v - t.mean[c]) / t.std[c])).collect();
     Ok(DetInput { data, h, w, orig_h, orig_w })
 }
 

@@ -129,7 +129,8 @@ pub fn check_outputs(images: &[PathBuf], out_dir: &Path, outputs: &[PathBuf]) ->
         bail!("--draw {}: exists and is not a directory", out_dir.display());
     }
     crate::paths::refuse_any_same_file(images, outputs, "an input image and a drawing of --draw")?;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("--draw {}: cannot create the directory", out_dir.display()))
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("--draw {}: cannot create the directory", out_dir.display()))
 }
 
 /// A class's colour (colour-blind-safe palette, by class id).
@@ -171,10 +172,12 @@ pub fn draw(img: &DynamicImage, dets: &[Found]) -> Result<RgbImage> {
             let style = TextStyle::from(("sans-serif", size).into_font()).color(&BLACK);
             let (tw, th) = root.estimate_text_size(&text, &style).map_err(|e| anyhow!("measuring a label: {e}"))?;
             let (tw, th) = (tw as i32 + 4, th as i32 + 2);
+            // above the box where there is room, else inside its top edge; kept within the image
             let ty = if y1 >= th { y1 - th } else { y1 };
-            root.draw(&Rectangle::new([(x1, ty), (x1 + tw, ty + th)], c.filled()))
+            let tx = x1.min(w as i32 - tw).max(0);
+            root.draw(&Rectangle::new([(tx, ty), (tx + tw, ty + th)], c.filled()))
                 .map_err(|e| anyhow!("drawing a label: {e}"))?;
-            root.draw(&Text::new(text, (x1 + 2, ty + 1), style)).map_err(|e| anyhow!("drawing a label: {e}"))?;
+            root.draw(&Text::new(text, (tx + 2, ty + 1), style)).map_err(|e| anyhow!("drawing a label: {e}"))?;
         }
         root.present().map_err(|e| anyhow!("drawing: {e}"))?;
     }
@@ -205,13 +208,15 @@ mod tests {
         assert_eq!(out.get_pixel(11, 60).0, c);
         assert_eq!(out.get_pixel(50, 50).0, [0, 0, 0], "inside stays");
         // the label tab above the box carries dark text on the colour
-        let tab: Vec<[u8; 3]> = (12..60).flat_map(|x| (18..30).map(move |y| (x, y))).map(|(x, y)| out.get_pixel(x, y).0).collect();
+        let tab: Vec<[u8; 3]> =
+            (12..60).flat_map(|x| (18..30).map(move |y| (x, y))).map(|(x, y)| out.get_pixel(x, y).0).collect();
         assert!(tab.contains(&c) && tab.iter().any(|p| p[0] < 100), "a filled tab with text");
     }
 
     #[test]
     fn draw_paths_are_unique() {
-        let ins = [PathBuf::from("a/x.jpg"), PathBuf::from("b/x.png"), PathBuf::from("y.jpg"), PathBuf::from("x-2.jpg")];
+        let ins =
+            [PathBuf::from("a/x.jpg"), PathBuf::from("b/x.png"), PathBuf::from("y.jpg"), PathBuf::from("x-2.jpg")];
         let outs = draw_paths(&ins, Path::new("out"));
         let names: Vec<String> = outs.iter().map(|p| p.display().to_string()).collect();
         assert_eq!(names, ["out/x.png", "out/x-2.png", "out/y.png", "out/x-2-2.png"]);
