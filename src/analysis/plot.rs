@@ -73,7 +73,7 @@ pub fn label_runs(curves: &mut [Curve], dirs: &[&Path]) {
     }
 }
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // DejaVu Sans (assets/DejaVuSans.LICENSE): text without system fonts

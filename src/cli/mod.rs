@@ -5,6 +5,7 @@ mod arch_args;
 mod bench;
 mod convert;
 mod data;
+mod detect;
 mod eval;
 mod eval_det;
 mod export;
@@ -53,6 +54,8 @@ enum Command {
     Export(export::Args),
     /// Top-1 / top-5 error under the paper's test protocols (single, 10-crop, multi-scale), one model or an ensemble
     Eval(eval::Args),
+    /// Detect objects in JPEG/PNG images with a detector checkpoint: text, JSON, drawn PNGs
+    Detect(detect::Args),
     /// Judge detections (COCO results JSON) against COCO or PASCAL VOC ground truth: pycocotools' 12 numbers or VOC mAP
     EvalDet(eval_det::Args),
     /// Training curves of runs (error vs iterations) in the style of the paper's Figures 1, 4 and 6
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Convert(a) => convert::run(a),
         Command::Export(a) => export::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Detect(a) => detect::run(a),
         Command::EvalDet(a) => eval_det::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Responses(a) => responses::run(a),

@@ -15,8 +15,10 @@
 
 pub mod anchors;
 pub mod boxes;
+pub mod checkpoint;
 pub mod coco_eval;
 pub mod evaluate;
+pub mod input;
 pub mod matcher;
 pub mod model;
 pub mod nms;
@@ -24,6 +26,7 @@ pub mod preset;
 pub mod roi;
 pub mod roi_head;
 pub mod rpn;
+pub mod run;
 pub mod voc_eval;
 
 /// A box `[x1, y1, x2, y2]`.
