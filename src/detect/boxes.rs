@@ -8,7 +8,8 @@
 use super::Box4;
 
 /// How a box's width follows from its corners.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Convention {
     /// torchvision: `w = x2 - x1`.
     #[default]

@@ -29,7 +29,7 @@
 
 use super::model::{DetectorSpec, FasterRcnn};
 use super::preset::{Preset, PresetName, RoiOp};
-use super::{Convention, roi_head::HeadConfig, rpn::RpnConfig};
+use super::{roi_head::HeadConfig, rpn::RpnConfig};
 use crate::arch::{ArchOptions, ArchSpec, BlockKind};
 use crate::net::Freeze;
 use crate::weights::{self, Mismatch, StateDict, Tensor};
@@ -218,117 +218,30 @@ impl DetMeta {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PresetFields {
-    pub rpn: RpnFields,
-    pub head: HeadFields,
+    pub rpn: RpnConfig,
+    pub head: HeadConfig,
     pub anchor_sizes: Vec<f32>,
     pub aspect_ratios: Vec<f32>,
     pub legacy_anchors: bool,
     pub stride: usize,
     pub image_min_size: usize,
     pub image_max_size: usize,
-    pub roi_op: RoiOpField,
+    pub roi_op: RoiOp,
     pub roi_size: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RpnFields {
-    pub fg_iou: f32,
-    pub bg_iou: f32,
-    pub batch_per_image: usize,
-    pub positive_fraction: f32,
-    pub allowed_border: Option<f32>,
-    pub pre_nms_top_n_train: usize,
-    pub pre_nms_top_n_test: usize,
-    pub post_nms_top_n_train: usize,
-    pub post_nms_top_n_test: usize,
-    pub nms_thresh: f32,
-    pub score_thresh: f32,
-    pub min_size: f32,
-    pub min_size_at_original_scale: bool,
-    pub filter_before_top_n: bool,
-    pub beta: f32,
-    pub legacy_plus_one: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeadFields {
-    pub fg_iou: f32,
-    pub bg_iou_high: f32,
-    pub bg_iou_low: f32,
-    pub batch_per_image: usize,
-    pub positive_fraction: f32,
-    pub box_weights: [f32; 4],
-    pub beta: f32,
-    pub score_thresh: f32,
-    pub nms_thresh: f32,
-    pub detections_per_image: usize,
-    pub min_size: f32,
-    pub legacy_plus_one: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RoiOpField {
-    Pool,
-    Align { aligned: bool, sampling_ratio: i32 },
-}
-
-fn plus_one(c: Convention) -> bool {
-    c == Convention::LegacyPlusOne
-}
-
-fn convention(plus_one: bool) -> Convention {
-    if plus_one { Convention::LegacyPlusOne } else { Convention::Pixel }
 }
 
 impl PresetFields {
     pub fn of(p: &Preset) -> PresetFields {
-        let (r, h) = (&p.rpn, &p.head);
         PresetFields {
-            rpn: RpnFields {
-                fg_iou: r.fg_iou,
-                bg_iou: r.bg_iou,
-                batch_per_image: r.batch_per_image,
-                positive_fraction: r.positive_fraction,
-                allowed_border: r.allowed_border,
-                pre_nms_top_n_train: r.pre_nms_top_n_train,
-                pre_nms_top_n_test: r.pre_nms_top_n_test,
-                post_nms_top_n_train: r.post_nms_top_n_train,
-                post_nms_top_n_test: r.post_nms_top_n_test,
-                nms_thresh: r.nms_thresh,
-                score_thresh: r.score_thresh,
-                min_size: r.min_size,
-                min_size_at_original_scale: r.min_size_at_original_scale,
-                filter_before_top_n: r.filter_before_top_n,
-                beta: r.beta,
-                legacy_plus_one: plus_one(r.conv),
-            },
-            head: HeadFields {
-                fg_iou: h.fg_iou,
-                bg_iou_high: h.bg_iou_high,
-                bg_iou_low: h.bg_iou_low,
-                batch_per_image: h.batch_per_image,
-                positive_fraction: h.positive_fraction,
-                box_weights: h.box_weights,
-                beta: h.beta,
-                score_thresh: h.score_thresh,
-                nms_thresh: h.nms_thresh,
-                detections_per_image: h.detections_per_image,
-                min_size: h.min_size,
-                legacy_plus_one: plus_one(h.conv),
-            },
+            rpn: p.rpn,
+            head: p.head,
             anchor_sizes: p.anchor_sizes.to_vec(),
             aspect_ratios: p.aspect_ratios.to_vec(),
             legacy_anchors: p.legacy_anchors,
             stride: p.stride,
             image_min_size: p.image_min_size,
             image_max_size: p.image_max_size,
-            roi_op: match p.roi_op {
-                RoiOp::Pool => RoiOpField::Pool,
-                RoiOp::Align { aligned, sampling_ratio } => RoiOpField::Align { aligned, sampling_ratio },
-            },
+            roi_op: p.roi_op,
             roi_size: p.roi_size,
         }
     }
@@ -340,51 +253,17 @@ impl PresetFields {
         let keep = |v: &Vec<f32>, b: &'static [f32]| -> &'static [f32] {
             if v.as_slice() == b { b } else { Box::leak(v.clone().into_boxed_slice()) }
         };
-        let (r, h) = (&self.rpn, &self.head);
         Preset {
             name,
-            rpn: RpnConfig {
-                fg_iou: r.fg_iou,
-                bg_iou: r.bg_iou,
-                batch_per_image: r.batch_per_image,
-                positive_fraction: r.positive_fraction,
-                allowed_border: r.allowed_border,
-                pre_nms_top_n_train: r.pre_nms_top_n_train,
-                pre_nms_top_n_test: r.pre_nms_top_n_test,
-                post_nms_top_n_train: r.post_nms_top_n_train,
-                post_nms_top_n_test: r.post_nms_top_n_test,
-                nms_thresh: r.nms_thresh,
-                score_thresh: r.score_thresh,
-                min_size: r.min_size,
-                min_size_at_original_scale: r.min_size_at_original_scale,
-                filter_before_top_n: r.filter_before_top_n,
-                beta: r.beta,
-                conv: convention(r.legacy_plus_one),
-            },
-            head: HeadConfig {
-                fg_iou: h.fg_iou,
-                bg_iou_high: h.bg_iou_high,
-                bg_iou_low: h.bg_iou_low,
-                batch_per_image: h.batch_per_image,
-                positive_fraction: h.positive_fraction,
-                box_weights: h.box_weights,
-                beta: h.beta,
-                score_thresh: h.score_thresh,
-                nms_thresh: h.nms_thresh,
-                detections_per_image: h.detections_per_image,
-                min_size: h.min_size,
-                conv: convention(h.legacy_plus_one),
-            },
+            rpn: self.rpn,
+            head: self.head,
             anchor_sizes: keep(&self.anchor_sizes, base.anchor_sizes),
             aspect_ratios: keep(&self.aspect_ratios, base.aspect_ratios),
             legacy_anchors: self.legacy_anchors,
             stride: self.stride,
             image_min_size: self.image_min_size,
             image_max_size: self.image_max_size,
-            roi_op: match self.roi_op {
-                RoiOpField::Pool => RoiOp::Pool,
-                RoiOpField::Align { aligned, sampling_ratio } => RoiOp::Align { aligned, sampling_ratio },
-            },
+            roi_op: self.roi_op,
             roi_size: self.roi_size,
         }
     }

@@ -17,7 +17,8 @@ pub enum PresetName {
 }
 
 /// The RoI feature operator in front of the per-region layers.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RoiOp {
     /// Fast R-CNN's max pooling (`roi_pool`).
     Pool,

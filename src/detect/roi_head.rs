@@ -14,7 +14,8 @@ use super::{Box4, Convention};
 
 /// The head's training and inference settings; [`HeadConfig::torchvision`] and
 /// [`HeadConfig::paper`] are the two presets, with every value's source.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeadConfig {
     /// IoU at or above which a RoI is foreground (labelled with its ground truth's class).
     pub fg_iou: f32,

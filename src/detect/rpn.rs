@@ -20,7 +20,8 @@ use super::{Box4, Convention};
 
 /// The RPN's training and proposal settings. [`RpnConfig::torchvision`] and [`RpnConfig::paper`]
 /// give the two presets; every value's source is on its field there.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RpnConfig {
     /// IoU at or above which an anchor is positive.
     pub fg_iou: f32,
