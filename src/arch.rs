@@ -120,6 +120,26 @@ fn cifar_n(depth: usize) -> Option<usize> {
 }
 
 impl ArchSpec {
+    /// An architecture record read from a stranger's file (a checkpoint's metadata) must be one
+    /// this crate builds: what its name and options resolve to ([`ArchSpec::parse`]).
+    pub fn check_record(&self) -> Result<(), String> {
+        let opts = ArchOptions {
+            family: Some(self.family),
+            shortcut: self.shortcut,
+            stride_in: (self.block == BlockKind::Bottleneck).then_some(self.stride_in),
+            classes: Some(self.classes),
+            in_channels: Some(self.in_channels),
+        };
+        let again = ArchSpec::parse(&self.name, &opts).map_err(|e| e.to_string())?;
+        if &again != self {
+            return Err(format!(
+                "the architecture record of {} differs from what its name and options resolve to",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
     /// Parse `resnetD` / `plainD` and resolve every option against the family defaults.
     pub fn parse(arch: &str, opts: &ArchOptions) -> Result<ArchSpec, ArchError> {
         let lower = arch.trim().to_ascii_lowercase();

@@ -30,7 +30,7 @@
 use super::model::{DetectorSpec, FasterRcnn};
 use super::preset::{Preset, PresetName, RoiOp};
 use super::{roi_head::HeadConfig, rpn::RpnConfig};
-use crate::arch::{ArchOptions, ArchSpec, BlockKind};
+use crate::arch::ArchSpec;
 use crate::net::Freeze;
 use crate::weights::{self, Mismatch, StateDict, Tensor};
 use anyhow::{Context, Result, anyhow, bail};
@@ -174,20 +174,7 @@ impl DetMeta {
     /// Metadata comes from strangers' files: it must describe a detector this crate builds.
     fn check(&self) -> std::result::Result<DetectorSpec, String> {
         let a = &self.arch;
-        let opts = ArchOptions {
-            family: Some(a.family),
-            shortcut: a.shortcut,
-            stride_in: (a.block == BlockKind::Bottleneck).then_some(a.stride_in),
-            classes: Some(a.classes),
-            in_channels: Some(a.in_channels),
-        };
-        let again = ArchSpec::parse(&a.name, &opts).map_err(|e| e.to_string())?;
-        if &again != a {
-            return Err(format!(
-                "the architecture record of {} differs from what its name and options resolve to",
-                a.name
-            ));
-        }
+        a.check_record()?;
         if self.classes < 2 || self.class_names.len() + 1 != self.classes {
             return Err(format!(
                 "{} classes (with the background) need {} class names, the file has {}",

@@ -3,19 +3,11 @@ use crate::arch::ArchOptions;
 use crate::data::testutil::TempDir;
 use crate::testutil::rand_vec;
 
+/// The model's test detector, its transform sized to its images.
 fn small_spec() -> DetectorSpec {
-    let mut preset = Preset::torchvision();
-    preset.rpn.post_nms_top_n_test = 50;
-    preset.rpn.post_nms_top_n_train = 50;
-    preset.image_min_size = 96;
-    preset.image_max_size = 128;
-    DetectorSpec {
-        arch: ArchSpec::parse("resnet18", &ArchOptions::default()).unwrap(),
-        classes: 4,
-        preset,
-        freeze: Freeze { bn: true, at: 2 },
-        max_image: (96, 128),
-    }
+    let mut s = crate::detect::model::test_spec();
+    (s.preset.image_min_size, s.preset.image_max_size) = (96, 128);
+    s
 }
 
 fn names() -> Vec<String> {

@@ -371,6 +371,22 @@ impl DetOptim {
     }
 }
 
+/// A small detector for tests: ResNet-18, 4 classes (background included), images up to 96 x
+/// 128, 50 proposals, BN and the stem + layer1 frozen.
+#[cfg(test)]
+pub(crate) fn test_spec() -> DetectorSpec {
+    let mut preset = Preset::torchvision();
+    preset.rpn.post_nms_top_n_test = 50;
+    preset.rpn.post_nms_top_n_train = 50;
+    DetectorSpec {
+        arch: ArchSpec::parse("resnet18", &crate::arch::ArchOptions::default()).unwrap(),
+        classes: 4,
+        preset,
+        freeze: Freeze { bn: true, at: 2 },
+        max_image: (96, 128),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,16 +394,7 @@ mod tests {
     use crate::testutil::rand_vec;
 
     fn small() -> DetectorSpec {
-        let mut preset = Preset::torchvision();
-        preset.rpn.post_nms_top_n_test = 50;
-        preset.rpn.post_nms_top_n_train = 50;
-        DetectorSpec {
-            arch: ArchSpec::parse("resnet18", &ArchOptions::default()).unwrap(),
-            classes: 4,
-            preset,
-            freeze: Freeze { bn: true, at: 2 },
-            max_image: (96, 128),
-        }
+        test_spec()
     }
 
     /// A random-weight detector on a random image: detections well formed (inside the image,

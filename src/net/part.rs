@@ -81,7 +81,7 @@
 use super::backward::{ConvScratch, Scratch, block_backward, unit_bn_backward, unit_conv_backward};
 use super::forward::{Prepared, block_forward, unit_forward};
 use super::plan::{BlockPlan, Freeze, Frozen, Plan, ShortcutPlan, TensorInfo, UnitPlan, trainable_ranges};
-use super::{BlockBufs, BuildError, UnitBufs, available_memory, from_torch_layout, to_torch_layout, unit_bufs};
+use super::{BlockBufs, BuildError, UnitBufs, available_memory, unit_bufs};
 use crate::arch::ArchSpec;
 use crate::kernels::KernelPath;
 use crate::ops::bn::BatchSum;
@@ -771,10 +771,7 @@ impl Part {
 
     /// Parameter / statistics entry by torchvision name (true: a parameter).
     pub fn tensor_info(&self, name: &str) -> Option<(&TensorInfo, bool)> {
-        if let Some(t) = self.plan.params.iter().find(|t| t.name == name) {
-            return Some((t, true));
-        }
-        self.plan.stats.iter().find(|t| t.name == name).map(|t| (t, false))
+        super::plan::find_tensor(&self.plan.params, &self.plan.stats, name)
     }
 
     /// Every tensor: torchvision name and shape, parameters then statistics.
@@ -785,29 +782,21 @@ impl Part {
     /// A tensor in torchvision layout (convs OIHW).
     pub fn get_torch(&self, name: &str) -> Option<Vec<f32>> {
         let (t, is_param) = self.tensor_info(name)?;
-        let src = if is_param { &self.params } else { &self.stats };
-        Some(to_torch_layout(t.kind, &src[t.offset..t.offset + t.len]))
+        Some(t.read_torch(if is_param { &self.params } else { &self.stats }))
     }
 
     /// A parameter's gradient in torchvision layout.
     pub fn grad_torch(&self, name: &str) -> Option<Vec<f32>> {
         let (t, is_param) = self.tensor_info(name)?;
-        if !is_param || self.grads.is_empty() {
-            return None;
-        }
-        Some(to_torch_layout(t.kind, &self.grads[t.offset..t.offset + t.len]))
+        (is_param && !self.grads.is_empty()).then(|| t.read_torch(&self.grads))
     }
 
     /// Set a tensor from torchvision layout. Errors name the tensor and the shapes.
     pub fn set_torch(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<(), String> {
-        let (t, is_param) = self.tensor_info(name).ok_or_else(|| format!("unexpected tensor '{name}'"))?;
-        if t.shape != shape || data.len() != t.len {
-            return Err(format!("tensor '{name}': expected shape {:?}, got {:?}", t.shape, shape));
-        }
-        let (offset, len, kind) = (t.offset, t.len, t.kind);
-        let dst = if is_param { &mut self.params } else { &mut self.stats };
-        from_torch_layout(kind, data, &mut dst[offset..offset + len]);
-        Ok(())
+        let Part { plan, params, stats, .. } = self;
+        let (t, is_param) = super::plan::find_tensor(&plan.params, &plan.stats, name)
+            .ok_or_else(|| super::plan::unexpected_tensor(name))?;
+        t.write_torch(shape, data, if is_param { params } else { stats })
     }
 }
 

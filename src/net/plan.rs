@@ -40,6 +40,41 @@ pub struct TensorInfo {
     pub kind: ParamKind,
 }
 
+impl TensorInfo {
+    /// This tensor of the flat buffer `flat` (parameters, statistics or gradients), in
+    /// torchvision's layout (convs OIHW).
+    pub fn read_torch(&self, flat: &[f32]) -> Vec<f32> {
+        super::to_torch_layout(self.kind, &flat[self.offset..self.offset + self.len])
+    }
+
+    /// Write `data` (torchvision's layout, of `shape`) into this tensor of `flat`. A shape that
+    /// is not this tensor's is an error naming the tensor and both shapes.
+    pub fn write_torch(&self, shape: &[usize], data: &[f32], flat: &mut [f32]) -> Result<(), String> {
+        if self.shape != shape || data.len() != self.len {
+            return Err(format!("tensor '{}': expected shape {:?}, got {:?}", self.name, self.shape, shape));
+        }
+        super::from_torch_layout(self.kind, data, &mut flat[self.offset..self.offset + self.len]);
+        Ok(())
+    }
+}
+
+/// The entry named `name` in `params` (true: a parameter) or in `stats` (false).
+pub fn find_tensor<'a>(
+    params: &'a [TensorInfo],
+    stats: &'a [TensorInfo],
+    name: &str,
+) -> Option<(&'a TensorInfo, bool)> {
+    if let Some(t) = params.iter().find(|t| t.name == name) {
+        return Some((t, true));
+    }
+    stats.iter().find(|t| t.name == name).map(|t| (t, false))
+}
+
+/// The error of a write to a tensor that is not there.
+pub fn unexpected_tensor(name: &str) -> String {
+    format!("unexpected tensor '{name}'")
+}
+
 /// What of a unit stays constant in training (detection fine-tuning: [`Freeze`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Frozen {

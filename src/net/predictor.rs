@@ -132,18 +132,14 @@ impl BoxPredictor {
 
     /// A tensor by name (torchvision's layout is ours for fc layers).
     pub fn get_torch(&self, name: &str) -> Option<Vec<f32>> {
-        let t = self.tensors.iter().find(|t| t.name == name)?;
-        Some(self.params[t.offset..t.offset + t.len].to_vec())
+        Some(super::plan::find_tensor(&self.tensors, &[], name)?.0.read_torch(&self.params))
     }
 
     /// Set a tensor by name. Errors name the tensor and the shapes.
     pub fn set_torch(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<(), String> {
-        let t = self.tensors.iter().find(|t| t.name == name).ok_or_else(|| format!("unexpected tensor '{name}'"))?;
-        if t.shape != shape || data.len() != t.len {
-            return Err(format!("tensor '{name}': expected shape {:?}, got {:?}", t.shape, shape));
-        }
-        self.params[t.offset..t.offset + t.len].copy_from_slice(data);
-        Ok(())
+        let (t, _) =
+            super::plan::find_tensor(&self.tensors, &[], name).ok_or_else(|| super::plan::unexpected_tensor(name))?;
+        t.write_torch(shape, data, &mut self.params)
     }
 }
 

@@ -9,7 +9,6 @@
 
 use super::part::{Capacity, PartError};
 use super::plan::{ParamKind, TensorInfo};
-use super::{from_torch_layout, to_torch_layout};
 use crate::kernels::{Epilogue, KernelPath};
 use crate::ops::conv::Conv;
 use crate::par;
@@ -188,18 +187,14 @@ impl RpnHead {
 
     /// A tensor by torchvision name, in torchvision layout (convs OIHW).
     pub fn get_torch(&self, name: &str) -> Option<Vec<f32>> {
-        let t = self.tensors.iter().find(|t| t.name == name)?;
-        Some(to_torch_layout(t.kind, &self.params[t.offset..t.offset + t.len]))
+        Some(super::plan::find_tensor(&self.tensors, &[], name)?.0.read_torch(&self.params))
     }
 
     /// Set a tensor from torchvision layout. Errors name the tensor and the shapes.
     pub fn set_torch(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<(), String> {
-        let t = self.tensors.iter().find(|t| t.name == name).ok_or_else(|| format!("unexpected tensor '{name}'"))?;
-        if t.shape != shape || data.len() != t.len {
-            return Err(format!("tensor '{name}': expected shape {:?}, got {:?}", t.shape, shape));
-        }
-        from_torch_layout(t.kind, data, &mut self.params[t.offset..t.offset + t.len]);
-        Ok(())
+        let (t, _) =
+            super::plan::find_tensor(&self.tensors, &[], name).ok_or_else(|| super::plan::unexpected_tensor(name))?;
+        t.write_torch(shape, data, &mut self.params)
     }
 }
 

@@ -146,19 +146,8 @@ pub struct Loaded {
 /// Metadata comes from files of strangers: it must describe a network this crate builds, as
 /// [`ArchSpec::parse`] resolves it, and image sizes that fit its input.
 fn check_meta(m: &Meta) -> std::result::Result<(), String> {
-    use crate::arch::{ArchOptions, BlockKind};
     let a = &m.arch;
-    let opts = ArchOptions {
-        family: Some(a.family),
-        shortcut: a.shortcut,
-        stride_in: (a.block == BlockKind::Bottleneck).then_some(a.stride_in),
-        classes: Some(a.classes),
-        in_channels: Some(a.in_channels),
-    };
-    let again = ArchSpec::parse(&a.name, &opts).map_err(|e| e.to_string())?;
-    if &again != a {
-        return Err(format!("the architecture record of {} differs from what its name and options resolve to", a.name));
-    }
+    a.check_record()?;
     let (h, w, c) = m.image;
     if !(8..=4096).contains(&m.input_size)
         || c != a.in_channels
