@@ -7,6 +7,10 @@
 use resnet::data::detection::Detection;
 use resnet::data::{coco, voc};
 use std::path::{Path, PathBuf};
+#[path = "common/outcome.rs"]
+mod outcome;
+
+use outcome::{fails, ok};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_resnet");
@@ -30,21 +34,6 @@ fn tmpdir(tag: &str) -> PathBuf {
 
 fn resnet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(BIN).args(args).current_dir(root()).output().expect("run resnet")
-}
-
-fn ok(o: &Output) -> String {
-    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "{out}\n{err}");
-    out.into_owned()
-}
-
-fn fails(o: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in: {err}");
-    }
 }
 
 fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
