@@ -305,6 +305,41 @@ impl FasterRcnn {
         Ok(DetLosses { rpn_objectness: rpn_loss.objectness, rpn_box: rpn_loss.box_reg, classifier, box_reg })
     }
 
+    /// Give the frozen BN layers statistics of `images` (NHWC, height, width), standing in for
+    /// pre-training's when the backbone has none (a detector trained from scratch with BN frozen
+    /// at its initial statistics does not learn): a twin with BN in training mode runs `passes`
+    /// times over the images and their training proposals, and its running statistics (momentum
+    /// 0.1) replace this detector's. The weights are unchanged.
+    pub fn calibrate_bn(&mut self, images: &[(Vec<f32>, usize, usize)], passes: usize) -> Result<(), DetectorError> {
+        let mut free = self.spec.clone();
+        free.freeze = Freeze { bn: false, at: 0 };
+        let mut twin = FasterRcnn::new(free, true, 0)?;
+        let copy = |from: &Part, to: &mut Part| -> Result<(), DetectorError> {
+            for (name, shape) in from.tensors() {
+                let v = from.get_torch(&name).ok_or_else(|| DetectorError::Invalid(format!("no tensor {name}")))?;
+                to.set_torch(&name, &shape, &v).map_err(DetectorError::Invalid)?;
+            }
+            Ok(())
+        };
+        copy(&self.prefix, &mut twin.prefix)?;
+        copy(&self.suffix, &mut twin.suffix)?;
+        for (name, shape) in self.rpn.tensors.iter().map(|t| (t.name.clone(), t.shape.clone())) {
+            let v = self.rpn.get_torch(&name).ok_or_else(|| DetectorError::Invalid(format!("no tensor {name}")))?;
+            twin.rpn.set_torch(&name, &shape, &v).map_err(DetectorError::Invalid)?;
+        }
+        for _ in 0..passes {
+            for (img, h, w) in images {
+                let props = twin.propose(img, *h, *w, true)?;
+                if !props.is_empty() {
+                    let n = props.len().min(twin.suffix.capacity().n);
+                    twin.head_forward(&props[..n], true)?;
+                }
+            }
+        }
+        copy(&twin.prefix, &mut self.prefix)?;
+        copy(&twin.suffix, &mut self.suffix)
+    }
+
     /// The RPN's outputs of the last forward: one objectness logit and four deltas per anchor,
     /// anchors in the order `(y * W + x) * A + a`.
     pub fn rpn_outputs(&self) -> (&[f32], &[f32]) {
@@ -362,6 +397,25 @@ impl DetOptim {
             suffix: sgd(d.suffix.params().len(), Some(d.suffix.plan.trainable())),
             predictor: sgd(d.predictor.params().len(), None),
         }
+    }
+
+    /// Each part's momentum buffer, by part name (prefix, rpn, suffix, predictor).
+    pub fn velocities(&self) -> [(&'static str, &[f32]); 4] {
+        [
+            ("prefix", &self.prefix.velocity),
+            ("rpn", &self.rpn.velocity),
+            ("suffix", &self.suffix.velocity),
+            ("predictor", &self.predictor.velocity),
+        ]
+    }
+
+    pub fn velocities_mut(&mut self) -> [(&'static str, &mut [f32]); 4] {
+        [
+            ("prefix", &mut self.prefix.velocity),
+            ("rpn", &mut self.rpn.velocity),
+            ("suffix", &mut self.suffix.velocity),
+            ("predictor", &mut self.predictor.velocity),
+        ]
     }
 }
 
