@@ -604,7 +604,10 @@ mod tests {
         assert!(b.suffix.grads().iter().any(|g| *g != 0.0) && drawn.classifier > 0.0);
         let none = RoiSamples::default();
         let l = b.forward_backward(&img, (64, 96), Sampling::Given { anchors: &anchors, rois: &none }).unwrap();
-        assert_eq!((l.rpn_objectness, l.rpn_box, l.classifier, l.box_reg), (drawn.rpn_objectness, drawn.rpn_box, 0.0, 0.0));
+        assert_eq!(
+            (l.rpn_objectness, l.rpn_box, l.classifier, l.box_reg),
+            (drawn.rpn_objectness, drawn.rpn_box, 0.0, 0.0)
+        );
         assert!(b.suffix.grads().iter().chain(b.predictor.grads()).all(|g| *g == 0.0));
         let mut short = anchors.clone();
         short.labels.pop();
