@@ -382,20 +382,49 @@ pub fn load_state(d: &mut FasterRcnn, sd: &StateDict) -> std::result::Result<(),
     let fail = |e: String| Mismatch { unexpected: vec![e], ..Default::default() };
     for (name, _) in &want {
         let t = by_name[name.as_str()];
-        let r = if let Some(n) = name.strip_prefix(PREFIX) {
-            d.prefix.set_torch(n, &t.shape, &t.data)
-        } else if let Some(n) = name.strip_prefix(RPN) {
-            d.rpn.set_torch(n, &t.shape, &t.data)
-        } else if let Some(n) = name.strip_prefix(SUFFIX) {
-            d.suffix.set_torch(n, &t.shape, &t.data)
-        } else if let Some(n) = name.strip_prefix(PREDICTOR) {
-            d.predictor.set_torch(n, &t.shape, &t.data)
-        } else {
-            unreachable!("every name has one of the four prefixes")
+        let r = match Named::of(name).expect("every name has one of the four prefixes") {
+            Named::Prefix(n) => d.prefix.set_torch(n, &t.shape, &t.data),
+            Named::Rpn(n) => d.rpn.set_torch(n, &t.shape, &t.data),
+            Named::Suffix(n) => d.suffix.set_torch(n, &t.shape, &t.data),
+            Named::Predictor(n) => d.predictor.set_torch(n, &t.shape, &t.data),
         };
         r.map_err(fail)?;
     }
     Ok(())
+}
+
+/// The gradient of the last backward ([`FasterRcnn::forward_backward`]) at the parameter of
+/// checkpoint name `name`, in torchvision layout (zeros for a frozen one). None for a name that
+/// is no parameter (BN statistics, unknown names) or a detector built for inference.
+pub fn gradient(d: &FasterRcnn, name: &str) -> Option<Vec<f32>> {
+    match Named::of(name)? {
+        Named::Prefix(n) => d.prefix.grad_torch(n),
+        Named::Rpn(n) => d.rpn.grad_torch(n),
+        Named::Suffix(n) => d.suffix.grad_torch(n),
+        Named::Predictor(n) => d.predictor.grad_torch(n),
+    }
+}
+
+/// A checkpoint name as the part it belongs to and the name within that part.
+enum Named<'a> {
+    Prefix(&'a str),
+    Rpn(&'a str),
+    Suffix(&'a str),
+    Predictor(&'a str),
+}
+
+impl Named<'_> {
+    fn of(name: &str) -> Option<Named<'_>> {
+        if let Some(n) = name.strip_prefix(PREFIX) {
+            Some(Named::Prefix(n))
+        } else if let Some(n) = name.strip_prefix(RPN) {
+            Some(Named::Rpn(n))
+        } else if let Some(n) = name.strip_prefix(SUFFIX) {
+            Some(Named::Suffix(n))
+        } else {
+            name.strip_prefix(PREDICTOR).map(Named::Predictor)
+        }
+    }
 }
 
 /// Serialise `d` with `meta` (the spec recorded is `d.spec`'s; `meta`'s own arch / classes /
