@@ -194,16 +194,12 @@ fn weight(fx: &Value, name: &str, shape: &[usize]) -> Vec<f32> {
     (0..n).map(|i| rule(counter_uniform(&stream, i as u64) as f64) as f32).collect()
 }
 
-/// A detector of the fixture's configuration with the fixture's weights, buffers for training.
-/// Its RoI capacity follows `post_nms_top_n_train`, set to the test-time 300 here (as
-/// `DetCheckpoint::build` does for inference): the test then peaks at 1.8 GB resident, where
-/// the fixture's 2000 would size the head's training buffers at about 14 GB. With the sample
-/// replayed no training proposal reaches the head, and the 1741 training proposals are compared
-/// from the RPN's outputs below.
-fn detector(fx: &Value) -> FasterRcnn {
-    let mut s = spec(&fx["config"]);
-    s.preset.rpn.post_nms_top_n_train = s.preset.rpn.post_nms_top_n_test;
-    let mut d = FasterRcnn::new(s, true, 0).unwrap();
+/// A detector of the fixture's configuration with the fixture's weights, buffers for training
+/// if `train` (its suffix then holds the 128 RoIs a step samples) or for inference (the 300
+/// test-time proposals at once, so the box-head features of all of them can be probed).
+fn detector(fx: &Value, train: bool) -> FasterRcnn {
+    let s = spec(&fx["config"]);
+    let mut d = FasterRcnn::new(s, train, 0).unwrap();
     let tensors = tensor_shapes(&d)
         .into_iter()
         .map(|(name, shape)| {
@@ -292,7 +288,7 @@ fn proposal_params(p: &Preset, train: bool) -> ProposalParams {
 #[test]
 fn faster_rcnn_c4_matches_torchvision_float64() {
     let fx = fixture();
-    let mut d = detector(&fx);
+    let mut d = detector(&fx, false);
     let (img, h, w) = image(&fx);
     let (ev, tr) = (&fx["eval"], &fx["train"]);
     let p = d.spec.preset;
@@ -389,6 +385,7 @@ fn faster_rcnn_c4_matches_torchvision_float64() {
         regression: roi_labels.iter().zip(targets).map(|(&l, t)| if l > 0 { t } else { [0.0; 4] }).collect(),
         labels: roi_labels,
     };
+    let mut d = detector(&fx, true);
     let losses = d.forward_backward(&img, (h, w), Sampling::Given { anchors: &given, rois: &rois }).unwrap();
     // the training proposals (every NMS survivor) from this forward's RPN outputs, and the RoI
     // matching on the fixture's proposals

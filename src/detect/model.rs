@@ -110,7 +110,9 @@ impl FasterRcnn {
             train,
             seed,
         )?;
-        let rois = p.rpn.post_nms_top_n_train.max(p.rpn.post_nms_top_n_test) + 64;
+        // the suffix holds the RoIs one step samples (training) or one image's test-time
+        // proposals (inference; a training detector evaluates them in turns)
+        let rois = if train { p.head.batch_per_image } else { p.rpn.post_nms_top_n_test }.max(1);
         let suffix = Part::new(
             &spec.arch,
             Stages::c4_suffix(&spec.arch),
@@ -195,6 +197,20 @@ impl FasterRcnn {
     /// RoI features of `rois` (boxes in the image of the last [`FasterRcnn::propose`]), the
     /// suffix and the predictor: scores and deltas per RoI ([`FasterRcnn::head_outputs`]).
     pub fn head_forward(&mut self, rois: &[Box4], train: bool) -> Result<(), DetectorError> {
+        let k = self.spec.classes;
+        self.scores.resize(rois.len() * k, 0.0);
+        self.boxes.resize(rois.len() * 4 * k, 0.0);
+        // at test, more RoIs than the suffix holds go through it in turns (training's RoIs fit:
+        // the suffix is built for the sampled RoIs, and backward needs them all at once)
+        let chunk = if train { rois.len().max(1) } else { self.suffix.capacity().n.max(1) };
+        for (c, part) in rois.chunks(chunk).enumerate() {
+            self.head_chunk(part, train, c * chunk)?;
+        }
+        Ok(())
+    }
+
+    /// [`FasterRcnn::head_forward`] of `rois`, the RoIs from `at` on of the whole list.
+    fn head_chunk(&mut self, rois: &[Box4], train: bool, at: usize) -> Result<(), DetectorError> {
         let p = self.spec.preset;
         let (fmap, fd) = self.prefix.output();
         let list: Vec<RoI> = rois.iter().map(|b| RoI { image: 0, bbox: *b }).collect();
@@ -213,9 +229,9 @@ impl FasterRcnn {
         }
         self.suffix.forward(train)?;
         let k = self.spec.classes;
-        self.scores.resize(list.len() * k, 0.0);
-        self.boxes.resize(list.len() * 4 * k, 0.0);
-        self.predictor.forward(self.suffix.output().0, &mut self.scores, &mut self.boxes);
+        let (scores, boxes) =
+            (&mut self.scores[at * k..][..list.len() * k], &mut self.boxes[at * 4 * k..][..list.len() * 4 * k]);
+        self.predictor.forward(self.suffix.output().0, scores, boxes);
         Ok(())
     }
 
@@ -607,21 +623,9 @@ mod tests {
     /// twin with BN in training mode runs forward over the images and the proposals, and its
     /// running statistics are copied over by name).
     fn calibrated(spec: DetectorSpec, data: &[(Vec<f32>, Target)]) -> FasterRcnn {
-        let mut free = spec.clone();
-        free.freeze = Freeze { bn: false, at: 0 };
-        let mut warm = FasterRcnn::new(free, true, 1).unwrap();
-        for _ in 0..30 {
-            for (img, _) in data {
-                let props = warm.propose(img, 64, 96, true).unwrap();
-                warm.head_forward(&props, true).unwrap();
-            }
-        }
         let mut d = FasterRcnn::new(spec, true, 1).unwrap();
-        for (from, to) in [(&warm.prefix, &mut d.prefix), (&warm.suffix, &mut d.suffix)] {
-            for (name, shape) in from.tensors() {
-                to.set_torch(&name, &shape, &from.get_torch(&name).unwrap()).unwrap();
-            }
-        }
+        let images: Vec<_> = data.iter().map(|(img, _)| (img.clone(), 64, 96)).collect();
+        d.calibrate_bn(&images, 30).unwrap();
         d
     }
 

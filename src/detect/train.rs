@@ -161,6 +161,11 @@ impl DetTrainRequest {
         if arch.in_channels == 1 {
             (transform.mean, transform.std) = (vec![0.449], vec![0.226]);
         }
+        if let Some(p) = &self.init_from
+            && let Some(norm) = pretraining_normalisation(p)?
+        {
+            (transform.mean, transform.std) = norm;
+        }
         transform.check(arch.in_channels).map_err(|e| anyhow!("the image transform: {e}"))?;
         let freeze = FreezeRecord { bn: !self.train_bn, at: self.freeze_at.unwrap_or(2) };
         if freeze.at > arch.stages.len() + 1 {
@@ -227,6 +232,26 @@ impl DetTrainRequest {
         cfg.spec(train.class_names().len() + 1)?;
         Ok(cfg)
     }
+}
+
+/// The input normalisation a backbone learnt with, when `path` is our classification checkpoint:
+/// the mean of its mean image per channel, std 1 (its recipe subtracts a mean image and divides by
+/// nothing), so that frozen BN sees the inputs its statistics describe. None for other weights
+/// (torchvision's: ImageNet's mean and std, the transform's default).
+fn pretraining_normalisation(path: &Path) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    let bytes = crate::paths::read_regular(path)?;
+    if !crate::weights::checkpoint::is_checkpoint(&bytes) {
+        return Ok(None);
+    }
+    let ck = crate::weights::checkpoint::parse(path, &bytes)?;
+    let pre = &ck.preprocess;
+    let c = pre.src.2.max(1);
+    if pre.mean.is_empty() || pre.mean.len() % c != 0 {
+        return Ok(None);
+    }
+    let pixels = (pre.mean.len() / c) as f64;
+    let mean = (0..c).map(|k| (pre.mean.iter().skip(k).step_by(c).map(|&v| f64::from(v)).sum::<f64>() / pixels) as f32);
+    Ok(Some((mean.collect(), vec![1.0; c])))
 }
 
 impl DetTrainConfig {
