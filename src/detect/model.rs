@@ -585,6 +585,28 @@ mod tests {
         assert!(e.contains("capacity"), "{e}");
     }
 
+    /// Bad input the data can bring (issue 18): an image without boxes trains as background only
+    /// (RPN and head losses from negatives, no box losses), and an image of one pixel's height
+    /// (an extreme aspect ratio after the max-size cap), or smaller than every anchor, detects and
+    /// trains without a panic.
+    #[test]
+    fn empty_targets_and_tiny_images_train_and_detect() {
+        let mut d = FasterRcnn::new(narrow(), true, 2).unwrap();
+        let mut opt = DetOptim::new(&d, 0.9, 1e-4);
+        let img = rand_vec(64 * 96 * 3, 9);
+        let l = d.train_step(&img, (64, 96), &Target::default(), (0, 0), &mut opt, 0.001).unwrap();
+        assert!(l.rpn_objectness > 0.0 && l.classifier > 0.0, "{l:?}");
+        assert_eq!((l.rpn_box, l.box_reg), (0.0, 0.0), "{l:?}");
+        for (h, w) in [(1, 96), (96, 1), (3, 5)] {
+            let img = rand_vec(h * w * 3, 10);
+            let t = Target { boxes: vec![[0.0, 0.0, w as f32, h as f32]], labels: vec![1] };
+            let l = d.train_step(&img, (h, w), &t, (0, 1), &mut opt, 0.001).unwrap();
+            assert!(l.total().is_finite(), "{h} x {w}: {l:?}");
+            let det = d.detect(&img, h, w).unwrap();
+            assert!(det.boxes.iter().all(|b| b[2] <= w as f32 && b[3] <= h as f32), "{h} x {w}");
+        }
+    }
+
     /// A narrow ResNet-18 detector (widths 8..64) for training tests: few RoIs and anchors sampled.
     fn narrow() -> DetectorSpec {
         let mut s = small();
