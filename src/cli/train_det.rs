@@ -6,7 +6,6 @@ use super::signals;
 use crate::detect::preset::PresetName;
 use crate::detect::train::{DetEvent, DetOutcome, DetTrainRequest, DetTrainer};
 use anyhow::{Result, bail};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Copy, Clone, clap::ValueEnum)]
@@ -234,15 +233,8 @@ struct Progress {
 
 impl Progress {
     fn new(quiet: bool) -> Progress {
-        let terminal = !quiet && std::io::stderr().is_terminal();
-        let bar = terminal.then(|| {
-            let style = indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} it  {msg}  [{elapsed_precise} < {eta_precise}]",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            indicatif::ProgressBar::new(0).with_style(style)
-        });
-        Progress { bar, lines: !quiet && !terminal, total: 0 }
+        let (bar, lines) = super::train::iteration_bar(quiet);
+        Progress { bar, lines, total: 0 }
     }
 
     fn show(&mut self, e: DetEvent) {
