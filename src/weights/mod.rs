@@ -315,7 +315,32 @@ pub fn safetensors_bytes(sd: &StateDict, metadata: Option<HashMap<String, String
         .iter()
         .map(|(n, t, b)| Ok((n.to_string(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    Ok(safetensors::serialize(views, metadata)?)
+    let mut bytes = safetensors::serialize(views, metadata)?;
+    sort_metadata(&mut bytes);
+    Ok(bytes)
+}
+
+/// Put the header's `__metadata__` entries in key order. The safetensors crate writes them in a
+/// `HashMap`'s order, which differs from process to process: without this, the same state
+/// written twice (a run and the same run resumed) gives files whose bytes differ. The header
+/// keeps its length (the same entries, reordered), so the data offsets stand.
+fn sort_metadata(bytes: &mut [u8]) {
+    use serde_json::Value;
+    let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize) else { return };
+    let Some(Ok(Value::Object(top))) = bytes.get(8..8 + n).map(serde_json::from_slice::<Value>) else { return };
+    let Some(Value::Object(md)) = top.get("__metadata__") else { return };
+    let mut entries: Vec<(&String, &Value)> = md.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    let field = |k: &String, v: &dyn std::fmt::Display| format!("{}:{v}", Value::String(k.clone()));
+    let meta: Vec<String> = entries.iter().map(|(k, v)| field(k, v)).collect();
+    let mut parts = vec![format!("\"__metadata__\":{{{}}}", meta.join(","))];
+    parts.extend(top.iter().filter(|(k, _)| *k != "__metadata__").map(|(k, v)| field(k, v)));
+    let text = format!("{{{}}}", parts.join(","));
+    if text.len() <= n {
+        let h = &mut bytes[8..8 + n];
+        h[..text.len()].copy_from_slice(text.as_bytes());
+        h[text.len()..].fill(b' ');
+    }
 }
 
 #[cfg(test)]

@@ -443,3 +443,29 @@ fn a_state_dict_loads_into_network_parts_by_name() {
     assert_eq!(m.wrong_shape.len(), 1);
     assert!(suffix.params().iter().all(|v| *v == 0.0), "nothing copied");
 }
+
+/// Regression: the same state with the same metadata is the same bytes, whatever order the
+/// metadata's `HashMap` iterates in (a resumed run's checkpoint equals the uninterrupted run's),
+/// and the file reads back with every entry.
+#[test]
+fn safetensors_bytes_do_not_depend_on_the_metadata_maps_order() {
+    let sd = StateDict {
+        tensors: vec![
+            ("b.weight".into(), Tensor { shape: vec![2, 3], data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] }),
+            ("a.bias".into(), Tensor { shape: vec![2], data: vec![-1.0, 0.5] }),
+        ],
+    };
+    let files: Vec<Vec<u8>> = (0..16)
+        .map(|_| {
+            let md: HashMap<String, String> = (0..8).map(|i| (format!("key{i}"), format!("value \"{i}\""))).collect();
+            safetensors_bytes(&sd, Some(md)).unwrap()
+        })
+        .collect();
+    assert!(files.iter().all(|f| *f == files[0]), "the bytes differ between writes");
+    let (_, header) = safetensors::SafeTensors::read_metadata(&files[0]).unwrap();
+    let md = header.metadata().clone().unwrap();
+    assert_eq!(md.len(), 8);
+    assert_eq!(md["key3"], "value \"3\"");
+    let st = safetensors::SafeTensors::deserialize(&files[0]).unwrap();
+    assert_eq!(st.tensor("a.bias").unwrap().data(), [(-1.0f32).to_le_bytes(), 0.5f32.to_le_bytes()].concat());
+}
