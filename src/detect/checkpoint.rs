@@ -197,6 +197,7 @@ impl DetMeta {
                 a.stages.len()
             ));
         }
+        spec.preset.check_backbone(a)?;
         Ok(spec)
     }
 }

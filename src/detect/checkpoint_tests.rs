@@ -286,3 +286,31 @@ fn backbones_initialise_from_classification_weights_with_their_statistics() {
     let e = format!("{:#}", init_backbone(&mut d, &det).unwrap_err());
     assert!(e.contains("a detector checkpoint"), "{e}");
 }
+
+/// A CIFAR-family detector (resnet20, stride 2) records its resolved preset as overrides of the
+/// named one and reloads as it was built; a file whose stride contradicts the backbone is
+/// refused by name.
+#[test]
+fn a_cifar_family_detector_reloads_and_a_wrong_stride_is_refused() {
+    let t = TempDir::new("det-ckpt-cifar");
+    let arch = ArchSpec::parse("resnet20", &ArchOptions::default()).unwrap();
+    let preset = Preset::for_backbone(PresetName::Torchvision, &arch);
+    let spec = DetectorSpec { arch, classes: 4, preset, freeze: Freeze { bn: true, at: 0 }, max_image: (128, 128) };
+    let mut d = FasterRcnn::new(spec, false, 4).unwrap();
+    let m = DetMeta::new(&d.spec, names(), DetTransform::of_preset(&d.spec.preset));
+    let path = t.path().join("cifar.safetensors");
+    save(&path, &d, &m).unwrap();
+    let ck = read(&path).unwrap();
+    let keys: Vec<&str> = ck.meta.preset.overrides.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["anchor_sizes", "image_max_size", "image_min_size", "stride"]);
+    assert_eq!(ck.spec.preset, d.spec.preset);
+    let mut back = ck.build(false).unwrap();
+    let image = rand_vec(128 * 128 * 3, 9);
+    assert_eq!(back.detect(&image, 128, 128).unwrap(), d.detect(&image, 128, 128).unwrap());
+    // the stride edited to 16: refused when read, naming both strides
+    let mut meta = ck.meta.clone();
+    meta.preset.overrides.remove("stride");
+    write_raw(&path, &ck.weights, Some(FORMAT), Some(serde_json::to_string(&meta).unwrap()));
+    let e = err(&path);
+    assert!(e.contains("cifar.safetensors") && e.contains("stride 16") && e.contains("has stride 2"), "{e}");
+}

@@ -100,6 +100,7 @@ impl FasterRcnn {
                 spec.classes
             )));
         }
+        p.check_backbone(&spec.arch).map_err(DetectorError::Invalid)?;
         let side = h.max(w);
         let prefix = Part::new(
             &spec.arch,
@@ -109,13 +110,6 @@ impl FasterRcnn {
             train,
             seed,
         )?;
-        let stride = side.div_ceil(prefix.plan.map.h.max(1));
-        if stride != p.stride {
-            return Err(DetectorError::Invalid(format!(
-                "the {:?} preset places anchors at stride {}, but the C4 prefix of {} has stride {stride}",
-                p.name, p.stride, spec.arch.name
-            )));
-        }
         let rois = p.rpn.post_nms_top_n_train.max(p.rpn.post_nms_top_n_test) + 64;
         let suffix = Part::new(
             &spec.arch,
