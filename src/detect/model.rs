@@ -194,7 +194,7 @@ impl FasterRcnn {
 
     /// RoI features of `rois` (boxes in the image of the last [`FasterRcnn::propose`]), the
     /// suffix and the predictor: scores and deltas per RoI.
-    fn head_forward(&mut self, rois: &[Box4], train: bool) -> Result<(), DetectorError> {
+    pub(crate) fn head_forward(&mut self, rois: &[Box4], train: bool) -> Result<(), DetectorError> {
         let p = self.spec.preset;
         let (fmap, fd) = self.prefix.output();
         let list: Vec<RoI> = rois.iter().map(|b| RoI { image: 0, bbox: *b }).collect();
