@@ -31,7 +31,8 @@ builds the same one for the golden test):
             torchvision's default 32 would pad to 608 x 1024, 38 x 64 cells)
 Weights: torchvision's own initialisation, then as ours (detect::bench::bench_weights): the last
 FrozenBN of every residual block (bn3 / bn2) weight 0.3 (random residual nets otherwise blow up:
-finite losses and a working RPN need it). The image: uniform [-1, 1) (torch.manual_seed(0)).
+finite losses and a working RPN need it), the RPN's objectness bias 5 for the two smallest anchor
+sizes, 0 elsewhere (so that NMS keeps enough proposals for 512 RoIs on both sides). The image: uniform [-1, 1) (torch.manual_seed(0)).
 A step: inference = model([image]) under torch.inference_mode(), eval mode; training = model.train(),
 model([image], [target]) with ours's three ground-truth boxes (detect::bench::bench_targets), the sum
 of the four losses, backward, SGD(lr 1e-4, momentum 0.9, weight decay 1e-4) step, zero_grad.
@@ -154,6 +155,10 @@ def build(arch, classes, proposals, image):
         box_predictor=FastRCNNPredictor(feats, classes),
         box_batch_size_per_image=512,
     )
+    # as ours: the objectness bias of the two smallest anchor sizes 5 (a = ratio * sizes + size)
+    with torch.no_grad():
+        b = model.rpn.head.cls_logits.bias
+        b.copy_(torch.tensor([5.0 if a % len(sizes) < 2 else 0.0 for a in range(len(b))]))
     # as ours: the last BN of every residual block at 0.3
     with torch.no_grad():
         for name, m in model.named_modules():

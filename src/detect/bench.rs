@@ -23,7 +23,7 @@ use super::{Box4, roi_head};
 use crate::arch::{ArchOptions, ArchSpec, BlockKind, Family, StrideIn};
 use crate::bench::{Mode, cpu_model, peak_rss_mib};
 use crate::net::Freeze;
-use crate::rng::{counter_normal, counter_uniform};
+use crate::rng::counter_uniform;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -143,8 +143,13 @@ pub fn bench_image(h: usize, w: usize, c: usize) -> Vec<f32> {
 /// (`bn3` of a bottleneck, `bn2` of a basic block) scales by 0.3 instead of 1 (without it the
 /// residual sum doubles the variance at every block: RMS about 90 at conv4_x, objectness logits
 /// and deltas in the tens, boxes clamped to the image, a loss in the millions and NaN after a
-/// step), and the RPN head's convolutions are N(0, 0.01^2) with zero bias (torchvision's
-/// `RPNHead` initialisation). The rest is each side's own initialisation.
+/// step); the RPN head keeps its (torchvision's) initialisation, N(0, 0.01^2) and zero biases,
+/// but for the objectness bias of the two smallest anchor sizes, 5:
+/// the top-scoring anchors are then small ones, which overlap their neighbours below the NMS
+/// threshold, so that both sides keep enough proposals for the head's 512 RoIs in training
+/// (with a flat objectness the count after NMS is a matter of which anchor sizes the random
+/// weights favour: 450 RoIs on torchvision's side, 512 on ours, in one run). The rest is each
+/// side's own initialisation.
 pub fn bench_weights(d: &mut FasterRcnn) {
     let last_bn = match d.spec.arch.block {
         BlockKind::Bottleneck => ".bn3.weight",
@@ -160,15 +165,12 @@ pub fn bench_weights(d: &mut FasterRcnn) {
             }
         }
     }
-    for t in d.rpn.tensors.clone() {
-        let n = t.shape.iter().product::<usize>();
-        let data: Vec<f32> = if t.shape.len() == 1 {
-            vec![0.0; n]
-        } else {
-            (0..n).map(|i| 0.01 * counter_normal(&format!("bench-det/{}", t.name), i as u64)).collect()
-        };
-        d.rpn.set_torch(&t.name, &t.shape, &data).expect("a tensor it lists");
-    }
+    // the RPN head is initialised as torchvision's (N(0, 0.01), zero biases); the objectness bias
+    // of the two smallest anchor sizes (anchor a = ratio * sizes + size) is 5
+    let sizes = d.spec.preset.anchor_sizes.len();
+    let bias: Vec<f32> =
+        (0..d.spec.preset.cell_anchors().len()).map(|a| if a % sizes < 2 { 5.0 } else { 0.0 }).collect();
+    d.rpn.set_torch("cls_logits.bias", &[bias.len()], &bias).expect("the RPN head's objectness bias");
 }
 
 /// Build the request's detector and time `steps` steps after `warmup`; `progress` after each.
@@ -176,8 +178,12 @@ pub fn run(req: &DetBenchRequest, mut progress: impl FnMut(usize, usize)) -> Res
     if req.classes < 2 || req.steps == 0 || req.proposals == 0 {
         return Err(DetectorError::Invalid("need at least 2 classes, 1 step and 1 proposal".into()));
     }
-    let (spec, (h, w)) = bench_spec(req).map_err(DetectorError::Invalid)?;
+    let (mut spec, (h, w)) = bench_spec(req).map_err(DetectorError::Invalid)?;
     let train = req.mode == Mode::Train;
+    if !train {
+        // as `resnet detect` builds it (DetCheckpoint::build): RoI buffers for the test-time count
+        spec.preset.rpn.post_nms_top_n_train = spec.preset.rpn.post_nms_top_n_test;
+    }
     let mut d = FasterRcnn::new(spec, train, 0)?;
     bench_weights(&mut d);
     let p = d.spec.preset;
