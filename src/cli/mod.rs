@@ -17,6 +17,7 @@ mod responses;
 mod signals;
 mod summary;
 mod train;
+mod train_det;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ enum Command {
     Export(export::Args),
     /// Top-1 / top-5 error under the paper's test protocols (single, 10-crop, multi-scale), one model or an ensemble
     Eval(eval::Args),
+    /// Train a Faster R-CNN detector (C4, the paper's Sec. 4.3) on COCO or PASCAL VOC data; stop and resume at will
+    TrainDet(train_det::Args),
     /// Detect objects in JPEG/PNG images with a detector checkpoint: text, JSON, drawn PNGs
     Detect(detect::Args),
     /// Judge detections (COCO results JSON) against COCO or PASCAL VOC ground truth: pycocotools' 12 numbers or VOC mAP
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Convert(a) => convert::run(a),
         Command::Export(a) => export::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::TrainDet(a) => train_det::run(a),
         Command::Detect(a) => detect::run(a),
         Command::EvalDet(a) => eval_det::run(a),
         Command::Plot(a) => plot::run(a),

@@ -233,6 +233,20 @@ fn train(
     Ok((trainer.dir().to_path_buf(), trainer.config().clone(), out))
 }
 
+/// How a training command shows progress: a bar of iterations on a terminal (Some), plain lines
+/// elsewhere (true), nothing with --quiet.
+pub(super) fn iteration_bar(quiet: bool) -> (Option<indicatif::ProgressBar>, bool) {
+    let terminal = !quiet && std::io::stderr().is_terminal();
+    let bar = terminal.then(|| {
+        let style = indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} it  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        indicatif::ProgressBar::new(0).with_style(style)
+    });
+    (bar, !quiet && !terminal)
+}
+
 /// How progress is shown: a bar on a terminal, plain lines elsewhere, nothing with --quiet.
 pub(super) struct Progress {
     bar: Option<indicatif::ProgressBar>,
@@ -242,15 +256,8 @@ pub(super) struct Progress {
 
 impl Progress {
     pub(super) fn new(quiet: bool) -> Progress {
-        let terminal = !quiet && std::io::stderr().is_terminal();
-        let bar = terminal.then(|| {
-            let style = indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} it  {msg}  [{elapsed_precise} < {eta_precise}]",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            indicatif::ProgressBar::new(0).with_style(style)
-        });
-        Progress { bar, lines: !quiet && !terminal, total: 0 }
+        let (bar, lines) = iteration_bar(quiet);
+        Progress { bar, lines, total: 0 }
     }
 
     pub(super) fn show(&mut self, e: Event) {

@@ -178,12 +178,8 @@ pub fn run(req: &DetBenchRequest, mut progress: impl FnMut(usize, usize)) -> Res
     if req.classes < 2 || req.steps == 0 || req.proposals == 0 {
         return Err(DetectorError::Invalid("need at least 2 classes, 1 step and 1 proposal".into()));
     }
-    let (mut spec, (h, w)) = bench_spec(req).map_err(DetectorError::Invalid)?;
+    let (spec, (h, w)) = bench_spec(req).map_err(DetectorError::Invalid)?;
     let train = req.mode == Mode::Train;
-    if !train {
-        // as `resnet detect` builds it (DetCheckpoint::build): RoI buffers for the test-time count
-        spec.preset.rpn.post_nms_top_n_train = spec.preset.rpn.post_nms_top_n_test;
-    }
     let mut d = FasterRcnn::new(spec, train, 0)?;
     bench_weights(&mut d);
     let p = d.spec.preset;

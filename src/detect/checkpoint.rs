@@ -27,7 +27,7 @@
 //! not a detector checkpoint (and which kind it is instead), metadata that does not resolve,
 //! missing / unexpected / mis-shaped tensors key by key ([`Mismatch`]), non-finite values.
 
-use super::model::{DetectorSpec, FasterRcnn};
+use super::model::{DetOptim, DetectorSpec, FasterRcnn};
 use super::preset::{Preset, PresetName, RoiOp};
 use super::{roi_head::HeadConfig, rpn::RpnConfig};
 use crate::arch::ArchSpec;
@@ -45,6 +45,9 @@ pub const PREFIX: &str = "backbone.body.";
 pub const SUFFIX: &str = "roi_heads.box_head.";
 pub const RPN: &str = "rpn.head.";
 pub const PREDICTOR: &str = "roi_heads.box_predictor.";
+/// Training checkpoints: each part's SGD momentum buffer, `optimizer.<part>` (prefix, rpn,
+/// suffix, predictor), flat in the part's own parameter order.
+pub const OPTIMIZER: &str = "optimizer.";
 
 /// The test-time image transform (torchvision's `GeneralizedRCNNTransform`): the shorter side
 /// scaled to `min_size` unless the longer would then exceed `max_size` (then the longer is
@@ -93,12 +96,15 @@ impl DetTransform {
 }
 
 /// Where training stands (training checkpoints only).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainMeta {
     /// completed training iterations
     pub iteration: u64,
     /// every random draw of the run is a function of (seed, iteration)
     pub seed: u64,
+    /// the best validation AP@[.5:.95] so far (best.safetensors holds that state)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_val_ap: Option<f64>,
 }
 
 /// [`Freeze`] as recorded.
@@ -376,25 +382,59 @@ pub fn load_state(d: &mut FasterRcnn, sd: &StateDict) -> std::result::Result<(),
     let fail = |e: String| Mismatch { unexpected: vec![e], ..Default::default() };
     for (name, _) in &want {
         let t = by_name[name.as_str()];
-        let r = if let Some(n) = name.strip_prefix(PREFIX) {
-            d.prefix.set_torch(n, &t.shape, &t.data)
-        } else if let Some(n) = name.strip_prefix(RPN) {
-            d.rpn.set_torch(n, &t.shape, &t.data)
-        } else if let Some(n) = name.strip_prefix(SUFFIX) {
-            d.suffix.set_torch(n, &t.shape, &t.data)
-        } else if let Some(n) = name.strip_prefix(PREDICTOR) {
-            d.predictor.set_torch(n, &t.shape, &t.data)
-        } else {
-            unreachable!("every name has one of the four prefixes")
+        let r = match Named::of(name).expect("every name has one of the four prefixes") {
+            Named::Prefix(n) => d.prefix.set_torch(n, &t.shape, &t.data),
+            Named::Rpn(n) => d.rpn.set_torch(n, &t.shape, &t.data),
+            Named::Suffix(n) => d.suffix.set_torch(n, &t.shape, &t.data),
+            Named::Predictor(n) => d.predictor.set_torch(n, &t.shape, &t.data),
         };
         r.map_err(fail)?;
     }
     Ok(())
 }
 
+/// The gradient of the last backward ([`FasterRcnn::forward_backward`]) at the parameter of
+/// checkpoint name `name`, in torchvision layout (zeros for a frozen one). None for a name that
+/// is no parameter (BN statistics, unknown names) or a detector built for inference.
+pub fn gradient(d: &FasterRcnn, name: &str) -> Option<Vec<f32>> {
+    match Named::of(name)? {
+        Named::Prefix(n) => d.prefix.grad_torch(n),
+        Named::Rpn(n) => d.rpn.grad_torch(n),
+        Named::Suffix(n) => d.suffix.grad_torch(n),
+        Named::Predictor(n) => d.predictor.grad_torch(n),
+    }
+}
+
+/// A checkpoint name as the part it belongs to and the name within that part.
+enum Named<'a> {
+    Prefix(&'a str),
+    Rpn(&'a str),
+    Suffix(&'a str),
+    Predictor(&'a str),
+}
+
+impl Named<'_> {
+    fn of(name: &str) -> Option<Named<'_>> {
+        if let Some(n) = name.strip_prefix(PREFIX) {
+            Some(Named::Prefix(n))
+        } else if let Some(n) = name.strip_prefix(RPN) {
+            Some(Named::Rpn(n))
+        } else if let Some(n) = name.strip_prefix(SUFFIX) {
+            Some(Named::Suffix(n))
+        } else {
+            name.strip_prefix(PREDICTOR).map(Named::Predictor)
+        }
+    }
+}
+
 /// Serialise `d` with `meta` (the spec recorded is `d.spec`'s; `meta`'s own arch / classes /
 /// preset / freeze / max image are replaced by it).
 pub fn to_bytes(d: &FasterRcnn, meta: &DetMeta) -> Result<Vec<u8>> {
+    to_bytes_with(d, meta, None)
+}
+
+/// [`to_bytes`] with the optimizer's state (a training checkpoint, [`OPTIMIZER`]).
+pub fn to_bytes_with(d: &FasterRcnn, meta: &DetMeta, optim: Option<&DetOptim>) -> Result<Vec<u8>> {
     let mut meta = meta.clone();
     let fresh = DetMeta::new(&d.spec, meta.class_names.clone(), meta.transform.clone());
     meta = DetMeta { train: meta.train, ..fresh };
@@ -404,7 +444,13 @@ pub fn to_bytes(d: &FasterRcnn, meta: &DetMeta) -> Result<Vec<u8>> {
     let mut md = HashMap::new();
     md.insert("format".to_string(), FORMAT.to_string());
     md.insert("detector".to_string(), serde_json::to_string(&meta)?);
-    weights::safetensors_bytes(&state_dict(d), Some(md))
+    let mut sd = state_dict(d);
+    if let Some(o) = optim {
+        for (part, v) in o.velocities() {
+            sd.tensors.push((format!("{OPTIMIZER}{part}"), Tensor { shape: vec![v.len()], data: v.to_vec() }));
+        }
+    }
+    weights::safetensors_bytes(&sd, Some(md))
 }
 
 /// Write `d` to `path` atomically (`weights::checkpoint::write_atomic`).
@@ -422,6 +468,8 @@ pub struct DetCheckpoint {
     pub weights: StateDict,
     /// the file, for errors
     pub path: std::path::PathBuf,
+    /// training checkpoints: the optimizer's state by part ([`OPTIMIZER`] stripped)
+    pub optimizer: Vec<(String, Vec<f32>)>,
 }
 
 /// Whether `bytes` are a safetensors file with our detector metadata.
@@ -475,7 +523,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<DetCheckpoint> {
         tensors.push((name, Tensor { shape: view.shape().to_vec(), data }));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(DetCheckpoint { meta, spec, weights: StateDict { tensors }, path: path.to_path_buf() })
+    let (opt, tensors): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(n, _)| n.starts_with(OPTIMIZER));
+    let optimizer = opt.into_iter().map(|(n, t)| (n[OPTIMIZER.len()..].to_string(), t.data)).collect();
+    Ok(DetCheckpoint { meta, spec, weights: StateDict { tensors }, path: path.to_path_buf(), optimizer })
 }
 
 impl DetCheckpoint {
@@ -499,6 +549,22 @@ impl DetCheckpoint {
         // the specification as recorded (buffers aside)
         d.spec = DetectorSpec { max_image: d.spec.max_image, ..self.spec.clone() };
         Ok(d)
+    }
+
+    /// Put the recorded optimizer state into `optim` (every part's, of the right sizes, or an
+    /// error naming the file and what is missing).
+    pub fn restore_optimizer(&self, optim: &mut DetOptim) -> Result<()> {
+        let file = self.path.display();
+        for (part, v) in optim.velocities_mut() {
+            let Some((_, saved)) = self.optimizer.iter().find(|(n, _)| n == part) else {
+                bail!("{file}: no optimizer state for the {part} (not a training checkpoint?)");
+            };
+            if saved.len() != v.len() {
+                bail!("{file}: optimizer state of the {part} has {} values, the detector {}", saved.len(), v.len());
+            }
+            v.copy_from_slice(saved);
+        }
+        Ok(())
     }
 
     /// Refuse data whose classes differ from the checkpoint's (K names, background excluded).

@@ -10,6 +10,10 @@
 //! - `matcher.rs`: IoU matcher (thresholds, low-quality matches) and the balanced sampler, drawn from
 //!   the counter-based generator (`rng.rs`) so a run is a function of (seed, iteration).
 //!
+//! - `model.rs` (the detector's wiring), `checkpoint.rs` (its file), `input.rs` (images in),
+//!   `run.rs` (`resnet detect`), `data.rs` (a COCO / VOC split as inputs and targets), `train.rs`
+//!   (`resnet train-det`: request, configuration, the run).
+//!
 //! Boxes are `[x1, y1, x2, y2]` in f32 (the engine's type); the evaluators (`eval/`) work in f64 as
 //! pycocotools does.
 
@@ -18,6 +22,7 @@ pub mod bench;
 pub mod boxes;
 pub mod checkpoint;
 pub mod coco_eval;
+pub mod data;
 pub mod evaluate;
 pub mod input;
 pub mod matcher;
@@ -28,6 +33,7 @@ pub mod roi;
 pub mod roi_head;
 pub mod rpn;
 pub mod run;
+pub mod train;
 pub mod voc_eval;
 
 /// A box `[x1, y1, x2, y2]`.

@@ -12,8 +12,8 @@
 use super::Box4;
 use super::preset::{Preset, RoiOp};
 use super::roi::{RoI, RoIAlign, RoIPool};
-use super::roi_head::{self, Detections};
-use super::rpn;
+use super::roi_head::{self, Detections, RoiSamples};
+use super::rpn::{self, AnchorTargets};
 use crate::arch::ArchSpec;
 use crate::net::part::{Capacity, Part, PartError, Stages};
 use crate::net::predictor::BoxPredictor;
@@ -110,7 +110,9 @@ impl FasterRcnn {
             train,
             seed,
         )?;
-        let rois = p.rpn.post_nms_top_n_train.max(p.rpn.post_nms_top_n_test) + 64;
+        // the suffix holds the RoIs one step samples (training) or one image's test-time
+        // proposals (inference; a training detector evaluates them in turns)
+        let rois = if train { p.head.batch_per_image } else { p.rpn.post_nms_top_n_test }.max(1);
         let suffix = Part::new(
             &spec.arch,
             Stages::c4_suffix(&spec.arch),
@@ -193,8 +195,22 @@ impl FasterRcnn {
     }
 
     /// RoI features of `rois` (boxes in the image of the last [`FasterRcnn::propose`]), the
-    /// suffix and the predictor: scores and deltas per RoI.
-    pub(crate) fn head_forward(&mut self, rois: &[Box4], train: bool) -> Result<(), DetectorError> {
+    /// suffix and the predictor: scores and deltas per RoI ([`FasterRcnn::head_outputs`]).
+    pub fn head_forward(&mut self, rois: &[Box4], train: bool) -> Result<(), DetectorError> {
+        let k = self.spec.classes;
+        self.scores.resize(rois.len() * k, 0.0);
+        self.boxes.resize(rois.len() * 4 * k, 0.0);
+        // at test, more RoIs than the suffix holds go through it in turns (training's RoIs fit:
+        // the suffix is built for the sampled RoIs, and backward needs them all at once)
+        let chunk = if train { rois.len().max(1) } else { self.suffix.capacity().n.max(1) };
+        for (c, part) in rois.chunks(chunk).enumerate() {
+            self.head_chunk(part, train, c * chunk)?;
+        }
+        Ok(())
+    }
+
+    /// [`FasterRcnn::head_forward`] of `rois`, the RoIs from `at` on of the whole list.
+    fn head_chunk(&mut self, rois: &[Box4], train: bool, at: usize) -> Result<(), DetectorError> {
         let p = self.spec.preset;
         let (fmap, fd) = self.prefix.output();
         let list: Vec<RoI> = rois.iter().map(|b| RoI { image: 0, bbox: *b }).collect();
@@ -213,18 +229,16 @@ impl FasterRcnn {
         }
         self.suffix.forward(train)?;
         let k = self.spec.classes;
-        self.scores.resize(list.len() * k, 0.0);
-        self.boxes.resize(list.len() * 4 * k, 0.0);
-        self.predictor.forward(self.suffix.output().0, &mut self.scores, &mut self.boxes);
+        let (scores, boxes) =
+            (&mut self.scores[at * k..][..list.len() * k], &mut self.boxes[at * 4 * k..][..list.len() * 4 * k]);
+        self.predictor.forward(self.suffix.output().0, scores, boxes);
         Ok(())
     }
 
     /// One training step on one image (approximate joint training, as the paper's detector):
-    /// forward with the RPN's training settings; the anchor targets (sampled from `seed`,
-    /// `iteration`) and the two RPN losses; the RoIs sampled from the proposals and the ground
-    /// truth (`target`), the head's two losses; backward through predictor, suffix, RoI pooling
-    /// and RPN head into the shared prefix (proposals and RoIs are constants, as in the paper);
-    /// then an SGD step of every part at `lr` ([`DetOptim`]). Returns the four losses.
+    /// [`FasterRcnn::forward_backward`] with samples drawn for `target` from (`seed`,
+    /// `iteration`), then an SGD step of every part at `lr` ([`DetOptim`]; the suffix and the
+    /// predictor only where RoIs were sampled). Returns the four losses.
     pub fn train_step(
         &mut self,
         image: &[f32],
@@ -234,7 +248,47 @@ impl FasterRcnn {
         optim: &mut DetOptim,
         lr: f32,
     ) -> Result<DetLosses, DetectorError> {
-        if target.boxes.len() != target.labels.len() {
+        let sampling = Sampling::Drawn { target, seed, iteration };
+        let (losses, head) = self.losses_and_gradients(image, (h, w), sampling)?;
+        // the update: every part's own optimizer state
+        let (params, grads) = self.prefix.step_operands();
+        optim.prefix.step(params, grads, lr);
+        let (params, grads) = self.rpn.step_operands();
+        optim.rpn.step(params, grads, lr);
+        if head {
+            let (params, grads) = self.suffix.step_operands();
+            optim.suffix.step(params, grads, lr);
+            let (params, grads) = self.predictor.step_operands();
+            optim.predictor.step(params, grads, lr);
+        }
+        Ok(losses)
+    }
+
+    /// The four losses of one image and every parameter's gradient, left in the parts (read them
+    /// by checkpoint name with `checkpoint::gradient`): forward with the RPN's training settings;
+    /// the RPN's losses over the sampled anchors; the head's losses over the sampled RoIs;
+    /// backward through predictor, suffix, RoI pooling and RPN head into the shared prefix
+    /// (proposals and RoIs are constants, as in the paper). No RoIs: the head's losses are 0 and
+    /// the suffix's and predictor's gradients zero. Frozen parameters get zero gradients.
+    pub fn forward_backward(
+        &mut self,
+        image: &[f32],
+        (h, w): (usize, usize),
+        sampling: Sampling,
+    ) -> Result<DetLosses, DetectorError> {
+        Ok(self.losses_and_gradients(image, (h, w), sampling)?.0)
+    }
+
+    /// [`FasterRcnn::forward_backward`], and whether the head ran (any RoIs sampled).
+    fn losses_and_gradients(
+        &mut self,
+        image: &[f32],
+        (h, w): (usize, usize),
+        sampling: Sampling,
+    ) -> Result<(DetLosses, bool), DetectorError> {
+        if let Sampling::Drawn { target, .. } = sampling
+            && target.boxes.len() != target.labels.len()
+        {
             return Err(DetectorError::Invalid(format!(
                 "a target of {} boxes has {} labels",
                 target.boxes.len(),
@@ -242,30 +296,47 @@ impl FasterRcnn {
             )));
         }
         let p = self.spec.preset;
-        let proposals = self.propose(image, h, w, true)?;
-        // the RPN's losses over its sampled anchors
-        let fd = self.prefix.output().1;
-        let anchors = p.anchors(fd.h, fd.w);
-        let targets = rpn::anchor_targets(&anchors, &target.boxes, h as f32, w as f32, &p.rpn, seed, iteration, 0);
-        let rpn_loss = rpn::rpn_loss(&self.logits, &self.deltas, &targets, p.rpn.beta);
-        // the head's losses over the RoIs sampled from the proposals and the ground truth
         let k = self.spec.classes;
-        let assignment = roi_head::assign_rois(&proposals, &target.boxes, &target.labels, k, &p.head);
-        let samples = assignment.sample(&p.head, seed, iteration, 0);
+        let proposals = self.propose(image, h, w, true)?;
+        let (drawn_anchors, drawn_rois);
+        let (targets, samples) = match sampling {
+            Sampling::Drawn { target, seed, iteration } => {
+                // anchor targets sampled for the RPN; RoIs sampled from the proposals and the
+                // ground truth for the head
+                let fd = self.prefix.output().1;
+                let anchors = p.anchors(fd.h, fd.w);
+                drawn_anchors =
+                    rpn::anchor_targets(&anchors, &target.boxes, h as f32, w as f32, &p.rpn, seed, iteration, 0);
+                let assignment = roi_head::assign_rois(&proposals, &target.boxes, &target.labels, k, &p.head);
+                drawn_rois = assignment.sample(&p.head, seed, iteration, 0);
+                (&drawn_anchors, &drawn_rois)
+            }
+            Sampling::Given { anchors, rois } => {
+                self.check_given(anchors, rois)?;
+                (anchors, rois)
+            }
+        };
+        let rpn_loss = rpn::rpn_loss(&self.logits, &self.deltas, targets, p.rpn.beta);
         let head = if samples.rois.is_empty() {
             None
         } else {
             self.head_forward(&samples.rois, true)?;
-            Some(roi_head::fastrcnn_loss(&self.scores, &self.boxes, &samples, k, p.head.beta))
+            Some(roi_head::fastrcnn_loss(&self.scores, &self.boxes, samples, k, p.head.beta))
         };
         // backward: predictor -> suffix -> RoI pooling -> the prefix's output gradient, which the
         // RPN head adds to
         let order = SumOrder::Threads;
         let (_, fd) = self.prefix.output();
-        if let Some(hl) = &head {
-            let (feat, dfeat) = self.suffix.output_and_grad_mut();
-            self.predictor.backward(feat, &hl.d_scores, &hl.d_deltas, Some(dfeat), order);
-            self.suffix.backward()?;
+        match &head {
+            Some(hl) => {
+                let (feat, dfeat) = self.suffix.output_and_grad_mut();
+                self.predictor.backward(feat, &hl.d_scores, &hl.d_deltas, Some(dfeat), order);
+                self.suffix.backward()?;
+            }
+            None => {
+                self.suffix.grads_mut().fill(0.0);
+                self.predictor.grads_mut().fill(0.0);
+            }
         }
         let list: Vec<RoI> = samples.rois.iter().map(|b| RoI { image: 0, bbox: *b }).collect();
         let droi = self.suffix.input_grad().filter(|_| head.is_some()).map(|(g, _)| g);
@@ -290,19 +361,69 @@ impl FasterRcnn {
         }
         self.rpn.backward(fmap, &rpn_loss.d_logits, &rpn_loss.d_deltas, dfmap, order)?;
         self.prefix.backward()?;
-        // the update: every part's own optimizer state
-        let (params, grads) = self.prefix.step_operands();
-        optim.prefix.step(params, grads, lr);
-        let (params, grads) = self.rpn.step_operands();
-        optim.rpn.step(params, grads, lr);
-        if head.is_some() {
-            let (params, grads) = self.suffix.step_operands();
-            optim.suffix.step(params, grads, lr);
-            let (params, grads) = self.predictor.step_operands();
-            optim.predictor.step(params, grads, lr);
+        let (classifier, box_reg) = head.as_ref().map_or((0.0, 0.0), |h| (h.classification, h.box_reg));
+        let losses = DetLosses { rpn_objectness: rpn_loss.objectness, rpn_box: rpn_loss.box_reg, classifier, box_reg };
+        Ok((losses, head.is_some()))
+    }
+
+    /// Given samples must fit the last forward: one label and target per anchor, sampled anchors
+    /// among them, one class (in `0..K+1`) and target per RoI.
+    fn check_given(&self, anchors: &AnchorTargets, rois: &RoiSamples) -> Result<(), DetectorError> {
+        let n = self.logits.len();
+        let bad = |what: String| Err(DetectorError::Invalid(format!("given samples: {what}")));
+        if anchors.labels.len() != n || anchors.regression.len() != n {
+            return bad(format!(
+                "{} anchor labels and {} regression targets for {n} anchors",
+                anchors.labels.len(),
+                anchors.regression.len()
+            ));
         }
-        let (classifier, box_reg) = head.map_or((0.0, 0.0), |h| (h.classification, h.box_reg));
-        Ok(DetLosses { rpn_objectness: rpn_loss.objectness, rpn_box: rpn_loss.box_reg, classifier, box_reg })
+        if let Some(i) = anchors.positives.iter().chain(&anchors.negatives).find(|&&i| i >= n) {
+            return bad(format!("sampled anchor {i} of {n}"));
+        }
+        let r = rois.rois.len();
+        if rois.labels.len() != r || rois.regression.len() != r {
+            return bad(format!("{r} RoIs with {} labels and {} targets", rois.labels.len(), rois.regression.len()));
+        }
+        if let Some(l) = rois.labels.iter().find(|&&l| l >= self.spec.classes) {
+            return bad(format!("RoI class {l} of a {}-class detector", self.spec.classes));
+        }
+        Ok(())
+    }
+
+    /// Give the frozen BN layers statistics of `images` (NHWC, height, width), standing in for
+    /// pre-training's when the backbone has none (a detector trained from scratch with BN frozen
+    /// at its initial statistics does not learn): a twin with BN in training mode runs `passes`
+    /// times over the images and their training proposals, and its running statistics (momentum
+    /// 0.1) replace this detector's. The weights are unchanged.
+    pub fn calibrate_bn(&mut self, images: &[(Vec<f32>, usize, usize)], passes: usize) -> Result<(), DetectorError> {
+        let mut free = self.spec.clone();
+        free.freeze = Freeze { bn: false, at: 0 };
+        let mut twin = FasterRcnn::new(free, true, 0)?;
+        let copy = |from: &Part, to: &mut Part| -> Result<(), DetectorError> {
+            for (name, shape) in from.tensors() {
+                let v = from.get_torch(&name).ok_or_else(|| DetectorError::Invalid(format!("no tensor {name}")))?;
+                to.set_torch(&name, &shape, &v).map_err(DetectorError::Invalid)?;
+            }
+            Ok(())
+        };
+        copy(&self.prefix, &mut twin.prefix)?;
+        copy(&self.suffix, &mut twin.suffix)?;
+        for (name, shape) in self.rpn.tensors.iter().map(|t| (t.name.clone(), t.shape.clone())) {
+            let v = self.rpn.get_torch(&name).ok_or_else(|| DetectorError::Invalid(format!("no tensor {name}")))?;
+            twin.rpn.set_torch(&name, &shape, &v).map_err(DetectorError::Invalid)?;
+        }
+        for _ in 0..passes {
+            for (img, h, w) in images {
+                let props = twin.propose(img, *h, *w, true)?;
+                if !props.is_empty() {
+                    let n = props.len().min(twin.suffix.capacity().n);
+                    twin.head_forward(&props[..n], true)?;
+                }
+            }
+        }
+        copy(&twin.prefix, &mut self.prefix)?;
+        copy(&twin.suffix, &mut self.suffix)
     }
 
     /// The RPN's outputs of the last forward: one objectness logit and four deltas per anchor,
@@ -315,6 +436,19 @@ impl FasterRcnn {
     pub fn head_outputs(&self) -> (&[f32], &[f32]) {
         (&self.scores, &self.boxes)
     }
+}
+
+/// Where the samples of [`FasterRcnn::forward_backward`] come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Sampling<'a> {
+    /// Drawn for `target`: anchor targets ([`rpn::anchor_targets`]) and RoIs matched among the
+    /// proposals and the ground truth ([`roi_head::assign_rois`]), both sampled from the counter
+    /// streams of (`seed`, `iteration`), image 0.
+    Drawn { target: &'a Target, seed: u64, iteration: u64 },
+    /// Given: anchor labels and regression targets with the sampled positives and negatives, and
+    /// the sampled RoIs with their classes and regression targets, as another implementation drew
+    /// them (a golden test replays torchvision's sample).
+    Given { anchors: &'a AnchorTargets, rois: &'a RoiSamples },
 }
 
 /// One image's ground truth: boxes in its (resized) pixels and their classes in `1..K+1`.
@@ -362,6 +496,25 @@ impl DetOptim {
             suffix: sgd(d.suffix.params().len(), Some(d.suffix.plan.trainable())),
             predictor: sgd(d.predictor.params().len(), None),
         }
+    }
+
+    /// Each part's momentum buffer, by part name (prefix, rpn, suffix, predictor).
+    pub fn velocities(&self) -> [(&'static str, &[f32]); 4] {
+        [
+            ("prefix", &self.prefix.velocity),
+            ("rpn", &self.rpn.velocity),
+            ("suffix", &self.suffix.velocity),
+            ("predictor", &self.predictor.velocity),
+        ]
+    }
+
+    pub fn velocities_mut(&mut self) -> [(&'static str, &mut [f32]); 4] {
+        [
+            ("prefix", &mut self.prefix.velocity),
+            ("rpn", &mut self.rpn.velocity),
+            ("suffix", &mut self.suffix.velocity),
+            ("predictor", &mut self.predictor.velocity),
+        ]
     }
 }
 
@@ -432,6 +585,28 @@ mod tests {
         assert!(e.contains("capacity"), "{e}");
     }
 
+    /// Bad input the data can bring (issue 18): an image without boxes trains as background only
+    /// (RPN and head losses from negatives, no box losses), and an image of one pixel's height
+    /// (an extreme aspect ratio after the max-size cap), or smaller than every anchor, detects and
+    /// trains without a panic.
+    #[test]
+    fn empty_targets_and_tiny_images_train_and_detect() {
+        let mut d = FasterRcnn::new(narrow(), true, 2).unwrap();
+        let mut opt = DetOptim::new(&d, 0.9, 1e-4);
+        let img = rand_vec(64 * 96 * 3, 9);
+        let l = d.train_step(&img, (64, 96), &Target::default(), (0, 0), &mut opt, 0.001).unwrap();
+        assert!(l.rpn_objectness > 0.0 && l.classifier > 0.0, "{l:?}");
+        assert_eq!((l.rpn_box, l.box_reg), (0.0, 0.0), "{l:?}");
+        for (h, w) in [(1, 96), (96, 1), (3, 5)] {
+            let img = rand_vec(h * w * 3, 10);
+            let t = Target { boxes: vec![[0.0, 0.0, w as f32, h as f32]], labels: vec![1] };
+            let l = d.train_step(&img, (h, w), &t, (0, 1), &mut opt, 0.001).unwrap();
+            assert!(l.total().is_finite(), "{h} x {w}: {l:?}");
+            let det = d.detect(&img, h, w).unwrap();
+            assert!(det.boxes.iter().all(|b| b[2] <= w as f32 && b[3] <= h as f32), "{h} x {w}");
+        }
+    }
+
     /// A narrow ResNet-18 detector (widths 8..64) for training tests: few RoIs and anchors sampled.
     fn narrow() -> DetectorSpec {
         let mut s = small();
@@ -470,21 +645,9 @@ mod tests {
     /// twin with BN in training mode runs forward over the images and the proposals, and its
     /// running statistics are copied over by name).
     fn calibrated(spec: DetectorSpec, data: &[(Vec<f32>, Target)]) -> FasterRcnn {
-        let mut free = spec.clone();
-        free.freeze = Freeze { bn: false, at: 0 };
-        let mut warm = FasterRcnn::new(free, true, 1).unwrap();
-        for _ in 0..30 {
-            for (img, _) in data {
-                let props = warm.propose(img, 64, 96, true).unwrap();
-                warm.head_forward(&props, true).unwrap();
-            }
-        }
         let mut d = FasterRcnn::new(spec, true, 1).unwrap();
-        for (from, to) in [(&warm.prefix, &mut d.prefix), (&warm.suffix, &mut d.suffix)] {
-            for (name, shape) in from.tensors() {
-                to.set_torch(&name, &shape, &from.get_torch(&name).unwrap()).unwrap();
-            }
-        }
+        let images: Vec<_> = data.iter().map(|(img, _)| (img.clone(), 64, 96)).collect();
+        d.calibrate_bn(&images, 30).unwrap();
         d
     }
 
@@ -492,6 +655,42 @@ mod tests {
     fn bn_tensors(p: &Part) -> Vec<(String, Vec<f32>)> {
         let bn = |n: &str| n.contains(".bn") || n.starts_with("bn") || n.contains("downsample.1");
         p.tensors().into_iter().filter(|(n, _)| bn(n)).map(|(n, _)| (n.clone(), p.get_torch(&n).unwrap())).collect()
+    }
+
+    /// Samples given are trained on as drawn ones: [`FasterRcnn::forward_backward`] with the
+    /// samples [`Sampling::Drawn`] draws gives the same losses and gradients, bit for bit; no RoIs
+    /// give zero head losses and gradients; samples that do not fit are refused by name.
+    #[test]
+    fn given_samples_train_as_drawn_ones() {
+        let (img, t) = toy(0);
+        let (mut a, mut b) = (FasterRcnn::new(narrow(), true, 1).unwrap(), FasterRcnn::new(narrow(), true, 1).unwrap());
+        let drawn = a.forward_backward(&img, (64, 96), Sampling::Drawn { target: &t, seed: 3, iteration: 7 }).unwrap();
+        let p = b.spec.preset;
+        let props = b.propose(&img, 64, 96, true).unwrap();
+        let fd = b.prefix.output().1;
+        let anchors = rpn::anchor_targets(&p.anchors(fd.h, fd.w), &t.boxes, 64.0, 96.0, &p.rpn, 3, 7, 0);
+        let assignment = roi_head::assign_rois(&props, &t.boxes, &t.labels, b.spec.classes, &p.head);
+        let rois = assignment.sample(&p.head, 3, 7, 0);
+        let given = Sampling::Given { anchors: &anchors, rois: &rois };
+        assert_eq!(b.forward_backward(&img, (64, 96), given).unwrap(), drawn);
+        assert!(a.prefix.grads() == b.prefix.grads() && a.rpn.grads() == b.rpn.grads());
+        assert!(a.suffix.grads() == b.suffix.grads() && a.predictor.grads() == b.predictor.grads());
+        assert!(b.suffix.grads().iter().any(|g| *g != 0.0) && drawn.classifier > 0.0);
+        let none = RoiSamples::default();
+        let l = b.forward_backward(&img, (64, 96), Sampling::Given { anchors: &anchors, rois: &none }).unwrap();
+        assert_eq!(
+            (l.rpn_objectness, l.rpn_box, l.classifier, l.box_reg),
+            (drawn.rpn_objectness, drawn.rpn_box, 0.0, 0.0)
+        );
+        assert!(b.suffix.grads().iter().chain(b.predictor.grads()).all(|g| *g == 0.0));
+        let mut short = anchors.clone();
+        short.labels.pop();
+        let e = b.forward_backward(&img, (64, 96), Sampling::Given { anchors: &short, rois: &rois }).unwrap_err();
+        assert!(e.to_string().contains("anchor labels"), "{e}");
+        let mut bad = rois.clone();
+        bad.labels[0] = 9;
+        let e = b.forward_backward(&img, (64, 96), Sampling::Given { anchors: &anchors, rois: &bad }).unwrap_err();
+        assert!(e.to_string().contains("RoI class 9"), "{e}");
     }
 
     /// Training on six images (momentum SGD at 0.005, 600 steps, BN frozen with statistics of the

@@ -125,6 +125,10 @@ impl BoxPredictor {
         &self.grads
     }
 
+    pub fn grads_mut(&mut self) -> &mut [f32] {
+        &mut self.grads
+    }
+
     /// The parameters to change and the gradients to change them with (an optimizer step).
     pub fn step_operands(&mut self) -> (&mut [f32], &[f32]) {
         (&mut self.params, &self.grads)
@@ -133,6 +137,11 @@ impl BoxPredictor {
     /// A tensor by name (torchvision's layout is ours for fc layers).
     pub fn get_torch(&self, name: &str) -> Option<Vec<f32>> {
         Some(super::plan::find_tensor(&self.tensors, &[], name)?.0.read_torch(&self.params))
+    }
+
+    /// A parameter's gradient of the last backward, by name.
+    pub fn grad_torch(&self, name: &str) -> Option<Vec<f32>> {
+        Some(super::plan::find_tensor(&self.tensors, &[], name)?.0.read_torch(&self.grads))
     }
 
     /// Set a tensor by name. Errors name the tensor and the shapes.

@@ -190,6 +190,13 @@ impl RpnHead {
         Some(super::plan::find_tensor(&self.tensors, &[], name)?.0.read_torch(&self.params))
     }
 
+    /// A parameter's gradient of the last backward in torchvision layout (None on a head built
+    /// for inference).
+    pub fn grad_torch(&self, name: &str) -> Option<Vec<f32>> {
+        let t = super::plan::find_tensor(&self.tensors, &[], name)?.0;
+        (!self.grads.is_empty()).then(|| t.read_torch(&self.grads))
+    }
+
     /// Set a tensor from torchvision layout. Errors name the tensor and the shapes.
     pub fn set_torch(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<(), String> {
         let (t, _) =

@@ -63,7 +63,8 @@ impl Log {
         Ok(Log(f))
     }
 
-    pub fn write(&mut self, row: &Row) -> Result<()> {
+    /// One line: a [`Row`], or another run's row type with an `iter` field (the detector's).
+    pub fn write<T: serde::Serialize>(&mut self, row: &T) -> Result<()> {
         let line = serde_json::to_string(row)?;
         writeln!(self.0, "{line}")?;
         self.0.flush()?;
