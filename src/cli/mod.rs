@@ -3,6 +3,7 @@
 
 mod arch_args;
 mod bench;
+mod bench_det;
 mod convert;
 mod data;
 mod detect;
@@ -43,6 +44,8 @@ enum Command {
     Summary(summary::Args),
     /// Time training or inference steps on random data (img/s, GFLOP/s, peak memory)
     Bench(bench::Args),
+    /// Time a Faster R-CNN C4 detector's inference or training steps on a synthetic image
+    BenchDet(bench_det::Args),
     /// Train with the paper's recipes (CIFAR data, image folders) or fine-tune; stop and resume at will
     Train(train::Args),
     /// Download the official data sets (CIFAR-10/100, MNIST, Fashion-MNIST), verifying their MD5s
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Summary(a) => summary::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchDet(a) => bench_det::run(a),
         Command::Train(a) => train::run(a),
         Command::Data(a) => data::run(a),
         Command::Predict(a) => predict::run(a),

@@ -18,6 +18,7 @@
 //! pycocotools does.
 
 pub mod anchors;
+pub mod bench;
 pub mod boxes;
 pub mod checkpoint;
 pub mod coco_eval;

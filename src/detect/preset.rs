@@ -123,9 +123,14 @@ impl Preset {
     /// 8, 16, 32, 64 (the smallest a quarter of a 32-px CIFAR image, the largest half the canvas)
     /// at the preset's aspect ratios, images scaled to a shorter side of 128 and a longer side of
     /// at most 213 (torchvision's 800 : 1333). The RoI size stays (14: the last stage's stride-2
-    /// first block then gives 7 x 7, as on ImageNet), and so do the RPN's and the head's numbers.
+    /// first block then gives 7 x 7, as on ImageNet), and so do the RPN's and the head's numbers
+    /// but one: the RPN's smallest proposal is at most the stride (py-faster-rcnn's `RPN_MIN_SIZE
+    /// 16` is its feature stride; at 16 px it would drop every proposal of the 8-px anchors;
+    /// torchvision's 1e-3 stays).
     pub fn small_images(self, stride: usize) -> Preset {
-        Preset { anchor_sizes: &[8.0, 16.0, 32.0, 64.0], stride, image_min_size: 128, image_max_size: 213, ..self }
+        let mut rpn = self.rpn;
+        rpn.min_size = rpn.min_size.min(stride as f32);
+        Preset { rpn, anchor_sizes: &[8.0, 16.0, 32.0, 64.0], stride, image_min_size: 128, image_max_size: 213, ..self }
     }
 
     /// Whether anchors at this preset's stride fit `arch`'s C4 prefix; the error says both
@@ -225,9 +230,11 @@ mod tests {
                 let base = Preset::by_name(p);
                 assert_eq!((r.stride, r.anchor_sizes, r.image_min_size), (2, &[8.0, 16.0, 32.0, 64.0][..], 128));
                 assert_eq!(
-                    (r.rpn, r.head, r.roi_op, r.roi_size, r.aspect_ratios),
-                    (base.rpn, base.head, base.roi_op, 14, base.aspect_ratios)
+                    (r.head, r.roi_op, r.roi_size, r.aspect_ratios),
+                    (base.head, base.roi_op, 14, base.aspect_ratios)
                 );
+                assert_eq!(r.rpn.min_size, if p == PresetName::Paper { 2.0 } else { 1e-3 });
+                assert_eq!(RpnConfig { min_size: base.rpn.min_size, ..r.rpn }, base.rpn);
                 assert!(r.check_backbone(&arch(name)).is_ok());
             }
         }
