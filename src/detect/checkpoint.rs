@@ -71,6 +71,13 @@ impl DetTransform {
         }
     }
 
+    /// The largest image it makes, (shorter side, longer side): every output has its shorter side
+    /// at most `min_size` and its longer at most `max_size` (a detector built for this size, in
+    /// either orientation, takes them all).
+    pub fn largest(&self) -> (usize, usize) {
+        (self.min_size, self.max_size)
+    }
+
     /// Whether it can transform images for a network of `channels` input channels.
     pub fn check(&self, channels: usize) -> std::result::Result<(), String> {
         if self.min_size == 0 || self.max_size < self.min_size || self.max_size > super::input::MAX_SIDE {
@@ -530,16 +537,16 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<DetCheckpoint> {
 
 impl DetCheckpoint {
     /// The detector it records with its weights, buffers for training if `train`. For inference
-    /// (`!train`) the buffers are sized for the test-time settings: the largest image is the
-    /// larger of the recorded one and the transform's `max_size` (both orientations, rounded up
-    /// to a multiple of 32 so the prefix's stride is exactly 16), and the RoI capacity is the
-    /// test-time proposal count (the training count is not used at test).
+    /// (`!train`) the buffers are sized for the test-time settings: the largest image covers the
+    /// recorded one and every output of the transform ([`DetTransform::largest`]), and the RoI
+    /// capacity is the test-time proposal count (the training count is not used at test).
     pub fn build(&self, train: bool) -> Result<FasterRcnn> {
         let file = self.path.display();
         let mut spec = self.spec.clone();
         if !train {
-            let side = spec.max_image.0.max(spec.max_image.1).max(self.meta.transform.max_size).div_ceil(32) * 32;
-            spec.max_image = (side, side);
+            let (a, b) = spec.max_image;
+            let (short, long) = self.meta.transform.largest();
+            spec.max_image = (a.min(b).max(short), a.max(b).max(long));
             spec.preset.rpn.post_nms_top_n_train = spec.preset.rpn.post_nms_top_n_test;
         }
         let mut d = FasterRcnn::new(spec, train, self.meta.train.as_ref().map_or(0, |t| t.seed))

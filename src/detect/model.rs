@@ -31,8 +31,10 @@ pub struct DetectorSpec {
     pub classes: usize,
     pub preset: Preset,
     pub freeze: Freeze,
-    /// The largest image (height x width, after resizing) a call may pass; both orientations of
-    /// it fit (see [`Part`]).
+    /// The largest image (height x width, after resizing) a call may pass, in either orientation:
+    /// a layer's output of an `h` x `w` input and of a `w` x `h` one have as many values, so the
+    /// buffers of one fit the other (a 600 x 1000 capacity takes 1000 x 600 images, not 1000 x
+    /// 1000 ones: torchvision's transform never makes those).
     pub max_image: (usize, usize),
 }
 
@@ -101,15 +103,8 @@ impl FasterRcnn {
             )));
         }
         p.check_backbone(&spec.arch).map_err(DetectorError::Invalid)?;
-        let side = h.max(w);
-        let prefix = Part::new(
-            &spec.arch,
-            Stages::c4_prefix(&spec.arch),
-            Capacity { n: 1, h: side, w: side },
-            spec.freeze,
-            train,
-            seed,
-        )?;
+        let prefix =
+            Part::new(&spec.arch, Stages::c4_prefix(&spec.arch), Capacity { n: 1, h, w }, spec.freeze, train, seed)?;
         // the suffix holds the RoIs one step samples (training) or one image's test-time
         // proposals (inference; a training detector evaluates them in turns)
         let rois = if train { p.head.batch_per_image } else { p.rpn.post_nms_top_n_test }.max(1);

@@ -259,13 +259,12 @@ impl DetTrainConfig {
     pub fn spec(&self, classes: usize) -> Result<DetectorSpec> {
         let preset = self.preset.preset().map_err(|e| anyhow!("the preset: {e}"))?;
         let t = &self.transform;
-        let side = t.max_size.div_ceil(32) * 32;
         Ok(DetectorSpec {
             arch: self.arch.clone(),
             classes,
             preset,
             freeze: Freeze { bn: self.freeze.bn, at: self.freeze.at },
-            max_image: (side, side),
+            max_image: t.largest(),
         })
     }
 
