@@ -27,21 +27,9 @@ cd "$(dirname "$0")/.."
 
 ALL="c4-infer c4-train cifar-train"
 THREADS=2
-rounds=3 quick=0 build=1 workloads=() peers="contiguous,channels_last"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --rounds) rounds="${2:?--rounds needs a value}"; shift 2 ;;
-        --quick) quick=1; shift ;;
-        --peers) peers="${2:?--peers needs a value}"; shift 2 ;;
-        --no-build) build=0; shift ;;
-        -h|--help) sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
-        -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
-        *) [[ " $ALL " == *" $1 "* ]] || { echo "unknown workload $1; one of: $ALL" >&2; exit 2; }
-           workloads+=("$1"); shift ;;
-    esac
-done
-[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--rounds must be a positive integer" >&2; exit 2; }
-[ ${#workloads[@]} -gt 0 ] || read -ra workloads <<< "$ALL"
+peers="contiguous,channels_last"
+source bench/args.sh
+parse_bench_args "$@"
 for p in ${peers//,/ }; do
     [[ "$p" == contiguous || "$p" == channels_last ]] || { echo "unknown peer $p (contiguous, channels_last)" >&2; exit 2; }
 done
