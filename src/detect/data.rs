@@ -40,6 +40,8 @@ pub struct DetSplit {
     pub images: PathBuf,
     /// the images that train (indices into `gt.images`)
     pub usable: Vec<usize>,
+    /// the data's category ids in increasing order: class `k` (1..=K) is `category_ids[k - 1]`
+    pub category_ids: Vec<i64>,
     /// the images without a box that were left out of `usable`
     pub skipped: usize,
     /// each image's trainable boxes, `[x, y, w, h]` original pixels, and classes 1..=K
@@ -110,7 +112,17 @@ impl DetSplit {
         }
         let usable: Vec<usize> = (0..gt.images.len()).filter(|&i| keep_empty || !boxes[i].is_empty()).collect();
         let skipped = gt.images.len() - usable.len();
-        Ok(DetSplit { root: root.to_path_buf(), split: split.into(), source, gt, images, usable, skipped, boxes })
+        Ok(DetSplit {
+            root: root.to_path_buf(),
+            split: split.into(),
+            source,
+            gt,
+            images,
+            usable,
+            category_ids: cats,
+            skipped,
+            boxes,
+        })
     }
 
     /// The K class names, in class order (category id order).
@@ -122,9 +134,7 @@ impl DetSplit {
 
     /// The data's category id of class `k` (1..=K).
     pub fn category_id(&self, k: usize) -> Option<i64> {
-        let mut ids: Vec<i64> = self.gt.categories.iter().map(|c| c.id).collect();
-        ids.sort_unstable();
-        ids.get(k.checked_sub(1)?).copied()
+        self.category_ids.get(k.checked_sub(1)?).copied()
     }
 
     /// The image file of image `i` (of `gt.images`).
