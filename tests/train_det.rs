@@ -224,6 +224,8 @@ fn bad_runs_are_refused_by_name() {
     let missing = dir.join("nowhere");
     fails(&train(&missing, &dir.join("r1"), &[]), &["nowhere", "not a directory"]);
     fails(&resnet(&["train-det", "--resume", dir.to_str().unwrap()]), &["holds no run"]);
+    // a resumed run keeps its configuration, cadence included (config.toml)
+    fails(&resnet(&["train-det", "--resume", dir.to_str().unwrap(), "--log-every", "5"]), &["--resume", "--log-every"]);
     // a trained checkpoint judged on data of other classes
     let good = dir.join("good");
     write_shapes(&good, "train", 4, &[]);

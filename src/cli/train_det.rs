@@ -50,7 +50,7 @@ pub struct Args {
     /// Continue the run in this directory exactly where it stopped
     #[arg(long, conflicts_with_all = ["data", "out", "preset", "init_from", "iters", "lr", "milestones", "seed",
         "freeze_at", "min_size", "max_size", "anchor_sizes", "rois_per_image", "train_split", "val_split", "keep_empty", "no_flip",
-        "calibrate_bn", "train_bn", "warmup"])]
+        "calibrate_bn", "train_bn", "warmup", "log_every", "eval_every", "ckpt_every"])]
     resume: Option<PathBuf>,
     /// The detector's settings (see below)
     #[arg(long, value_enum)]
