@@ -15,6 +15,7 @@
 mod outcome;
 
 use outcome::{fails, ok};
+use resnet::rng::splitmix64;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -32,14 +33,6 @@ fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
-/// splitmix64: the test's own deterministic draws.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// `n` images under `root` (COCO layout: annotations/instances_<split>.json, JPEGImages/); images
 /// listed in `empty` get no object. Category ids 3 ("square") and 7 ("bar"), sparse as COCO's are.
 fn write_shapes(root: &Path, split: &str, n: usize, empty: &[usize]) {
@@ -48,9 +41,9 @@ fn write_shapes(root: &Path, split: &str, n: usize, empty: &[usize]) {
     std::fs::create_dir_all(root.join("JPEGImages")).unwrap();
     let (mut images, mut anns) = (vec![], vec![]);
     for i in 0..n {
-        let r = |k: u64| mix((i as u64) << 16 | k);
+        let r = |k: u64| splitmix64((i as u64) << 16 | k);
         let mut img = image::RgbImage::from_fn(S, S, |x, y| {
-            let v = 90 + (mix(r(1000) ^ u64::from(y * S + x)) % 60) as u8;
+            let v = 90 + (splitmix64(r(1000) ^ u64::from(y * S + x)) % 60) as u8;
             image::Rgb([v, v, v])
         });
         let count = if empty.contains(&i) { 0 } else { 1 + (r(1) % 2) as usize };
@@ -230,7 +223,7 @@ fn bad_runs_are_refused_by_name() {
     let good = dir.join("good");
     write_shapes(&good, "train", 4, &[]);
     let run = dir.join("run");
-    ok(&train(&good, &run, &["--iters", "2", "--calibrate-bn", "2"]));
+    ok(&train(&good, &run, &["--iters", "2", "--calibrate-bn", "2", "--ckpt-every", "1"]));
     fails(&train(&good, &run, &["--iters", "2"]), &["already holds a run", "--resume"]);
     let other = dir.join("other");
     write_shapes(&other, "val", 2, &[]);
@@ -240,5 +233,12 @@ fn bad_runs_are_refused_by_name() {
     let w = run.join("last.safetensors");
     let o = resnet(&["eval-det", "--weights", w.to_str().unwrap(), "--data", other.to_str().unwrap()]);
     fails(&o, &["last.safetensors", "classes", "square, bar", "square, disc"]);
+    // a damaged last.safetensors: the run continues from the newest iteration checkpoint, saying so
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    let o = resnet(&["train-det", "--resume", run.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    ok(&o);
+    assert!(err.contains("cannot be loaded") && err.contains("iter-0000002.safetensors (iteration 2)"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

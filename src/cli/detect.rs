@@ -49,14 +49,7 @@ pub fn run(a: Args) -> Result<()> {
         None => None,
     };
     let mut det = Detector::load(&a.weights)?;
-    let bar = (a.images.len() > 1 && std::io::stderr().is_terminal()).then(|| {
-        let pb = indicatif::ProgressBar::new(a.images.len() as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} images  [{elapsed_precise} < {eta_precise}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        pb
-    });
+    let bar = images_bar(a.images.len());
     let mut json = vec![];
     for (i, path) in a.images.iter().enumerate() {
         let (img, r) = det.detect_file(path, a.score_threshold)?;
@@ -95,6 +88,18 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("drawn: {} image{} in {}", a.images.len(), if a.images.len() == 1 { "" } else { "s" }, dir.display());
     }
     Ok(())
+}
+
+/// A bar of images done on a terminal, for more than one image (None otherwise).
+pub(super) fn images_bar(n: usize) -> Option<indicatif::ProgressBar> {
+    (n > 1 && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new(n as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} images  [{elapsed_precise} < {eta_precise}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    })
 }
 
 /// Write to stdout: an error (a closed pipe, say), not a panic, when it cannot be written.

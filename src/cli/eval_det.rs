@@ -7,7 +7,6 @@ use crate::detect::data::DetSplit;
 use crate::detect::evaluate::{self, Protocol};
 use crate::detect::train::detect_split;
 use anyhow::{Result, bail};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -79,18 +78,8 @@ pub fn run(a: Args) -> Result<()> {
             let ck = checkpoint::read(w)?;
             ck.check_classes(&split.class_names())?;
             let mut det = ck.build(false)?;
-            let n = split.gt.images.len() as u64;
-            let bar = (n > 1 && std::io::stderr().is_terminal()).then(|| {
-                let pb = indicatif::ProgressBar::new(n);
-                pb.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{bar:30} {pos}/{len} images  [{elapsed_precise} < {eta_precise}]",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                pb
-            });
-            let (dets, _) = detect_split(&mut det, &ck.meta.transform, &split, 0.0, &mut |i| {
+            let bar = super::detect::images_bar(split.gt.images.len());
+            let dets = detect_split(&mut det, &ck.meta.transform, &split, 0.0, &mut |i| {
                 if let Some(pb) = &bar {
                     pb.set_position(i as u64)
                 }

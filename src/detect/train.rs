@@ -16,7 +16,7 @@
 //! rate follows a step schedule with an optional linear warm-up (torchvision's reference
 //! recipe; the paper has none). It prints nothing: what happens is told as [`DetEvent`]s.
 
-use super::checkpoint::{self, DetCheckpoint, DetMeta, DetTransform, FreezeRecord, PresetRecord, TrainMeta};
+use super::checkpoint::{self, DetMeta, DetTransform, FreezeRecord, PresetRecord, TrainMeta};
 use super::coco_eval;
 use super::data::DetSplit;
 use super::model::{DetLosses, DetOptim, DetectorSpec, FasterRcnn};
@@ -282,17 +282,10 @@ impl DetTrainConfig {
     }
 
     /// The training image (index into the split's usable images) of iteration `it`: a seeded
-    /// permutation per pass over them.
+    /// permutation per pass over them (the classification loader's, `augment::permutation`).
     pub fn image_of(&self, it: u64, usable: usize) -> usize {
         let n = usable as u64;
-        let (pass, pos) = (it / n, it % n);
-        let mut order: Vec<usize> = (0..usable).collect();
-        let name = format!("train-det/{}/order/{pass}", self.seed);
-        for i in (1..usable).rev() {
-            let j = (crate::rng::counter_uniform(&name, i as u64) as f64 * (i + 1) as f64) as usize;
-            order.swap(i, j.min(i));
-        }
-        order[pos as usize]
+        crate::data::augment::permutation(usable, self.seed, it / n)[(it % n) as usize] as usize
     }
 
     /// Whether iteration `it`'s image is mirrored.
@@ -432,8 +425,9 @@ impl DetTrainer {
         let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
         let cfg: DetTrainConfig = toml::from_str(&text)
             .with_context(|| format!("{}: not a detector run's configuration", config.display()))?;
-        let (ck, note) = resume_point(&dir)?;
-        let Some(ck) = ck else {
+        let from = dir.resume_from(checkpoint::read, |ck| ck.meta.train.as_ref().map_or(0, |t| t.iteration))?;
+        let note = from.note;
+        let Some((_, ck)) = from.checkpoint else {
             drop(dir);
             let mut t = DetTrainer::start(path, cfg)?;
             t.notes.extend(note);
@@ -502,11 +496,11 @@ impl DetTrainer {
         Ok((l, lr))
     }
 
-    /// COCO numbers of the detector on every image of `split` (the run's validation split
-    /// unless given).
-    pub fn evaluate(&mut self, split: Option<&DetSplit>) -> Result<Option<DetEvalRow>> {
-        let Some(s) = split.or(self.val.as_ref()) else { return Ok(None) };
-        let (dets, _) = detect_split(&mut self.detector, &self.cfg.transform, s, 0.0, &mut |_| {})?;
+    /// COCO numbers of the detector on every image of the run's validation split (None
+    /// without one).
+    pub fn evaluate(&mut self) -> Result<Option<DetEvalRow>> {
+        let Some(s) = &self.val else { return Ok(None) };
+        let dets = detect_split(&mut self.detector, &self.cfg.transform, s, 0.0, &mut |_| {})?;
         let e = coco_eval::evaluate(&s.gt, &dets);
         Ok(Some(DetEvalRow {
             iter: self.iteration(),
@@ -545,7 +539,7 @@ impl DetTrainer {
         };
         if start >= stop {
             if out.finished {
-                out.val = self.evaluate(None)?;
+                out.val = self.evaluate()?;
             }
             return Ok(out);
         }
@@ -576,7 +570,7 @@ impl DetTrainer {
             }
             observe(DetEvent::Step { iteration: done });
             let eval_now = (c.eval_every > 0 && done % c.eval_every == 0) || done == c.iters;
-            if eval_now && let Some(row) = self.evaluate(None)? {
+            if eval_now && let Some(row) = self.evaluate()? {
                 self.log.write(&row)?;
                 observe(DetEvent::Evaluated(&row));
                 let tm = self.meta.train.as_mut().expect("a training run's metadata");
@@ -605,41 +599,6 @@ impl DetTrainer {
     }
 }
 
-/// Where a detector run continues: `last.safetensors` if it loads, else the newest loadable
-/// `iter-*` checkpoint (with a note why), else none (noted). A damaged `last` with nothing to
-/// fall back on is an error: the run is never restarted from zero behind the user's back.
-fn resume_point(dir: &RunDir) -> Result<(Option<DetCheckpoint>, Option<String>)> {
-    let last = dir.join("last.safetensors");
-    let why = if last.exists() {
-        match checkpoint::read(&last) {
-            Ok(ck) => return Ok((Some(ck), None)),
-            Err(e) => format!("{} cannot be loaded ({e:#})", last.display()),
-        }
-    } else {
-        format!("{} is missing", last.display())
-    };
-    let mut iters: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .with_context(|| format!("reading {}", dir.path().display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("iter-") && n.ends_with(".safetensors"))
-        })
-        .collect();
-    iters.sort();
-    for p in iters.iter().rev() {
-        if let Ok(ck) = checkpoint::read(p) {
-            let note = format!("{why}: continuing from {}", p.display());
-            return Ok((Some(ck), Some(note)));
-        }
-    }
-    if last.exists() {
-        bail!("{why}, and no iteration checkpoint of the run loads: it cannot continue");
-    }
-    Ok((None, Some(format!("{}: no checkpoint yet, starting at iteration 0", dir.path().display()))))
-}
-
 /// Run `detector` on every image of `split` (with `transform`): its detections above
 /// `min_score` in COCO's results format (the split's category ids, original pixels), and the
 /// images that could not be read are errors naming them. `progress` hears each image done.
@@ -649,7 +608,7 @@ pub fn detect_split(
     split: &DetSplit,
     min_score: f32,
     progress: &mut dyn FnMut(usize),
-) -> Result<(Vec<crate::data::detection::Detection>, usize)> {
+) -> Result<Vec<crate::data::detection::Detection>> {
     let channels = detector.spec.arch.in_channels;
     let mut all = vec![];
     for i in 0..split.gt.images.len() {
@@ -665,5 +624,5 @@ pub fn detect_split(
         all.extend(split.to_results(i, found));
         progress(i + 1);
     }
-    Ok((all, split.gt.images.len()))
+    Ok(all)
 }

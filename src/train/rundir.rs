@@ -24,10 +24,10 @@ pub struct RunDir {
     _lock: Option<File>,
 }
 
-/// Where a run continues from.
-pub struct ResumePoint {
+/// Where a run continues from (a classifier's checkpoint unless `T` says otherwise).
+pub struct ResumePoint<T = Loaded> {
     /// the checkpoint file and its contents; None: no checkpoint, iteration 0
-    pub checkpoint: Option<(PathBuf, Loaded)>,
+    pub checkpoint: Option<(PathBuf, T)>,
     /// why this is not `last.safetensors` (missing, damaged), or that the run starts at 0
     pub note: Option<String>,
 }
@@ -83,9 +83,19 @@ impl RunDir {
     /// 0 (noted). A damaged `last` with nothing to fall back on is an error: the run is never
     /// restarted from zero behind the user's back.
     pub fn resume_point(&self) -> Result<ResumePoint> {
+        self.resume_from(checkpoint::read, |ck| ck.meta.iteration)
+    }
+
+    /// [`RunDir::resume_point`] for checkpoints that `read` loads (a classifier's, a detector's),
+    /// `iteration` saying where one stands.
+    pub fn resume_from<T>(
+        &self,
+        read: impl Fn(&Path) -> Result<T>,
+        iteration: impl Fn(&T) -> u64,
+    ) -> Result<ResumePoint<T>> {
         let last = self.join("last.safetensors");
         let why = if last.exists() {
-            match checkpoint::read(&last) {
+            match read(&last) {
                 Ok(ck) => return Ok(ResumePoint { checkpoint: Some((last, ck)), note: None }),
                 Err(e) => format!("{} cannot be loaded ({e:#})", last.display()),
             }
@@ -100,11 +110,11 @@ impl RunDir {
             .collect();
         others.sort_by(|a, b| b.cmp(a));
         for (_, p) in others {
-            if let Ok(ck) = checkpoint::read(&p) {
+            if let Ok(ck) = read(&p) {
                 let note = format!(
                     "{why}: continuing from {} (iteration {})",
                     p.file_name().unwrap_or_default().to_string_lossy(),
-                    ck.meta.iteration
+                    iteration(&ck)
                 );
                 return Ok(ResumePoint { checkpoint: Some((p, ck)), note: Some(note) });
             }
@@ -188,8 +198,14 @@ fn header_iteration(path: &Path) -> Option<u64> {
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    let meta: serde_json::Value = serde_json::from_str(v.get("__metadata__")?.get("meta")?.as_str()?).ok()?;
-    meta.get("iteration")?.as_u64()
+    let md = v.get("__metadata__")?;
+    // a classifier's checkpoint: "meta" {"iteration"}; a detector's: "detector" {"train": {"iteration"}}
+    if let Some(meta) = md.get("meta") {
+        let meta: serde_json::Value = serde_json::from_str(meta.as_str()?).ok()?;
+        return meta.get("iteration")?.as_u64();
+    }
+    let det: serde_json::Value = serde_json::from_str(md.get("detector")?.as_str()?).ok()?;
+    det.get("train")?.get("iteration")?.as_u64()
 }
 
 #[cfg(test)]
