@@ -176,11 +176,11 @@ pub fn run(a: Args) -> Result<()> {
                 bail!("a new run needs --arch and --data (or --resume RUN)");
             }
             crate::train::rundir::RunDir::check_free(out)?;
-            let cfg = a.request().resolve()?;
+            let (cfg, data) = a.request().resolve_with_data()?;
             if !a.quiet && cfg.calibrate_bn > 0 {
                 eprintln!("measuring BN statistics on {} training images ...", cfg.calibrate_bn);
             }
-            DetTrainer::start(out, cfg)?
+            DetTrainer::start_with(out, cfg, data)?
         }
     };
     if !a.quiet {

@@ -113,23 +113,21 @@ impl DetTrainRequest {
     /// Every default decided and every value checked (the data set's layout and its training
     /// split's size are read; the images are not).
     pub fn resolve(&self) -> Result<DetTrainConfig> {
+        self.resolve_with_data().map(|(cfg, _)| cfg)
+    }
+
+    /// [`DetTrainRequest::resolve`] with the splits it read, for [`DetTrainer::start_with`] (a
+    /// COCO annotation file can be hundreds of MB: read once).
+    pub fn resolve_with_data(&self) -> Result<(DetTrainConfig, DetData)> {
         let arch = ArchSpec::parse(&self.arch, &self.arch_options)?;
         let train_split = self.train_split.clone().unwrap_or_else(|| "train".into());
         let train = DetSplit::open(&self.data, &train_split, self.keep_empty)?;
-        if train.usable.is_empty() {
-            bail!(
-                "{}: none of its {} images has a box to train on (--keep-empty trains on them as background)",
-                train.source.display(),
-                train.gt.images.len()
-            );
-        }
         let val_split = match &self.val_split {
-            Some(v) => {
-                DetSplit::open(&self.data, v, true)?;
-                Some(v.clone())
-            }
+            Some(v) => Some(v.clone()),
             None => DetSplit::exists(&self.data, "val").then(|| "val".to_string()),
         };
+        let val = val_split.as_ref().map(|v| DetSplit::open(&self.data, v, true)).transpose()?;
+        let data = DetData::checked(train, val)?;
         let name = self.preset.unwrap_or(PresetName::Paper);
         let mut preset = Preset::for_backbone(name, &arch);
         if let Some(s) = self.min_size {
@@ -171,7 +169,7 @@ impl DetTrainRequest {
         if freeze.at > arch.stages.len() + 1 {
             bail!("--freeze-at {}: {} has the stem and {} stages", freeze.at, arch.name, arch.stages.len());
         }
-        let n = train.usable.len() as u64;
+        let n = data.train.usable.len() as u64;
         let iters = self.iters.unwrap_or(12 * n);
         if iters == 0 {
             bail!("--iters must be at least 1");
@@ -229,8 +227,8 @@ impl DetTrainRequest {
             ckpt_every: self.ckpt_every.unwrap_or(0),
         };
         // the detector must build (the preset's stride against the backbone's, ...)
-        cfg.spec(train.class_names().len() + 1)?;
-        Ok(cfg)
+        cfg.spec(data.train.class_names().len() + 1)?;
+        Ok((cfg, data))
     }
 }
 
@@ -358,24 +356,41 @@ fn save_config(dir: &RunDir, cfg: &DetTrainConfig) -> Result<()> {
     crate::weights::checkpoint::write_atomic(&dir.join("config.toml"), text.as_bytes())
 }
 
-/// The data a run names.
-fn open_data(cfg: &DetTrainConfig) -> Result<(DetSplit, Option<DetSplit>)> {
-    let train = DetSplit::open(&cfg.data, &cfg.train_split, cfg.keep_empty)?;
-    if train.usable.is_empty() {
-        bail!("{}: no image with a box to train on", train.source.display());
+/// The splits a run trains and is judged on.
+pub struct DetData {
+    pub train: DetSplit,
+    pub val: Option<DetSplit>,
+}
+
+impl DetData {
+    /// The splits `cfg` names.
+    pub fn open(cfg: &DetTrainConfig) -> Result<DetData> {
+        let train = DetSplit::open(&cfg.data, &cfg.train_split, cfg.keep_empty)?;
+        let val = cfg.val_split.as_ref().map(|v| DetSplit::open(&cfg.data, v, true)).transpose()?;
+        DetData::checked(train, val)
     }
-    let val = cfg.val_split.as_ref().map(|v| DetSplit::open(&cfg.data, v, true)).transpose()?;
-    if let Some(v) = &val
-        && v.class_names() != train.class_names()
-    {
-        bail!(
-            "{}: its classes ({}) differ from the training split's ({})",
-            v.source.display(),
-            v.class_names().join(", "),
-            train.class_names().join(", ")
-        );
+
+    /// Refused: a training split without a box, a validation split of other classes.
+    fn checked(train: DetSplit, val: Option<DetSplit>) -> Result<DetData> {
+        if train.usable.is_empty() {
+            bail!(
+                "{}: none of its {} images has a box to train on (--keep-empty trains on them as background)",
+                train.source.display(),
+                train.gt.images.len()
+            );
+        }
+        if let Some(v) = &val
+            && v.class_names() != train.class_names()
+        {
+            bail!(
+                "{}: its classes ({}) differ from the training split's ({})",
+                v.source.display(),
+                v.class_names().join(", "),
+                train.class_names().join(", ")
+            );
+        }
+        Ok(DetData { train, val })
     }
-    Ok((train, val))
 }
 
 impl DetTrainer {
@@ -383,7 +398,13 @@ impl DetTrainer {
     /// detector built, its backbone initialised from `cfg.init_from`, its frozen BN calibrated if
     /// asked.
     pub fn start(out: &Path, cfg: DetTrainConfig) -> Result<DetTrainer> {
-        let (train, val) = open_data(&cfg)?;
+        let data = DetData::open(&cfg)?;
+        Self::start_with(out, cfg, data)
+    }
+
+    /// [`DetTrainer::start`] on splits already read ([`DetTrainRequest::resolve_with_data`]).
+    pub fn start_with(out: &Path, cfg: DetTrainConfig, data: DetData) -> Result<DetTrainer> {
+        let DetData { train, val } = data;
         let (dir, replaced) = RunDir::create(out)?;
         let mut notes = vec![];
         if replaced {
@@ -433,7 +454,7 @@ impl DetTrainer {
             t.notes.extend(note);
             return Ok(t);
         };
-        let (train, val) = open_data(&cfg)?;
+        let DetData { train, val } = DetData::open(&cfg)?;
         ck.check_classes(&train.class_names())?;
         let spec = cfg.spec(train.class_names().len() + 1)?;
         if ck.spec.arch != spec.arch || ck.spec.preset != spec.preset || ck.spec.freeze != spec.freeze {
