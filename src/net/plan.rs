@@ -170,6 +170,16 @@ impl BlockPlan {
         };
         self.units.iter().map(|u| u.w).chain(proj).min().unwrap_or(0)
     }
+
+    /// Every unit's BN, the projection's included, is a constant affine map (frozen): backward
+    /// runs in place (`backward::block_backward_frozen`).
+    pub fn bn_frozen(&self) -> bool {
+        let proj = match &self.shortcut {
+            ShortcutPlan::Proj(u) => Some(u),
+            _ => None,
+        };
+        self.units.iter().chain(proj).all(|u| u.frozen != Frozen::No)
+    }
 }
 
 #[derive(Clone, Debug)]

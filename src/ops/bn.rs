@@ -392,6 +392,43 @@ pub fn backward_frozen(scale: &[f32], y: &[f32], dy: &[f32], act: Act, dx: &mut 
     }
 }
 
+/// [`backward_frozen`] in place, without dz: `d` holds dy at y and becomes the gradient at the
+/// conv output, `d * scale` where the ReLU passed (every element when `act` is `Act::None`; `y`
+/// is then not read). With `scale` None only the mask is applied (`d` becomes dz, the shortcut's
+/// gradient). The values are [`backward_frozen`]'s, bit for bit. y, d: (M, C).
+pub fn backward_frozen_in_place(scale: Option<&[f32]>, y: &[f32], act: Act, c: usize, d: &mut [f32]) {
+    let masked = act != Act::None;
+    if let Some(s) = scale {
+        debug_assert_eq!(s.len(), c);
+    }
+    debug_assert!(!masked || y.len() >= d.len());
+    par::for_rows(
+        d,
+        c,
+        64,
+        #[inline(always)]
+        |first, ds| {
+            for (r, dr) in ds.chunks_exact_mut(c).enumerate() {
+                let yr = if masked { &y[(first + r) * c..][..c] } else { &[][..] };
+                match (scale, masked) {
+                    (Some(s), true) => {
+                        for ((g, yv), s) in dr.iter_mut().zip(yr).zip(s) {
+                            *g = if *yv > 0.0 { *g * s } else { 0.0 };
+                        }
+                    }
+                    (Some(s), false) => dr.iter_mut().zip(s).for_each(|(g, s)| *g *= s),
+                    (None, true) => {
+                        for (g, yv) in dr.iter_mut().zip(yr) {
+                            *g = if *yv > 0.0 { *g } else { 0.0 };
+                        }
+                    }
+                    (None, false) => {}
+                }
+            }
+        },
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,6 +527,29 @@ mod tests {
             if act == Act::AddRelu {
                 check_grad(&format!("frozen bn {act:?} dshortcut"), &s, &dz, 1e-3, 1e-3, |sp| loss(&x, Some(sp)));
             }
+        }
+    }
+
+    #[test]
+    fn frozen_backward_in_place_is_the_same_bits() {
+        let d = Dims::new(3, 11, 7, 5); // 231 rows: several tasks of 64 rows
+        let c = d.c;
+        let scale: Vec<f32> = rand_vec(c, 70).iter().map(|v| v - 0.3).collect(); // some negative
+        let mut y = rand_vec(d.len(), 71);
+        y[3] = f32::NAN;
+        y[4] = 0.0;
+        let dy = rand_vec(d.len(), 72);
+        for act in [Act::None, Act::Relu, Act::AddRelu] {
+            let (mut dx, mut dz) = (vec![9.0; d.len()], vec![9.0; d.len()]);
+            backward_frozen(&scale, &y, &dy, act, &mut dx, Some(&mut dz));
+            let mut got = dy.clone();
+            backward_frozen_in_place(None, &y, act, c, &mut got);
+            assert!(got.iter().zip(&dz).all(|(a, b)| a.to_bits() == b.to_bits()), "{act:?}: mask only");
+            backward_frozen_in_place(Some(&scale), &y, act, c, &mut got);
+            assert!(got.iter().zip(&dx).all(|(a, b)| a.to_bits() == b.to_bits()), "{act:?}: mask then scale");
+            let mut got = dy.clone();
+            backward_frozen_in_place(Some(&scale), &y, act, c, &mut got);
+            assert!(got.iter().zip(&dx).all(|(a, b)| a.to_bits() == b.to_bits()), "{act:?}: scale");
         }
     }
 
