@@ -2,9 +2,10 @@
 # Issue 18's reproduction in the spirit of Tables 7-8 (docs/detection/REPORT.md): the same
 # detector recipe on a plain and a residual backbone of the same depth, both pre-trained on
 # Fashion-MNIST with the same recipe, judged on fashion-det's validation split by the COCO and
-# VOC07 protocols, with drawn examples. Not in CI (about 30-40 minutes on 2 cores).
+# VOC07 protocols, with drawn examples. Not in CI (about 70 minutes on 2 cores: two processes,
+# NETS=plain20 and NETS=resnet20 with RAYON_NUM_THREADS=1; twice that as one process).
 #
-#   bash scripts/fashion-det-report.sh [OUT=runs/fdet-report] [PRE_ITERS=2000] [DET_ITERS=10000]
+#   bash scripts/fashion-det-report.sh [OUT=runs/fdet-report] [PRE_ITERS=2000] [DET_ITERS=40000]
 #
 # Steps already done (their output exists) are skipped, so a stopped run continues. NETS="plain20"
 # or "resnet20" runs one backbone (two such processes with RAYON_NUM_THREADS=1 use both cores).
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/fdet-report}
 pre_iters=${2:-2000}
-det_iters=${3:-10000}
+det_iters=${3:-40000}
 bash scripts/fetch-fashion-mnist.sh >/dev/null
 bash scripts/fetch-pypi-files.sh photos >/dev/null
 if [ -n "${RESNET_BIN:-}" ]; then
