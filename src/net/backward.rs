@@ -262,7 +262,7 @@ pub(super) fn frozen_buffer_needs(bp: &super::plan::BlockPlan) -> (usize, usize)
     for j in (1..=last).rev() {
         // unit j's data gradient (unit j - 1's output) lands in t, gy, t, ... from the last unit
         let need = bp.units[j - 1].yd.len();
-        if (last - j) % 2 == 0 { t = t.max(need) } else { gy = gy.max(need) }
+        if (last - j).is_multiple_of(2) { t = t.max(need) } else { gy = gy.max(need) }
     }
     (gy, t)
 }

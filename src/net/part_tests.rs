@@ -133,13 +133,16 @@ fn prefix_then_suffix_is_the_whole_network_bit_for_bit() {
             infer.set_kernel_path(path);
             infer.input.copy_from_slice(&x);
             infer.forward(n, false);
-            prefix.input_mut(n, hw, hw).unwrap().copy_from_slice(&x);
-            prefix.forward(false).unwrap();
-            let fmap = prefix.output().0.to_vec();
-            suffix.input_mut(n, d.h, d.w).unwrap().copy_from_slice(&fmap);
-            suffix.forward(false).unwrap();
-            let feat = suffix.output().0;
-            assert!(feat == &infer.feat[..feat.len()], "{} {path:?} {freeze:?}: inference", s.name);
+            let infer_parts = |prefix: &mut Part, suffix: &mut Part| {
+                prefix.input_mut(n, hw, hw).unwrap().copy_from_slice(&x);
+                prefix.forward(false).unwrap();
+                let fmap = prefix.output().0.to_vec();
+                suffix.input_mut(n, d.h, d.w).unwrap().copy_from_slice(&fmap);
+                suffix.forward(false).unwrap();
+                suffix.output().0.to_vec()
+            };
+            let feat = infer_parts(&mut prefix, &mut suffix);
+            assert!(feat == infer.feat[..feat.len()], "{} {path:?} {freeze:?}: inference", s.name);
             // parts built for inference (the projections' outputs in one buffer of their own)
             let mut prefix = Part::zeroed(s, Stages::c4_prefix(s), cap, freeze, false).unwrap();
             let mut suffix = Part::zeroed(s, Stages::c4_suffix(s), rois, freeze, false).unwrap();
@@ -147,13 +150,8 @@ fn prefix_then_suffix_is_the_whole_network_bit_for_bit() {
                 load_from_net(part, &net);
                 part.set_kernel_path(path);
             }
-            prefix.input_mut(n, hw, hw).unwrap().copy_from_slice(&x);
-            prefix.forward(false).unwrap();
-            let fmap = prefix.output().0.to_vec();
-            suffix.input_mut(n, d.h, d.w).unwrap().copy_from_slice(&fmap);
-            suffix.forward(false).unwrap();
-            let feat = suffix.output().0;
-            assert!(feat == &infer.feat[..feat.len()], "{} {path:?} {freeze:?}: inference parts", s.name);
+            let feat = infer_parts(&mut prefix, &mut suffix);
+            assert!(feat == infer.feat[..feat.len()], "{} {path:?} {freeze:?}: inference parts", s.name);
         }
     }
 }
