@@ -391,6 +391,29 @@ fn capacity_and_misuse_are_errors() {
     assert!(e.to_string().contains("capacity must be positive"), "{e}");
 }
 
+/// A suffix frozen entirely (`--freeze-at` past its stage) learns nothing but still gives the
+/// gradient at its input, sized as the input (its buffers are sized by what backward writes).
+#[test]
+fn a_suffix_frozen_entirely_still_gives_its_input_gradient() {
+    let s = spec("resnet8", ArchOptions::default());
+    let mut grads = vec![];
+    for at in [s.stages.len() + 1, s.stages.len()] {
+        let freeze = Freeze { bn: true, at };
+        let cap = Capacity { n: 8, h: 8, w: 8 };
+        let mut suffix = Part::new(&s, Stages::c4_suffix(&s), cap, freeze, true, 1).unwrap();
+        suffix.input_mut(8, 8, 8).unwrap().copy_from_slice(&rand_vec(8 * 8 * 8 * 32, 3));
+        suffix.forward(true).unwrap();
+        suffix.output_grad_mut().fill(1.0);
+        suffix.backward().unwrap();
+        assert_eq!(suffix.grads().iter().all(|g| *g == 0.0), at > s.stages.len(), "at {at}");
+        let (g, d) = suffix.input_grad().unwrap();
+        assert_eq!(d, Dims::new(8, 8, 8, 32));
+        grads.push(g.to_vec());
+    }
+    // the same weights, frozen or not: the same input gradient
+    assert!(grads[0] == grads[1]);
+}
+
 /// The C4 split of ResNet-50 at the paper's scale: conv1 .. layer3 end at stride 16 with 1024
 /// channels; layer4 on 14 x 14 RoIs ends at 7 x 7 x 2048 (its first block strided), pooled to 2048;
 /// the names are torchvision's. Plans only: nothing allocated.
