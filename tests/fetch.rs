@@ -51,9 +51,7 @@ impl Server {
             while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        if let Some(path) = serve(stream, &routes) {
-                            requests2.lock().unwrap().push(path);
-                        }
+                        serve(stream, &routes, &requests2);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -80,8 +78,10 @@ impl Drop for Server {
     }
 }
 
-/// Answer one request; returns its path.
-fn serve(mut stream: TcpStream, routes: &HashMap<String, Reply>) -> Option<String> {
+/// Answer one request, its path recorded in `requests` before the reply is written: a client
+/// that has the reply finds its request recorded (recorded after, a test that looked as soon as
+/// the client exited could miss it).
+fn serve(mut stream: TcpStream, routes: &HashMap<String, Reply>, requests: &Mutex<Vec<String>>) -> Option<()> {
     stream.set_nonblocking(false).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -103,9 +103,10 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Reply>) -> Option<Strin
         Some(Reply::Redirect(to)) => ("302 Found", format!("Location: {to}\r\n"), Vec::new()),
         None => ("404 Not Found", "Content-Type: text/plain\r\n".into(), b"not found".to_vec()),
     };
+    requests.lock().unwrap().push(path);
     let head = format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body)).and_then(|_| stream.flush());
-    Some(path)
+    Some(())
 }
 
 fn md5_hex(bytes: &[u8]) -> String {
