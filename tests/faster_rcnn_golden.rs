@@ -195,8 +195,8 @@ fn weight(fx: &Value, name: &str, shape: &[usize]) -> Vec<f32> {
 }
 
 /// A detector of the fixture's configuration with the fixture's weights, buffers for training
-/// if `train` (its suffix then holds the 128 RoIs a step samples) or for inference (the 300
-/// test-time proposals at once, so the box-head features of all of them can be probed).
+/// if `train` (its suffix then holds the 128 RoIs a step samples) or for inference (its suffix
+/// holds `INFER_ROIS` of the 300 test-time proposals at a time).
 fn detector(fx: &Value, train: bool) -> FasterRcnn {
     let s = spec(&fx["config"]);
     let mut d = FasterRcnn::new(s, train, 0).unwrap();
@@ -330,12 +330,19 @@ fn faster_rcnn_c4_matches_torchvision_float64() {
     let rnone = vec![0; ev["proposal_scores"].as_array().unwrap().len()];
     let reference = (&f64s(&ev["proposals"])[..], &f64s(&ev["proposal_scores"])[..], &rnone[..]);
     compare_as_sets(&mut rep, "proposals", (&props.boxes, &props.scores, &none), reference);
-    // the head on the fixture's proposals
+    // the head on the fixture's proposals, in turns of what the inference suffix holds (its
+    // box-head features are probed across all of them)
     let fixture_props = boxes(&ev["proposals"]);
-    d.head_forward(&fixture_props, false).unwrap();
-    let feats = d.suffix.output().0;
+    let (mut feats, mut scores, mut box_deltas) = (vec![], vec![], vec![]);
+    for turn in fixture_props.chunks(d.suffix.capacity().n) {
+        d.head_forward(turn, false).unwrap();
+        feats.extend_from_slice(d.suffix.output().0);
+        let (s, b) = d.head_outputs();
+        scores.extend_from_slice(s);
+        box_deltas.extend_from_slice(b);
+    }
     probe(&mut rep, "box_head_features", &ev["probes"]["box_head_features"], |i| feats[i] as f64);
-    let (scores, box_deltas) = d.head_outputs();
+    let (scores, box_deltas) = (&scores[..], &box_deltas[..]);
     rep.array("head class logits", &wide(scores), &f64s(&ev["head_class_logits"]));
     rep.array("head box deltas", &wide(box_deltas), &f64s(&ev["head_box_deltas"]));
     let probs: Vec<f64> = wide(scores)

@@ -71,6 +71,11 @@ impl From<PartError> for DetectorError {
     }
 }
 
+/// RoIs an inference detector's suffix holds: more go through it in turns ([`FasterRcnn::head_forward`]).
+/// Its buffers cost about 3 MB per RoI (ResNet-50's layer4 on 14 x 14); a turn of 100 RoIs still
+/// gives the convolutions 4900 rows at 7 x 7.
+pub const INFER_ROIS: usize = 100;
+
 /// A Faster R-CNN C4 detector with its buffers (built once for [`DetectorSpec::max_image`]).
 pub struct FasterRcnn {
     pub spec: DetectorSpec,
@@ -105,9 +110,9 @@ impl FasterRcnn {
         p.check_backbone(&spec.arch).map_err(DetectorError::Invalid)?;
         let prefix =
             Part::new(&spec.arch, Stages::c4_prefix(&spec.arch), Capacity { n: 1, h, w }, spec.freeze, train, seed)?;
-        // the suffix holds the RoIs one step samples (training) or one image's test-time
-        // proposals (inference; a training detector evaluates them in turns)
-        let rois = if train { p.head.batch_per_image } else { p.rpn.post_nms_top_n_test }.max(1);
+        // the suffix holds the RoIs one step samples (training: backward needs them at once) or
+        // at most INFER_ROIS of one image's test-time proposals (inference, in turns)
+        let rois = if train { p.head.batch_per_image } else { p.rpn.post_nms_top_n_test.min(INFER_ROIS) }.max(1);
         let suffix = Part::new(
             &spec.arch,
             Stages::c4_suffix(&spec.arch),
@@ -561,6 +566,37 @@ mod tests {
         assert_eq!(d.detect(&image, h, w).unwrap(), a);
         // the other orientation fits the same buffers
         d.detect(&rand_vec(w * h * 3, 6), w, h).unwrap();
+    }
+
+    /// An inference detector's suffix holds INFER_ROIS RoIs (its buffers cost about 3 MB per RoI
+    /// on ResNet-50): more go through it in turns, with the outputs of one pass of them all (a
+    /// training detector's suffix holds them at once).
+    #[test]
+    fn test_time_rois_beyond_the_suffix_go_in_turns() {
+        let mut spec = small();
+        spec.preset.rpn.post_nms_top_n_test = 3 * INFER_ROIS;
+        let (mut infer, mut train) =
+            (FasterRcnn::new(spec.clone(), false, 3).unwrap(), FasterRcnn::new(spec, true, 3).unwrap());
+        assert_eq!((infer.suffix.capacity().n, train.suffix.capacity().n), (INFER_ROIS, 512));
+        let (h, w) = (96, 128);
+        let image = rand_vec(h * w * 3, 5);
+        let rois: Vec<Box4> = (0..2 * INFER_ROIS + 37)
+            .map(|i| {
+                let (x, y) = ((i * 7 % 90) as f32, (i * 5 % 60) as f32);
+                [x, y, x + 8.0 + (i % 29) as f32, y + 6.0 + (i % 31) as f32]
+            })
+            .collect();
+        for d in [&mut infer, &mut train] {
+            d.propose(&image, h, w, false).unwrap();
+            d.head_forward(&rois, false).unwrap();
+        }
+        let ((s1, b1), (s2, b2)) = (infer.head_outputs(), train.head_outputs());
+        assert_eq!((s1.len(), b1.len()), (rois.len() * 4, rois.len() * 16));
+        for (a, b) in [(s1, s2), (b1, b2)] {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(worst <= 1e-5 * scale.max(1.0), "in turns vs at once: {worst} of {scale}");
+        }
     }
 
     #[test]
