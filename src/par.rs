@@ -294,6 +294,20 @@ where
     });
 }
 
+/// `f(i, item)` for every item of `items`, in parallel.
+pub fn for_each_mut<T, F>(items: &mut [T], f: F)
+where
+    T: Send,
+    F: Fn(usize, &mut T) + Sync + Send,
+{
+    items.par_iter_mut().enumerate().for_each(|(i, item)| {
+        vectorized(
+            #[inline(always)]
+            || f(i, item),
+        )
+    });
+}
+
 /// A pointer that tasks writing disjoint parts of one buffer may share.
 /// Crate-private: every user states at its `unsafe` block why the parts are disjoint.
 #[derive(Clone, Copy)]

@@ -395,6 +395,40 @@ pub unsafe fn wgrad_images(
         }
         return;
     }
+    let mut taps: Vec<&mut [f32]> = dw[..k * k * cin * cout].chunks_exact_mut(cin * cout).collect();
+    // SAFETY: this function's contract, for every input channel.
+    unsafe { wgrad_channels(cpu, k, stride, pad, n, x, (h, wd, cin), dy, (oh, ow, cout), 0..cin, &mut taps) }
+}
+
+/// [`wgrad_images`] for the input channels `channels` only: `taps[t]` holds tap t's rows of those
+/// channels (cout values each, channel `channels.start` first), added into. Each value is the
+/// same sum, in the same order, as [`wgrad_images`]'s, so tasks that split the input channels
+/// between them (one image, two cores) get its result bit for bit.
+///
+/// # Safety
+/// As [`wgrad_images`] (without the few-channel path: cin >= 8 or k == 1); `channels` inside
+/// 0..cin, k * k taps of at least `channels.len() * cout` values each.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn wgrad_channels(
+    cpu: Avx512Cpu,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    n: usize,
+    x: &[f32],
+    (h, wd, cin): (usize, usize, usize),
+    dy: &[f32],
+    (oh, ow, cout): (usize, usize, usize),
+    channels: std::ops::Range<usize>,
+    taps: &mut [&mut [f32]],
+) {
+    let _ = cpu;
+    assert!(cout.is_multiple_of(16), "weight gradient: {cout} output channels");
+    assert!(x.len() >= n * h * wd * cin && dy.len() >= n * oh * ow * cout);
+    assert!(channels.end <= cin && taps.len() == k * k);
+    assert!(taps.iter().all(|t| t.len() >= channels.len() * cout));
+    let (c0, c1) = (channels.start, channels.end);
     let g = Gather { k, stride, pad, transposed: false, sh: h, sw: wd, cs: cin, oh, ow, co: cout };
     // output rows (n * oh of them) per chunk; input channels per block
     let chunk = 512usize.div_ceil(ow).max(1);
@@ -403,8 +437,8 @@ pub unsafe fn wgrad_images(
     let mut ys = Vec::with_capacity(chunk);
     for r0 in (0..n * oh).step_by(chunk) {
         let r1 = (r0 + chunk).min(n * oh);
-        for m0 in (0..cin).step_by(mc) {
-            let m1 = (m0 + mc).min(cin);
+        for m0 in (c0..c1).step_by(mc) {
+            let m1 = (m0 + mc).min(c1);
             for kh in 0..k {
                 // (output row, source row) over the images: rows whose source row is inside
                 ys.clear();
@@ -419,7 +453,7 @@ pub unsafe fn wgrad_images(
                     let hi = (0..ow).rev().find(|&xo| g.src(xo, kw, wd).is_some()).unwrap_or(lo);
                     let sx0 = (lo * stride + kw) - pad;
                     let span = Span { ys: &ys, lo, n: hi - lo + 1, sx0, stride, sw: wd, cin, ow, cout };
-                    let tap = &mut dw[(kh * k + kw) * cin * cout..];
+                    let tap = &mut taps[kh * k + kw][..];
                     let mut ob = 0;
                     while ob < cout {
                         let nb = if cout - ob >= 32 { 2 } else { 1 };
@@ -428,8 +462,9 @@ pub unsafe fn wgrad_images(
                             let r = tile_rows(m1 - i);
                             // SAFETY: the span's pixels are inside the images (x, dy as this
                             // function's contract, rows counted over the images); input
-                            // channels i..i + r < cin and output channels ob..ob + 16 nb <= cout.
-                            unsafe { wtile_of(r, nb, &span, x, dy, i, ob, &mut tap[i * cout + ob..]) };
+                            // channels i..i + r <= c1 <= cin (the tap's rows from c0) and output
+                            // channels ob..ob + 16 nb <= cout.
+                            unsafe { wtile_of(r, nb, &span, x, dy, i, ob, &mut tap[(i - c0) * cout + ob..]) };
                             i += r;
                         }
                         ob += 16 * nb;

@@ -603,6 +603,50 @@ impl Conv {
             return;
         }
         let _ = path;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(cpu) = fast
+            && tasks == 1
+            && cin >= 16
+        {
+            // one part (one image, or one leaf): split its input channels across the threads
+            // instead; each value is the one task's sum in the same order
+            let parts = par::threads().min(cin / 8);
+            if parts > 1 {
+                let bound = |t: usize| if t == parts { cin } else { t * cin / parts / 8 * 8 };
+                let mut work: Vec<(std::ops::Range<usize>, Vec<&mut [f32]>)> =
+                    (0..parts).map(|t| (bound(t)..bound(t + 1), Vec::with_capacity(k * k))).collect();
+                dw.fill(0.0);
+                for tap in dw.chunks_exact_mut(cin * cout) {
+                    let mut rest = tap;
+                    for (channels, taps) in work.iter_mut() {
+                        let (mine, more) = std::mem::take(&mut rest).split_at_mut(channels.len() * cout);
+                        taps.push(mine);
+                        rest = more;
+                    }
+                }
+                par::for_each_mut(&mut work, |_, (channels, taps)| {
+                    // SAFETY: `cpu` proves the CPU features; x and dy were checked against xd
+                    // and its output shape; cin >= 16, so not the few-channel path; each task's
+                    // taps hold its channels' rows of every tap.
+                    unsafe {
+                        crate::kernels::avx512::wgrad_channels(
+                            cpu,
+                            k,
+                            self.stride,
+                            self.pad,
+                            xd.n,
+                            x,
+                            (xd.h, xd.w, cin),
+                            dy,
+                            (yd.h, yd.w, cout),
+                            channels.clone(),
+                            taps,
+                        )
+                    }
+                });
+                return;
+            }
+        }
         par::for_partials(
             &mut partials[..tasks],
             xd.n,
@@ -843,6 +887,65 @@ mod tests {
                     let err = a.iter().zip(b).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
                     assert!(err <= 1e-5 * scale, "{path:?} {what} h{h} {ci}->{co} k{k}s{st}: {err} vs scale {scale}");
                 }
+            }
+        }
+    }
+
+    /// One image's weight gradient (one task: a detector's prefix and RPN head) is split over its
+    /// input channels across the threads: the same bits on 1, 2 and 3 threads, in both sum orders,
+    /// and the sums of the definition (f64) within float rounding.
+    #[test]
+    fn one_image_weight_gradients_split_by_input_channel_are_the_same_bits() {
+        // h, w, cin, cout, k, stride, pad
+        let shapes =
+            [(9, 13, 64, 32, 3, 1, 1), (10, 7, 24, 48, 1, 2, 0), (6, 6, 16, 16, 3, 2, 1), (5, 8, 40, 64, 1, 1, 0)];
+        for path in KernelPath::all_supported() {
+            for &(h, w, ci, co, k, st, pd) in &shapes {
+                let c = Conv::new(ci, co, k, st, pd);
+                let xd = Dims::new(1, h, w, ci);
+                let yd = c.out_dims(xd);
+                let (x, dy) = (rand_vec(xd.len(), 7), rand_vec(yd.len(), 8));
+                let run = |threads: usize, order: par::SumOrder| {
+                    let mut dw = vec![f32::NAN; c.weight_len()];
+                    let mut parts = vec![];
+                    par::with_threads(threads, || {
+                        c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts, order)
+                    })
+                    .unwrap();
+                    dw
+                };
+                let one = run(1, par::SumOrder::Threads);
+                for (threads, order) in
+                    [(2, par::SumOrder::Threads), (3, par::SumOrder::Threads), (2, par::SumOrder::Leaves { images: 1 })]
+                {
+                    let got = run(threads, order);
+                    let same = got.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{path:?} {h}x{w} {ci}->{co} k{k}/{st}: {threads} threads, {order:?}");
+                }
+                // the definition: dw[kh][kw][i][o] = sum over output pixels of x[source][i] dy[pixel][o]
+                let mut reference = vec![0.0f64; c.weight_len()];
+                for oh in 0..yd.h {
+                    for ow in 0..yd.w {
+                        for kh in 0..k {
+                            for kw in 0..k {
+                                let (ih, iw) =
+                                    ((oh * st + kh) as isize - pd as isize, (ow * st + kw) as isize - pd as isize);
+                                if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
+                                    continue;
+                                }
+                                for i in 0..ci {
+                                    let xv = x[(ih as usize * w + iw as usize) * ci + i] as f64;
+                                    for o in 0..co {
+                                        reference[((kh * k + kw) * ci + i) * co + o] +=
+                                            xv * dy[(oh * yd.w + ow) * co + o] as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                let worst = one.iter().zip(&reference).fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+                assert!(worst < 1e-4, "{path:?} {h}x{w} {ci}->{co} k{k}/{st}: {worst} from the definition");
             }
         }
     }
