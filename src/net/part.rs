@@ -299,6 +299,12 @@ impl PartPlan {
         !train || self.backward_in_place()
     }
 
+    /// Values per input of the shared projection buffer of its own (inference; training lends
+    /// backward's scratch instead, and parts that do not share have none).
+    fn projection_buffer(&self, train: bool) -> usize {
+        if !train && self.shares_projection_output(train) { self.max_projection_output() } else { 0 }
+    }
+
     /// Largest projection output of one input at the current shape (0: none).
     fn max_projection_output(&self) -> usize {
         let proj = |b: &BlockPlan| match &b.shortcut {
@@ -392,7 +398,7 @@ impl PartPlan {
         let per_input = self.input.len()
             + self.units().map(|u| u.yd.len() * if keeps_pre(u) { 2 } else { 1 }).sum::<usize>()
             - proj_outputs
-            + if shared && !train { self.max_projection_output() } else { 0 }
+            + self.projection_buffer(train)
             + self.pool.map_or(0, |(_, d)| 2 * d.len())
             + if self.stages.pool { self.map.c * if train { 2 } else { 1 } } else { 0 };
         let grads = self.gradient_needs(train).iter().sum::<usize>() as u64;
@@ -554,7 +560,7 @@ impl Part {
             stem: plan.stem.as_ref().map_or_else(UnitBufs::default, bufs),
             pool_out: vec![0.0; pool_len],
             pool_arg: vec![0; pool_len],
-            proj_out: vec![0.0; if shared && !train { plan.max_projection_output() * n } else { 0 }],
+            proj_out: vec![0.0; plan.projection_buffer(train) * n],
             blocks,
             feat: vec![0.0; feat_len],
             dfeat: vec![0.0; if train { feat_len } else { 0 }],
