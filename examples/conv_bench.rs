@@ -63,7 +63,14 @@ fn main() {
         (7, 2048, 512, 1, 1, 0),
         (7, 512, 2048, 1, 1, 0),
     ];
-    for (h, ci, co, k, s, p) in if imagenet { resnet50.to_vec() } else { cifar.to_vec() } {
+    // CB_SHAPE="h,cin,cout,k,stride,pad": that one shape instead (experiments)
+    let custom: Option<Vec<(usize, usize, usize, usize, usize, usize)>> = std::env::var("CB_SHAPE").ok().map(|v| {
+        let f: Vec<usize> = v.split(',').map(|x| x.trim().parse().expect("CB_SHAPE: six integers")).collect();
+        assert_eq!(f.len(), 6, "CB_SHAPE: h,cin,cout,k,stride,pad");
+        vec![(f[0], f[1], f[2], f[3], f[4], f[5])]
+    });
+    let shapes = custom.unwrap_or_else(|| if imagenet { resnet50.to_vec() } else { cifar.to_vec() });
+    for (h, ci, co, k, s, p) in shapes {
         if only.as_ref().is_some_and(|o| !format!("{h}x{h} {ci}->{co} k{k}/{s}").contains(o.as_str())) {
             continue;
         }
@@ -71,7 +78,9 @@ fn main() {
         let xd = Dims::new(n, h, h, ci);
         let yd = c.out_dims(xd);
         let (x, w, dy) = (rand(xd.len(), "x"), rand(c.weight_len(), "w"), rand(yd.len(), "dy"));
-        let (mut y, mut dx, mut dw) = (vec![0.0; yd.len()], vec![0.0; xd.len()], vec![0.0; c.weight_len()]);
+        let off: usize = std::env::var("CB_OFF").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let (mut yb, mut dxb, mut dw) = (vec![0.0; yd.len() + off], vec![0.0; xd.len() + off], vec![0.0; c.weight_len()]);
+        let (y, dx) = (&mut yb[off..], &mut dxb[off..]);
         let mut wt = vec![0.0; c.weight_len()];
         let mut parts = vec![vec![0.0; c.weight_len()]; resnet::par::threads()];
         let gf = 2.0 * (yd.pixels() * c.weight_len()) as f64 / 1e9;
@@ -83,8 +92,8 @@ fn main() {
         for _ in 0..7 {
             for (pi, &path) in paths.iter().enumerate() {
                 let b = &mut best_of[pi];
-                b[0] = b[0].min(best(1, || c.forward_with(path, &w, &x, xd, &mut y)));
-                b[1] = b[1].min(best(1, || c.backward_data_with(path, &w, &dy, xd, &mut dx, false, &mut wt)));
+                b[0] = b[0].min(best(1, || c.forward_with(path, &w, &x, xd, y)));
+                b[1] = b[1].min(best(1, || c.backward_data_with(path, &w, &dy, xd, dx, false, &mut wt)));
                 b[2] = b[2].min(best(1, || {
                     c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts, resnet::par::SumOrder::Threads)
                 }));

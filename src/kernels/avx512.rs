@@ -44,6 +44,9 @@ pub struct Gather {
     pub oh: usize,
     pub ow: usize,
     pub co: usize,
+    /// run a kernel row as one tap where that pays and is exact ([`flat_row`]); the
+    /// bits are the same either way (false: a tap per (kh, kw), for the tests that say so)
+    pub flat_rows: bool,
 }
 
 impl Gather {
@@ -155,11 +158,26 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
             while q0 < nq {
                 let np = P.min(nq - q0);
                 let mut nt = 0;
+                // A forward block whose pixels see every column of the kernel reads a kernel
+                // row's k x cs values as one run (see `flat_row`); otherwise a tap per (kh, kw).
+                let cs = if flat_row(g, q0, np) { g.k * g.cs } else { g.cs };
                 for kh in 0..g.k {
                     let Some(sy) = g.src(y, kh, g.sh) else {
                         continue;
                     };
                     let srow_ptr = src.as_ptr().wrapping_add((n * g.sh + sy) * g.sw * g.cs);
+                    if cs > g.cs {
+                        // one tap per kernel row: weight rows (kh, 0, 0).., pixel p's run
+                        // from column o * stride - pad (all k columns inside the row)
+                        let t = &mut taps[nt];
+                        t.w = kh * g.k * g.cs;
+                        for p in 0..P {
+                            let sx = (q0 + p) * g.stride - g.pad;
+                            t.src[p] = if p < np { srow_ptr.wrapping_add(sx * g.cs) } else { ZEROS.as_ptr() };
+                        }
+                        nt += 1;
+                        continue;
+                    }
                     for kw in 0..g.k {
                         // source column = off + p * step for pixel p of the block
                         let (off, step) = if !g.transposed {
@@ -202,14 +220,15 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
                     // SAFETY: channel ob < c1 <= co of pixel x0.
                     let op = unsafe { obase.add(ob) };
                     // SAFETY (both tiles): the taps point at source pixels of cs values
-                    // or at ZEROS (cs <= its length, checked); the weights from ob on
+                    // (k x cs for a kernel row: `flat_row` checked that all k columns are
+                    // inside the row) or at ZEROS (cs <= its length, checked); the weights from ob on
                     // hold cs rows of co; the np pixels at stride ps from op are in this
                     // row, and their channels ob..ob + 16 NB inside c0..c1.
                     if dst.c1 - ob >= 32 {
-                        unsafe { tile::<P, 2>(&taps[..nt], g.cs, wp, width, op, ps, np, ob, &store) };
+                        unsafe { tile::<P, 2>(&taps[..nt], cs, wp, width, op, ps, np, ob, &store) };
                         ob += 32;
                     } else {
-                        unsafe { tile::<P, 1>(&taps[..nt], g.cs, wp, width, op, ps, np, ob, &store) };
+                        unsafe { tile::<P, 1>(&taps[..nt], cs, wp, width, op, ps, np, ob, &store) };
                         ob += 16;
                     }
                 }
@@ -217,6 +236,19 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
             }
         }
     }
+}
+
+/// Whether the forward block of pixels q0..q0 + np (of an output row) runs a kernel row as one
+/// tap of k x cs values: in NHWC the k columns x cs channels a pixel reads from a source row
+/// lie side by side, as do the weight rows (kh, kw, c) in HWIO. The sum visits the same
+/// products in the same order as a tap per (kh, kw), so the bits are the same; the kernel
+/// then runs k times fewer taps, each k times longer. Worth it where the channel loop is
+/// short (the stems: 3 channels); only where every pixel sees all k columns (no padding).
+#[inline(always)]
+fn flat_row(g: &Gather, q0: usize, np: usize) -> bool {
+    let first = q0 * g.stride;
+    let last = (q0 + np - 1) * g.stride + g.k - 1;
+    g.flat_rows && !g.transposed && g.k > 1 && g.cs < 16 && g.k * g.cs <= ZEROS.len() && first >= g.pad && last < g.sw + g.pad
 }
 
 /// P pixels x NB*16 channels: out[p][j] (+)= sum_taps sum_c src[p][c] * w[c][j].
@@ -429,7 +461,7 @@ pub unsafe fn wgrad_channels(
     assert!(channels.end <= cin && taps.len() == k * k);
     assert!(taps.iter().all(|t| t.len() >= channels.len() * cout));
     let (c0, c1) = (channels.start, channels.end);
-    let g = Gather { k, stride, pad, transposed: false, sh: h, sw: wd, cs: cin, oh, ow, co: cout };
+    let g = Gather { k, stride, pad, transposed: false, sh: h, sw: wd, cs: cin, oh, ow, co: cout, flat_rows: true };
     // output rows (n * oh of them) per chunk; input channels per block
     let chunk = 512usize.div_ceil(ow).max(1);
     let x_pixels = (chunk * stride).min(n * h) * wd;

@@ -278,6 +278,7 @@ impl Conv {
             oh: d.h,
             ow: d.w,
             co,
+            flat_rows: true,
         }
     }
 
@@ -809,6 +810,55 @@ mod tests {
                 for (a, b) in dx2.iter().zip(&dx) {
                     assert!((a - b - 1.0).abs() < 1e-5, "{name}: accumulate");
                 }
+            }
+        }
+    }
+
+    /// A forward block whose pixels see every kernel column runs a kernel row as one tap of
+    /// k x cs values (`flat_row`, the stems): the same products in the same order as a tap per
+    /// (kh, kw), so the same bits, with every epilogue; blocks at the borders keep the taps.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn kernel_rows_as_one_tap_are_the_same_bits() {
+        let Some(cpu) = KernelPath::all_supported().into_iter().find_map(|p| p.avx512()) else {
+            return; // no AVX-512 here: the path does not exist
+        };
+        // n, h, w, cin, cout, k, stride, pad: the ImageNet stem's geometry with blocks inside and
+        // at both borders, the CIFAR stem's, and a partial last block
+        for (i, &(n, h, w, ci, co, k, s, p)) in
+            [(1, 9, 40, 3, 32, 7, 2, 3), (2, 6, 32, 3, 16, 3, 1, 1), (1, 5, 27, 5, 48, 3, 1, 1)].iter().enumerate()
+        {
+            let c = Conv::new(ci, co, k, s, p);
+            let xd = Dims::new(n, h, w, ci);
+            let yd = c.out_dims(xd);
+            let x = rand_vec(xd.len(), 300 + i as u64);
+            let wt = rand_vec(c.weight_len(), 310 + i as u64);
+            let (scale, shift) = (rand_vec(co, 320 + i as u64), rand_vec(co, 330 + i as u64));
+            let residual = rand_vec(yd.len(), 340 + i as u64);
+            let epilogues = [
+                Epilogue::default(),
+                Epilogue { affine: Some((&scale, &shift)), relu: true, ..Default::default() },
+                Epilogue {
+                    affine: Some((&scale, &shift)),
+                    residual: Some(crate::kernels::ShortcutSrc::Identity(&residual)),
+                    relu: true,
+                },
+            ];
+            let g = c.gather(xd, false);
+            let rows = k * k * ci;
+            let pack = |b, block: &mut [f32]| crate::kernels::avx512::pack_block(&wt, rows, co, b, block);
+            for (e, epi) in epilogues.iter().enumerate() {
+                let run = |flat_rows: bool| {
+                    let mut y = vec![0.5; yd.len()];
+                    let g = crate::kernels::avx512::Gather { flat_rows, ..g };
+                    run_gather(cpu, &g, None, pack, &x, &mut y, e == 0, epi);
+                    y
+                };
+                let (flat, taps) = (run(true), run(false));
+                assert!(
+                    flat.iter().zip(&taps).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "case {i}, epilogue {e}: kernel rows as one tap changed the bits"
+                );
             }
         }
     }
