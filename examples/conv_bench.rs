@@ -64,7 +64,8 @@ fn main() {
         (7, 512, 2048, 1, 1, 0),
     ];
     // CB_SHAPE="h,cin,cout,k,stride,pad": that one shape instead (experiments)
-    let custom: Option<Vec<(usize, usize, usize, usize, usize, usize)>> = std::env::var("CB_SHAPE").ok().map(|v| {
+    type Shape = (usize, usize, usize, usize, usize, usize);
+    let custom: Option<Vec<Shape>> = std::env::var("CB_SHAPE").ok().map(|v| {
         let f: Vec<usize> = v.split(',').map(|x| x.trim().parse().expect("CB_SHAPE: six integers")).collect();
         assert_eq!(f.len(), 6, "CB_SHAPE: h,cin,cout,k,stride,pad");
         vec![(f[0], f[1], f[2], f[3], f[4], f[5])]
