@@ -12,6 +12,10 @@ use resnet::data::image::ImagenetEval;
 use resnet::predict::{Classifier, LoadOptions, Transform};
 use resnet::weights::StateDict;
 
+// the binaries' allocator: large blocks on a cache line (resnet::alloc)
+#[global_allocator]
+static ALLOC: resnet::alloc::LineAligned = resnet::alloc::LineAligned;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (weights, images) = args.split_first().ok_or_else(|| anyhow::anyhow!("usage: classify WEIGHTS IMAGE..."))?;

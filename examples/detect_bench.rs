@@ -14,6 +14,10 @@ use resnet::rng::counter_uniform;
 use resnet::shape::Dims;
 use std::time::Instant;
 
+// the binaries' allocator: large blocks on a cache line (resnet::alloc)
+#[global_allocator]
+static ALLOC: resnet::alloc::LineAligned = resnet::alloc::LineAligned;
+
 /// Boxes inside a 1008 x 608 image, 8..400 px a side (stream "bench/boxes").
 fn boxes(n: usize) -> Vec<[f32; 4]> {
     (0..n)

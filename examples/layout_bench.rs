@@ -10,6 +10,10 @@ use resnet::ops::conv::Conv;
 use resnet::shape::Dims;
 use std::time::Instant;
 
+// the binaries' allocator: large blocks on a cache line (resnet::alloc)
+#[global_allocator]
+static ALLOC: resnet::alloc::LineAligned = resnet::alloc::LineAligned;
+
 fn rand(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|i| 2.0 * resnet::rng::counter_uniform(&seed.to_string(), i as u64) - 1.0).collect()
 }

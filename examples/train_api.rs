@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+// the binaries' allocator: large blocks on a cache line (resnet::alloc)
+#[global_allocator]
+static ALLOC: resnet::alloc::LineAligned = resnet::alloc::LineAligned;
+
 fn main() -> anyhow::Result<()> {
     let scratch = std::env::temp_dir().join(format!("resnet-train-api-{}", std::process::id()));
     let data = match std::env::args().nth(1) {

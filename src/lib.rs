@@ -10,6 +10,7 @@
 //! assert_eq!(net.logits_of(0).len(), 10);
 //! ```
 
+pub mod alloc;
 pub mod analysis;
 pub mod arch;
 pub mod backend;
@@ -39,3 +40,8 @@ pub mod shape;
 pub(crate) mod testutil;
 pub mod train;
 pub mod weights;
+
+// the unit tests run under the allocator of the binaries (alloc.rs)
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: alloc::LineAligned = alloc::LineAligned;
