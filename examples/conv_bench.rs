@@ -3,25 +3,14 @@
 //!
 //!     cargo run --release --example conv_bench [-- BATCH [imagenet]]
 
+use resnet::bench::best_of;
 use resnet::kernels::KernelPath;
 use resnet::ops::conv::Conv;
 use resnet::shape::Dims;
-use std::time::Instant;
 
 // the binaries' allocator: large blocks on a cache line (resnet::alloc)
 #[global_allocator]
 static ALLOC: resnet::alloc::LineAligned = resnet::alloc::LineAligned;
-
-fn best(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(128);
@@ -84,7 +73,8 @@ fn main() {
         let yd = c.out_dims(xd);
         let (x, w, dy) = (rand(xd.len(), "x"), rand(c.weight_len(), "w"), rand(yd.len(), "dy"));
         let off: usize = std::env::var("CB_OFF").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let (mut yb, mut dxb, mut dw) = (vec![0.0; yd.len() + off], vec![0.0; xd.len() + off], vec![0.0; c.weight_len()]);
+        let (mut yb, mut dxb, mut dw) =
+            (vec![0.0; yd.len() + off], vec![0.0; xd.len() + off], vec![0.0; c.weight_len()]);
         let (y, dx) = (&mut yb[off..], &mut dxb[off..]);
         let mut wt = vec![0.0; c.weight_len()];
         let mut parts = vec![vec![0.0; c.weight_len()]; resnet::par::threads()];
@@ -93,20 +83,20 @@ fn main() {
         // slow phase of a shared machine hits all of them alike
         let paths = KernelPath::all_supported();
         let paths: Vec<KernelPath> = paths.into_iter().filter(|p| p.simd()).collect();
-        let mut best_of = vec![[f64::INFINITY; 3]; paths.len()];
+        let mut fastest = vec![[f64::INFINITY; 3]; paths.len()];
         for _ in 0..7 {
             for (pi, &path) in paths.iter().enumerate() {
-                let b = &mut best_of[pi];
-                b[0] = b[0].min(best(1, || c.forward_with(path, &w, &x, xd, y)));
-                b[1] = b[1].min(best(1, || c.backward_data_with(path, &w, &dy, xd, dx, false, &mut wt)));
-                b[2] = b[2].min(best(1, || {
+                let b = &mut fastest[pi];
+                b[0] = b[0].min(best_of(1, || c.forward_with(path, &w, &x, xd, y)));
+                b[1] = b[1].min(best_of(1, || c.backward_data_with(path, &w, &dy, xd, dx, false, &mut wt)));
+                b[2] = b[2].min(best_of(1, || {
                     c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts, resnet::par::SumOrder::Threads)
                 }));
             }
         }
         let cell = |t: f64| format!("{:.0} ({:.2})", gf / t, t * 1e3);
         for (pi, path) in paths.iter().enumerate() {
-            let [tf, td, tw] = best_of[pi];
+            let [tf, td, tw] = fastest[pi];
             println!(
                 "{:<36} {:>16} {:>16} {:>16}",
                 format!("{h}x{h} {ci}->{co} k{k}/{s} {path:?}"),

@@ -6,9 +6,9 @@
 //!
 //!     cargo run --release --example layout_bench
 
+use resnet::bench::best_of;
 use resnet::ops::conv::Conv;
 use resnet::shape::Dims;
-use std::time::Instant;
 
 // the binaries' allocator: large blocks on a cache line (resnet::alloc)
 #[global_allocator]
@@ -16,18 +16,6 @@ static ALLOC: resnet::alloc::LineAligned = resnet::alloc::LineAligned;
 
 fn rand(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|i| 2.0 * resnet::rng::counter_uniform(&seed.to_string(), i as u64) - 1.0).collect()
-}
-
-/// Best of `reps` runs, seconds.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -147,9 +135,9 @@ fn main() {
         let w_oihw = rand(c * c * 9, 2);
         let mut y = vec![0.0; n * c * h * h];
         let mut col = vec![0.0; c * 9 * h * h];
-        let t_im2col = time(5, || nchw_im2col(&x, &w_oihw, n, c, h, c, &mut y, &mut col));
+        let t_im2col = best_of(5, || nchw_im2col(&x, &w_oihw, n, c, h, c, &mut y, &mut col));
         let y_ref = y.clone();
-        let t_direct = time(5, || nchw_direct(&x, &w_oihw, n, c, h, c, &mut y));
+        let t_direct = best_of(5, || nchw_direct(&x, &w_oihw, n, c, h, c, &mut y));
         // NHWC copies of the same data
         let mut xh = vec![0.0; x.len()];
         let mut wh = vec![0.0; w_oihw.len()];
@@ -170,7 +158,7 @@ fn main() {
         let conv = Conv::new(c, c, 3, 1, 1);
         let xd = Dims::new(n, h, h, c);
         let mut yh = vec![0.0; x.len()];
-        let t_port = resnet::par::with_threads(1, || time(5, || conv.forward(&wh, &xh, xd, &mut yh))).unwrap();
+        let t_port = resnet::par::with_threads(1, || best_of(5, || conv.forward(&wh, &xh, xd, &mut yh))).unwrap();
         // same result as NCHW
         let err = (0..y_ref.len())
             .map(|j| {
@@ -193,7 +181,7 @@ fn main() {
                 }
             }
             let mut ys = vec![0.0; x.len()];
-            t_simd = time(5, || unsafe { nhwc_avx512(&xp, &wh, n, c, h, c, &mut ys) });
+            t_simd = best_of(5, || unsafe { nhwc_avx512(&xp, &wh, n, c, h, c, &mut ys) });
             let e = ys.iter().zip(&yh).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(e < 1e-3, "avx512 kernel disagrees: {e}");
         }

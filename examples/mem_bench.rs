@@ -6,23 +6,12 @@
 //!
 //!     cargo run --release --example mem_bench [-- MiB=256]
 
+use resnet::bench::best_of;
 use std::hint::black_box;
-use std::time::Instant;
 
 // the binaries' allocator: large blocks on a cache line (resnet::alloc)
 #[global_allocator]
 static ALLOC: resnet::alloc::LineAligned = resnet::alloc::LineAligned;
-
-fn best(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn main() {
     let mib: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(256);
@@ -33,7 +22,7 @@ fn main() {
         let mut a = vec![1.0f32; len];
         let mut b = vec![2.0f32; len];
         let bytes = (len * 4) as f64;
-        let read = best(7, || {
+        let read = best_of(7, || {
             let mut sums = vec![0.0f32; threads];
             let per = len.div_ceil(threads);
             let a = &a;
@@ -49,8 +38,8 @@ fn main() {
             });
             black_box(sums);
         });
-        let write = best(7, || resnet::par::for_chunks(&mut a, 1 << 16, |_, c| c.fill(black_box(3.0))));
-        let copy = best(7, || {
+        let write = best_of(7, || resnet::par::for_chunks(&mut a, 1 << 16, |_, c| c.fill(black_box(3.0))));
+        let copy = best_of(7, || {
             let src = &b;
             resnet::par::for_chunks(&mut a, 1 << 16, |k, c| c.copy_from_slice(&src[k << 16..][..c.len()]))
         });

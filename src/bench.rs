@@ -61,6 +61,19 @@ pub fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Seconds of the fastest of `reps` calls of `f`, after one untimed call (the micro-benchmarks:
+/// examples/conv_bench, layout_bench, mem_bench).
+pub fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// The CPU's model name as `/proc/cpuinfo` gives it ("unknown CPU" elsewhere).
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")

@@ -248,7 +248,13 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
 fn flat_row(g: &Gather, q0: usize, np: usize) -> bool {
     let first = q0 * g.stride;
     let last = (q0 + np - 1) * g.stride + g.k - 1;
-    g.flat_rows && !g.transposed && g.k > 1 && g.cs < 16 && g.k * g.cs <= ZEROS.len() && first >= g.pad && last < g.sw + g.pad
+    g.flat_rows
+        && !g.transposed
+        && g.k > 1
+        && g.cs < 16
+        && g.k * g.cs <= ZEROS.len()
+        && first >= g.pad
+        && last < g.sw + g.pad
 }
 
 /// P pixels x NB*16 channels: out[p][j] (+)= sum_taps sum_c src[p][c] * w[c][j].
