@@ -40,14 +40,27 @@ impl RunDir {
     pub fn create(path: &Path) -> Result<(RunDir, bool)> {
         std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
         let dir = RunDir { path: path.to_path_buf(), _lock: Some(lock(path)?) };
-        let replaced = Self::check_free(path)?;
+        let replaced = Self::check_free_held(path)?;
         Ok((dir, replaced))
     }
 
     /// Whether a new run may start in `path`: refused when it holds a run that wrote a checkpoint;
     /// true when it holds one that never did (to be replaced). [`create`](Self::create) checks
     /// this under the lock; a caller may check it early, before loading data.
+    /// A run that a live process holds is refused as "in use" here too: "continue it with
+    /// --resume" would be the wrong advice (a regression: a fresh start while a run trained got
+    /// it once the run had written its first checkpoint).
     pub fn check_free(path: &Path) -> Result<bool> {
+        let held = Self::check_free_held(path);
+        if held.is_err() {
+            // probe the lock (taken and let go at once): "in use" wins over "holds a run"
+            drop(lock(path)?);
+        }
+        held
+    }
+
+    /// [`check_free`](Self::check_free) for a caller that holds the lock.
+    fn check_free_held(path: &Path) -> Result<bool> {
         let held = path.join("config.toml").exists();
         if held && !checkpoints(path)?.is_empty() {
             bail!("{} already holds a run; continue it with --resume {0}", path.display());
@@ -235,7 +248,12 @@ mod tests {
         std::fs::write(d.join("epoch-0001.safetensors"), "x").unwrap();
         let e = RunDir::create(&d).unwrap_err().to_string();
         assert!(e.contains("already holds a run") && e.contains("--resume"), "{e}");
-        assert!(RunDir::open(&d).is_ok());
+        assert!(RunDir::check_free(&d).unwrap_err().to_string().contains("already holds a run"));
+        // while a process holds the run, the early check says so, not "--resume"
+        let held = RunDir::open(&d).unwrap();
+        let e = RunDir::check_free(&d).unwrap_err().to_string();
+        assert!(e.contains("in use") && !e.contains("--resume"), "{e}");
+        drop(held);
         let _ = std::fs::remove_dir_all(d);
     }
 
