@@ -99,6 +99,7 @@ unsafe impl GlobalAlloc for LineAligned {
         // SAFETY: the caller guarantees that `new_size`, rounded up to the alignment, fits isize.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         match (outer(layout), outer(new_layout)) {
+            // SAFETY: a block the system made with `layout`, passed through.
             (None, None) => unsafe { System.realloc(ptr, layout, new_size) },
             (Some(o), Some(n)) => {
                 // SAFETY: the header holds the system block made with `o`; the system moves
@@ -118,6 +119,8 @@ unsafe impl GlobalAlloc for LineAligned {
                 }
             }
             // across MIN_SIZE: a new block, the contents copied, the old one freed
+            // SAFETY: `ptr` is this allocator's block of `layout`; the new one holds new_size
+            // bytes, and the two do not overlap.
             _ => unsafe {
                 let p = self.alloc(new_layout);
                 if !p.is_null() {

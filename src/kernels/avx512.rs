@@ -392,9 +392,9 @@ struct Store<'s, 'e, const P: usize> {
     res: Option<&'s ([*const f32; P], usize)>,
 }
 
-/// Weight gradient of `n` images, added into `dw` (k, k, cin, cout):
-/// `dw[tap][i][o] += sum over output pixels of x[src pixel][i] * dy[pixel][o]`.
-/// x: (n, h, w, cin), dy: (n, oh, ow, cout), cout a multiple of 16.
+/// Weight gradient of `n` images of the forward convolution `g` (source = x), added into `dw`
+/// (k, k, cin, cout): `dw[tap][i][o] += sum over output pixels of x[src pixel][i] * dy[pixel][o]`.
+/// x: (n, sh, sw, cs), dy: (n, oh, ow, co), co a multiple of 16.
 ///
 /// A GEMM whose reduction runs over pixels: dW (cin x cout) += X^T dY. The
 /// pixels go in chunks of about 512 (output rows of every image alike, so
@@ -410,20 +410,9 @@ struct Store<'s, 'e, const P: usize> {
 /// of a k x k / stride / pad convolution of x, dw (k, k, cin, cout); cout a multiple of 16.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn wgrad_images(
-    cpu: Avx512Cpu,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    n: usize,
-    x: &[f32],
-    (h, wd, cin): (usize, usize, usize),
-    dy: &[f32],
-    (oh, ow, cout): (usize, usize, usize),
-    dw: &mut [f32],
-) {
-    let _ = cpu;
-    assert!(cout.is_multiple_of(16), "weight gradient: {cout} output channels");
+pub unsafe fn wgrad_images(cpu: Avx512Cpu, g: &Gather, n: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let Gather { k, stride, pad, sh: h, sw: wd, cs: cin, oh, ow, co: cout, .. } = *g;
+    assert!(!g.transposed && cout.is_multiple_of(16), "weight gradient: {g:?}");
     assert!(x.len() >= n * h * wd * cin && dy.len() >= n * oh * ow * cout && dw.len() >= k * k * cin * cout);
     if cin < 8 && k > 1 {
         for i in 0..n {
@@ -435,7 +424,7 @@ pub unsafe fn wgrad_images(
     }
     let mut taps: Vec<&mut [f32]> = dw[..k * k * cin * cout].chunks_exact_mut(cin * cout).collect();
     // SAFETY: this function's contract, for every input channel.
-    unsafe { wgrad_channels(cpu, k, stride, pad, n, x, (h, wd, cin), dy, (oh, ow, cout), 0..cin, &mut taps) }
+    unsafe { wgrad_channels(cpu, g, n, x, dy, 0..cin, &mut taps) }
 }
 
 /// [`wgrad_images`] for the input channels `channels` only: `taps[t]` holds tap t's rows of those
@@ -450,24 +439,20 @@ pub unsafe fn wgrad_images(
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn wgrad_channels(
     cpu: Avx512Cpu,
-    k: usize,
-    stride: usize,
-    pad: usize,
+    g: &Gather,
     n: usize,
     x: &[f32],
-    (h, wd, cin): (usize, usize, usize),
     dy: &[f32],
-    (oh, ow, cout): (usize, usize, usize),
     channels: std::ops::Range<usize>,
     taps: &mut [&mut [f32]],
 ) {
     let _ = cpu;
-    assert!(cout.is_multiple_of(16), "weight gradient: {cout} output channels");
+    let Gather { k, stride, pad, sh: h, sw: wd, cs: cin, oh, ow, co: cout, .. } = *g;
+    assert!(!g.transposed && cout.is_multiple_of(16), "weight gradient: {g:?}");
     assert!(x.len() >= n * h * wd * cin && dy.len() >= n * oh * ow * cout);
     assert!(channels.end <= cin && taps.len() == k * k);
     assert!(taps.iter().all(|t| t.len() >= channels.len() * cout));
     let (c0, c1) = (channels.start, channels.end);
-    let g = Gather { k, stride, pad, transposed: false, sh: h, sw: wd, cs: cin, oh, ow, co: cout, flat_rows: true };
     // output rows (n * oh of them) per chunk; input channels per block
     let chunk = 512usize.div_ceil(ow).max(1);
     let x_pixels = (chunk * stride).min(n * h) * wd;

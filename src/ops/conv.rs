@@ -559,6 +559,8 @@ impl Conv {
         #[cfg(target_arch = "x86_64")]
         let fast = path.avx512().filter(|_| cout.is_multiple_of(16));
         #[cfg(target_arch = "x86_64")]
+        let geometry = self.gather(xd, false);
+        #[cfg(target_arch = "x86_64")]
         // (on 16 input channels the transforms cost more than they save: measured
         // with examples/conv_bench, 3.13 vs 2.86 ms on ResNet-20's first stage)
         if let KernelPath::Winograd(cpu) = path
@@ -630,19 +632,7 @@ impl Conv {
                     // and its output shape; cin >= 16, so not the few-channel path; each task's
                     // taps hold its channels' rows of every tap.
                     unsafe {
-                        crate::kernels::avx512::wgrad_channels(
-                            cpu,
-                            k,
-                            self.stride,
-                            self.pad,
-                            xd.n,
-                            x,
-                            (xd.h, xd.w, cin),
-                            dy,
-                            (yd.h, yd.w, cout),
-                            channels.clone(),
-                            taps,
-                        )
+                        crate::kernels::avx512::wgrad_channels(cpu, &geometry, xd.n, x, dy, channels.clone(), taps)
                     }
                 });
                 return;
@@ -662,20 +652,7 @@ impl Conv {
                     let (x, dy) = (&x[imgs.start * xi..imgs.end * xi], &dy[imgs.start * yi..imgs.end * yi]);
                     // SAFETY: `cpu` proves the CPU features; the task's images of x and
                     // dy (checked against xd) and p (wl values) fit the geometry.
-                    unsafe {
-                        crate::kernels::avx512::wgrad_images(
-                            cpu,
-                            k,
-                            self.stride,
-                            self.pad,
-                            imgs.len(),
-                            x,
-                            (xd.h, xd.w, cin),
-                            dy,
-                            (yd.h, yd.w, cout),
-                            p,
-                        )
-                    };
+                    unsafe { crate::kernels::avx512::wgrad_images(cpu, &geometry, imgs.len(), x, dy, p) };
                     return;
                 }
                 p.fill(0.0);
