@@ -48,6 +48,10 @@ pub struct BenchResult {
     /// milliseconds per step by operation (with profiling on)
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile_ms: Vec<(String, f64)>,
+    /// with profiling on, the convolutions by operation and shape: (label, ms per step, calls per
+    /// step), slowest first
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile_shapes: Vec<(String, f64, f64)>,
 }
 
 /// Peak resident memory of this process so far (Linux VmHWM), MiB.
@@ -207,6 +211,7 @@ pub fn run_in(
         }
         if s + 1 == warmup {
             crate::profile::take();
+            crate::profile::take_labelled();
         }
         if s >= warmup {
             times.push(t.elapsed().as_secs_f64());
@@ -242,5 +247,14 @@ pub fn run_in(
             .filter(|(_, s)| *s > 0.0)
             .map(|(op, s)| (format!("{op:?}"), s * 1e3 / steps as f64))
             .collect(),
+        profile_shapes: {
+            let per_step = |v: f64| v / steps.max(1) as f64;
+            let mut v: Vec<_> = crate::profile::take_labelled()
+                .into_iter()
+                .map(|(label, s, calls)| (label, per_step(s * 1e3), per_step(calls as f64)))
+                .collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1));
+            v
+        },
     })
 }

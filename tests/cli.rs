@@ -73,6 +73,31 @@ fn bench_json_reports_throughput() {
     }
     let v = json(&["bench", "--arch", "resnet20", "--batch", "2", "--steps", "1", "--threads", "1", "--json"]);
     assert_eq!(v["threads"], 1);
+    assert!(v.get("profile_shapes").is_none(), "no profile asked for: {v}");
+}
+
+#[test]
+fn bench_profile_names_every_convolution_shape() {
+    // ResNet-20 per training step: the stem 3->16, 6 convolutions 32x32 16->16, one 16->32 k3/2,
+    // 5 16x16 32->32, one 32->64 k3/2 and 5 8x8 64->64; backward-data skips the stem
+    let v =
+        json(&["bench", "--arch", "resnet20", "--batch", "2", "--steps", "2", "--warmup", "1", "--profile", "--json"]);
+    let shapes = v["profile_shapes"].as_array().unwrap_or_else(|| panic!("no profile_shapes: {v}"));
+    let calls = |label: &str| -> f64 {
+        let row = shapes.iter().find(|r| r[0] == label).unwrap_or_else(|| panic!("{label} missing: {v}"));
+        assert!(row[1].as_f64().unwrap() > 0.0, "{label}: no time");
+        row[2].as_f64().unwrap()
+    };
+    assert_eq!(calls("ConvForward 32x32 3->16 k3/1"), 1.0);
+    assert_eq!(calls("ConvForward 32x32 16->16 k3/1"), 6.0);
+    assert_eq!(calls("ConvForward 32x32 16->32 k3/2"), 1.0);
+    assert_eq!(calls("ConvBackwardWeight 16x16 32->32 k3/1"), 5.0);
+    assert_eq!(calls("ConvBackwardData 8x8 64->64 k3/1"), 5.0);
+    assert_eq!(calls("ConvBackwardData 32x32 16->16 k3/1"), 6.0);
+    assert!(shapes.iter().all(|r| r[0] != "ConvBackwardData 32x32 3->16 k3/1"), "the stem's input needs no gradient");
+    // slowest first
+    let ms: Vec<f64> = shapes.iter().map(|r| r[1].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "{ms:?}");
 }
 
 #[test]

@@ -140,6 +140,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         for (op, ms) in &r.profile_ms {
             println!("  {op:<20} {ms:8.1} ms/step");
         }
+        if !r.profile_shapes.is_empty() {
+            println!("  by shape (calls per step):");
+            for (label, ms, calls) in &r.profile_shapes {
+                println!("    {label:<44} {ms:8.1} ms/step ({calls:.0})");
+            }
+        }
     }
     Ok(())
 }

@@ -74,30 +74,38 @@ pub(super) fn unit_conv_backward(
         // a frozen stage's weights get no gradient
         grads[u.w..u.w + wl].fill(0.0);
     } else {
-        profile::time(Op::ConvBackwardWeight, || {
-            u.conv.backward_weight_with(
-                path,
-                &x[..xd.len()],
-                xd,
-                &t1[..yd.len()],
-                &mut grads[u.w..u.w + wl],
-                s.partials,
-                s.order,
-            )
-        });
+        profile::time_labelled(
+            Op::ConvBackwardWeight,
+            || u.conv.label(xd),
+            || {
+                u.conv.backward_weight_with(
+                    path,
+                    &x[..xd.len()],
+                    xd,
+                    &t1[..yd.len()],
+                    &mut grads[u.w..u.w + wl],
+                    s.partials,
+                    s.order,
+                )
+            },
+        );
     }
     if let Some((dx, accumulate)) = dx {
-        profile::time(Op::ConvBackwardData, || {
-            u.conv.backward_data_with(
-                path,
-                &params[u.w..u.w + wl],
-                &t1[..yd.len()],
-                xd,
-                &mut dx[..xd.len()],
-                accumulate,
-                s.wt,
-            )
-        });
+        profile::time_labelled(
+            Op::ConvBackwardData,
+            || u.conv.label(xd),
+            || {
+                u.conv.backward_data_with(
+                    path,
+                    &params[u.w..u.w + wl],
+                    &t1[..yd.len()],
+                    xd,
+                    &mut dx[..xd.len()],
+                    accumulate,
+                    s.wt,
+                )
+            },
+        );
     }
 }
 

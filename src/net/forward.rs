@@ -42,13 +42,19 @@ pub(crate) fn unit_forward(
         } else {
             path
         };
-        profile::time(Op::ConvForward, || {
-            u.conv.forward_prepared(path, w, prep, &x[..xd.len()], xd, &mut b.out[..yd.len()], &epi)
-        });
+        profile::time_labelled(
+            Op::ConvForward,
+            || u.conv.label(xd),
+            || u.conv.forward_prepared(path, w, prep, &x[..xd.len()], xd, &mut b.out[..yd.len()], &epi),
+        );
         return;
     }
     let path = u.conv.path_for(path, xd, sync.order);
-    profile::time(Op::ConvForward, || u.conv.forward_with(path, w, &x[..xd.len()], xd, &mut b.pre[..yd.len()]));
+    profile::time_labelled(
+        Op::ConvForward,
+        || u.conv.label(xd),
+        || u.conv.forward_with(path, w, &x[..xd.len()], xd, &mut b.pre[..yd.len()]),
+    );
     let (pre, out) = (&b.pre[..yd.len()], &mut b.out[..yd.len()]);
     profile::time(Op::BnForward, || {
         bn::forward_train(&p, rmean, rvar, &mut b.saved, pre, yd, u.act, shortcut, out, sync)

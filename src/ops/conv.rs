@@ -202,6 +202,12 @@ impl Conv {
         Conv { cin, cout, k, stride, pad }
     }
 
+    /// "56x56 64->256 k1/1": the shape on input `x`, as examples/conv_bench and BENCHMARKS.md
+    /// name it (a `--profile` line per shape).
+    pub fn label(&self, x: Dims) -> String {
+        format!("{}x{} {}->{} k{}/{}", x.h, x.w, self.cin, self.cout, self.k, self.stride)
+    }
+
     /// Whether the Winograd path computes this convolution on `x`: 3x3, stride 1,
     /// pad 1, channels in 16s — and where it pays (examples/conv_bench, ResNet-50
     /// shapes): enough 2x2 tiles to amortise the weight transform (not batch-1
