@@ -27,8 +27,12 @@ pub enum Act {
 pub struct BnSaved {
     pub mean: Vec<f32>,
     pub invstd: Vec<f32>,
-    /// frozen BN ([`backward_frozen`]): the constant scale of the map, gamma / sqrt(running var + eps)
+    /// BN as the map y = act(x * scale + shift ...): frozen BN's constant scale, gamma / sqrt(running
+    /// var + eps) ([`backward_frozen`]); in training, the last forward's (batch statistics), from
+    /// which [`backward`] recomputes a ReLU's mask instead of reading the output
     pub scale: Vec<f32>,
+    /// training: the last forward's shift, beta - mean * scale
+    pub shift: Vec<f32>,
 }
 
 /// Sums over a batch split across processes (data-parallel training with synchronised BN): adds
@@ -124,7 +128,8 @@ pub fn forward_train(
         running_mean[ch] = (1.0 - MOMENTUM) * running_mean[ch] + MOMENTUM * mean as f32;
         running_var[ch] = (1.0 - MOMENTUM) * running_var[ch] + MOMENTUM * unbiased as f32;
     }
-    normalize(p, &saved.mean, &saved.invstd, x, xd, act, shortcut, y);
+    (saved.scale, saved.shift) = affine(p, &saved.mean, &saved.invstd);
+    normalize(&saved.scale, &saved.shift, x, xd, act, shortcut, y);
 }
 
 /// Eval-mode forward with the running statistics.
@@ -139,7 +144,8 @@ pub fn forward_eval(
     shortcut: Option<ShortcutSrc>,
     y: &mut [f32],
 ) {
-    normalize(p, running_mean, &eval_invstd(running_var), x, xd, act, shortcut, y);
+    let (scale, shift) = eval_affine(p, running_mean, running_var);
+    normalize(&scale, &shift, x, xd, act, shortcut, y);
 }
 
 /// 1 / sqrt(running_var + eps) per channel.
@@ -159,12 +165,10 @@ pub fn eval_affine(p: &BnParams, running_mean: &[f32], running_var: &[f32]) -> (
     affine(p, running_mean, &eval_invstd(running_var))
 }
 
-/// y = act(gamma * (x - mean) * invstd + beta [+ shortcut]).
-#[allow(clippy::too_many_arguments)]
+/// y = act(x * scale + shift [+ shortcut]), BN as its per-channel affine map ([`affine`]).
 fn normalize(
-    p: &BnParams,
-    mean: &[f32],
-    invstd: &[f32],
+    scale: &[f32],
+    shift: &[f32],
     x: &[f32],
     xd: Dims,
     act: Act,
@@ -172,8 +176,6 @@ fn normalize(
     y: &mut [f32],
 ) {
     let c = xd.c;
-    // y = x * scale + shift
-    let (scale, shift) = affine(p, mean, invstd);
     assert_eq!(act == Act::AddRelu, shortcut.is_some(), "AddRelu needs a shortcut");
     par::for_rows(
         y,
@@ -185,7 +187,7 @@ fn normalize(
                 let row = first + r;
                 let xr = &x[row * c..(row + 1) * c];
                 // one pass over the row (one loop for the compiler to vectorise, not three)
-                let (sc, sh) = (&scale[..], &shift[..]);
+                let (sc, sh) = (&scale[..c], &shift[..c]);
                 match act {
                     Act::None => affine_row(yr, xr, sc, sh).for_each(|(o, z)| *o = z),
                     Act::Relu => affine_row(yr, xr, sc, sh).for_each(|(o, z)| *o = z.max(0.0)),
@@ -215,11 +217,14 @@ fn affine_row<'a>(
 }
 
 // --------------------------------------------------------------- backward
-/// Backward of y = act(BN(x) [+ s]).  `dy` is the gradient at y, `y` the
-/// forward output (its sign is the ReLU mask).  Writes dx, dgamma, dbeta; with
-/// `Act::AddRelu` also writes dz = dy * (y > 0) (the shortcut's gradient).
+/// Backward of y = act(BN(x) [+ s]).  `dy` is the gradient at y, `y` the forward output.  Writes dx,
+/// dgamma, dbeta; with `Act::AddRelu` and `dz_out` also dz = dy * (y > 0) (the shortcut's gradient).
 /// With `sum.shards` (the batch split across shards, statistics over all of it), dx uses the sums
 /// over every shard; dgamma and dbeta stay this shard's (the gradient all-reduce sums them).
+///
+/// The ReLU's mask: after an addition, y > 0 (y is read); after BN alone it is recomputed from x as
+/// x * scale + shift > 0 with the forward's scale and shift (`saved`) and the forward's arithmetic,
+/// so it is the same mask, bit for bit, and y is not read (one memory stream less in each pass).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gamma: &[f32],
@@ -235,41 +240,79 @@ pub fn backward(
     dz_out: Option<&mut [f32]>,
     sum: BatchSum,
 ) {
+    let io = Grads { x, xd, y, dy, dx, dgamma, dbeta, dz_out };
+    match act {
+        Act::None => backward_masked(gamma, saved, io, sum, |_, _, _, _| true),
+        Act::Relu => backward_masked(gamma, saved, io, sum, |xv, _, s, t| xv * s + t > 0.0),
+        Act::AddRelu => backward_masked(gamma, saved, io, sum, |_, yv, _, _| yv > 0.0),
+    }
+}
+
+/// The tensors of [`backward`].
+struct Grads<'a> {
+    x: &'a [f32],
+    xd: Dims,
+    y: &'a [f32],
+    dy: &'a [f32],
+    dx: &'a mut [f32],
+    dgamma: &'a mut [f32],
+    dbeta: &'a mut [f32],
+    dz_out: Option<&'a mut [f32]>,
+}
+
+/// [`backward`] with the activation's mask `passed(x, y, scale, shift)` per element.
+#[inline(always)]
+fn backward_masked(
+    gamma: &[f32],
+    saved: &BnSaved,
+    io: Grads,
+    sum: BatchSum,
+    passed: impl Fn(f32, f32, f32, f32) -> bool + Sync + Send + Copy,
+) {
+    let Grads { x, xd, y, dy, dx, dgamma, dbeta, dz_out } = io;
     let c = xd.c;
     let (mean, invstd) = (&saved.mean[..c], &saved.invstd[..c]);
-    let masked = act != Act::None;
-    // pass 1: g = dy masked by the ReLU, written to dz (AddRelu) or to dx
-    // (then transformed in place); sums of g and g * (x - mean) per channel
-    let pass1 = |g_buf: &mut [f32]| {
-        par::reduce_rows_mut(
+    // the forward's map (the arguments of a ReLU's mask), as `forward_train` left it
+    let (scale, shift) = (&saved.scale[..c], &saved.shift[..c]);
+    // pass 1: sums of g and g * (x - mean) per channel (f32 within blocks of 64 rows, f64 across);
+    // g is written to dz where the shortcut wants it
+    let rows_of = move |row: usize| (&dy[row * c..][..c], &x[row * c..][..c], &y[row * c..][..c]);
+    let pass1 = |dz: Option<&mut [f32]>| match dz {
+        Some(dz) => par::reduce_rows_mut(
             sum.order,
             xd.h * xd.w,
-            g_buf,
+            dz,
             c,
             2 * c,
             #[inline(always)]
             |first, chunk, acc| {
                 let mut s = vec![0.0f32; 2 * c];
                 for (r, gr) in chunk.chunks_exact_mut(c).enumerate() {
-                    let row = first + r;
-                    let (xr, dyr, yr) = (&x[row * c..][..c], &dy[row * c..][..c], &y[row * c..][..c]);
-                    let (s1, s2) = s.split_at_mut(c);
-                    for (((((g, d), yv), xv), mu), (a1, a2)) in
-                        gr.iter_mut().zip(dyr).zip(yr).zip(xr).zip(mean).zip(s1.iter_mut().zip(s2.iter_mut()))
-                    {
-                        let v = if !masked || *yv > 0.0 { *d } else { 0.0 };
-                        *g = v;
-                        *a1 += v;
-                        *a2 += v * (xv - mu);
-                    }
+                    row_sums(passed, rows_of(first + r), (scale, shift, mean), &mut s, Some(gr));
                     if r % 64 == 63 {
-                        acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
-                        s.fill(0.0);
+                        flush(acc, &mut s);
                     }
                 }
-                acc.iter_mut().zip(&s).for_each(|(a, v)| *a += *v as f64);
+                flush(acc, &mut s);
             },
-        )
+        ),
+        None => par::reduce_rows(
+            sum.order,
+            xd.h * xd.w,
+            xd.pixels(),
+            2 * c,
+            #[inline(always)]
+            |rows, acc| {
+                let mut s = vec![0.0f32; 2 * c];
+                for (r, row) in rows.enumerate() {
+                    row_sums(passed, rows_of(row), (scale, shift, mean), &mut s, None);
+                    if r % 64 == 63 {
+                        flush(acc, &mut s);
+                    }
+                }
+                flush(acc, &mut s);
+            },
+        ),
     };
     // pass 2: dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) = a g + b x + o
     let mut coefficients = |parts: Vec<Vec<f64>>| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -300,7 +343,7 @@ pub fn backward(
     match dz_out {
         Some(dz) => {
             let dz = &mut dz[..xd.len()];
-            let coef = coefficients(pass1(dz));
+            let coef = coefficients(pass1(Some(&mut *dz)));
             let (dz, (a, b, o)) = (&*dz, &coef);
             par::for_rows(
                 dx,
@@ -319,8 +362,8 @@ pub fn backward(
             );
         }
         None => {
-            let coef = coefficients(pass1(dx));
-            // in place: each row reads its own g before writing dx
+            let coef = coefficients(pass1(None));
+            // g again from dy (and the mask), not from a stored copy
             let (a, b, o) = &coef;
             par::for_rows(
                 dx,
@@ -329,15 +372,68 @@ pub fn backward(
                 #[inline(always)]
                 |first, chunk| {
                     for (r, dxr) in chunk.chunks_exact_mut(c).enumerate() {
-                        let xr = &x[(first + r) * c..][..c];
-                        for ((((d, xv), a), b), o) in dxr.iter_mut().zip(xr).zip(a).zip(b).zip(o) {
-                            *d = a * *d + b * xv + o;
-                        }
+                        row_dx(passed, rows_of(first + r), (scale, shift), (a, b, o), dxr);
                     }
                 },
             );
         }
     }
+}
+
+/// Pass 1 of [`backward`] on one row: g = dy where `passed`, added to the sums s = [sum g,
+/// sum g (x - mean)] (and written to `g_out`). A function, inlined, so that it is compiled inside
+/// `par`'s vectorised loop.
+#[inline(always)]
+fn row_sums(
+    passed: impl Fn(f32, f32, f32, f32) -> bool,
+    (dyr, xr, yr): (&[f32], &[f32], &[f32]),
+    (scale, shift, mean): (&[f32], &[f32], &[f32]),
+    s: &mut [f32],
+    g_out: Option<&mut [f32]>,
+) {
+    let (s1, s2) = s.split_at_mut(dyr.len());
+    let terms = dyr.iter().zip(xr).zip(yr).zip(scale).zip(shift).zip(mean);
+    match g_out {
+        Some(gr) => {
+            for ((((((d, xv), yv), sc), sh), mu), ((a1, a2), g)) in terms.zip(s1.iter_mut().zip(s2.iter_mut()).zip(gr))
+            {
+                let v = if passed(*xv, *yv, *sc, *sh) { *d } else { 0.0 };
+                *g = v;
+                *a1 += v;
+                *a2 += v * (xv - mu);
+            }
+        }
+        None => {
+            for ((((((d, xv), yv), sc), sh), mu), (a1, a2)) in terms.zip(s1.iter_mut().zip(s2.iter_mut())) {
+                let v = if passed(*xv, *yv, *sc, *sh) { *d } else { 0.0 };
+                *a1 += v;
+                *a2 += v * (xv - mu);
+            }
+        }
+    }
+}
+
+/// Pass 2 of [`backward`] on one row, g recomputed from dy: dx = a g + b x + o.
+#[inline(always)]
+fn row_dx(
+    passed: impl Fn(f32, f32, f32, f32) -> bool,
+    (dyr, xr, yr): (&[f32], &[f32], &[f32]),
+    (scale, shift): (&[f32], &[f32]),
+    (a, b, o): (&[f32], &[f32], &[f32]),
+    dxr: &mut [f32],
+) {
+    let terms = dyr.iter().zip(xr).zip(yr).zip(scale).zip(shift);
+    for (((((d, xv), yv), sc), sh), ((dxv, a), (b, o))) in terms.zip(dxr.iter_mut().zip(a).zip(b.iter().zip(o))) {
+        let g = if passed(*xv, *yv, *sc, *sh) { *d } else { 0.0 };
+        *dxv = a * g + b * xv + o;
+    }
+}
+
+/// acc += s (in f64); s = 0.
+#[inline(always)]
+fn flush(acc: &mut [f64], s: &mut [f32]) {
+    acc.iter_mut().zip(s.iter()).for_each(|(a, v)| *a += *v as f64);
+    s.fill(0.0);
 }
 
 // ------------------------------------------------------ frozen (constant affine)
@@ -603,5 +699,49 @@ mod tests {
                 check_grad(&format!("{name} dshortcut"), &s, &dz, 1e-3, 5e-3, |sp| loss(&x, &gamma, &beta, Some(sp)));
             }
         }
+    }
+
+    /// A ReLU's mask recomputed from x (x * scale + shift > 0) is the output's (y > 0), bit for bit:
+    /// backward through the ReLU equals backward without activation on dy masked by y. Half the
+    /// rows hold one value per channel whose pre-activation is zero up to a rounding (beta cancels
+    /// it): exactly 0 in most channels, one ulp above in some, so a mask that differs from the
+    /// forward's at zero or by a threshold changes whole channels. y is poisoned for the ReLU's
+    /// call: it must not be read.
+    #[test]
+    fn relu_mask_from_x_is_the_outputs_mask() {
+        let xd = Dims::new(3, 8, 8, 32);
+        let c = xd.c;
+        let x: Vec<f32> =
+            rand_vec(xd.len(), 60).iter().enumerate().map(|(i, v)| if (i / c) % 2 == 1 { 0.25 } else { *v }).collect();
+        let gamma: Vec<f32> = rand_vec(c, 61).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let forward = |beta: &[f32], act: Act| {
+            let mut saved = BnSaved::default();
+            let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+            let mut y = vec![0.0; xd.len()];
+            let p = BnParams { gamma: &gamma, beta };
+            forward_train(&p, &mut rm, &mut rv, &mut saved, &x, xd, act, None, &mut y, BatchSum::default());
+            (saved, y)
+        };
+        // beta = minus the pre-activation of 0.25 (row 1 holds it)
+        let beta: Vec<f32> = forward(&vec![0.0; c], Act::None).1[c..2 * c].iter().map(|z| -z).collect();
+        let (saved, y) = forward(&beta, Act::Relu);
+        let edge = (0..c).filter(|ch| y[c + ch].abs() < 1e-5).count();
+        assert_eq!(edge, c, "every channel's 0.25 sits at the ReLU's edge");
+        let dy = rand_vec(xd.len(), 63);
+        let (zeros, positive) = (y.iter().filter(|v| **v == 0.0).count(), y.iter().filter(|v| **v > 0.0).count());
+        assert!(zeros > xd.len() / 8 && positive > xd.len() / 8, "{zeros} zeros, {positive} positive");
+        let grads = |act: Act, y: &[f32], dy: &[f32]| {
+            let (mut dx, mut dg, mut db) = (vec![0.0; xd.len()], vec![0.0; c], vec![0.0; c]);
+            backward(&gamma, &saved, &x, xd, y, dy, act, &mut dx, &mut dg, &mut db, None, BatchSum::default());
+            (dx, dg, db)
+        };
+        let masked: Vec<f32> = dy.iter().zip(&y).map(|(d, y)| if *y > 0.0 { *d } else { 0.0 }).collect();
+        let expected = grads(Act::None, &y, &masked);
+        let poisoned = vec![f32::NAN; xd.len()];
+        let got = grads(Act::Relu, &poisoned, &dy);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.0), bits(&expected.0), "dx");
+        assert_eq!(bits(&got.1), bits(&expected.1), "dgamma");
+        assert_eq!(bits(&got.2), bits(&expected.2), "dbeta");
     }
 }
