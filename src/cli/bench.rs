@@ -40,7 +40,7 @@ pub struct Args {
     /// Print one JSON object (img_per_s, ms_per_step, gflops, peak_rss_mib, ...)
     #[arg(long)]
     json: bool,
-    /// Also time each kind of operation (adds a little overhead) and print ms per step for each
+    /// Also time each kind of operation and each convolution by shape (adds a little overhead) and print ms per step for each
     #[arg(long)]
     profile: bool,
     /// Under mpiexec: overlap the gradient all-reduce with backward (a thread per rank) instead of
