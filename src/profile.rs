@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Op {
@@ -34,10 +34,16 @@ pub fn time<R>(op: Op, f: impl FnOnce() -> R) -> R {
     if !ON.load(Ordering::Relaxed) {
         return f();
     }
+    timed(op, f).0
+}
+
+/// `f()` and how long it took, the time added under `op` (profiling is on).
+fn timed<R>(op: Op, f: impl FnOnce() -> R) -> (R, Duration) {
     let t = Instant::now();
     let r = f();
-    NANOS[op as usize].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    r
+    let e = t.elapsed();
+    NANOS[op as usize].fetch_add(e.as_nanos() as u64, Ordering::Relaxed);
+    (r, e)
 }
 
 /// [`time`], and the same time also under the label `label()` (built only when profiling is on):
@@ -47,10 +53,7 @@ pub fn time_labelled<R>(op: Op, label: impl FnOnce() -> String, f: impl FnOnce()
     if !ON.load(Ordering::Relaxed) {
         return f();
     }
-    let t = Instant::now();
-    let r = f();
-    let e = t.elapsed();
-    NANOS[op as usize].fetch_add(e.as_nanos() as u64, Ordering::Relaxed);
+    let (r, e) = timed(op, f);
     let mut m = LABELLED.lock().unwrap_or_else(|p| p.into_inner());
     let slot = m.entry(format!("{op:?} {}", label())).or_insert((0.0, 0));
     slot.0 += e.as_secs_f64();

@@ -409,7 +409,6 @@ struct Store<'s, 'e, const P: usize> {
 /// match the geometry: x is (n, h, wd, cin), dy (n, oh, ow, cout) the output
 /// of a k x k / stride / pad convolution of x, dw (k, k, cin, cout); cout a multiple of 16.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn wgrad_images(cpu: Avx512Cpu, g: &Gather, n: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let Gather { k, stride, pad, sh: h, sw: wd, cs: cin, oh, ow, co: cout, .. } = *g;
     assert!(!g.transposed && cout.is_multiple_of(16), "weight gradient: {g:?}");
@@ -436,7 +435,6 @@ pub unsafe fn wgrad_images(cpu: Avx512Cpu, g: &Gather, n: usize, x: &[f32], dy: 
 /// As [`wgrad_images`] (without the few-channel path: cin >= 8 or k == 1); `channels` inside
 /// 0..cin, k * k taps of at least `channels.len() * cout` values each.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn wgrad_channels(
     cpu: Avx512Cpu,
     g: &Gather,
