@@ -22,12 +22,16 @@ pub enum KernelKind {
     Portable,
     /// AVX-512 register-blocked micro-kernels, direct convolution (x86-64 only).
     Avx512,
-    /// `Avx512` plus Winograd F(2x2, 3x3) for 3x3 / stride-1 convolutions (the default where it runs).
+    /// `Avx512` plus Winograd for 3x3 / stride-1 convolutions: F(4x4, 3x3) tiles where they
+    /// pay, F(2x2, 3x3) elsewhere (the default where it runs).
     Winograd,
+    /// `Winograd` with F(2x2, 3x3) tiles only (the smaller rounding error; a test and benchmark aid).
+    WinogradF2,
 }
 
 impl KernelKind {
-    pub const ALL: [KernelKind; 3] = [KernelKind::Portable, KernelKind::Avx512, KernelKind::Winograd];
+    pub const ALL: [KernelKind; 4] =
+        [KernelKind::Portable, KernelKind::Avx512, KernelKind::Winograd, KernelKind::WinogradF2];
 
     /// The name `RESNET_KERNELS` takes.
     pub fn name(self) -> &'static str {
@@ -35,6 +39,7 @@ impl KernelKind {
             KernelKind::Portable => "portable",
             KernelKind::Avx512 => "avx512",
             KernelKind::Winograd => "winograd",
+            KernelKind::WinogradF2 => "winograd-f2",
         }
     }
 
@@ -52,7 +57,7 @@ impl fmt::Display for KernelKind {
 
 impl std::str::FromStr for KernelKind {
     type Err = KernelsError;
-    /// `portable`, `avx512` or `winograd`, in any case.
+    /// `portable`, `avx512`, `winograd` or `winograd-f2`, in any case.
     fn from_str(s: &str) -> Result<KernelKind, KernelsError> {
         let lower = s.trim().to_ascii_lowercase();
         KernelKind::ALL.into_iter().find(|k| k.name() == lower).ok_or_else(|| KernelsError::Unknown(s.to_string()))
@@ -129,8 +134,10 @@ pub enum KernelPath {
     Portable,
     /// AVX-512 direct convolutions.
     Avx512(Avx512Cpu),
-    /// AVX-512 plus Winograd F(2x2, 3x3) where it pays.
+    /// AVX-512 plus Winograd where it pays, F(4x4, 3x3) tiles where those pay.
     Winograd(Avx512Cpu),
+    /// AVX-512 plus Winograd F(2x2, 3x3) only.
+    WinogradF2(Avx512Cpu),
 }
 
 impl KernelPath {
@@ -140,6 +147,7 @@ impl KernelPath {
             (KernelKind::Portable, _) => Ok(KernelPath::Portable),
             (KernelKind::Avx512, Some(proof)) => Ok(KernelPath::Avx512(proof)),
             (KernelKind::Winograd, Some(proof)) => Ok(KernelPath::Winograd(proof)),
+            (KernelKind::WinogradF2, Some(proof)) => Ok(KernelPath::WinogradF2(proof)),
             (_, None) => Err(KernelsError::Unsupported { wanted, missing: cpu.missing_for(wanted) }),
         }
     }
@@ -170,7 +178,8 @@ impl KernelPath {
     }
 
     /// The fastest path this CPU runs, unless `RESNET_KERNELS` names another
-    /// (`portable`, `avx512` = direct convolutions only, `winograd`). A name
+    /// (`portable`, `avx512` = direct convolutions only, `winograd`, `winograd-f2` = no
+    /// F(4x4) tiles). A name
     /// this CPU cannot run, or no name at all, falls back to the fastest path
     /// with a warning on stderr: forcing is a test and benchmark aid, and the
     /// warning says what runs instead.
@@ -196,6 +205,7 @@ impl KernelPath {
             KernelPath::Portable => KernelKind::Portable,
             KernelPath::Avx512(_) => KernelKind::Avx512,
             KernelPath::Winograd(_) => KernelKind::Winograd,
+            KernelPath::WinogradF2(_) => KernelKind::WinogradF2,
         }
     }
 
@@ -203,8 +213,18 @@ impl KernelPath {
     pub fn avx512(self) -> Option<Avx512Cpu> {
         match self {
             KernelPath::Portable => None,
-            KernelPath::Avx512(proof) | KernelPath::Winograd(proof) => Some(proof),
+            KernelPath::Avx512(proof) | KernelPath::Winograd(proof) | KernelPath::WinogradF2(proof) => Some(proof),
         }
+    }
+
+    /// Whether this path runs Winograd convolutions where they apply.
+    pub fn winograd(self) -> bool {
+        matches!(self, KernelPath::Winograd(_) | KernelPath::WinogradF2(_))
+    }
+
+    /// Whether this path may run Winograd's F(4x4, 3x3) tiles.
+    pub fn large_tiles(self) -> bool {
+        matches!(self, KernelPath::Winograd(_))
     }
 
     /// Whether this path runs the AVX-512 kernels.
@@ -238,7 +258,9 @@ pub enum KernelsError {
 impl fmt::Display for KernelsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KernelsError::Unknown(s) => write!(f, "unknown kernel path '{s}' (portable, avx512 or winograd)"),
+            KernelsError::Unknown(s) => {
+                write!(f, "unknown kernel path '{s}' (portable, avx512, winograd or winograd-f2)")
+            }
             KernelsError::Unsupported { wanted, missing } => {
                 write!(f, "the {wanted} kernels need CPU features this CPU lacks: {}", missing.join(", "))
             }
@@ -262,7 +284,7 @@ mod tests {
     fn a_path_the_cpu_lacks_is_refused_naming_the_missing_features() {
         let none = CpuFeatures::none();
         assert_eq!(KernelPath::checked(KernelKind::Portable, &none), Ok(KernelPath::Portable));
-        for wanted in [KernelKind::Avx512, KernelKind::Winograd] {
+        for wanted in [KernelKind::Avx512, KernelKind::Winograd, KernelKind::WinogradF2] {
             let e = KernelPath::checked(wanted, &none).unwrap_err();
             assert_eq!(e, KernelsError::Unsupported { wanted, missing: AVX512_FEATURES.to_vec() });
             assert_eq!(
@@ -290,7 +312,7 @@ mod tests {
             assert_eq!(KernelPath::checked(kind, &cpu).map(KernelPath::kind), Ok(kind));
         }
         assert_eq!(KernelPath::best(&cpu).kind(), KernelKind::Winograd);
-        assert_eq!(KernelPath::all_supported().len(), 3);
+        assert_eq!(KernelPath::all_supported().len(), 4);
     }
 
     #[test]
@@ -299,7 +321,7 @@ mod tests {
         assert_eq!(KernelPath::from_setting(None, &none), Ok(KernelPath::Portable));
         assert_eq!(KernelPath::from_setting(Some(" Portable "), &none), Ok(KernelPath::Portable));
         let e = KernelPath::from_setting(Some("avx2"), &none).unwrap_err();
-        assert_eq!(e.to_string(), "unknown kernel path 'avx2' (portable, avx512 or winograd)");
+        assert_eq!(e.to_string(), "unknown kernel path 'avx2' (portable, avx512, winograd or winograd-f2)");
         assert!(matches!(KernelPath::from_setting(Some("winograd"), &none), Err(KernelsError::Unsupported { .. })));
         if let Some(cpu) = full() {
             assert_eq!(KernelPath::from_setting(Some("AVX512"), &cpu).map(KernelPath::kind), Ok(KernelKind::Avx512));

@@ -151,7 +151,9 @@ fn imagenet_basic_and_bottleneck_gradients() {
 }
 
 /// Every kernel path computes the same network: logits to 1e-4, every
-/// gradient to 2e-5 of its tensor's largest entry. A ReLU input within
+/// gradient to 2e-5 of its tensor's largest entry (3e-5 on the path with Winograd's F(4x4, 3x3)
+/// tiles, which round more: 2.1e-5 at worst here, against 1.6e-5 with F(2x2) only; a wrong
+/// transform is off by far more). A ReLU input within
 /// rounding of zero may flip its mask between paths and move upstream
 /// gradients far more than that, so the input is the first of a few seeds on
 /// which all paths agree on every ReLU mask.
@@ -194,7 +196,8 @@ fn kernel_paths_give_the_same_gradients() {
                 let (a0, a1) = (&g0[t.offset..t.offset + t.len], &g1[t.offset..t.offset + t.len]);
                 let scale = a0.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let err = a0.iter().zip(a1).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
-                assert!(err <= 2e-5 * scale, "{a} {path:?} seed {seed} {}: {err} vs {scale}", t.name);
+                let tol = if path.large_tiles() { 3e-5 } else { 2e-5 };
+                assert!(err <= tol * scale, "{a} {path:?} seed {seed} {}: {err} vs {scale}", t.name);
             }
         }
     }

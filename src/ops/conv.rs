@@ -5,6 +5,8 @@
 //! paper's 7x7/2, 3x3/1, 3x3/2, 1x1/1, 1x1/2 (and anything else square).
 
 #[cfg(target_arch = "x86_64")]
+use crate::kernels::winograd::Tile;
+#[cfg(target_arch = "x86_64")]
 use crate::kernels::{Avx512Cpu, ZEROS};
 use crate::kernels::{Epilogue, KernelPath};
 use crate::par;
@@ -117,8 +119,8 @@ fn run_gather_on(
     );
 }
 
-/// Winograd F(2x2, 3x3) over every tile row of every image, on all threads.
-/// `d`: the (same-size) source and destination shape with `ci` / `co` channels.
+/// Winograd F(2x2, 3x3) or F(4x4, 3x3) (`tile`) over every tile row of every image, on all
+/// threads. `d`: the (same-size) source and destination shape with `ci` / `co` channels.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn run_winograd(
@@ -126,6 +128,7 @@ fn run_winograd(
     d: Dims,
     ci: usize,
     co: usize,
+    tile: Tile,
     u: &[f32],
     src: &[f32],
     out: &mut [f32],
@@ -133,7 +136,7 @@ fn run_winograd(
     epi: &Epilogue,
 ) {
     use crate::kernels::winograd::{Wino, tiles};
-    let g = Wino { h: d.h, w: d.w, cin: ci, cout: co };
+    let g = Wino { h: d.h, w: d.w, cin: ci, cout: co, tile };
     let total = d.n * g.tiles_per_image();
     assert!(src.len() == d.n * d.h * d.w * ci && out.len() == d.n * d.h * d.w * co);
     // tasks of whole 8-tile blocks, about 8 per thread
@@ -150,11 +153,12 @@ fn run_winograd(
     );
 }
 
-/// Winograd-transformed weights `U[pos][ci][co]` (16 x cin x cout) of `w`
-/// (HWIO, 3 x 3 x cin x cout), the input channels in parallel.
+/// Winograd-transformed weights `U[pos][ci][co]` (positions x cin x cout) of `w`
+/// (HWIO, 3 x 3 x cin x cout) for `tile`, the input channels in parallel.
 #[cfg(target_arch = "x86_64")]
-fn winograd_weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
-    let mut u = vec![0.0; 16 * cin * cout];
+fn winograd_weights(w: &[f32], cin: usize, cout: usize, tile: Tile) -> Vec<f32> {
+    let np = tile.positions();
+    let mut u = vec![0.0; np * cin * cout];
     let base = par::SyncPtr(u.as_mut_ptr());
     par::for_each_index(
         cin,
@@ -162,10 +166,10 @@ fn winograd_weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
         |ci| {
             // SAFETY: task ci writes only the rows U[pos][ci][..] (disjoint across
             // tasks), each `cout` values inside `u`, which outlives the loop.
-            let rows = std::array::from_fn(|pos| unsafe {
-                std::slice::from_raw_parts_mut(base.get().add((pos * cin + ci) * cout), cout)
-            });
-            crate::kernels::winograd::transform_weights_of_channel(w, cin, cout, ci, rows)
+            let mut rows: Vec<&mut [f32]> = (0..np)
+                .map(|pos| unsafe { std::slice::from_raw_parts_mut(base.get().add((pos * cin + ci) * cout), cout) })
+                .collect();
+            crate::kernels::winograd::transform_weights_of_channel(w, cin, cout, ci, tile, &mut rows)
         },
     );
     u
@@ -184,7 +188,7 @@ pub struct Prepared {
 enum Form {
     /// blocks of 32 output channels (`avx512::pack_block`)
     Packed,
-    /// Winograd U (16 x cin x cout)
+    /// Winograd U (positions x cin x cout) of the tile `Conv::winograd_tile` chose
     Winograd,
 }
 
@@ -226,13 +230,25 @@ impl Conv {
             && 16 * self.cin * self.cout * 4 <= 4 << 20
     }
 
+    /// The Winograd tile on `path` where [`Conv::winograd_applies`]: F(4x4, 3x3) where the path
+    /// allows it and Cin x Cout is at most 64 x 64, else F(2x2, 3x3). The bound is accuracy, not
+    /// speed: F(4x4) also runs faster on 128 channels (examples/conv_bench, 28x28 at batch 16:
+    /// 6.4 against 8.7 ms), but its rounding there took the detector's layer2 weight gradients
+    /// to 1.5e-4 of float64 torchvision's (tests/faster_rcnn_golden.rs holds them to 1e-4;
+    /// 3.8e-5 with this bound, 5.5e-5 on F(2x2) alone). A function of the channels only, so the
+    /// same for any share of a batch (leaf order's bits).
+    #[cfg(target_arch = "x86_64")]
+    pub fn winograd_tile(&self, path: KernelPath) -> Tile {
+        if path.large_tiles() && self.cin * self.cout <= 64 * 64 { Tile::F4 } else { Tile::F2 }
+    }
+
     /// The kernel path for this convolution on `x` when the batch's sums run in `order`. In leaf
     /// order Winograd only where it applies to one leaf: the choice (which changes the bits) is
     /// then the same for every share of the batch, since what applies to a leaf applies to any
     /// number of leaves.
     pub fn path_for(&self, path: KernelPath, x: Dims, order: par::SumOrder) -> KernelPath {
         match (path, order) {
-            (KernelPath::Winograd(cpu), par::SumOrder::Leaves { images })
+            (KernelPath::Winograd(cpu) | KernelPath::WinogradF2(cpu), par::SumOrder::Leaves { images })
                 if !self.winograd_applies(Dims { n: images, ..x }) =>
             {
                 KernelPath::Avx512(cpu)
@@ -324,8 +340,9 @@ impl Conv {
         assert_eq!(w.len(), self.weight_len(), "{self:?}: {} weights", w.len());
         #[cfg(target_arch = "x86_64")]
         if path.avx512().is_some() {
-            if matches!(path, KernelPath::Winograd(_)) && self.winograd_applies(xd) {
-                return Some(Prepared { form: Form::Winograd, xd, data: winograd_weights(w, self.cin, self.cout) });
+            if path.winograd() && self.winograd_applies(xd) {
+                let data = winograd_weights(w, self.cin, self.cout, self.winograd_tile(path));
+                return Some(Prepared { form: Form::Winograd, xd, data });
             }
             if self.cout.is_multiple_of(16) && self.cin <= ZEROS.len() {
                 let (rows, co) = (self.k * self.k * self.cin, self.cout);
@@ -358,16 +375,19 @@ impl Conv {
         let prepared = prepared.filter(|p| p.xd == xd && p.data.len() >= w.len());
         #[cfg(target_arch = "x86_64")]
         if let Some(cpu) = path.avx512().filter(|_| epi.fits_simd(self.cout)) {
-            if matches!(path, KernelPath::Winograd(_)) && self.winograd_applies(xd) {
+            if path.winograd() && self.winograd_applies(xd) {
+                let tile = self.winograd_tile(path);
                 let made;
                 let u = match prepared {
-                    Some(p) if p.form == Form::Winograd => &p.data[..],
+                    Some(p) if p.form == Form::Winograd && p.data.len() == tile.positions() * w.len() / 9 => {
+                        &p.data[..]
+                    }
                     _ => {
-                        made = winograd_weights(w, self.cin, self.cout);
+                        made = winograd_weights(w, self.cin, self.cout, tile);
                         &made[..]
                     }
                 };
-                run_winograd(cpu, xd, self.cin, self.cout, u, x, y, false, epi);
+                run_winograd(cpu, xd, self.cin, self.cout, tile, u, x, y, false, epi);
                 return;
             }
             if self.cout.is_multiple_of(16) && self.cin <= ZEROS.len() {
@@ -456,15 +476,16 @@ impl Conv {
         let wt = &mut wt[..self.weight_len()];
         #[cfg(target_arch = "x86_64")]
         if let Some(cpu) = path.avx512() {
-            if matches!(path, KernelPath::Winograd(_)) && self.winograd_applies(xd) {
+            if path.winograd() && self.winograd_applies(xd) {
                 transpose(wt);
                 // the transposed convolution of a 3x3/1/1 kernel: rotate it by 180 degrees
                 let mut wr = vec![0.0; self.weight_len()];
                 for t in 0..9 {
                     wr[(8 - t) * cout * cin..][..cout * cin].copy_from_slice(&wt[t * cout * cin..][..cout * cin]);
                 }
-                let u = winograd_weights(&wr, cout, cin);
-                run_winograd(cpu, xd, cout, cin, &u, dy, dx, accumulate, &Epilogue::default());
+                let tile = self.winograd_tile(path);
+                let u = winograd_weights(&wr, cout, cin, tile);
+                run_winograd(cpu, xd, cout, cin, tile, &u, dy, dx, accumulate, &Epilogue::default());
                 return;
             }
             if cin.is_multiple_of(16) && cout <= ZEROS.len() {
@@ -569,12 +590,13 @@ impl Conv {
         #[cfg(target_arch = "x86_64")]
         // (on 16 input channels the transforms cost more than they save: measured
         // with examples/conv_bench, 3.13 vs 2.86 ms on ResNet-20's first stage)
-        if let KernelPath::Winograd(cpu) = path
+        if let Some(cpu) = path.avx512()
+            && path.winograd()
             && self.winograd_applies(xd)
             && cin >= 32
         {
             use crate::kernels::winograd::{Wino, weight_grad_finish, weight_grad_tiles};
-            let g = Wino { h: xd.h, w: xd.w, cin, cout };
+            let g = Wino { h: xd.h, w: xd.w, cin, cout, tile: Tile::F2 };
             let total = xd.n * g.tiles_per_image();
             // one transform-domain partial per thread (a share of the tiles), or per leaf (its
             // images' tiles)
@@ -1050,6 +1072,83 @@ mod tests {
                 let (a, b) = (dw(0..n / 2, 2), dw(n / 2..n, 1));
                 let halves: Vec<f32> = a.iter().zip(&b).map(|(p, q)| p + q).collect();
                 assert!(halves == whole, "{what}: the halves' sum differs from the whole batch's");
+            }
+        }
+    }
+
+    /// Both Winograd tiles against the definition in float64, whatever `winograd_tile` picks:
+    /// odd edges (partial tiles), accumulate, and the whole epilogue (folded BN, residual,
+    /// ReLU). The bounds hold each tile to its rounding (max |error| / max |y|; measured
+    /// F(2x2) 4.5e-7, F(4x4) 3.3e-6 at 128 channels, where the points 0, +-1, +-2 gave 8.3e-6).
+    #[test]
+    fn winograd_tiles_match_the_definition_in_float64() {
+        use crate::kernels::winograd::Tile;
+        use crate::kernels::{Epilogue, ShortcutSrc};
+        let Some(cpu) = KernelPath::all_supported().into_iter().find_map(|p| p.avx512()) else {
+            eprintln!("this CPU lacks AVX-512: no Winograd kernels to test");
+            return;
+        };
+        // max |a - b|, NaN (a pixel never written) included
+        let worst = |a: &[f32], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(p, q)| (*p as f64 - q).abs())
+                .fold(0.0f64, |m, e| if e > m || e.is_nan() { e } else { m })
+        };
+        // h, w, cin, cout, n
+        for &(h, w, ci, co, n) in &[(15, 13, 32, 48, 3), (8, 8, 16, 16, 8), (16, 16, 64, 64, 2), (28, 28, 128, 128, 1)]
+        {
+            let xd = Dims::new(n, h, w, ci);
+            let yd = Dims::new(n, h, w, co);
+            let (x, wt) = (rand_vec(xd.len(), 1), rand_vec(9 * ci * co, 2));
+            let (prior, res) = (rand_vec(yd.len(), 3), rand_vec(yd.len(), 4));
+            let (scale, shift) = (rand_vec(co, 5), rand_vec(co, 6));
+            let mut conv = vec![0.0f64; yd.len()];
+            for b in 0..n {
+                for oy in 0..h {
+                    for ox in 0..w {
+                        for (kh, kw) in (0..3).flat_map(|kh| (0..3).map(move |kw| (kh, kw))) {
+                            let (iy, ix) = ((oy + kh).wrapping_sub(1), (ox + kw).wrapping_sub(1));
+                            if iy >= h || ix >= w {
+                                continue;
+                            }
+                            let px = &x[((b * h + iy) * w + ix) * ci..][..ci];
+                            let out = &mut conv[((b * h + oy) * w + ox) * co..][..co];
+                            for (c, xv) in px.iter().enumerate() {
+                                let wrow = &wt[((kh * 3 + kw) * ci + c) * co..][..co];
+                                out.iter_mut().zip(wrow).for_each(|(o, wv)| *o += *xv as f64 * *wv as f64);
+                            }
+                        }
+                    }
+                }
+            }
+            for tile in [Tile::F2, Tile::F4] {
+                let u = winograd_weights(&wt, ci, co, tile);
+                let bound = if tile == Tile::F2 { 1e-6 } else { 5e-6 };
+                // plain
+                let mut y = vec![f32::NAN; yd.len()];
+                run_winograd(cpu, xd, ci, co, tile, &u, &x, &mut y, false, &Epilogue::default());
+                let top = conv.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let err = worst(&y, &conv);
+                assert!(err <= bound * top, "{tile:?} {h}x{w} {ci}->{co}: {:.2e} of max", err / top);
+                // accumulated onto `prior`, then scale, shift, residual, ReLU
+                let epi = Epilogue {
+                    affine: Some((&scale, &shift)),
+                    residual: Some(ShortcutSrc::Identity(&res)),
+                    relu: true,
+                };
+                let mut y = prior.clone();
+                run_winograd(cpu, xd, ci, co, tile, &u, &x, &mut y, true, &epi);
+                let want: Vec<f64> = (0..yd.len())
+                    .map(|i| {
+                        let c = i % co;
+                        let v = (conv[i] + prior[i] as f64) * scale[c] as f64 + shift[c] as f64 + res[i] as f64;
+                        v.max(0.0)
+                    })
+                    .collect();
+                let top = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let err = worst(&y, &want);
+                assert!(err <= bound * top, "{tile:?} {h}x{w} {ci}->{co} with epilogue: {:.2e} of max", err / top);
             }
         }
     }

@@ -492,7 +492,10 @@ mod tests {
     /// leaf order and averaged gradients takes the single-process steps bit for bit: 12 SGD steps
     /// of ResNet-8 on random data, every parameter and running statistic identical after every
     /// step (the losses, summed across shards in another order, within 1e-6); and in the thread
-    /// order (up to summation order) within 1e-5 relative.
+    /// order (up to summation order) within 1e-5 relative. The thread order runs the direct
+    /// convolutions: Winograd applies from a number of tiles on, so the whole batch and a shard
+    /// may run different algorithms, and once F(4x4)'s rounding flipped a ReLU input near zero
+    /// at step 10 (5e-4 relative after it; 3e-6 before).
     #[test]
     fn two_shards_with_synchronised_bn_take_the_single_process_steps() {
         use crate::arch::ArchSpec;
@@ -509,6 +512,10 @@ mod tests {
             let exact = order != crate::par::SumOrder::Threads;
             let mut net = Net::new(&spec, rows.len(), 32, 32, true, 1).unwrap();
             crate::backend::Backend::set_sum_order(&mut net, order);
+            if !exact {
+                let direct = crate::kernels::KernelPath::all_supported().into_iter().rfind(|p| !p.winograd());
+                net.set_kernel_path(direct.expect("the portable path runs anywhere"));
+            }
             let mut sgd = Sgd::new(net.params().len());
             sgd.momentum = 0.9;
             sgd.weight_decay = 1e-4;
