@@ -13,7 +13,7 @@
 //!
 //! Backward-data of a 3x3/1/1 convolution is the same computation on dy with
 //! the kernel rotated by 180 degrees and transposed (see conv.rs). The weight
-//! gradient runs on F(2x2) tiles.
+//! gradient runs on either tile (conv.rs chooses).
 //! Float32 error: F(2x2) about 2e-7 relative, like the direct form (shared/notes);
 //! F(4x4) (points 0, +-1, +-2) a few times more (its constants reach 8 and 1/24).
 //!
@@ -209,7 +209,7 @@ pub unsafe fn tiles(
             unsafe {
                 match g.tile {
                     Tile::F2 => input_transform_f2::<T>(g, src, t0, nt, v),
-                    Tile::F4 => input_transform_f4(g, src, t0, nt, v),
+                    Tile::F4 => input_transform_f4::<T>(g, src, t0, nt, v),
                 }
             };
             // np GEMMs: M[pos][t][:] = V[pos][t][:] . U[pos]
@@ -365,13 +365,13 @@ unsafe fn input_transform_f2<const TB: usize>(g: &Wino, src: &[f32], t0: usize, 
 }
 
 /// V[pos][t][ci] = (B^T d B)[pos] of the 6x6 patch of F(4x4) tile t (zero outside
-/// the image), for blocks of T tiles.
+/// the image), for blocks of `TB` tiles.
 ///
 /// # Safety
 /// AVX-512 code under the caller's proof; src is (n, h, w, cin) with the tiles'
-/// images, cin a multiple of 16, v 36 x T x cin, nt <= T.
+/// images, cin a multiple of 16, v 36 x TB x cin, nt <= TB.
 #[target_feature(enable = "avx512f")]
-unsafe fn input_transform_f4(g: &Wino, src: &[f32], t0: usize, nt: usize, v: &mut [f32]) {
+unsafe fn input_transform_f4<const TB: usize>(g: &Wino, src: &[f32], t0: usize, nt: usize, v: &mut [f32]) {
     let cin = g.cin;
     let zero = _mm512_setzero_ps();
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
@@ -419,7 +419,7 @@ unsafe fn input_transform_f4(g: &Wino, src: &[f32], t0: usize, nt: usize, v: &mu
                 let row = bt_f4([b[6 * r], b[6 * r + 1], b[6 * r + 2], b[6 * r + 3], b[6 * r + 4], b[6 * r + 5]]);
                 for (c, val) in row.into_iter().enumerate() {
                     // SAFETY: a checked slice start, 16 values before the row of cin ends.
-                    unsafe { _mm512_storeu_ps(v[((r * 6 + c) * T + t) * cin + cv..].as_mut_ptr(), val) };
+                    unsafe { _mm512_storeu_ps(v[((r * 6 + c) * TB + t) * cin + cv..].as_mut_ptr(), val) };
                 }
             }
         }
@@ -600,12 +600,13 @@ unsafe fn store_output(
 //
 // dL/dU = (A dY A^T) . V per tile (U = G g G^T, V = B^T d B), summed over the
 // tiles: dU[pos][ci][co] = sum_t V[pos][t][ci] Z[pos][t][co]; then
-// dW = G^T dU G. Output pixels past an odd edge contribute zero gradient.
+// dW = G^T dU G. Output pixels past an edge of the image contribute zero gradient.
 
-/// Tiles per weight-gradient block (V and Z stay in L2).
-const TW: usize = 32;
+/// Tiles per weight-gradient block (V and Z stay in L2): F(2x2), F(4x4).
+const TW2: usize = 32;
+const TW4: usize = 16;
 
-/// Accumulate dU (16 x cin x cout) over the tiles `tiles` of x (source) and dy.
+/// Accumulate dU (positions x cin x cout, of `g.tile`) over the tiles `tiles` of x (source) and dy.
 ///
 /// # Safety
 /// The CPU's features are proven by `cpu`. The caller guarantees the slices
@@ -621,29 +622,57 @@ pub unsafe fn weight_grad_tiles(
     du: &mut [f32],
 ) {
     let _ = cpu;
-    let (cin, cout) = (g.cin, g.cout);
+    let (cin, cout, np) = (g.cin, g.cout, g.tile.positions());
     assert!(cin.is_multiple_of(16) && cout.is_multiple_of(16), "winograd weight gradient: {cin} -> {cout}");
-    assert_eq!(g.tile, Tile::F2, "winograd weight gradient: F(2x2) tiles");
-    assert!(du.len() >= 16 * cin * cout, "winograd weight gradient: dU");
-    let mut v = vec![0.0f32; 16 * TW * cin];
-    let mut z = vec![0.0f32; 16 * TW * cout];
+    assert!(du.len() >= np * cin * cout, "winograd weight gradient: dU");
+    // SAFETY: `cpu` proves the features; x, dy and du as checked and this function's contract.
+    unsafe {
+        match g.tile {
+            Tile::F2 => weight_grad_blocks::<TW2>(g, x, dy, tiles, du),
+            Tile::F4 => weight_grad_blocks::<TW4>(g, x, dy, tiles, du),
+        }
+    }
+}
+
+/// [`weight_grad_tiles`] in blocks of `TB` tiles.
+///
+/// # Safety
+/// AVX-512 code under the caller's proof; the operands as [`weight_grad_tiles`] checked them.
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_grad_blocks<const TB: usize>(
+    g: &Wino,
+    x: &[f32],
+    dy: &[f32],
+    tiles: std::ops::Range<usize>,
+    du: &mut [f32],
+) {
+    let (cin, cout, np) = (g.cin, g.cout, g.tile.positions());
+    let mut v = vec![0.0f32; np * TB * cin];
+    let mut z = vec![0.0f32; np * TB * cout];
     let mut t0 = tiles.start;
     while t0 < tiles.end {
-        let nt = TW.min(tiles.end - t0);
-        // SAFETY: `cpu` proves the features; v and z have the sizes the transforms
-        // index, x and dy are this function's contract.
+        let nt = TB.min(tiles.end - t0);
+        // SAFETY: v and z have the sizes the transforms index, x and dy are this function's contract.
         unsafe {
-            input_transform_f2::<TW>(g, x, t0, nt, &mut v);
-            grad_transform(g, dy, t0, nt, &mut z);
+            match g.tile {
+                Tile::F2 => {
+                    input_transform_f2::<TB>(g, x, t0, nt, &mut v);
+                    grad_transform_f2::<TB>(g, dy, t0, nt, &mut z);
+                }
+                Tile::F4 => {
+                    input_transform_f4::<TB>(g, x, t0, nt, &mut v);
+                    grad_transform_f4::<TB>(g, dy, t0, nt, &mut z);
+                }
+            }
         }
-        for pos in 0..16 {
-            let (vp, zp) = (&v[pos * TW * cin..], &z[pos * TW * cout..]);
+        for pos in 0..np {
+            let (vp, zp) = (&v[pos * TB * cin..], &z[pos * TB * cout..]);
             let dup = &mut du[pos * cin * cout..][..cin * cout];
             for ci in (0..cin).step_by(8) {
                 let mut ob = 0;
                 while ob < cout {
                     // SAFETY: rows ci..ci + 8 <= cin (a multiple of 16), channels
-                    // ob..ob + 16 NB <= cout, nt <= TW tiles of v, z and dup's sizes.
+                    // ob..ob + 16 NB <= cout, nt <= TB tiles of v, z and dup's sizes.
                     unsafe {
                         if cout - ob >= 32 {
                             outer::<2>(vp, zp, cin, cout, ci, ob, nt, dup);
@@ -656,7 +685,7 @@ pub unsafe fn weight_grad_tiles(
                 }
             }
         }
-        t0 += TW;
+        t0 += TB;
     }
 }
 
@@ -700,13 +729,13 @@ unsafe fn outer<const NB: usize>(
     }
 }
 
-/// Z[pos][t][co] = (A dY A^T)[pos] of the 2x2 gradient tile t (zero past the edges).
+/// Z[pos][t][co] = (A dY A^T)[pos] of the 2x2 gradient tile t of F(2x2) (zero past the edges).
 ///
 /// # Safety
 /// AVX-512 code under the caller's proof; dy is (n, h, w, cout) with the
-/// tiles' images, cout a multiple of 16, z 16 x TW x cout, nt <= TW.
+/// tiles' images, cout a multiple of 16, z 16 x TB x cout, nt <= TB.
 #[target_feature(enable = "avx512f")]
-unsafe fn grad_transform(g: &Wino, dy: &[f32], t0: usize, nt: usize, z: &mut [f32]) {
+unsafe fn grad_transform_f2<const TB: usize>(g: &Wino, dy: &[f32], t0: usize, nt: usize, z: &mut [f32]) {
     let cout = g.cout;
     let zero = _mm512_setzero_ps();
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
@@ -742,31 +771,122 @@ unsafe fn grad_transform(g: &Wino, dy: &[f32], t0: usize, nt: usize, z: &mut [f3
                 let vals = [e0, _mm512_add_ps(e0, e1), _mm512_sub_ps(e0, e1), _mm512_sub_ps(zero, e1)];
                 for (c, val) in vals.iter().enumerate() {
                     // SAFETY: a checked slice start, 16 values before the row of cout ends.
-                    unsafe { _mm512_storeu_ps(z[((r * 4 + c) * TW + t) * cout + cv..].as_mut_ptr(), *val) };
+                    unsafe { _mm512_storeu_ps(z[((r * 4 + c) * TB + t) * cout + cv..].as_mut_ptr(), *val) };
                 }
             }
         }
     }
 }
 
-/// dW (HWIO, 3 x 3 x cin x cout) = G^T dU G for every (ci, co).
-pub fn weight_grad_finish(du: &[f32], cin: usize, cout: usize, dw: &mut [f32]) {
-    let at = |p: usize, ci: usize, co: usize| du[(p * cin + ci) * cout + co];
-    for ci in 0..cin {
-        for co in 0..cout {
-            // G^T dU: 3 x 4
-            let mut h = [[0.0f32; 4]; 3];
-            for c in 0..4 {
-                let (d0, d1, d2, d3) = (at(c, ci, co), at(4 + c, ci, co), at(8 + c, ci, co), at(12 + c, ci, co));
-                h[0][c] = d0 + 0.5 * (d1 + d2);
-                h[1][c] = 0.5 * (d1 - d2);
-                h[2][c] = 0.5 * (d1 + d2) + d3;
+/// Z[pos][t][co] = (A dY A^T)[pos] of the 4x4 gradient tile t of F(4x4) (zero past the edges).
+///
+/// # Safety
+/// AVX-512 code under the caller's proof; dy is (n, h, w, cout) with the
+/// tiles' images, cout a multiple of 16, z 36 x TB x cout, nt <= TB.
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_transform_f4<const TB: usize>(g: &Wino, dy: &[f32], t0: usize, nt: usize, z: &mut [f32]) {
+    let cout = g.cout;
+    let zero = _mm512_setzero_ps();
+    for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
+        let mut ptrs = [std::ptr::null::<f32>(); 16];
+        for i in 0..4 {
+            for j in 0..4 {
+                let (y, x) = (4 * ty + i, 4 * tx + j);
+                if y < g.h && x < g.w {
+                    ptrs[i * 4 + j] = dy[((n * g.h + y) * g.w + x) * cout..].as_ptr();
+                }
             }
-            for (kh, row) in h.iter().enumerate() {
-                let (e0, e1, e2, e3) = (row[0], row[1], row[2], row[3]);
-                let vals = [e0 + 0.5 * (e1 + e2), 0.5 * (e1 - e2), 0.5 * (e1 + e2) + e3];
-                for (kw, val) in vals.iter().enumerate() {
-                    dw[((kh * 3 + kw) * cin + ci) * cout + co] = *val;
+        }
+        for cv in (0..cout).step_by(16) {
+            // A dY: 6 x 4, column by column
+            let mut a = [zero; 24];
+            for c in 0..4 {
+                let col: [__m512; 4] = std::array::from_fn(|r| {
+                    let p = ptrs[r * 4 + c];
+                    // SAFETY: p starts a pixel of cout values (a checked slice index), cv + 16 <= cout.
+                    if p.is_null() { zero } else { unsafe { _mm512_loadu_ps(p.add(cv)) } }
+                });
+                for (r, val) in a_f4(col).into_iter().enumerate() {
+                    a[r * 4 + c] = val;
+                }
+            }
+            // (A dY) A^T: 6 x 6, row by row
+            for r in 0..6 {
+                let row = a_f4([a[4 * r], a[4 * r + 1], a[4 * r + 2], a[4 * r + 3]]);
+                for (c, val) in row.into_iter().enumerate() {
+                    // SAFETY: a checked slice start, 16 values before the row of cout ends.
+                    unsafe { _mm512_storeu_ps(z[((r * 6 + c) * TB + t) * cout + cv..].as_mut_ptr(), val) };
+                }
+            }
+        }
+    }
+}
+
+/// F(4x4)'s A (the transpose of [`at_f4`]'s A^T) on one line of 4: z0 = y0,
+/// z1 = y0+y1+y2+y3, z2 = y0-y1+y2-y3, z3 = y0 + y1/2 + y2/4 + y3/8, z4 = y0 - 2y1 + 4y2 - 8y3, z5 = y3.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn a_f4(y: [__m512; 4]) -> [__m512; 6] {
+    let c = |v: f32| _mm512_set1_ps(v);
+    let (s02, s13) = (_mm512_add_ps(y[0], y[2]), _mm512_add_ps(y[1], y[3]));
+    [
+        y[0],
+        _mm512_add_ps(s02, s13),
+        _mm512_sub_ps(s02, s13),
+        _mm512_fmadd_ps(c(0.5), y[1], _mm512_fmadd_ps(c(0.25), y[2], _mm512_fmadd_ps(c(0.125), y[3], y[0]))),
+        _mm512_fnmadd_ps(c(2.0), y[1], _mm512_fmadd_ps(c(4.0), y[2], _mm512_fnmadd_ps(c(8.0), y[3], y[0]))),
+        y[3],
+    ]
+}
+
+/// dW (HWIO, 3 x 3 x cin x cout) = G^T dU G for every (ci, co), dU of `tile`.
+pub fn weight_grad_finish(du: &[f32], cin: usize, cout: usize, tile: Tile, dw: &mut [f32]) {
+    let at = |p: usize, ci: usize, co: usize| du[(p * cin + ci) * cout + co];
+    match tile {
+        Tile::F2 => {
+            for ci in 0..cin {
+                for co in 0..cout {
+                    // G^T dU: 3 x 4
+                    let mut h = [[0.0f32; 4]; 3];
+                    for c in 0..4 {
+                        let (d0, d1, d2, d3) =
+                            (at(c, ci, co), at(4 + c, ci, co), at(8 + c, ci, co), at(12 + c, ci, co));
+                        h[0][c] = d0 + 0.5 * (d1 + d2);
+                        h[1][c] = 0.5 * (d1 - d2);
+                        h[2][c] = 0.5 * (d1 + d2) + d3;
+                    }
+                    for (kh, row) in h.iter().enumerate() {
+                        let (e0, e1, e2, e3) = (row[0], row[1], row[2], row[3]);
+                        let vals = [e0 + 0.5 * (e1 + e2), 0.5 * (e1 - e2), 0.5 * (e1 + e2) + e3];
+                        for (kw, val) in vals.iter().enumerate() {
+                            dw[((kh * 3 + kw) * cin + ci) * cout + co] = *val;
+                        }
+                    }
+                }
+            }
+        }
+        Tile::F4 => {
+            // G^T (3 x 6) of the points 0, 1, -1, 1/2, -2 (g_line's G)
+            const GT: [[f32; 6]; 3] = [
+                [1.0, 1.0 / 3.0, -1.0 / 3.0, -16.0 / 15.0, 1.0 / 15.0, 0.0],
+                [0.0, 1.0 / 3.0, 1.0 / 3.0, -8.0 / 15.0, -2.0 / 15.0, 0.0],
+                [0.0, 1.0 / 3.0, -1.0 / 3.0, -4.0 / 15.0, 4.0 / 15.0, 1.0],
+            ];
+            for ci in 0..cin {
+                for co in 0..cout {
+                    // G^T dU: 3 x 6, then (G^T dU) G: 3 x 3
+                    let mut h = [[0.0f32; 6]; 3];
+                    for (k, hk) in h.iter_mut().enumerate() {
+                        for (c, v) in hk.iter_mut().enumerate() {
+                            *v = (0..6).map(|r| GT[k][r] * at(r * 6 + c, ci, co)).sum();
+                        }
+                    }
+                    for (kh, row) in h.iter().enumerate() {
+                        for kw in 0..3 {
+                            let val: f32 = (0..6).map(|c| row[c] * GT[kw][c]).sum();
+                            dw[((kh * 3 + kw) * cin + ci) * cout + co] = val;
+                        }
+                    }
                 }
             }
         }

@@ -587,16 +587,22 @@ impl Conv {
         let fast = path.avx512().filter(|_| cout.is_multiple_of(16));
         #[cfg(target_arch = "x86_64")]
         let geometry = self.gather(xd, false);
+        // F(4x4) tiles up to 32 x 32 channels; on 64 x 64 its transform-domain sums (36 x Cin x
+        // Cout per thread) outgrow the cache: examples/conv_bench at batch 128, against the
+        // F(2x2) or direct form, 8x8 64->64 2.2 against 1.6 ms, 16x16 32->32 1.6 against 2.1,
+        // 32x32 16->16 2.4 against 2.7 (direct: on 16 input channels F(2x2)'s transforms
+        // cost more than they save, 3.13 vs 2.86 ms on ResNet-20's first stage)
         #[cfg(target_arch = "x86_64")]
-        // (on 16 input channels the transforms cost more than they save: measured
-        // with examples/conv_bench, 3.13 vs 2.86 ms on ResNet-20's first stage)
+        let tile = if self.cin * self.cout <= 32 * 32 { self.winograd_tile(path) } else { Tile::F2 };
+        #[cfg(target_arch = "x86_64")]
         if let Some(cpu) = path.avx512()
             && path.winograd()
             && self.winograd_applies(xd)
-            && cin >= 32
+            && (cin >= 32 || tile == Tile::F4)
         {
             use crate::kernels::winograd::{Wino, weight_grad_finish, weight_grad_tiles};
-            let g = Wino { h: xd.h, w: xd.w, cin, cout, tile: Tile::F2 };
+            let g = Wino { h: xd.h, w: xd.w, cin, cout, tile };
+            let np = tile.positions();
             let total = xd.n * g.tiles_per_image();
             // one transform-domain partial per thread (a share of the tiles), or per leaf (its
             // images' tiles)
@@ -604,7 +610,7 @@ impl Conv {
                 par::SumOrder::Threads => (par::threads(), total.div_ceil(par::threads())),
                 par::SumOrder::Leaves { images } => (xd.n.div_ceil(images), images * g.tiles_per_image()),
             };
-            let mut dus = vec![vec![0.0f32; 16 * cin * cout]; parts];
+            let mut dus = vec![vec![0.0f32; np * cin * cout]; parts];
             par::for_partials(
                 &mut dus,
                 total,
@@ -618,14 +624,14 @@ impl Conv {
             );
             match order {
                 par::SumOrder::Threads => {
-                    order.combine(&mut dus, 16 * cin * cout);
-                    weight_grad_finish(&dus[0], cin, cout, dw);
+                    order.combine(&mut dus, np * cin * cout);
+                    weight_grad_finish(&dus[0], cin, cout, tile, dw);
                 }
                 // each leaf's gradient in the weights' domain, then the leaves' tree (the transform
                 // back is not exact: a sum of transformed sums would not be the halves' sum)
                 par::SumOrder::Leaves { .. } => {
                     for (du, p) in dus.iter().zip(partials.iter_mut()) {
-                        weight_grad_finish(du, cin, cout, &mut p[..wl]);
+                        weight_grad_finish(du, cin, cout, tile, &mut p[..wl]);
                     }
                     order.combine(&mut partials[..parts], wl);
                     dw.copy_from_slice(&partials[0][..wl]);
@@ -901,8 +907,10 @@ mod tests {
             (32, 16, 16, 3, 1, 1, 2),
             (14, 256, 64, 1, 1, 0, 2),
             (21, 3, 64, 7, 2, 3, 2),
-            // Winograd-sized (>= 128 tiles): odd edges, 32+ input channels (its weight gradient)
+            // Winograd-sized (>= 128 tiles): odd edges, 32+ input channels (its weight gradient),
+            // F(4x4) tiles cut by the edges (13 = 3 x 4 + 1) in all three passes
             (15, 32, 48, 3, 1, 1, 3),
+            (13, 32, 32, 3, 1, 1, 3),
             (16, 64, 64, 3, 1, 1, 2),
             // batch 1 on small maps: rows are split by channel blocks across threads
             (7, 64, 128, 3, 1, 1, 1),
