@@ -76,7 +76,9 @@ pub(crate) struct Tap<const P: usize> {
 
 /// Where a call writes: destination rows `first_row..first_row + nrows` (row =
 /// n * oh + y, each ow * co values, starting at `ptr`), output channels `c0..c1`
-/// (multiples of 16). Tasks may share rows with disjoint channel ranges.
+/// (multiples of 16). Tasks may share rows with disjoint channel ranges. `stream`:
+/// write with non-temporal stores, past the caches (taken where `ptr` is on a 64-byte
+/// line and the call does not accumulate; else ignored).
 #[derive(Clone, Copy)]
 pub struct Dst {
     pub ptr: *mut f32,
@@ -84,6 +86,7 @@ pub struct Dst {
     pub nrows: usize,
     pub c0: usize,
     pub c1: usize,
+    pub stream: bool,
 }
 
 /// Compute the destination block `dst`. `w`: (k, k, cs, co) packed by
@@ -115,6 +118,9 @@ pub unsafe fn gather_rows(
     // chunks of at most 512 KiB, which stay in L2 across the pixel blocks.
     let per_channel = g.k * g.k * g.cs * 4;
     let chunk = ((512 << 10) / per_channel / 32 * 32).max(32);
+    // every 16-channel vector of the output on a line: co is a multiple of 16 (checked)
+    let stream = dst.stream && !accumulate && (dst.ptr as usize).is_multiple_of(64);
+    let dst = Dst { stream, ..dst };
     let mut c0 = dst.c0;
     while c0 < dst.c1 {
         let part = Dst { c0, c1: (c0 + chunk).min(dst.c1), ..dst };
@@ -131,6 +137,10 @@ pub unsafe fn gather_rows(
         }
         c0 = part.c1;
     }
+    if stream {
+        // the non-temporal stores reach memory before anything after this call reads them
+        _mm_sfence();
+    }
 }
 
 /// [`gather_rows`] for one channel range, P pixels per block.
@@ -140,6 +150,7 @@ pub unsafe fn gather_rows(
 #[target_feature(enable = "avx512f")]
 unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, accumulate: bool, epi: &Epilogue) {
     let row_len = g.ow * g.co;
+    let stream = dst.stream;
     let rows_w = g.k * g.k * g.cs;
     let mut res = ([ZEROS.as_ptr(); P], 0usize);
     let mut taps = [Tap::<P> { w: 0, src: [ZEROS.as_ptr(); P] }; 49];
@@ -210,7 +221,7 @@ unsafe fn rows<const P: usize>(g: &Gather, w: &[f32], src: &[f32], dst: Dst, acc
                         res.1 = v.len();
                     }
                 }
-                let store = Store { accumulate, epi, res: epi.residual.map(|_| &res) };
+                let store = Store { accumulate, stream, epi, res: epi.residual.map(|_| &res) };
                 // SAFETY: column x0 < ow of this row.
                 let (obase, ps) = (unsafe { orow.add(x0 * g.co) }, classes * g.co);
                 let mut ob = dst.c0;
@@ -319,7 +330,13 @@ unsafe fn tile<const P: usize, const NB: usize>(
             if store.epi.relu {
                 v = _mm512_max_ps(v, _mm512_setzero_ps());
             }
-            unsafe { _mm512_storeu_ps(dst, v) };
+            if store.stream {
+                // SAFETY: `stream` is set only for outputs whose every 16-channel vector
+                // starts a 64-byte line (gather_rows' check).
+                unsafe { _mm512_stream_ps(dst, v) };
+            } else {
+                unsafe { _mm512_storeu_ps(dst, v) };
+            }
         }
     }
 }
@@ -368,7 +385,7 @@ pub fn pack_block_transposed(w: &[f32], taps: usize, cin: usize, cout: usize, b:
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn tile_store(taps: &[Tap<8>], cs: usize, w: *const f32, co: usize, out: *mut f32, np: usize) {
     let epi = Epilogue::default();
-    let store = Store::<8> { accumulate: false, epi: &epi, res: None };
+    let store = Store::<8> { accumulate: false, stream: false, epi: &epi, res: None };
     let mut ob = 0;
     while ob < co {
         // SAFETY: this function's contract, for the channels ob..ob + 16 NB < co.
@@ -388,6 +405,8 @@ pub(crate) unsafe fn tile_store(taps: &[Tap<8>], cs: usize, w: *const f32, co: u
 /// the residual pointer of each pixel and the residual's channel count.
 struct Store<'s, 'e, const P: usize> {
     accumulate: bool,
+    /// non-temporal stores (whole 64-byte lines on a line boundary; not with `accumulate`)
+    stream: bool,
     epi: &'s Epilogue<'e>,
     res: Option<&'s ([*const f32; P], usize)>,
 }
