@@ -171,7 +171,8 @@ thread_local! {
 
 /// Compute the tiles `tiles` (flat indices over the batch, images in order,
 /// row-major tiles) into `out` (the whole destination tensor, NHWC).
-/// `u`: transformed weights of `g.tile`.
+/// `u`: transformed weights of `g.tile`. `stream`: non-temporal stores (taken where
+/// `out` starts on a 64-byte line and nothing is accumulated).
 ///
 /// # Safety
 /// The CPU's features are proven by `cpu`. The caller guarantees the memory:
@@ -187,10 +188,14 @@ pub unsafe fn tiles(
     out: *mut f32,
     tiles: std::ops::Range<usize>,
     accumulate: bool,
+    stream: bool,
     epi: &Epilogue,
 ) {
     let _ = cpu;
     let (cin, cout, np) = (g.cin, g.cout, g.tile.positions());
+    // every 16-channel vector of the output on a line: cout is a multiple of 16 (checked below)
+    let stream = stream && !accumulate && (out as usize).is_multiple_of(64);
+    let how = Out { accumulate, stream, epi };
     assert!(cin.is_multiple_of(16) && cout.is_multiple_of(16) && cin <= ZEROS.len(), "winograd: {cin} -> {cout}");
     assert!(u.len() >= np * cin * cout, "winograd: transformed weights");
     assert!(epi.fits_simd(cout), "winograd: epilogue does not fit {cout} channels");
@@ -235,13 +240,25 @@ pub unsafe fn tiles(
             }
             unsafe {
                 match g.tile {
-                    Tile::F2 => output_transform_f2(g, m, out, t0, nt, accumulate, epi),
-                    Tile::F4 => output_transform_f4(g, m, out, t0, nt, accumulate, epi),
+                    Tile::F2 => output_transform_f2(g, m, out, t0, nt, &how),
+                    Tile::F4 => output_transform_f4(g, m, out, t0, nt, &how),
                 }
             };
             t0 += T;
         }
     });
+    if stream {
+        // the non-temporal stores reach memory before anything after this call reads them
+        _mm_sfence();
+    }
+}
+
+/// How the output transform stores: added to what is there, streamed past the caches,
+/// through the epilogue.
+struct Out<'s, 'e> {
+    accumulate: bool,
+    stream: bool,
+    epi: &'s Epilogue<'e>,
 }
 
 /// M[pos][t][:] = V[pos][t][:] . U[pos] for all `np` positions and all T tiles
@@ -453,15 +470,7 @@ fn bt_f4(d: [__m512; 6]) -> [__m512; 6] {
 /// (n, h, w, cout) tensor holding the tiles, cout a multiple of 16, and the
 /// epilogue fits (`Epilogue::fits_simd`).
 #[target_feature(enable = "avx512f")]
-unsafe fn output_transform_f2(
-    g: &Wino,
-    m: &[f32],
-    out: *mut f32,
-    t0: usize,
-    nt: usize,
-    accumulate: bool,
-    epi: &Epilogue,
-) {
+unsafe fn output_transform_f2(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt: usize, how: &Out) {
     let cout = g.cout;
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
         let (y0, x0) = (2 * ty, 2 * tx);
@@ -485,7 +494,7 @@ unsafe fn output_transform_f2(
                     let (y, x) = (y0 + i, x0 + j);
                     if y < g.h && x < g.w {
                         // SAFETY: the pixel is inside the image, the contract's tensor.
-                        unsafe { store_output(g, out, (n * g.h + y) * g.w + x, cv, *yv, accumulate, epi) };
+                        unsafe { store_output(g, out, (n * g.h + y) * g.w + x, cv, *yv, how) };
                     }
                 }
             }
@@ -498,15 +507,7 @@ unsafe fn output_transform_f2(
 /// # Safety
 /// As [`output_transform_f2`], with m 36 x T x cout.
 #[target_feature(enable = "avx512f")]
-unsafe fn output_transform_f4(
-    g: &Wino,
-    m: &[f32],
-    out: *mut f32,
-    t0: usize,
-    nt: usize,
-    accumulate: bool,
-    epi: &Epilogue,
-) {
+unsafe fn output_transform_f4(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt: usize, how: &Out) {
     let cout = g.cout;
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
         let (y0, x0) = (4 * ty, 4 * tx);
@@ -533,7 +534,7 @@ unsafe fn output_transform_f4(
                     let x = x0 + j;
                     if x < g.w {
                         // SAFETY: the pixel is inside the image, the contract's tensor.
-                        unsafe { store_output(g, out, (n * g.h + y) * g.w + x, cv, yv, accumulate, epi) };
+                        unsafe { store_output(g, out, (n * g.h + y) * g.w + x, cv, yv, how) };
                     }
                 }
             }
@@ -557,28 +558,21 @@ fn at_f4(m: [__m512; 6]) -> [__m512; 4] {
 }
 
 /// One output vector `val` (channels cv..cv + 16 of `pixel`) through accumulate and the
-/// epilogue (folded BN, residual, ReLU) into `out`.
+/// epilogue (folded BN, residual, ReLU) into `out`, as `how` says.
 ///
 /// # Safety
 /// AVX-512 code under the caller's proof; `pixel` is inside `out`'s (n, h, w, cout) tensor,
-/// cv + 16 <= cout, and the epilogue fits (`Epilogue::fits_simd`).
+/// cv + 16 <= cout, the epilogue fits (`Epilogue::fits_simd`), and where `how.stream`
+/// every 16-channel vector of `out` starts a 64-byte line.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn store_output(
-    g: &Wino,
-    out: *mut f32,
-    pixel: usize,
-    cv: usize,
-    val: __m512,
-    accumulate: bool,
-    epi: &Epilogue,
-) {
-    let cout = g.cout;
+unsafe fn store_output(g: &Wino, out: *mut f32, pixel: usize, cv: usize, val: __m512, how: &Out) {
+    let (cout, epi) = (g.cout, how.epi);
     // SAFETY (this function): channels cv..cv + 16 <= cout of the pixel, of `out` and of the
     // affine vectors (fits_simd); residual rows are read below their length, a multiple of 16.
     let dst = unsafe { out.add(pixel * cout + cv) };
     let mut val = val;
-    if accumulate {
+    if how.accumulate {
         val = _mm512_add_ps(val, unsafe { _mm512_loadu_ps(dst) });
     }
     if let Some((s, sh)) = epi.affine {
@@ -594,7 +588,11 @@ unsafe fn store_output(
     if epi.relu {
         val = _mm512_max_ps(val, _mm512_setzero_ps());
     }
-    unsafe { _mm512_storeu_ps(dst, val) };
+    if how.stream {
+        unsafe { _mm512_stream_ps(dst, val) };
+    } else {
+        unsafe { _mm512_storeu_ps(dst, val) };
+    }
 }
 
 // ------------------------------------------------------------ weight gradient

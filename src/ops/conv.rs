@@ -120,12 +120,14 @@ fn run_gather_on(
     );
 }
 
-/// Whether a direct convolution writes its `len` outputs past the caches (non-temporal
-/// stores): from 4 MiB on. A store that misses the cache reads its line first (the
-/// write-allocate), so a large output costs its bytes twice; streamed, once. Measured on the
-/// AMD EPYC machine, alternating: ResNet-50 inference at batch 16 25.4 -> 26.4 img/s (from 8
-/// MiB on: 26.3), training at batch 16 7.70 -> 7.84; examples/conv_bench at batch 16, 56x56
-/// 1x1 forward 64->64 155 -> 165 GFLOP/s, 64->256 150 -> 171, 256->64 165 -> 175.
+/// Whether a convolution writes its `len` outputs past the caches (non-temporal stores):
+/// from 4 MiB on. A store that misses the cache reads its line first (the write-allocate), so
+/// a large output costs its bytes twice; streamed, once. Measured on the AMD EPYC machine,
+/// alternating, for the direct kernel: ResNet-50 inference at batch 16 25.4 -> 26.4 img/s
+/// (from 8 MiB on: 26.3), training at batch 16 7.70 -> 7.84; examples/conv_bench at batch 16,
+/// 56x56 1x1 forward 64->64 155 -> 165 GFLOP/s, 64->256 150 -> 171, 256->64 165 -> 175; then
+/// for Winograd as well: ResNet-56 training 327 -> 344 img/s, ResNet-20 805 -> 830, ResNet-50
+/// inference and training at batch 16 within noise (26.2 / 26.2, 7.89 / 7.89).
 #[cfg(target_arch = "x86_64")]
 fn stream_outputs(len: usize) -> bool {
     len * 4 >= 4 << 20
@@ -154,13 +156,14 @@ fn run_winograd(
     // tasks of whole 8-tile blocks, about 8 per thread
     let per = total.div_ceil(8 * par::threads()).div_ceil(8).max(1) * 8;
     let base = par::SyncPtr(out.as_mut_ptr());
+    let stream = stream_outputs(out.len());
     par::for_each_index(
         total.div_ceil(per),
         #[inline(always)]
         |i| {
             // SAFETY: `cpu` proves the CPU features; `src` and `out` were checked
             // against `d` above, `epi` by the caller; each task writes the pixels of its own tiles.
-            unsafe { tiles(cpu, &g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, epi) }
+            unsafe { tiles(cpu, &g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, stream, epi) }
         },
     );
 }
@@ -1177,27 +1180,31 @@ mod tests {
 
     /// Outputs large enough for non-temporal stores (4 MiB and more) that do not start on a
     /// 64-byte line take ordinary stores (a streamed store there would fault), with the same
-    /// bits as on a line; on a line they are the same bits as a small output's.
+    /// bits as on a line; on a line they are the same bits as a small output's (ordinary
+    /// stores): the direct kernel (1x1) and Winograd (3x3).
     #[test]
     fn large_outputs_off_a_line_are_stored_like_on_one() {
-        let c = Conv::new(64, 256, 1, 1, 0);
-        let xd = Dims::new(1, 64, 64, 64);
-        let yd = c.out_dims(xd);
-        assert!(yd.len() * 4 >= 4 << 20);
-        let (x, w) = (rand_vec(xd.len(), 1), rand_vec(c.weight_len(), 2));
-        for path in KernelPath::all_supported() {
-            let mut on_line = vec![0.0; yd.len()];
-            c.forward_with(path, &w, &x, xd, &mut on_line);
-            for shift in [1, 4] {
-                let mut buf = vec![0.0; yd.len() + shift];
-                c.forward_with(path, &w, &x, xd, &mut buf[shift..]);
-                assert!(buf[shift..] == on_line[..], "{path:?}: shifted by {shift}");
+        for (c, side) in [(Conv::new(64, 256, 1, 1, 0), 64), (Conv::new(64, 64, 3, 1, 1), 128)] {
+            let xd = Dims::new(1, side, side, 64);
+            let yd = c.out_dims(xd);
+            assert!(yd.len() * 4 >= 4 << 20);
+            let (x, w) = (rand_vec(xd.len(), 1), rand_vec(c.weight_len(), 2));
+            for path in KernelPath::all_supported() {
+                let mut on_line = vec![0.0; yd.len()];
+                c.forward_with(path, &w, &x, xd, &mut on_line);
+                for shift in [1, 4] {
+                    let mut buf = vec![0.0; yd.len() + shift];
+                    c.forward_with(path, &w, &x, xd, &mut buf[shift..]);
+                    assert!(buf[shift..] == on_line[..], "{path:?} {c:?}: shifted by {shift}");
+                }
+                // the image less 8 rows: an output under the bound, ordinary stores; the rows
+                // away from its new edge are the same tiles
+                let small = Dims::new(1, side - 8, side, 64);
+                let mut y = vec![0.0; c.out_dims(small).len()];
+                c.forward_with(path, &w, &x[..small.len()], small, &mut y);
+                let same = (side - 16) * side * c.cout;
+                assert!(y[..same] == on_line[..same], "{path:?} {c:?}: streamed and stored rows differ");
             }
-            // one image of 4 rows less: an output under the bound, ordinary stores
-            let small = Dims::new(1, 60, 64, 64);
-            let mut y = vec![0.0; c.out_dims(small).len()];
-            c.forward_with(path, &w, &x[..small.len()], small, &mut y);
-            assert!(y[..] == on_line[..y.len()], "{path:?}: streamed and stored rows differ");
         }
     }
 }
