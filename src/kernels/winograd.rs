@@ -319,6 +319,42 @@ unsafe fn wblock<const CIN: usize, const NB: usize>(v: *const f32, u: *const f32
     }
 }
 
+/// Into `ptrs` (null on entry), the pointers of the S x S (N = S * S) input patch of the tile
+/// whose outputs start at (y, x) of image n: element (r, c) is source pixel (y - 1 + r, x - 1 +
+/// c), left null outside the image. Returns whether the whole patch is inside (then none is null).
+#[inline(always)]
+fn patch<const S: usize, const N: usize>(
+    g: &Wino,
+    src: &[f32],
+    n: usize,
+    y: usize,
+    x: usize,
+    ptrs: &mut [*const f32; N],
+) -> bool {
+    debug_assert_eq!(S * S, N);
+    let cin = g.cin;
+    let (y0, x0) = (y as isize - 1, x as isize - 1);
+    let inside = y0 >= 0 && x0 >= 0 && y0 as usize + S <= g.h && x0 as usize + S <= g.w;
+    if inside {
+        let corner = &src[((n * g.h + y0 as usize) * g.w + x0 as usize) * cin..];
+        for r in 0..S {
+            for c in 0..S {
+                ptrs[r * S + c] = corner[(r * g.w + c) * cin..].as_ptr();
+            }
+        }
+    } else {
+        for r in 0..S {
+            for c in 0..S {
+                let (y, x) = (y0 + r as isize, x0 + c as isize);
+                if y >= 0 && x >= 0 && (y as usize) < g.h && (x as usize) < g.w {
+                    ptrs[r * S + c] = src[((n * g.h + y as usize) * g.w + x as usize) * cin..].as_ptr();
+                }
+            }
+        }
+    }
+    inside
+}
+
 /// V[pos][t][ci] = (B^T d B)[pos] of the 4x4 patch of F(2x2) tile t (zero outside
 /// the image), for blocks of `TB` tiles.
 ///
@@ -330,27 +366,8 @@ unsafe fn input_transform_f2<const TB: usize>(g: &Wino, src: &[f32], t0: usize, 
     let cin = g.cin;
     let zero = _mm512_setzero_ps();
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
-        let (y0, x0) = (2 * ty as isize - 1, 2 * tx as isize - 1);
-        // pointer of patch element (r, c), None outside the image
         let mut ptrs = [std::ptr::null::<f32>(); 16];
-        let inside = y0 >= 0 && x0 >= 0 && y0 as usize + 4 <= g.h && x0 as usize + 4 <= g.w;
-        if inside {
-            let corner = &src[((n * g.h + y0 as usize) * g.w + x0 as usize) * cin..];
-            for r in 0..4 {
-                for c in 0..4 {
-                    ptrs[r * 4 + c] = corner[(r * g.w + c) * cin..].as_ptr();
-                }
-            }
-        } else {
-            for r in 0..4 {
-                for c in 0..4 {
-                    let (y, x) = (y0 + r as isize, x0 + c as isize);
-                    if y >= 0 && x >= 0 && (y as usize) < g.h && (x as usize) < g.w {
-                        ptrs[r * 4 + c] = src[((n * g.h + y as usize) * g.w + x as usize) * cin..].as_ptr();
-                    }
-                }
-            }
-        }
+        let inside = patch::<4, 16>(g, src, n, 2 * ty, 2 * tx, &mut ptrs);
         for cv in (0..cin).step_by(16) {
             let mut d = [zero; 16];
             for (i, p) in ptrs.iter().enumerate() {
@@ -393,27 +410,8 @@ unsafe fn input_transform_f4<const TB: usize>(g: &Wino, src: &[f32], t0: usize, 
     let cin = g.cin;
     let zero = _mm512_setzero_ps();
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
-        let (y0, x0) = (4 * ty as isize - 1, 4 * tx as isize - 1);
-        // pointer of patch element (r, c), None outside the image
         let mut ptrs = [std::ptr::null::<f32>(); 36];
-        let inside = y0 >= 0 && x0 >= 0 && y0 as usize + 6 <= g.h && x0 as usize + 6 <= g.w;
-        if inside {
-            let corner = &src[((n * g.h + y0 as usize) * g.w + x0 as usize) * cin..];
-            for r in 0..6 {
-                for c in 0..6 {
-                    ptrs[r * 6 + c] = corner[(r * g.w + c) * cin..].as_ptr();
-                }
-            }
-        } else {
-            for r in 0..6 {
-                for c in 0..6 {
-                    let (y, x) = (y0 + r as isize, x0 + c as isize);
-                    if y >= 0 && x >= 0 && (y as usize) < g.h && (x as usize) < g.w {
-                        ptrs[r * 6 + c] = src[((n * g.h + y as usize) * g.w + x as usize) * cin..].as_ptr();
-                    }
-                }
-            }
-        }
+        let inside = patch::<6, 36>(g, src, n, 4 * ty, 4 * tx, &mut ptrs);
         for cv in (0..cin).step_by(16) {
             // B^T d: column by column
             let mut b = [zero; 36];
