@@ -319,35 +319,35 @@ unsafe fn wblock<const CIN: usize, const NB: usize>(v: *const f32, u: *const f32
     }
 }
 
-/// Into `ptrs` (null on entry), the pointers of the S x S (N = S * S) input patch of the tile
-/// whose outputs start at (y, x) of image n: element (r, c) is source pixel (y - 1 + r, x - 1 +
-/// c), left null outside the image. Returns whether the whole patch is inside (then none is null).
+/// Into `ptrs` (null on entry), the pointers of the S x S (N = S * S) block of pixels of
+/// image n of `src` (h x w pixels of `c` channels) whose corner is (y0, x0): element (r, c) is
+/// pixel (y0 + r, x0 + c), left null outside the image. Returns whether the whole block is
+/// inside (then none is null). An input patch starts one pixel above and left of its tile's
+/// outputs; a gradient tile at them.
 #[inline(always)]
-fn patch<const S: usize, const N: usize>(
+fn block_pixels<const S: usize, const N: usize>(
     g: &Wino,
     src: &[f32],
+    c: usize,
     n: usize,
-    y: usize,
-    x: usize,
+    (y0, x0): (isize, isize),
     ptrs: &mut [*const f32; N],
 ) -> bool {
     debug_assert_eq!(S * S, N);
-    let cin = g.cin;
-    let (y0, x0) = (y as isize - 1, x as isize - 1);
     let inside = y0 >= 0 && x0 >= 0 && y0 as usize + S <= g.h && x0 as usize + S <= g.w;
     if inside {
-        let corner = &src[((n * g.h + y0 as usize) * g.w + x0 as usize) * cin..];
+        let corner = &src[((n * g.h + y0 as usize) * g.w + x0 as usize) * c..];
         for r in 0..S {
-            for c in 0..S {
-                ptrs[r * S + c] = corner[(r * g.w + c) * cin..].as_ptr();
+            for k in 0..S {
+                ptrs[r * S + k] = corner[(r * g.w + k) * c..].as_ptr();
             }
         }
     } else {
         for r in 0..S {
-            for c in 0..S {
-                let (y, x) = (y0 + r as isize, x0 + c as isize);
+            for k in 0..S {
+                let (y, x) = (y0 + r as isize, x0 + k as isize);
                 if y >= 0 && x >= 0 && (y as usize) < g.h && (x as usize) < g.w {
-                    ptrs[r * S + c] = src[((n * g.h + y as usize) * g.w + x as usize) * cin..].as_ptr();
+                    ptrs[r * S + k] = src[((n * g.h + y as usize) * g.w + x as usize) * c..].as_ptr();
                 }
             }
         }
@@ -367,7 +367,7 @@ unsafe fn input_transform_f2<const TB: usize>(g: &Wino, src: &[f32], t0: usize, 
     let zero = _mm512_setzero_ps();
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
         let mut ptrs = [std::ptr::null::<f32>(); 16];
-        let inside = patch::<4, 16>(g, src, n, 2 * ty, 2 * tx, &mut ptrs);
+        let inside = block_pixels::<4, 16>(g, src, cin, n, (2 * ty as isize - 1, 2 * tx as isize - 1), &mut ptrs);
         for cv in (0..cin).step_by(16) {
             let mut d = [zero; 16];
             for (i, p) in ptrs.iter().enumerate() {
@@ -411,7 +411,7 @@ unsafe fn input_transform_f4<const TB: usize>(g: &Wino, src: &[f32], t0: usize, 
     let zero = _mm512_setzero_ps();
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
         let mut ptrs = [std::ptr::null::<f32>(); 36];
-        let inside = patch::<6, 36>(g, src, n, 4 * ty, 4 * tx, &mut ptrs);
+        let inside = block_pixels::<6, 36>(g, src, cin, n, (4 * ty as isize - 1, 4 * tx as isize - 1), &mut ptrs);
         for cv in (0..cin).step_by(16) {
             // B^T d: column by column
             let mut b = [zero; 36];
@@ -737,18 +737,11 @@ unsafe fn grad_transform_f2<const TB: usize>(g: &Wino, dy: &[f32], t0: usize, nt
     let zero = _mm512_setzero_ps();
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
         let mut ptrs = [std::ptr::null::<f32>(); 4];
-        for i in 0..2 {
-            for j in 0..2 {
-                let (y, x) = (2 * ty + i, 2 * tx + j);
-                if y < g.h && x < g.w {
-                    ptrs[i * 2 + j] = dy[((n * g.h + y) * g.w + x) * cout..].as_ptr();
-                }
-            }
-        }
+        let inside = block_pixels::<2, 4>(g, dy, cout, n, (2 * ty as isize, 2 * tx as isize), &mut ptrs);
         for cv in (0..cout).step_by(16) {
             let mut d = [zero; 4];
             for (i, p) in ptrs.iter().enumerate() {
-                if !p.is_null() {
+                if inside || !p.is_null() {
                     // SAFETY: p starts a pixel of cout values (a checked slice index), cv + 16 <= cout.
                     d[i] = unsafe { _mm512_loadu_ps(p.add(cv)) };
                 }
@@ -786,14 +779,7 @@ unsafe fn grad_transform_f4<const TB: usize>(g: &Wino, dy: &[f32], t0: usize, nt
     let zero = _mm512_setzero_ps();
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
         let mut ptrs = [std::ptr::null::<f32>(); 16];
-        for i in 0..4 {
-            for j in 0..4 {
-                let (y, x) = (4 * ty + i, 4 * tx + j);
-                if y < g.h && x < g.w {
-                    ptrs[i * 4 + j] = dy[((n * g.h + y) * g.w + x) * cout..].as_ptr();
-                }
-            }
-        }
+        let inside = block_pixels::<4, 16>(g, dy, cout, n, (4 * ty as isize, 4 * tx as isize), &mut ptrs);
         for cv in (0..cout).step_by(16) {
             // A dY: 6 x 4, column by column
             let mut a = [zero; 24];
@@ -801,7 +787,7 @@ unsafe fn grad_transform_f4<const TB: usize>(g: &Wino, dy: &[f32], t0: usize, nt
                 let col: [__m512; 4] = std::array::from_fn(|r| {
                     let p = ptrs[r * 4 + c];
                     // SAFETY: p starts a pixel of cout values (a checked slice index), cv + 16 <= cout.
-                    if p.is_null() { zero } else { unsafe { _mm512_loadu_ps(p.add(cv)) } }
+                    if inside || !p.is_null() { unsafe { _mm512_loadu_ps(p.add(cv)) } } else { zero }
                 });
                 for (r, val) in a_f4(col).into_iter().enumerate() {
                     a[r * 4 + c] = val;

@@ -739,6 +739,11 @@ mod tests {
 
     /// Direct definition, used as the reference.
     fn naive(c: &Conv, w: &[f32], x: &[f32], xd: Dims) -> Vec<f32> {
+        definition(c, w, x, xd).into_iter().map(|v| v as f32).collect()
+    }
+
+    /// The definition in float64: products and sums.
+    fn definition(c: &Conv, w: &[f32], x: &[f32], xd: Dims) -> Vec<f64> {
         let yd = c.out_dims(xd);
         let mut y = vec![0.0; yd.len()];
         for n in 0..xd.n {
@@ -754,13 +759,12 @@ mod tests {
                                     continue;
                                 }
                                 for i in 0..c.cin {
-                                    s += (x[((n * xd.h + ih as usize) * xd.w + iw as usize) * c.cin + i]
-                                        * w[((kh * c.k + kw) * c.cin + i) * c.cout + o])
-                                        as f64;
+                                    s += x[((n * xd.h + ih as usize) * xd.w + iw as usize) * c.cin + i] as f64
+                                        * w[((kh * c.k + kw) * c.cin + i) * c.cout + o] as f64;
                                 }
                             }
                         }
-                        y[((n * yd.h + oh) * yd.w + ow) * c.cout + o] = s as f32;
+                        y[((n * yd.h + oh) * yd.w + ow) * c.cout + o] = s;
                     }
                 }
             }
@@ -1128,25 +1132,7 @@ mod tests {
             let (x, wt) = (rand_vec(xd.len(), 1), rand_vec(9 * ci * co, 2));
             let (prior, res) = (rand_vec(yd.len(), 3), rand_vec(yd.len(), 4));
             let (scale, shift) = (rand_vec(co, 5), rand_vec(co, 6));
-            let mut conv = vec![0.0f64; yd.len()];
-            for b in 0..n {
-                for oy in 0..h {
-                    for ox in 0..w {
-                        for (kh, kw) in (0..3).flat_map(|kh| (0..3).map(move |kw| (kh, kw))) {
-                            let (iy, ix) = ((oy + kh).wrapping_sub(1), (ox + kw).wrapping_sub(1));
-                            if iy >= h || ix >= w {
-                                continue;
-                            }
-                            let px = &x[((b * h + iy) * w + ix) * ci..][..ci];
-                            let out = &mut conv[((b * h + oy) * w + ox) * co..][..co];
-                            for (c, xv) in px.iter().enumerate() {
-                                let wrow = &wt[((kh * 3 + kw) * ci + c) * co..][..co];
-                                out.iter_mut().zip(wrow).for_each(|(o, wv)| *o += *xv as f64 * *wv as f64);
-                            }
-                        }
-                    }
-                }
-            }
+            let conv = definition(&Conv::new(ci, co, 3, 1, 1), &wt, &x, xd);
             for tile in [Tile::F2, Tile::F4] {
                 let u = winograd_weights(&wt, ci, co, tile);
                 let bound = if tile == Tile::F2 { 1e-6 } else { 5e-6 };
