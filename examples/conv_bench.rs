@@ -77,6 +77,10 @@ fn main() {
             (vec![0.0; yd.len() + off], vec![0.0; xd.len() + off], vec![0.0; c.weight_len()]);
         let (y, dx) = (&mut yb[off..], &mut dxb[off..]);
         let mut wt = vec![0.0; c.weight_len()];
+        // CB_EPI=1: the forward with the inference epilogue of a block's last convolution
+        // (folded BN, identity residual, ReLU)
+        let epi_on = std::env::var("CB_EPI").is_ok_and(|v| v == "1");
+        let (scale, shift, res) = (rand(co, "s"), rand(co, "t"), rand(yd.len(), "r"));
         let mut parts = vec![vec![0.0; c.weight_len()]; resnet::par::threads()];
         let gf = 2.0 * (yd.pixels() * c.weight_len()) as f64 / 1e9;
         // each path timed interleaved with the others (best of 7), so that a
@@ -87,7 +91,18 @@ fn main() {
         for _ in 0..7 {
             for (pi, &path) in paths.iter().enumerate() {
                 let b = &mut fastest[pi];
-                b[0] = b[0].min(best_of(1, || c.forward_with(path, &w, &x, xd, y)));
+                b[0] = b[0].min(best_of(1, || {
+                    if epi_on {
+                        let epi = resnet::kernels::Epilogue {
+                            affine: Some((&scale, &shift)),
+                            residual: Some(resnet::kernels::ShortcutSrc::Identity(&res)),
+                            relu: true,
+                        };
+                        c.forward_fused(path, &w, &x, xd, y, &epi)
+                    } else {
+                        c.forward_with(path, &w, &x, xd, y)
+                    }
+                }));
                 b[1] = b[1].min(best_of(1, || c.backward_data_with(path, &w, &dy, xd, dx, false, &mut wt)));
                 b[2] = b[2].min(best_of(1, || {
                     c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts, resnet::par::SumOrder::Threads)

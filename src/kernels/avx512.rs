@@ -291,6 +291,19 @@ unsafe fn tile<const P: usize, const NB: usize>(
     ob: usize,
     store: &Store<'_, '_, P>,
 ) {
+    // the residual lines this tile's stores will read: asked for now, they arrive while the
+    // taps run (a line of a residual that left the caches costs its memory latency otherwise)
+    if let Some((ptrs, len)) = store.res {
+        for p in 0..np {
+            for j in 0..NB {
+                let ch = ob + 16 * j;
+                if ch < *len {
+                    // SAFETY: as the residual loads below (pixel p < np, channel ch < its length)
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(ptrs[p].add(ch) as *const i8) };
+                }
+            }
+        }
+    }
     let mut acc = [[_mm512_setzero_ps(); NB]; P];
     for t in taps {
         // SAFETY (this loop): tap offsets, rows c < cs and lanes 16 j < 16 NB are the
