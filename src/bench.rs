@@ -22,6 +22,8 @@ pub enum Mode {
 pub struct BenchResult {
     /// the CPU it ran on (`/proc/cpuinfo`'s model name): every benchmark line names it
     pub cpu: String,
+    /// the kernels' per-CPU blocking and pixel block (`kernels::Tuning`); none on the portable path
+    pub tuning: Option<String>,
     pub arch: String,
     pub mode: Mode,
     pub batch: usize,
@@ -78,6 +80,15 @@ pub fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// The kernels' tuning on this CPU ("L2 1024 KiB, 8-pixel tiles"), where the AVX-512 kernels run.
+pub fn kernel_tuning() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(cpu) = crate::kernels::KernelPath::cached().avx512() {
+        return Some(crate::kernels::Tuning::detected(cpu).to_string());
+    }
+    None
+}
+
 /// The CPU's model name as `/proc/cpuinfo` gives it ("unknown CPU" elsewhere).
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -97,6 +108,10 @@ pub struct FmaPeak {
     /// every thread at once (the sum of their rates), best of 5
     pub gflops_all_threads: f64,
     pub threads: usize,
+    /// the kernels' tuning on this CPU, and a fresh run of the measurement that picks its pixel
+    /// block: the direct kernel's best time with 8- and 14-pixel tiles, milliseconds
+    pub tuning: String,
+    pub tile_ms: [f64; 2],
 }
 
 /// Measure [`FmaPeak`] on `threads` threads; None where the CPU has no AVX-512.
@@ -126,7 +141,16 @@ pub fn fma_peak(threads: usize) -> Option<FmaPeak> {
         };
         let best = |n: usize| (0..5).map(|_| rate(n)).fold(0.0, f64::max);
         let one = best(1);
-        Some(FmaPeak { cpu: cpu_model(), gflops_one_thread: one, gflops_all_threads: best(threads.max(1)), threads })
+        let tuning = crate::kernels::Tuning::detected(cpu);
+        let m = crate::kernels::tuning::measure_pixels(cpu, tuning.l2);
+        Some(FmaPeak {
+            cpu: cpu_model(),
+            gflops_one_thread: one,
+            gflops_all_threads: best(threads.max(1)),
+            threads,
+            tuning: tuning.to_string(),
+            tile_ms: [m.eight * 1e3, m.fourteen * 1e3],
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -226,6 +250,7 @@ pub fn run_in(
     let img_per_s = global as f64 / mean;
     Ok(BenchResult {
         cpu: cpu_model(),
+        tuning: kernel_tuning(),
         arch: spec.name.clone(),
         mode,
         batch: global,

@@ -76,6 +76,35 @@ fn bench_json_reports_throughput() {
     assert!(v.get("profile_shapes").is_none(), "no profile asked for: {v}");
 }
 
+/// `resnet bench` names the kernels' per-CPU tuning; `RESNET_TUNING` forces it, and a value it
+/// cannot read is reported and the detected tuning runs.
+#[test]
+fn bench_names_the_kernel_tuning_and_takes_a_forced_one() {
+    let run = |kernels: &str, tuning: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_resnet"))
+            .args(["bench", "--arch", "resnet8", "--batch", "2", "--steps", "1", "--warmup", "0", "--json"])
+            .env("RESNET_KERNELS", kernels)
+            .env("RESNET_TUNING", tuning)
+            .output()
+            .expect("run resnet");
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success() && !err.contains("panicked"), "{tuning}: {err}");
+        let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        (v["tuning"].clone(), err)
+    };
+    let (forced, _) = run("avx512", "pixels=14,l2=256");
+    let (detected, _) = run("avx512", "");
+    if detected.is_null() {
+        return; // no AVX-512 here: the portable loops have nothing to tune
+    }
+    assert_eq!(forced, "L2 256 KiB, 14-pixel tiles");
+    assert!(detected.as_str().unwrap().ends_with("-pixel tiles"), "{detected}");
+    let (ignored, err) = run("avx512", "pixels=12");
+    assert!(err.contains("RESNET_TUNING ignored: pixels '12' is not 8 or 14"), "{err}");
+    assert_eq!(ignored, detected);
+    assert!(run("portable", "pixels=14").0.is_null(), "the portable path runs no tuned kernel");
+}
+
 #[test]
 fn bench_profile_names_every_convolution_shape() {
     // ResNet-20 per training step: the stem 3->16, 6 convolutions 32x32 16->16, one 16->32 k3/2,

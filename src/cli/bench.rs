@@ -64,6 +64,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "{}: fp32 FMA peak {:.1} GFLOP/s on 1 thread, {:.1} on {} threads",
                 p.cpu, p.gflops_one_thread, p.gflops_all_threads, p.threads
             );
+            println!(
+                "kernels: {} (direct 1x1 256->256 over 448 pixels, one thread: 8-pixel tiles {:.3} ms, 14-pixel {:.3} ms)",
+                p.tuning, p.tile_ms[0], p.tile_ms[1]
+            );
         }
         return Ok(());
     }
@@ -112,7 +116,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} {:?} batch {} input {}x{}x{}, {} threads, {}: {:.1} img/s, {:.1} ms/step (median {:.1}), {:.1} GFLOP/s, peak RSS {:.0} MiB",
+            "{} {:?} batch {} input {}x{}x{}, {} threads, {}{}: {:.1} img/s, {:.1} ms/step (median {:.1}), {:.1} GFLOP/s, peak RSS {:.0} MiB",
             r.arch,
             r.mode,
             r.batch,
@@ -121,6 +125,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             r.input[2],
             r.threads,
             r.cpu,
+            r.tuning.as_ref().map(|t| format!(" ({t})")).unwrap_or_default(),
             r.img_per_s,
             r.ms_per_step,
             r.ms_per_step_median,

@@ -25,7 +25,7 @@
 #![allow(clippy::needless_range_loop)] // register blocks are indexed by pixel / channel on purpose
 #![allow(clippy::too_many_arguments)]
 
-use super::{Avx512Cpu, Epilogue, ZEROS};
+use super::{Avx512Cpu, Epilogue, Pixels, Tuning, ZEROS};
 use std::arch::x86_64::*;
 
 /// Geometry of a gather convolution.
@@ -47,6 +47,8 @@ pub struct Gather {
     /// run a kernel row as one tap where that pays and is exact ([`flat_row`]); the
     /// bits are the same either way (false: a tap per (kh, kw), for the tests that say so)
     pub flat_rows: bool,
+    /// the blocking and pixel block for this CPU (the same bits for any)
+    pub tune: Tuning,
 }
 
 impl Gather {
@@ -115,9 +117,9 @@ pub unsafe fn gather_rows(
     assert!(epi.fits_simd(g.co), "gather: epilogue does not fit {} channels", g.co);
     // Each pixel block sweeps the weights of every output channel it computes:
     // run large weight sets (deep 1x1 layers: 2048 x 512 = 4 MiB) in channel
-    // chunks of at most 512 KiB, which stay in L2 across the pixel blocks.
+    // chunks of at most half the L2 (512 KiB of 1 MiB), which stay there across the pixel blocks.
     let per_channel = g.k * g.k * g.cs * 4;
-    let chunk = ((512 << 10) / per_channel / 32 * 32).max(32);
+    let chunk = (g.tune.weight_chunk() / per_channel / 32 * 32).max(32);
     // every 16-channel vector of the output on a line: co is a multiple of 16 (checked)
     let stream = dst.stream && !accumulate && (dst.ptr as usize).is_multiple_of(64);
     let dst = Dst { stream, ..dst };
@@ -129,6 +131,10 @@ pub unsafe fn gather_rows(
             if g.co == 16 && g.ow.is_multiple_of(16) {
                 // one 16-lane output block: 16 pixels keep 16 FMA chains in flight
                 rows::<16>(g, w, src, part, accumulate, epi)
+            } else if g.tune.pixels == Pixels::Fourteen && g.ow.is_multiple_of(14) && 14 * g.cs <= 4096 {
+                // 14 pixels where their source channels (14 x cs, at most 16 KiB) stay in L1 with
+                // the weights' rows: on 1024 channels (56 KiB) they measured 25% slower
+                rows::<14>(g, w, src, part, accumulate, epi)
             } else if !g.ow.is_multiple_of(8) && g.ow.is_multiple_of(7) {
                 rows::<7>(g, w, src, part, accumulate, epi)
             } else {
@@ -433,7 +439,7 @@ struct Store<'s, 'e, const P: usize> {
 /// that a chunk of a 7x7 layer spans several images and dW, larger than the
 /// activations there, is read and written once per 512 pixels, not once per
 /// image); in a chunk the input channels go in blocks whose x values stay in
-/// L2 (256 KiB), and for each 32 output channels the tiles of 8 input
+/// L2 (a quarter of it: 256 KiB of 1 MiB), and for each 32 output channels the tiles of 8 input
 /// channels of the block stream the chunk's pixels (dy's 32 columns stay in L1).
 ///
 /// # Safety
@@ -442,14 +448,14 @@ struct Store<'s, 'e, const P: usize> {
 /// of a k x k / stride / pad convolution of x, dw (k, k, cin, cout); cout a multiple of 16.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn wgrad_images(cpu: Avx512Cpu, g: &Gather, n: usize, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let Gather { k, stride, pad, sh: h, sw: wd, cs: cin, oh, ow, co: cout, .. } = *g;
+    let Gather { k, sh: h, sw: wd, cs: cin, oh, ow, co: cout, .. } = *g;
     assert!(!g.transposed && cout.is_multiple_of(16), "weight gradient: {g:?}");
     assert!(x.len() >= n * h * wd * cin && dy.len() >= n * oh * ow * cout && dw.len() >= k * k * cin * cout);
     if cin < 8 && k > 1 {
         for i in 0..n {
             let (xi, yi) = (&x[i * h * wd * cin..], &dy[i * oh * ow * cout..]);
             // SAFETY: image i of the contract of this function.
-            unsafe { wgrad_image_flat(k, stride, pad, xi, (h, wd, cin), yi, (oh, ow, cout), dw) };
+            unsafe { wgrad_image_flat(g, xi, yi, dw) };
         }
         return;
     }
@@ -486,7 +492,7 @@ pub unsafe fn wgrad_channels(
     // output rows (n * oh of them) per chunk; input channels per block
     let chunk = 512usize.div_ceil(ow).max(1);
     let x_pixels = (chunk * stride).min(n * h) * wd;
-    let mc = ((256 << 10) / 4 / x_pixels / 8 * 8).clamp(8, cin.next_multiple_of(8));
+    let mc = (g.tune.wgrad_input_block() / 4 / x_pixels / 8 * 8).clamp(8, cin.next_multiple_of(8));
     let mut ys = Vec::with_capacity(chunk);
     for r0 in (0..n * oh).step_by(chunk) {
         let r1 = (r0 + chunk).min(n * oh);
@@ -537,22 +543,15 @@ pub unsafe fn wgrad_channels(
 /// # Safety
 /// As [`wgrad_images`], for one image.
 #[target_feature(enable = "avx512f")]
-unsafe fn wgrad_image_flat(
-    k: usize,
-    stride: usize,
-    pad: usize,
-    x: &[f32],
-    (h, wd, cin): (usize, usize, usize),
-    dy: &[f32],
-    (oh, ow, cout): (usize, usize, usize),
-    dw: &mut [f32],
-) {
+unsafe fn wgrad_image_flat(g: &Gather, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let Gather { k, stride, pad, sh: h, sw: wd, cs: cin, oh, ow, co: cout, .. } = *g;
     let (hp, wp) = (h + 2 * pad, wd + 2 * pad);
     let mut xp = vec![0.0f32; hp * wp * cin];
     for (y, row) in x[..h * wd * cin].chunks_exact(wd * cin).enumerate() {
         xp[((y + pad) * wp + pad) * cin..][..wd * cin].copy_from_slice(row);
     }
     let per_row = ow * cout + stride * wp * cin;
+    // the chunk cuts the sum over output rows: fixed, not tuned per CPU (the same bits on every CPU)
     let chunk = ((384 << 10) / 4 / per_row).max(1);
     for y0 in (0..oh).step_by(chunk) {
         let y1 = (y0 + chunk).min(oh);

@@ -13,9 +13,13 @@
 pub(crate) mod avx512;
 mod dispatch;
 #[cfg(target_arch = "x86_64")]
+pub mod tuning;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod winograd;
 
 pub use dispatch::{AVX512_FEATURES, Avx512Cpu, CpuFeatures, KernelKind, KernelPath, KernelsError};
+#[cfg(target_arch = "x86_64")]
+pub use tuning::{Pixels, Tuning};
 
 use crate::shape::Dims;
 

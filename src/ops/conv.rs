@@ -301,7 +301,7 @@ impl Conv {
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn gather(&self, xd: Dims, transposed: bool) -> crate::kernels::avx512::Gather {
+    fn gather(&self, cpu: Avx512Cpu, xd: Dims, transposed: bool) -> crate::kernels::avx512::Gather {
         let yd = self.out_dims(xd);
         let (s, d, cs, co) = if transposed { (yd, xd, self.cout, self.cin) } else { (xd, yd, self.cin, self.cout) };
         crate::kernels::avx512::Gather {
@@ -316,6 +316,7 @@ impl Conv {
             ow: d.w,
             co,
             flat_rows: true,
+            tune: crate::kernels::Tuning::current(cpu),
         }
     }
 
@@ -409,7 +410,7 @@ impl Conv {
                 let (rows, co) = (self.k * self.k * self.cin, self.cout);
                 let pack = |b, block: &mut [f32]| crate::kernels::avx512::pack_block(w, rows, co, b, block);
                 let prepacked = prepared.filter(|p| p.form == Form::Packed).map(|p| &p.data[..]);
-                run_gather(cpu, &self.gather(xd, false), prepacked, pack, x, y, false, epi);
+                run_gather(cpu, &self.gather(cpu, xd, false), prepacked, pack, x, y, false, epi);
                 return;
             }
         }
@@ -507,7 +508,7 @@ impl Conv {
                 // packed straight from w: no transposed copy
                 let pack =
                     |b, block: &mut [f32]| crate::kernels::avx512::pack_block_transposed(w, k * k, cin, cout, b, block);
-                run_gather(cpu, &self.gather(xd, true), None, pack, dy, dx, accumulate, &Epilogue::default());
+                run_gather(cpu, &self.gather(cpu, xd, true), None, pack, dy, dx, accumulate, &Epilogue::default());
                 return;
             }
         }
@@ -599,9 +600,7 @@ impl Conv {
         }
         partials.iter_mut().take(tasks).filter(|p| p.len() < wl).for_each(|p| p.resize(wl, 0.0));
         #[cfg(target_arch = "x86_64")]
-        let fast = path.avx512().filter(|_| cout.is_multiple_of(16));
-        #[cfg(target_arch = "x86_64")]
-        let geometry = self.gather(xd, false);
+        let fast = path.avx512().filter(|_| cout.is_multiple_of(16)).map(|cpu| (cpu, self.gather(cpu, xd, false)));
         // F(4x4) tiles up to 32 x 32 channels; on 64 x 64 its transform-domain sums (36 x Cin x
         // Cout per thread) outgrow the cache: examples/conv_bench at batch 128, against the
         // F(2x2) or direct form, 8x8 64->64 2.2 against 1.6 ms, 16x16 32->32 1.6 against 2.1,
@@ -656,7 +655,7 @@ impl Conv {
         }
         let _ = path;
         #[cfg(target_arch = "x86_64")]
-        if let Some(cpu) = fast
+        if let Some((cpu, geometry)) = &fast
             && tasks == 1
             && cin >= 16
         {
@@ -681,7 +680,7 @@ impl Conv {
                     // and its output shape; cin >= 16, so not the few-channel path; each task's
                     // taps hold its channels' rows of every tap.
                     unsafe {
-                        crate::kernels::avx512::wgrad_channels(cpu, &geometry, xd.n, x, dy, channels.clone(), taps)
+                        crate::kernels::avx512::wgrad_channels(*cpu, geometry, xd.n, x, dy, channels.clone(), taps)
                     }
                 });
                 return;
@@ -695,13 +694,13 @@ impl Conv {
             |imgs, p| {
                 let p = &mut p[..wl];
                 #[cfg(target_arch = "x86_64")]
-                if let Some(cpu) = fast {
+                if let Some((cpu, geometry)) = &fast {
                     p.fill(0.0);
                     let (xi, yi) = (xd.h * xd.w * cin, yd.h * yd.w * cout);
                     let (x, dy) = (&x[imgs.start * xi..imgs.end * xi], &dy[imgs.start * yi..imgs.end * yi]);
                     // SAFETY: `cpu` proves the CPU features; the task's images of x and
                     // dy (checked against xd) and p (wl values) fit the geometry.
-                    unsafe { crate::kernels::avx512::wgrad_images(cpu, &geometry, imgs.len(), x, dy, p) };
+                    unsafe { crate::kernels::avx512::wgrad_images(*cpu, geometry, imgs.len(), x, dy, p) };
                     return;
                 }
                 p.fill(0.0);
@@ -874,7 +873,7 @@ mod tests {
                     relu: true,
                 },
             ];
-            let g = c.gather(xd, false);
+            let g = c.gather(cpu, xd, false);
             let rows = k * k * ci;
             let pack = |b, block: &mut [f32]| crate::kernels::avx512::pack_block(&wt, rows, co, b, block);
             for (e, epi) in epilogues.iter().enumerate() {
@@ -970,6 +969,70 @@ mod tests {
                     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                     let err = a.iter().zip(b).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
                     assert!(err <= 1e-5 * scale, "{path:?} {what} h{h} {ci}->{co} k{k}s{st}: {err} vs scale {scale}");
+                }
+            }
+        }
+    }
+
+    /// The per-CPU tuning (kernels/tuning.rs: the L2 the blocks are cut for, the 8- or 14-pixel
+    /// micro-kernel) moves where blocks start, never the order of a sum: every tuning gives the
+    /// same bits in all three passes, with the whole inference epilogue. Cases: widths 14 divides,
+    /// with source channels within the 14-pixel bound and beyond it; an odd width; a stride; the
+    /// stem's flat rows (and its few-channel weight gradient); weights cut into L2 chunks; one image
+    /// (split by channels across the threads).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_tuning_gives_the_same_bits() {
+        use crate::kernels::{Pixels, Tuning};
+        let Some(cpu) = KernelPath::best_supported().avx512() else {
+            return; // the tuning is the AVX-512 kernels'
+        };
+        let tunings = [
+            Tuning::BASELINE,
+            Tuning { l2: 128 << 10, pixels: Pixels::Fourteen },
+            Tuning { l2: 4 << 20, pixels: Pixels::Fourteen },
+            Tuning { l2: 256 << 10, pixels: Pixels::Eight },
+        ];
+        let shapes: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
+            // h, cin, cout, k, stride, pad, n
+            (28, 32, 64, 1, 1, 0, 2),
+            (14, 320, 64, 1, 1, 0, 1),
+            (14, 48, 96, 3, 1, 1, 2),
+            (15, 32, 48, 3, 1, 1, 1),
+            (56, 16, 32, 3, 2, 1, 1),
+            (56, 3, 32, 7, 2, 3, 1),
+            (28, 640, 96, 1, 1, 0, 1),
+        ];
+        for &(h, ci, co, k, st, pd, n) in shapes {
+            let c = Conv::new(ci, co, k, st, pd);
+            let xd = Dims::new(n, h, h, ci);
+            let yd = c.out_dims(xd);
+            let (x, w, dy) = (rand_vec(xd.len(), 1), rand_vec(c.weight_len(), 2), rand_vec(yd.len(), 3));
+            let (scale, shift, residual) = (rand_vec(co, 4), rand_vec(co, 5), rand_vec(yd.len(), 6));
+            let epi = Epilogue {
+                affine: Some((&scale, &shift)),
+                residual: Some(crate::kernels::ShortcutSrc::Identity(&residual)),
+                relu: true,
+            };
+            let path = KernelPath::Avx512(cpu);
+            let run = |t: Tuning| {
+                Tuning::with(t, || {
+                    let mut y = vec![0.0; yd.len()];
+                    c.forward_fused(path, &w, &x, xd, &mut y, &epi);
+                    let mut dx = x.clone();
+                    let mut wt = vec![0.0; c.weight_len()];
+                    c.backward_data_with(path, &w, &dy, xd, &mut dx, true, &mut wt);
+                    let mut dw = vec![0.0; c.weight_len()];
+                    let mut parts = vec![vec![0.0; c.weight_len()]; 2];
+                    c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts, par::SumOrder::Threads);
+                    [y, dx, dw]
+                })
+            };
+            let reference = run(tunings[0]);
+            for &t in &tunings[1..] {
+                for (what, (a, b)) in ["y", "dx", "dw"].iter().zip(run(t).iter().zip(&reference)) {
+                    let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(same, "{t}: {what} of h{h} {ci}->{co} k{k}s{st} n{n} differs from {}", tunings[0]);
                 }
             }
         }
