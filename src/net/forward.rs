@@ -127,7 +127,11 @@ impl Net {
         unit_forward(&plan.stem, stem, (params, stats, path, prepared, sync), input, n, train, None);
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
-            mp.forward(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()], &mut pool_arg[..od.len()]);
+            if train {
+                mp.forward(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()], &mut pool_arg[..od.len()]);
+            } else {
+                mp.forward_values(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()]);
+            }
         }
         for i in 0..blocks.len() {
             let (before, rest) = blocks.split_at_mut(i);

@@ -17,11 +17,11 @@ impl MaxPool {
     }
 
     // ------------------------------------------------------------ forward
-    /// y = max over each window (padding never wins); `arg` receives the
-    /// flat input index of each maximum, for backward.
+    /// y = max over each window (padding never wins; NaN propagates, as in PyTorch); `arg`
+    /// receives the flat input index of each maximum, for backward.
+    /// x: (N, H, W, C) -> y, arg: (N, OH, OW, C)
     pub fn forward(&self, x: &[f32], xd: Dims, y: &mut [f32], arg: &mut [u32]) {
-        let yd = self.out_dims(xd);
-        let c = xd.c;
+        let (yd, c) = (self.out_dims(xd), xd.c);
         let row_len = yd.w * c;
         par::for_rows_pair(
             y,
@@ -33,35 +33,65 @@ impl MaxPool {
             |first, ys, args| {
                 let rows = ys.chunks_exact_mut(row_len).zip(args.chunks_exact_mut(row_len));
                 for (row, (yr, ar)) in (first..).zip(rows) {
-                    let (n, oh) = (row / yd.h, row % yd.h);
-                    for ow in 0..yd.w {
-                        let (yo, ao) = (&mut yr[ow * c..(ow + 1) * c], &mut ar[ow * c..(ow + 1) * c]);
+                    let pixels = yr.chunks_exact_mut(c).zip(ar.chunks_exact_mut(c));
+                    for (ow, (yo, ao)) in pixels.enumerate() {
                         yo.fill(f32::NEG_INFINITY);
-                        for kh in 0..self.k {
-                            let ih = (oh * self.stride + kh) as isize - self.pad as isize;
-                            if ih < 0 || ih >= xd.h as isize {
-                                continue;
+                        self.each_tap(xd, yd, row, ow, |base| {
+                            let taken = x[base..base + c].iter().zip(base as u32..);
+                            for ((o, a), (&v, i)) in yo.iter_mut().zip(ao.iter_mut()).zip(taken) {
+                                // branch-free, so that it vectorises
+                                let take = v > *o || v.is_nan();
+                                *o = if take { v } else { *o };
+                                *a = if take { i } else { *a };
                             }
-                            for kw in 0..self.k {
-                                let iw = (ow * self.stride + kw) as isize - self.pad as isize;
-                                if iw < 0 || iw >= xd.w as isize {
-                                    continue;
-                                }
-                                let base = ((n * xd.h + ih as usize) * xd.w + iw as usize) * c;
-                                for ch in 0..c {
-                                    let v = x[base + ch];
-                                    // NaN propagates, as in PyTorch
-                                    if v > yo[ch] || v.is_nan() {
-                                        yo[ch] = v;
-                                        ao[ch] = (base + ch) as u32;
-                                    }
-                                }
-                            }
-                        }
+                        });
                     }
                 }
             },
         );
+    }
+
+    /// [`MaxPool::forward`]'s y without the indices (inference: one output less to write).
+    pub fn forward_values(&self, x: &[f32], xd: Dims, y: &mut [f32]) {
+        let (yd, c) = (self.out_dims(xd), xd.c);
+        let row_len = yd.w * c;
+        par::for_rows(
+            y,
+            row_len,
+            1,
+            #[inline(always)]
+            |first, ys| {
+                for (row, yr) in (first..).zip(ys.chunks_exact_mut(row_len)) {
+                    for (ow, yo) in yr.chunks_exact_mut(c).enumerate() {
+                        yo.fill(f32::NEG_INFINITY);
+                        self.each_tap(xd, yd, row, ow, |base| {
+                            for (o, &v) in yo.iter_mut().zip(&x[base..base + c]) {
+                                *o = if v > *o || v.is_nan() { v } else { *o };
+                            }
+                        });
+                    }
+                }
+            },
+        );
+    }
+
+    /// `f(base)` for each window tap inside the input of output pixel (row = n * OH + oh, ow),
+    /// row by row: base = the tap's first value in x.
+    #[inline(always)]
+    fn each_tap(&self, xd: Dims, yd: Dims, row: usize, ow: usize, mut f: impl FnMut(usize)) {
+        let (n, oh) = (row / yd.h, row % yd.h);
+        for kh in 0..self.k {
+            let ih = (oh * self.stride + kh) as isize - self.pad as isize;
+            if ih < 0 || ih >= xd.h as isize {
+                continue;
+            }
+            for kw in 0..self.k {
+                let iw = (ow * self.stride + kw) as isize - self.pad as isize;
+                if iw >= 0 && iw < xd.w as isize {
+                    f(((n * xd.h + ih as usize) * xd.w + iw as usize) * xd.c);
+                }
+            }
+        }
     }
 
     // ----------------------------------------------------------- backward
@@ -150,6 +180,34 @@ mod tests {
             mp.backward(&proj, &a, xd, &mut dx);
             check_grad(&format!("maxpool k{k}s{s}p{p}"), &x, &dx, 1e-4, 1e-3, loss);
         }
+    }
+
+    /// The maxima with and without indices are the same bits; a NaN in a window wins it (as in
+    /// PyTorch), with its index; padding never wins.
+    #[test]
+    fn maxpool_values_nan_and_padding() {
+        let mp = MaxPool { k: 3, stride: 2, pad: 1 };
+        let xd = Dims::new(2, 9, 7, 40);
+        let yd = mp.out_dims(xd);
+        let mut x: Vec<f32> = rand_vec(xd.len(), 62).iter().map(|v| v - 2.0).collect(); // all negative
+        let nan_at = ((9 + 4) * 7 + 3) * 40 + 17; // image 1, (4, 3), channel 17
+        x[nan_at] = f32::NAN;
+        let (mut y, mut a, mut v) = (vec![0.0; yd.len()], vec![0u32; yd.len()], vec![0.0; yd.len()]);
+        mp.forward(&x, xd, &mut y, &mut a);
+        mp.forward_values(&x, xd, &mut v);
+        assert!(y.iter().zip(&v).all(|(p, q)| p.to_bits() == q.to_bits()));
+        for (i, (&yv, &ai)) in y.iter().zip(&a).enumerate() {
+            assert_eq!(yv.to_bits(), x[ai as usize].to_bits(), "output {i}: its index holds its value");
+            assert!(yv < 0.0 || yv.is_nan(), "output {i}: {yv} (padding, 0, won)");
+            assert_eq!(ai as usize % 40, i % 40, "output {i}: the index of another channel");
+        }
+        // (4, 3) is in the windows of outputs (oh, ow) with 2 oh - 1 <= 4 <= 2 oh + 1: oh 2 (and
+        // 3 at 2 * 3 - 1 = 5 > 4: no), ow 1 and 2
+        for (oh, ow) in [(2, 1), (2, 2)] {
+            let o = ((yd.h + oh) * yd.w + ow) * 40 + 17;
+            assert!(y[o].is_nan() && a[o] as usize == nan_at, "({oh}, {ow})");
+        }
+        assert_eq!(y.iter().filter(|v| v.is_nan()).count(), 2);
     }
 
     #[test]
