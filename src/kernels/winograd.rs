@@ -58,6 +58,11 @@ impl Tile {
     pub const fn positions(self) -> usize {
         self.patch() * self.patch()
     }
+
+    /// Whether `path` runs this tile (F(4x4) not on the F(2x2)-only path).
+    pub fn fits(self, path: super::KernelPath) -> bool {
+        self == Tile::F2 || path.large_tiles()
+    }
 }
 
 /// `G` applied to one kernel line (a, b, d), each a row over co: `out` gets the
