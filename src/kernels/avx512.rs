@@ -409,21 +409,29 @@ pub fn pack_block_transposed(w: &[f32], taps: usize, cin: usize, cout: usize, b:
     }
 }
 
-/// P = 8 pixels x all `co` channels, plain stores (the Winograd GEMM step):
-/// out[p][:] = sum_taps sum_c src[p][c] * w[c][:], pixel p at `out + p * co`.
+/// P = 8 pixels x the channels `cols` (multiples of 16) of `co`, plain stores (the Winograd GEMM
+/// step): out[p][j] = sum_taps sum_c src[p][c] * w[c][j] for j in `cols`, pixel p at `out + p * co`.
 ///
 /// # Safety
 /// Called from AVX-512 code only (the caller's proof covers this); each tap's
-/// pointers have `cs` values, `w` (cs x co) and `out` (np x co) are in bounds.
+/// pointers have `cs` values, `w` (cs x co) and `out` (np x co) are in bounds, `cols` inside 0..co.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn tile_store(taps: &[Tap<8>], cs: usize, w: *const f32, co: usize, out: *mut f32, np: usize) {
+pub(crate) unsafe fn tile_store(
+    taps: &[Tap<8>],
+    cs: usize,
+    w: *const f32,
+    co: usize,
+    out: *mut f32,
+    np: usize,
+    cols: std::ops::Range<usize>,
+) {
     let epi = Epilogue::default();
     let store = Store::<8> { accumulate: false, stream: false, epi: &epi, res: None };
-    let mut ob = 0;
-    while ob < co {
-        // SAFETY: this function's contract, for the channels ob..ob + 16 NB < co.
+    let mut ob = cols.start;
+    while ob < cols.end {
+        // SAFETY: this function's contract, for the channels ob..ob + 16 NB <= cols.end <= co.
         unsafe {
-            if co - ob >= 32 {
+            if cols.end - ob >= 32 {
                 tile::<8, 2>(taps, cs, w.add(ob), co, out.add(ob), co, np, ob, &store);
                 ob += 32;
             } else {

@@ -176,8 +176,9 @@ thread_local! {
 
 /// Compute the tiles `tiles` (flat indices over the batch, images in order,
 /// row-major tiles) into `out` (the whole destination tensor, NHWC).
-/// `u`: transformed weights of `g.tile`. `stream`: non-temporal stores (taken where
-/// `out` starts on a 64-byte line and nothing is accumulated).
+/// `u`: transformed weights of `g.tile`. `l2`: the L2 bytes per core (`Tuning`), which sizes the
+/// super-blocks. `stream`: non-temporal stores (taken where `out` starts on a 64-byte line and
+/// nothing is accumulated).
 ///
 /// # Safety
 /// The CPU's features are proven by `cpu`. The caller guarantees the memory:
@@ -192,6 +193,7 @@ pub unsafe fn tiles(
     src: &[f32],
     out: *mut f32,
     tiles: std::ops::Range<usize>,
+    l2: usize,
     accumulate: bool,
     stream: bool,
     epi: &Epilogue,
@@ -204,52 +206,62 @@ pub unsafe fn tiles(
     assert!(cin.is_multiple_of(16) && cout.is_multiple_of(16) && cin <= ZEROS.len(), "winograd: {cin} -> {cout}");
     assert!(u.len() >= np * cin * cout, "winograd: transformed weights");
     assert!(epi.fits_simd(cout), "winograd: epilogue does not fit {cout} channels");
+    // Sub-blocks of T tiles per super-block. Where U outgrows the L2 (1 MiB and more: F(2x2) on
+    // 256 x 256 channels is 4 MiB), a super-block of up to 16 sub-blocks runs the GEMMs position
+    // by position, 32 output channels at a time over all its sub-blocks ([`gemm`]), so that each
+    // slice of U is read from L3 once per super-block instead of once per T tiles; its V and M
+    // stay within 4 MiB. The same sums in the same order either way.
+    let per_sub = np * T * (cin + cout);
+    let subs = if np * cin * cout * 4 < l2 { 1 } else { ((4 << 20) / 4 / per_sub).clamp(1, 16) };
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        let need = np * T * (cin + cout);
-        if s.len() < need {
-            s.resize(need, 0.0);
+        if s.len() < subs * per_sub {
+            s.resize(subs * per_sub, 0.0);
         }
-        let (v, m) = s.split_at_mut(np * T * cin);
+        // v: sub-block k's V (np x T x cin) from k np T cin on; m: its M (np x T x cout) likewise
+        let (v, m) = s.split_at_mut(subs * np * T * cin);
         let mut t0 = tiles.start;
         while t0 < tiles.end {
-            let nt = T.min(tiles.end - t0);
-            // SAFETY (this loop): `cpu` proves the features; v (np T cin), m (np T cout)
-            // and u (np cin cout, checked) have the sizes the GEMMs and transforms
-            // index; src and out are this function's contract.
-            unsafe {
-                match g.tile {
-                    Tile::F2 => input_transform_f2::<T>(g, src, t0, nt, v),
-                    Tile::F4 => input_transform_f4::<T>(g, src, t0, nt, v),
-                }
-            };
-            // np GEMMs: M[pos][t][:] = V[pos][t][:] . U[pos]
-            let (vp, up, mp) = (v.as_ptr(), u.as_ptr(), m.as_mut_ptr());
-            let done = unsafe {
-                match cin {
-                    16 => wgemm::<16>(np, vp, up, mp, cout),
-                    32 => wgemm::<32>(np, vp, up, mp, cout),
-                    64 => wgemm::<64>(np, vp, up, mp, cout),
-                    128 => wgemm::<128>(np, vp, up, mp, cout),
-                    _ => false,
-                }
-            };
-            for pos in (0..np).filter(|_| !done) {
-                let mut tap = [Tap::<T> { w: 0, src: [ZEROS.as_ptr(); T] }];
-                for t in 0..T {
-                    tap[0].src[t] = if t < nt { v[(pos * T + t) * cin..].as_ptr() } else { ZEROS.as_ptr() };
-                }
-                let up = u[pos * cin * cout..].as_ptr();
-                let mp = m[pos * T * cout..].as_mut_ptr();
-                unsafe { tile_store(&tap, cin, up, cout, mp, nt) };
+            let n = (tiles.end - t0).min(subs * T);
+            let mut counts = [0usize; 16];
+            for (k, nt) in counts.iter_mut().enumerate().take(n.div_ceil(T)) {
+                *nt = T.min(n - k * T);
             }
+            let nts = &counts[..n.div_ceil(T)];
+            for (k, &nt) in nts.iter().enumerate() {
+                let vk = &mut v[k * np * T * cin..][..np * T * cin];
+                // SAFETY: `cpu` proves the features; vk holds np T cin values; src is this
+                // function's contract.
+                unsafe {
+                    match g.tile {
+                        Tile::F2 => input_transform_f2::<T>(g, src, t0 + k * T, nt, vk),
+                        Tile::F4 => input_transform_f4::<T>(g, src, t0 + k * T, nt, vk),
+                    }
+                };
+            }
+            // np GEMMs per sub-block: M[pos][t][:] = V[pos][t][:] . U[pos]
+            let (vp, up, mp) = (v.as_ptr(), u.as_ptr(), m.as_mut_ptr());
+            // SAFETY: v and m hold nts.len() sub-blocks, u np x cin x cout (checked).
             unsafe {
-                match g.tile {
-                    Tile::F2 => output_transform_f2(g, m, out, t0, nt, &how),
-                    Tile::F4 => output_transform_f4(g, m, out, t0, nt, &how),
+                match cin {
+                    16 => gemm::<16>(np, 16, cout, nts, vp, up, mp),
+                    32 => gemm::<32>(np, 32, cout, nts, vp, up, mp),
+                    64 => gemm::<64>(np, 64, cout, nts, vp, up, mp),
+                    128 => gemm::<128>(np, 128, cout, nts, vp, up, mp),
+                    _ => gemm::<0>(np, cin, cout, nts, vp, up, mp),
                 }
             };
-            t0 += T;
+            for (k, &nt) in nts.iter().enumerate() {
+                let mk = &m[k * np * T * cout..][..np * T * cout];
+                // SAFETY: as the input transforms; out is this function's contract.
+                unsafe {
+                    match g.tile {
+                        Tile::F2 => output_transform_f2(g, mk, out, t0 + k * T, nt, &how),
+                        Tile::F4 => output_transform_f4(g, mk, out, t0 + k * T, nt, &how),
+                    }
+                };
+            }
+            t0 += n;
         }
     });
     if stream {
@@ -266,33 +278,53 @@ struct Out<'s, 'e> {
     epi: &'s Epilogue<'e>,
 }
 
-/// M[pos][t][:] = V[pos][t][:] . U[pos] for all `np` positions and all T tiles
-/// of a block (tiles past the block's end compute harmless leftovers), with
-/// the channel count a constant so that every broadcast is one address
-/// register plus an immediate offset. Returns true (it handled the block).
+/// M_k[pos][t][:] = V_k[pos][t][:] . U[pos] for all `np` positions and every sub-block k of a
+/// super-block (`nts[k]` tiles in it; tiles past a sub-block's end compute harmless leftovers):
+/// position by position, 32 output channels at a time over the sub-blocks, so that a (pos, 32
+/// columns) slice of U stays in cache across them. CIN: the input channels as a constant, so that
+/// every broadcast is one address register plus an immediate offset ([`wblock`]); 0 for any
+/// other count `cin` (the direct kernel's tile on the rows of V).
 ///
 /// # Safety
-/// AVX-512 code under the caller's proof; v is np x T x CIN, u np x CIN x cout,
-/// m np x T x cout, cout a multiple of 16.
+/// AVX-512 code under the caller's proof; v holds nts.len() blocks of np x T x cin, m as many
+/// of np x T x cout, u np x cin x cout; cout a multiple of 16; CIN 0 or cin.
 #[target_feature(enable = "avx512f")]
-unsafe fn wgemm<const CIN: usize>(np: usize, v: *const f32, u: *const f32, m: *mut f32, cout: usize) -> bool {
+unsafe fn gemm<const CIN: usize>(
+    np: usize,
+    cin: usize,
+    cout: usize,
+    nts: &[usize],
+    v: *const f32,
+    u: *const f32,
+    m: *mut f32,
+) {
+    let (vstep, mstep) = (np * T * cin, np * T * cout);
     for pos in 0..np {
-        // SAFETY (this loop): positions, channel blocks ob < cout: the sizes in the contract.
-        let (vp, up, mp) = unsafe { (v.add(pos * T * CIN), u.add(pos * CIN * cout), m.add(pos * T * cout)) };
+        // SAFETY (this loop): positions < np, sub-blocks k < nts.len(), channel blocks
+        // ob..ob + 16 nb <= cout: the sizes in the contract.
+        let up = unsafe { u.add(pos * cin * cout) };
         let mut ob = 0;
         while ob < cout {
-            unsafe {
-                if cout - ob >= 32 {
-                    wblock::<CIN, 2>(vp, up.add(ob), cout, mp.add(ob));
-                    ob += 32;
-                } else {
-                    wblock::<CIN, 1>(vp, up.add(ob), cout, mp.add(ob));
-                    ob += 16;
+            let nb = if cout - ob >= 32 { 2 } else { 1 };
+            for (k, &nt) in nts.iter().enumerate() {
+                let (vp, mp) = unsafe { (v.add(k * vstep + pos * T * cin), m.add(k * mstep + pos * T * cout)) };
+                unsafe {
+                    match (CIN, nb) {
+                        (0, _) => {
+                            let mut tap = [Tap::<T> { w: 0, src: [ZEROS.as_ptr(); T] }];
+                            for t in 0..nt {
+                                tap[0].src[t] = vp.add(t * cin);
+                            }
+                            tile_store(&tap, cin, up, cout, mp, nt, ob..ob + 16 * nb);
+                        }
+                        (_, 2) => wblock::<CIN, 2>(vp, up.add(ob), cout, mp.add(ob)),
+                        _ => wblock::<CIN, 1>(vp, up.add(ob), cout, mp.add(ob)),
+                    }
                 }
             }
+            ob += 16 * nb;
         }
     }
-    true
 }
 
 /// T tiles x NB*16 output channels of one position.

@@ -153,8 +153,13 @@ fn run_winograd(
     let g = Wino { h: d.h, w: d.w, cin: ci, cout: co, tile };
     let total = d.n * g.tiles_per_image();
     assert!(src.len() == d.n * d.h * d.w * ci && out.len() == d.n * d.h * d.w * co);
-    // tasks of whole 8-tile blocks, about 8 per thread
-    let per = total.div_ceil(8 * par::threads()).div_ceil(8).max(1) * 8;
+    // tasks of whole 8-tile blocks, about 8 per thread; where there are few tiles and U outgrows
+    // the L2 (batch 1 on 14x14 maps: 49 tiles, 4 MiB), one task per thread, so that each thread
+    // reads U once (winograd::tiles' super-blocks), not once per 8 tiles
+    let l2 = crate::kernels::Tuning::current(cpu).l2;
+    let few = total <= 64 * par::threads() && tile.positions() * ci * co * 4 >= l2;
+    let per =
+        if few { total.div_ceil(par::threads()) } else { total.div_ceil(8 * par::threads()).div_ceil(8).max(1) * 8 };
     let base = par::SyncPtr(out.as_mut_ptr());
     let stream = stream_outputs(out.len());
     par::for_each_index(
@@ -163,7 +168,9 @@ fn run_winograd(
         |i| {
             // SAFETY: `cpu` proves the CPU features; `src` and `out` were checked
             // against `d` above, `epi` by the caller; each task writes the pixels of its own tiles.
-            unsafe { tiles(cpu, &g, u, src, base.get(), i * per..((i + 1) * per).min(total), accumulate, stream, epi) }
+            unsafe {
+                tiles(cpu, &g, u, src, base.get(), i * per..((i + 1) * per).min(total), l2, accumulate, stream, epi)
+            }
         },
     );
 }
@@ -230,11 +237,11 @@ impl Conv {
 
     /// Whether the Winograd path computes this convolution on `x`: 3x3, stride 1,
     /// pad 1, channels in 16s — and where it pays (examples/conv_bench, ResNet-50
-    /// shapes): enough 2x2 tiles to amortise the weight transform (not batch-1
-    /// 14x14 maps), and transformed weights (16 x Cin x Cout) of at most 4 MiB,
-    /// which every block of tiles streams (512 channels on 7x7 maps ran 2.4x slower).
-    /// (With the transformed weights made once, [`Conv::prepare`], fewer tiles
-    /// would do in principle; at batch 1 on 14x14 maps it measured the same.)
+    /// shapes): 48 2x2 tiles or more (batch 1 on 14x14 maps has 49: ResNet-50 inference
+    /// there, its five 256->256 layers, 5.5 -> 4.3 ms per step, with the weights transformed
+    /// once, [`Conv::prepare`], and read once per thread: `run_winograd`), and transformed
+    /// weights (16 x Cin x Cout) of at most 4 MiB (512 channels on 7x7 maps ran 2.4x slower;
+    /// with super-blocks, `winograd::tiles`, still no faster than direct).
     pub fn winograd_applies(&self, x: Dims) -> bool {
         let tiles = x.n * x.h.div_ceil(2) * x.w.div_ceil(2);
         self.k == 3
@@ -242,7 +249,7 @@ impl Conv {
             && self.pad == 1
             && self.cin.is_multiple_of(16)
             && self.cout.is_multiple_of(16)
-            && tiles >= 128
+            && tiles >= 48
             && 16 * self.cin * self.cout * 4 <= 4 << 20
     }
 
@@ -1238,9 +1245,18 @@ mod tests {
                 .map(|(p, q)| (*p as f64 - q).abs())
                 .fold(0.0f64, |m, e| if e > m || e.is_nan() { e } else { m })
         };
-        // h, w, cin, cout, n
-        for &(h, w, ci, co, n) in &[(15, 13, 32, 48, 3), (8, 8, 16, 16, 8), (16, 16, 64, 64, 2), (28, 28, 128, 128, 1)]
-        {
+        // h, w, cin, cout, n; U of 1 MiB and more runs in super-blocks (winograd::tiles): 128 x 128
+        // (F(2x2) 1 MiB, F(4x4) 2.3 MiB); 192 -> 96 on the GEMM for any channel count, with few
+        // tiles (a task per thread, a partial sub-block) and with tasks of several super-blocks
+        let cases = [
+            (15, 13, 32, 48, 3),
+            (8, 8, 16, 16, 8),
+            (16, 16, 64, 64, 2),
+            (28, 28, 128, 128, 1),
+            (9, 11, 192, 96, 2),
+            (48, 48, 192, 96, 2),
+        ];
+        for &(h, w, ci, co, n) in &cases {
             let xd = Dims::new(n, h, w, ci);
             let yd = Dims::new(n, h, w, co);
             let (x, wt) = (rand_vec(xd.len(), 1), rand_vec(9 * ci * co, 2));
