@@ -937,6 +937,28 @@ mod tests {
         }
     }
 
+    /// [y, dx, dw] of `c` on `path`: the forward through `epi`, backward-data added to a copy of x
+    /// (accumulate), the weight gradient over two partials in thread order.
+    fn three_passes(
+        c: &Conv,
+        path: KernelPath,
+        w: &[f32],
+        x: &[f32],
+        xd: Dims,
+        dy: &[f32],
+        epi: &Epilogue,
+    ) -> [Vec<f32>; 3] {
+        let mut y = vec![0.0; c.out_dims(xd).len()];
+        c.forward_fused(path, w, x, xd, &mut y, epi);
+        let mut dx = x.to_vec();
+        let mut wt = vec![0.0; c.weight_len()];
+        c.backward_data_with(path, w, dy, xd, &mut dx, true, &mut wt);
+        let mut dw = vec![0.0; c.weight_len()];
+        let mut parts = vec![vec![0.0; c.weight_len()]; 2];
+        c.backward_weight_with(path, x, xd, dy, &mut dw, &mut parts, par::SumOrder::Threads);
+        [y, dx, dw]
+    }
+
     /// The fast path computes what the portable one does, on the network shapes.
     #[test]
     fn paths_agree_on_resnet_shapes() {
@@ -976,17 +998,7 @@ mod tests {
             let x = rand_vec(xd.len(), 1);
             let w = rand_vec(c.weight_len(), 2);
             let dy = rand_vec(yd.len(), 3);
-            let run = |path: KernelPath| {
-                let mut y = vec![0.0; yd.len()];
-                c.forward_with(path, &w, &x, xd, &mut y);
-                let mut dx = x.clone();
-                let mut wt = vec![0.0; c.weight_len()];
-                c.backward_data_with(path, &w, &dy, xd, &mut dx, true, &mut wt);
-                let mut dw = vec![0.0; c.weight_len()];
-                let mut parts = vec![vec![0.0; c.weight_len()]; 2];
-                c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts, par::SumOrder::Threads);
-                [y, dx, dw]
-            };
+            let run = |path: KernelPath| three_passes(&c, path, &w, &x, xd, &dy, &Epilogue::default());
             let reference = run(KernelPath::Portable);
             for &path in &paths[1..] {
                 for (what, (a, b)) in ["y", "dx", "dw"].iter().zip(run(path).iter().zip(&reference)) {
@@ -1073,19 +1085,7 @@ mod tests {
                 relu: true,
             };
             let path = KernelPath::Avx512(cpu);
-            let run = |t: Tuning| {
-                Tuning::with(t, || {
-                    let mut y = vec![0.0; yd.len()];
-                    c.forward_fused(path, &w, &x, xd, &mut y, &epi);
-                    let mut dx = x.clone();
-                    let mut wt = vec![0.0; c.weight_len()];
-                    c.backward_data_with(path, &w, &dy, xd, &mut dx, true, &mut wt);
-                    let mut dw = vec![0.0; c.weight_len()];
-                    let mut parts = vec![vec![0.0; c.weight_len()]; 2];
-                    c.backward_weight_with(path, &x, xd, &dy, &mut dw, &mut parts, par::SumOrder::Threads);
-                    [y, dx, dw]
-                })
-            };
+            let run = |t: Tuning| Tuning::with(t, || three_passes(&c, path, &w, &x, xd, &dy, &epi));
             let reference = run(tunings[0]);
             for &t in &tunings[1..] {
                 for (what, (a, b)) in ["y", "dx", "dw"].iter().zip(run(t).iter().zip(&reference)) {
