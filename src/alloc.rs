@@ -63,11 +63,34 @@ unsafe fn finish(raw: *mut u8) -> *mut u8 {
     p
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Blocks this thread has allocated (the unit tests' count: `allocations_in`).
+    static ALLOCATED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+fn counted() {
+    // `try_with`: no count while the thread's locals are being torn down
+    let _ = ALLOCATED.try_with(|c| c.set(c.get() + 1));
+}
+
+/// The blocks `f` allocates on this thread (the unit tests run under this allocator; new blocks
+/// and zeroed ones, not reallocations).
+#[cfg(test)]
+pub(crate) fn allocations_in(f: impl FnOnce()) -> usize {
+    let before = ALLOCATED.with(std::cell::Cell::get);
+    f();
+    ALLOCATED.with(std::cell::Cell::get) - before
+}
+
 // SAFETY (the trait's contract): every block returned is valid for `layout.size()` bytes at
 // `layout.align()` or more (a line boundary satisfies every alignment below LINE), until it is
 // freed; `dealloc` and `realloc` recover the system block by the same rule (`outer`) that made it.
 unsafe impl GlobalAlloc for LineAligned {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        #[cfg(test)]
+        counted();
         match outer(layout) {
             // SAFETY: `o` has a non-zero size; the result is an outer block for `finish`.
             Some(o) => unsafe { finish(System.alloc(o)) },
@@ -77,6 +100,8 @@ unsafe impl GlobalAlloc for LineAligned {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        #[cfg(test)]
+        counted();
         match outer(layout) {
             // SAFETY: as in `alloc`; the header overwrites 8 bytes before the caller's block only.
             Some(o) => unsafe { finish(System.alloc_zeroed(o)) },

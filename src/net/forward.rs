@@ -33,11 +33,14 @@ pub(crate) fn unit_forward(
     if !train || u.frozen != Frozen::No {
         // eval, or frozen BN in training: BN folded into the convolution's store, with the residual
         // and ReLU (the running statistics stay as they are)
-        let (scale, shift) = bn::eval_affine(&p, rmean, rvar);
-        let epi = Epilogue { affine: Some((&scale, &shift)), residual: shortcut, relu: u.act != Act::None };
+        let (scale, shift) = b.affine.split_at_mut(c);
+        bn::eval_affine_into(&p, rmean, rvar, scale, shift);
+        let (scale, shift) = (&*scale, &*shift);
+        let epi = Epilogue { affine: Some((scale, shift)), residual: shortcut, relu: u.act != Act::None };
         let prep = prepared.get(&u.w);
         let path = if train {
-            b.saved.scale.clone_from(&scale); // what the backward multiplies by
+            b.saved.scale.clear(); // what the backward multiplies by
+            b.saved.scale.extend_from_slice(scale);
             u.conv.path_for(path, xd, sync.order)
         } else {
             path

@@ -30,6 +30,8 @@ pub(crate) struct UnitBufs {
     pub pre: Vec<f32>,
     pub out: Vec<f32>,
     pub saved: BnSaved,
+    /// eval-mode BN's scale and shift (2 x Cout), remade each forward without an allocation
+    pub affine: Vec<f32>,
 }
 
 pub(crate) struct BlockBufs {
@@ -141,6 +143,7 @@ fn unit_bufs(u: &UnitPlan, n: usize, train: bool) -> UnitBufs {
         pre: vec![0.0; if train { u.yd.len() * n } else { 0 }],
         out: vec![0.0; u.yd.len() * n],
         saved: BnSaved::default(),
+        affine: vec![0.0; 2 * u.yd.c],
     }
 }
 

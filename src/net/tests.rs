@@ -245,6 +245,30 @@ fn too_large_says_what_would_fit_or_that_nothing_does() {
     assert!(e.contains("would fit"), "{e}");
 }
 
+/// An inference forward allocates nothing once its weights are prepared (the batch-1
+/// latency: no allocation per layer), on the thread that runs each layer's setup (the BN affine,
+/// the geometry, the task split); ResNet-18: the ImageNet stem, a max pool, projections. It runs
+/// on a pool's thread, as a trainer or a server would: a thread outside the pool hands rayon its
+/// jobs through a queue that allocates a block per 63 of them, rayon's own amortised cost.
+#[test]
+fn an_inference_forward_allocates_nothing_after_the_first() {
+    let s = spec("resnet18", ArchOptions::default());
+    let mut net = Net::new(&s, 2, 64, 64, false, 1).unwrap();
+    let x = rand_vec(net.input.len(), 9);
+    net.input.copy_from_slice(&x);
+    let (allocated, first, again) = crate::par::with_threads(2, || {
+        net.forward(2, false);
+        let first = net.logits[..2 * net.classes()].to_vec();
+        let allocated = crate::alloc::allocations_in(|| net.forward(2, false));
+        (allocated, first, net.logits[..2 * net.classes()].to_vec())
+    })
+    .unwrap();
+    assert_eq!(allocated, 0, "allocations in an inference forward after the first");
+    assert_eq!(first, again);
+    // the count sees this thread's allocations (the check above could not pass by counting none)
+    assert_eq!(crate::alloc::allocations_in(|| drop(std::hint::black_box(vec![1u8; 100]))), 1);
+}
+
 /// An inference net keeps its convolutions' prepared weights between forwards;
 /// any change of the parameters (params_mut, set_torch) or of the batch size
 /// must make them again: the logits equal a fresh net's with the same weights.

@@ -148,11 +148,6 @@ pub fn forward_eval(
     normalize(&scale, &shift, x, xd, act, shortcut, y);
 }
 
-/// 1 / sqrt(running_var + eps) per channel.
-fn eval_invstd(running_var: &[f32]) -> Vec<f32> {
-    running_var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect()
-}
-
 /// BN as y = x * scale + shift: scale = gamma * invstd, shift = beta - mean * scale.
 fn affine(p: &BnParams, mean: &[f32], invstd: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let scale: Vec<f32> = p.gamma.iter().zip(invstd).map(|(g, s)| g * s).collect();
@@ -162,7 +157,20 @@ fn affine(p: &BnParams, mean: &[f32], invstd: &[f32]) -> (Vec<f32>, Vec<f32>) {
 
 /// Eval-mode BN as y = x * scale + shift per channel (to fold into a convolution).
 pub fn eval_affine(p: &BnParams, running_mean: &[f32], running_var: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    affine(p, running_mean, &eval_invstd(running_var))
+    let c = p.gamma.len();
+    let (mut scale, mut shift) = (vec![0.0; c], vec![0.0; c]);
+    eval_affine_into(p, running_mean, running_var, &mut scale, &mut shift);
+    (scale, shift)
+}
+
+/// [`eval_affine`] into `scale` and `shift` (an inference forward: nothing allocated per layer):
+/// [`affine`] with invstd = 1 / sqrt(var + eps).
+pub fn eval_affine_into(p: &BnParams, mean: &[f32], var: &[f32], scale: &mut [f32], shift: &mut [f32]) {
+    let each = scale.iter_mut().zip(shift.iter_mut()).zip(p.gamma.iter().zip(p.beta)).zip(mean.iter().zip(var));
+    for (((s, t), (g, b)), (m, v)) in each {
+        *s = g * (1.0 / (v + EPS).sqrt());
+        *t = b - m * *s;
+    }
 }
 
 /// y = act(x * scale + shift [+ shortcut]), BN as its per-channel affine map ([`affine`]).
