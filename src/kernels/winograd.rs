@@ -135,6 +135,13 @@ pub struct Wino {
 }
 
 impl Wino {
+    /// Whether the transformed weights (positions x cin x cout) outgrow `l2` bytes: then each
+    /// thread's tiles run in super-blocks ([`tiles`]), and few tiles in one task per thread
+    /// (ops/conv.rs), so that U is read once per super-block.
+    pub fn weights_outgrow(&self, l2: usize) -> bool {
+        self.tile.positions() * self.cin * self.cout * 4 >= l2
+    }
+
     /// Output tiles per image.
     pub fn tiles_per_image(&self) -> usize {
         let m = self.tile.side();
@@ -212,7 +219,7 @@ pub unsafe fn tiles(
     // slice of U is read from L3 once per super-block instead of once per T tiles; its V and M
     // stay within 4 MiB. The same sums in the same order either way.
     let per_sub = np * T * (cin + cout);
-    let subs = if np * cin * cout * 4 < l2 { 1 } else { ((4 << 20) / 4 / per_sub).clamp(1, 16) };
+    let subs = if g.weights_outgrow(l2) { ((4 << 20) / 4 / per_sub).clamp(1, 16) } else { 1 };
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         if s.len() < subs * per_sub {

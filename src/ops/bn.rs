@@ -128,7 +128,9 @@ pub fn forward_train(
         running_mean[ch] = (1.0 - MOMENTUM) * running_mean[ch] + MOMENTUM * mean as f32;
         running_var[ch] = (1.0 - MOMENTUM) * running_var[ch] + MOMENTUM * unbiased as f32;
     }
-    (saved.scale, saved.shift) = affine(p, &saved.mean, &saved.invstd);
+    saved.scale.resize(c, 0.0);
+    saved.shift.resize(c, 0.0);
+    affine_into(p, &saved.mean, saved.invstd.iter().copied(), &mut saved.scale, &mut saved.shift);
     normalize(&saved.scale, &saved.shift, x, xd, act, shortcut, y);
 }
 
@@ -148,11 +150,14 @@ pub fn forward_eval(
     normalize(&scale, &shift, x, xd, act, shortcut, y);
 }
 
-/// BN as y = x * scale + shift: scale = gamma * invstd, shift = beta - mean * scale.
-fn affine(p: &BnParams, mean: &[f32], invstd: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let scale: Vec<f32> = p.gamma.iter().zip(invstd).map(|(g, s)| g * s).collect();
-    let shift = p.beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
-    (scale, shift)
+/// BN as y = x * scale + shift: scale = gamma * invstd, shift = beta - mean * scale, per channel
+/// into `scale` and `shift`.
+fn affine_into(p: &BnParams, mean: &[f32], invstd: impl Iterator<Item = f32>, scale: &mut [f32], shift: &mut [f32]) {
+    let each = scale.iter_mut().zip(shift.iter_mut()).zip(p.gamma.iter().zip(p.beta)).zip(mean.iter().zip(invstd));
+    for (((s, t), (g, b)), (m, is)) in each {
+        *s = g * is;
+        *t = b - m * *s;
+    }
 }
 
 /// Eval-mode BN as y = x * scale + shift per channel (to fold into a convolution).
@@ -164,16 +169,12 @@ pub fn eval_affine(p: &BnParams, running_mean: &[f32], running_var: &[f32]) -> (
 }
 
 /// [`eval_affine`] into `scale` and `shift` (an inference forward: nothing allocated per layer):
-/// [`affine`] with invstd = 1 / sqrt(var + eps).
+/// [`affine_into`] with invstd = 1 / sqrt(var + eps).
 pub fn eval_affine_into(p: &BnParams, mean: &[f32], var: &[f32], scale: &mut [f32], shift: &mut [f32]) {
-    let each = scale.iter_mut().zip(shift.iter_mut()).zip(p.gamma.iter().zip(p.beta)).zip(mean.iter().zip(var));
-    for (((s, t), (g, b)), (m, v)) in each {
-        *s = g * (1.0 / (v + EPS).sqrt());
-        *t = b - m * *s;
-    }
+    affine_into(p, mean, var.iter().map(|v| 1.0 / (v + EPS).sqrt()), scale, shift)
 }
 
-/// y = act(x * scale + shift [+ shortcut]), BN as its per-channel affine map ([`affine`]).
+/// y = act(x * scale + shift [+ shortcut]), BN as its per-channel affine map ([`affine_into`]).
 fn normalize(
     scale: &[f32],
     shift: &[f32],

@@ -157,7 +157,7 @@ fn run_winograd(
     // the L2 (batch 1 on 14x14 maps: 49 tiles, 4 MiB), one task per thread, so that each thread
     // reads U once (winograd::tiles' super-blocks), not once per 8 tiles
     let l2 = crate::kernels::Tuning::current(cpu).l2;
-    let few = total <= 64 * par::threads() && tile.positions() * ci * co * 4 >= l2;
+    let few = total <= 64 * par::threads() && g.weights_outgrow(l2);
     let per =
         if few { total.div_ceil(par::threads()) } else { total.div_ceil(8 * par::threads()).div_ceil(8).max(1) * 8 };
     let base = par::SyncPtr(out.as_mut_ptr());
