@@ -31,7 +31,7 @@ pub trait Backend {
     fn loss_backward(&mut self, labels: &[u32]) -> LossOut;
     /// [`Backend::loss_backward`], telling `ready(from, &grads[from..])` whenever the gradients
     /// from parameter `from` on are final (the overlapped all-reduce starts on them).
-    fn loss_backward_with(&mut self, labels: &[u32], ready: &mut dyn FnMut(usize, &[f32])) -> LossOut;
+    fn loss_backward_with(&mut self, labels: &[u32], ready: &mut (dyn FnMut(usize, &[f32]) + Send)) -> LossOut;
     /// The gradients of the last backward, flat in parameter order (host memory).
     fn grads_mut(&mut self) -> &mut [f32];
     /// The parameters, flat in parameter order (host memory): broadcast from rank 0 in data-parallel runs.
@@ -86,7 +86,7 @@ impl Backend for crate::net::Net {
         self.backward(labels.len());
         out
     }
-    fn loss_backward_with(&mut self, labels: &[u32], ready: &mut dyn FnMut(usize, &[f32])) -> LossOut {
+    fn loss_backward_with(&mut self, labels: &[u32], ready: &mut (dyn FnMut(usize, &[f32]) + Send)) -> LossOut {
         let out = self.loss(labels);
         self.backward_with(labels.len(), ready);
         out

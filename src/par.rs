@@ -43,6 +43,20 @@ unsafe fn with_avx512<R>(_cpu: crate::kernels::Avx512Cpu, f: impl FnOnce() -> R)
     f()
 }
 
+/// `f()` on a thread of the current pool (inline where the caller is one; from any other
+/// thread, the caller waits while a worker runs it). A network pass is dozens of parallel
+/// loops with a little serial work between them: run from outside the pool, each loop hands
+/// its tasks over and puts the caller to sleep until they end, so every layer pays a hand-over
+/// and a wake-up; on a worker, the loops' tasks go to its own queue and the other workers,
+/// still spinning from the last loop, take them at once.
+///
+/// Not for work that waits on other work outside its own loops (shards whose passes meet to
+/// sum BN statistics): rayon lets a worker that waits for its loop's tasks run any pending
+/// job, so it may take up the other shard's pass on top of its own, and the two wait forever.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// Threads the current pool runs.
 pub fn threads() -> usize {
     rayon::current_num_threads()
@@ -342,6 +356,23 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_pool_runs_on_a_worker_and_inline_on_one() {
+        // from a thread outside every pool: on a worker of the global pool
+        let outside = std::thread::spawn(|| (rayon::current_thread_index(), on_pool(rayon::current_thread_index)));
+        let (caller, runner) = outside.join().unwrap();
+        assert_eq!(caller, None);
+        assert!(runner.is_some(), "on_pool ran its closure outside the pool");
+        // on a worker of a pool of its own: on that very thread, with that pool's loops
+        let (same, threads) = with_threads(3, || {
+            let me = std::thread::current().id();
+            on_pool(|| (std::thread::current().id() == me, threads()))
+        })
+        .unwrap();
+        assert!(same, "on_pool left the worker it was called on");
+        assert_eq!(threads, 3);
+    }
 
     #[test]
     fn pair_rows_get_the_same_rows_of_both_buffers() {

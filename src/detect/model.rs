@@ -144,6 +144,17 @@ impl FasterRcnn {
     /// backbone expects), boxes in its pixels: the RPN's test-time proposals, the head's scores
     /// and class-specific boxes, then per-class NMS ([`roi_head::postprocess_detections`]).
     pub fn detect(&mut self, image: &[f32], h: usize, w: usize) -> Result<Detections, DetectorError> {
+        self.on_pool(|d| d.detect_here(image, h, w))
+    }
+
+    /// `pass(self)` on a pool worker, unless a part sums BN statistics with other shards (as
+    /// `Net`'s passes: see [`crate::par::on_pool`]).
+    fn on_pool<R: Send>(&mut self, pass: impl FnOnce(&mut FasterRcnn) -> R + Send) -> R {
+        if self.prefix.syncs_bn() || self.suffix.syncs_bn() { pass(self) } else { crate::par::on_pool(|| pass(self)) }
+    }
+
+    /// [`FasterRcnn::detect`] on the calling thread.
+    fn detect_here(&mut self, image: &[f32], h: usize, w: usize) -> Result<Detections, DetectorError> {
         let proposals = self.propose(image, h, w, false)?;
         if proposals.is_empty() {
             return Ok(Detections::default());
@@ -281,6 +292,16 @@ impl FasterRcnn {
 
     /// [`FasterRcnn::forward_backward`], and whether the head ran (any RoIs sampled).
     fn losses_and_gradients(
+        &mut self,
+        image: &[f32],
+        (h, w): (usize, usize),
+        sampling: Sampling,
+    ) -> Result<(DetLosses, bool), DetectorError> {
+        self.on_pool(|d| d.losses_and_gradients_here(image, (h, w), sampling))
+    }
+
+    /// [`FasterRcnn::losses_and_gradients`] on the calling thread.
+    fn losses_and_gradients_here(
         &mut self,
         image: &[f32],
         (h, w): (usize, usize),

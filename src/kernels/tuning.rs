@@ -71,6 +71,8 @@ impl Tuning {
     }
 
     /// `f()` with the kernels of this thread's convolutions on `t` (the tests' way to force each).
+    /// Only convolutions called on this thread: a network's pass runs on a pool worker
+    /// ([`crate::par::on_pool`]), so a whole net is forced with `RESNET_TUNING`.
     pub fn with<R>(t: Tuning, f: impl FnOnce() -> R) -> R {
         let before = FORCED.with(|c| c.replace(Some(t)));
         let out = f();

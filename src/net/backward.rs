@@ -284,7 +284,12 @@ impl Net {
 
     /// [`Net::backward`], telling `ready(from, &grads[from..])` after each block that the
     /// gradients from parameter `from` on are final (the overlapped all-reduce starts on them).
-    pub fn backward_with(&mut self, n: usize, ready: &mut dyn FnMut(usize, &[f32])) {
+    pub fn backward_with(&mut self, n: usize, ready: &mut (dyn FnMut(usize, &[f32]) + Send)) {
+        self.on_pool(|net| net.backward_here(n, ready))
+    }
+
+    /// [`Net::backward_with`] on the calling thread.
+    fn backward_here(&mut self, n: usize, ready: &mut (dyn FnMut(usize, &[f32]) + Send)) {
         assert!(self.train, "backward on a net built for inference");
         let Net {
             plan,

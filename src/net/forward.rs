@@ -103,6 +103,11 @@ impl Net {
     /// `self.logits[..n * classes]`. `train` uses batch statistics and updates
     /// the running ones (and requires a net built for training).
     pub fn forward(&mut self, n: usize, train: bool) {
+        self.on_pool(|net| net.forward_here(n, train))
+    }
+
+    /// [`Net::forward`] on the calling thread.
+    fn forward_here(&mut self, n: usize, train: bool) {
         assert!(n >= 1 && n <= self.batch, "batch {n} outside 1..={}", self.batch);
         assert!(!train || self.train, "training forward on a net built for inference");
         if !self.train && self.prepared_n != n {

@@ -190,6 +190,16 @@ pub fn available_memory() -> Option<u64> {
 }
 
 impl Net {
+    /// `pass(self)` on a pool worker ([`crate::par::on_pool`]): a pass's parallel loops then
+    /// start without a hand-over and a wake-up each. Not where BN statistics are summed with
+    /// other shards ([`crate::backend::Backend::set_sync_bn`]): those passes wait for each
+    /// other, which `on_pool` does not allow.
+    fn on_pool<R: Send>(&mut self, pass: impl FnOnce(&mut Net) -> R + Send) -> R {
+        if self.sync_bn.is_some() { pass(self) } else { crate::par::on_pool(|| pass(self)) }
+    }
+}
+
+impl Net {
     /// Build `spec` for batches of up to `batch` images of `h` x `w` pixels.
     /// `train` allocates what backward needs. Parameters are He-initialised
     /// (see [`crate::init`]) from `seed`.

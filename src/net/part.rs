@@ -890,6 +890,11 @@ impl Part {
         self.sync_bn = sync;
     }
 
+    /// Whether BN statistics are summed with other shards ([`Part::set_sync_bn`]).
+    pub fn syncs_bn(&self) -> bool {
+        self.sync_bn.is_some()
+    }
+
     /// Parameter / statistics entry by torchvision name (true: a parameter).
     pub fn tensor_info(&self, name: &str) -> Option<(&TensorInfo, bool)> {
         super::plan::find_tensor(&self.plan.params, &self.plan.stats, name)
