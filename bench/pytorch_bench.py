@@ -208,8 +208,9 @@ def bench_onnxruntime(name, steps, warmup, threads):
         sys.exit(f"--peer onnxruntime runs inference workloads only, not {name}")
     path = os.path.join(ONNX_DIR, f"{name.split('-')[0]}.onnx")
     if not os.path.exists(path):
-        # export in a child process so that this one never imports PyTorch
-        subprocess.run([sys.executable, __file__, "--export-onnx", name], check=True)
+        # export in a child process so that this one never imports PyTorch; whatever the
+        # exporter prints goes to stderr, not into this process's JSON on stdout
+        subprocess.run([sys.executable, __file__, "--export-onnx", name], check=True, stdout=sys.stderr)
     with open(path + ".json") as f:
         macs = json.load(f)["macs_per_image"]
     so = ort.SessionOptions()
