@@ -324,6 +324,12 @@ unsafe fn tile<const P: usize, const NB: usize>(
             }
         }
     }
+    // before the sums, and without a closure: `Option::map` was left a call, which spilled the
+    // 16 live accumulators (twice) around it after the sums
+    let affine = match store.epi.affine {
+        Some((s, t)) => Some((s.as_ptr(), t.as_ptr())),
+        None => None,
+    };
     let mut acc = [[_mm512_setzero_ps(); NB]; P];
     for t in taps {
         // SAFETY (this loop): tap offsets, rows c < cs and lanes 16 j < 16 NB are the
@@ -342,7 +348,6 @@ unsafe fn tile<const P: usize, const NB: usize>(
             }
         }
     }
-    let affine = store.epi.affine.map(|(s, t)| (s.as_ptr(), t.as_ptr()));
     // SAFETY (this loop): pixels p < np, channels ch..ch + 16 inside ob..ob + 16 NB:
     // this function's contract; residual rows are read only below their length.
     for (p, a) in acc.iter().enumerate().take(np) {
