@@ -141,8 +141,9 @@ pub fn fma_peak(threads: usize) -> Option<FmaPeak> {
         };
         let best = |n: usize| (0..5).map(|_| rate(n)).fold(0.0, f64::max);
         let one = best(1);
-        let tuning = crate::kernels::Tuning::detected(cpu);
-        let m = crate::kernels::tuning::measure_pixels(cpu, tuning.l2);
+        // the times the process chose its pixel block by; measured here where it was forced
+        let (tuning, probe) = crate::kernels::Tuning::detected_with_probe(cpu);
+        let m = probe.unwrap_or_else(|| crate::kernels::tuning::measure_pixels(cpu, tuning.l2));
         Some(FmaPeak {
             cpu: cpu_model(),
             gflops_one_thread: one,

@@ -83,7 +83,14 @@ impl Tuning {
     /// This CPU's tuning, once per process: `RESNET_TUNING`'s parts where given, the rest
     /// detected and measured.
     pub fn detected(cpu: Avx512Cpu) -> Tuning {
-        static T: std::sync::OnceLock<Tuning> = std::sync::OnceLock::new();
+        Tuning::detected_with_probe(cpu).0
+    }
+
+    /// [`Tuning::detected`] and the measurement it chose the pixel block by (None where
+    /// `RESNET_TUNING` forced the block): what `resnet bench --fma-peak` reports, so that the
+    /// times it prints are the ones the process's choice was made on.
+    pub fn detected_with_probe(cpu: Avx512Cpu) -> (Tuning, Option<Measured>) {
+        static T: std::sync::OnceLock<(Tuning, Option<Measured>)> = std::sync::OnceLock::new();
         *T.get_or_init(|| {
             let setting = std::env::var("RESNET_TUNING").ok();
             let forced = setting.as_deref().map(parse).transpose().unwrap_or_else(|e| {
@@ -92,8 +99,9 @@ impl Tuning {
             });
             let forced = forced.unwrap_or_default();
             let l2 = forced.l2.unwrap_or_else(l2_of_this_cpu);
-            let pixels = forced.pixels.unwrap_or_else(|| measure_pixels(cpu, l2).choice);
-            Tuning { l2, pixels }
+            let probe = if forced.pixels.is_none() { Some(measure_pixels(cpu, l2)) } else { None };
+            let pixels = forced.pixels.or(probe.map(|m| m.choice)).unwrap_or(Pixels::Eight);
+            (Tuning { l2, pixels }, probe)
         })
     }
 }
@@ -286,6 +294,14 @@ mod tests {
         assert_eq!(Tuning::with(forced, || Tuning::current(cpu)), forced);
         assert_eq!(Tuning::with(forced, || Tuning::with(Tuning::BASELINE, || Tuning::current(cpu))), Tuning::BASELINE);
         assert_eq!(Tuning::current(cpu), detected);
+        // the measurement reported is the one the process chose by (where nothing was forced)
+        let (tuning, probe) = Tuning::detected_with_probe(cpu);
+        assert_eq!(tuning, detected);
+        if std::env::var("RESNET_TUNING").is_err() {
+            let probe = probe.expect("a detected pixel block was measured");
+            assert_eq!(probe.choice, tuning.pixels);
+            assert_eq!(choose_pixels(probe.eight, probe.fourteen), probe.choice);
+        }
         let m = measure_pixels(cpu, detected.l2);
         assert!(m.eight > 0.0 && m.fourteen > 0.0 && m.eight.is_finite() && m.fourteen.is_finite());
     }
