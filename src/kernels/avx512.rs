@@ -324,8 +324,9 @@ unsafe fn tile<const P: usize, const NB: usize>(
             }
         }
     }
-    // before the sums, and without a closure: `Option::map` was left a call, which spilled the
-    // 16 live accumulators (twice) around it after the sums
+    // a match, not `Option::map`: that stayed an out-of-line call, and after the sums the 16 live
+    // accumulators were spilled to the stack (twice) around it
+    #[allow(clippy::manual_map)]
     let affine = match store.epi.affine {
         Some((s, t)) => Some((s.as_ptr(), t.as_ptr())),
         None => None,
