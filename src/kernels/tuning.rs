@@ -8,8 +8,9 @@
 //!   at most 292 channels (14 of them fit half of a 32 KiB L1), measured on this CPU: 8 pixels x
 //!   32 channels (16 accumulators) or 14 x 32 (28 accumulators, fewer loads per FMA, more
 //!   registers), whichever runs a representative 1x1 convolution faster (by 10% or more for the
-//!   wider one, [`choose_pixels`]; the measurement takes a few milliseconds, at the first convolution). On the AMD
-//!   EPYC (one 512-bit FMA unit per core) both run it at 97% of the one-thread peak, so 8 stays;
+//!   wider one, [`choose_pixels`]; the measurement takes a few milliseconds, at the first
+//!   convolution). On the AMD EPYC (one 512-bit FMA unit per core) both run it at 97% of the
+//!   one-thread peak, so 8 stays;
 //!   a CPU with two FMA units per core needs twice the FMAs in flight, where 28 accumulators may
 //!   pay (`resnet bench --fma-peak` prints both times).
 //!
@@ -99,7 +100,7 @@ impl Tuning {
             });
             let forced = forced.unwrap_or_default();
             let l2 = forced.l2.unwrap_or_else(l2_of_this_cpu);
-            let probe = if forced.pixels.is_none() { Some(measure_pixels(cpu, l2)) } else { None };
+            let probe = forced.pixels.is_none().then(|| measure_pixels(cpu, l2));
             let pixels = forced.pixels.or(probe.map(|m| m.choice)).unwrap_or(Pixels::Eight);
             (Tuning { l2, pixels }, probe)
         })
