@@ -937,6 +937,11 @@ mod tests {
         }
     }
 
+    /// max |a - b| against the float64 definition, NaN (a value never written) included.
+    fn worst(a: &[f32], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(p, q)| (*p as f64 - q).abs()).fold(0.0f64, |m, e| if e > m || e.is_nan() { e } else { m })
+    }
+
     /// [y, dx, dw] of `c` on `path`: the forward through `epi`, backward-data added to a copy of x
     /// (accumulate), the weight gradient over two partials in thread order.
     fn three_passes(
@@ -1010,12 +1015,6 @@ mod tests {
         }
     }
 
-    /// The per-CPU tuning (kernels/tuning.rs: the L2 the blocks are cut for, the 8- or 14-pixel
-    /// micro-kernel) moves where blocks start, never the order of a sum: every tuning gives the
-    /// same bits in all three passes, with the whole inference epilogue. Cases: widths 14 divides,
-    /// with source channels within the 14-pixel bound and beyond it; an odd width; a stride; the
-    /// stem's flat rows (and its few-channel weight gradient); weights cut into L2 chunks; one image
-    /// (split by channels across the threads).
     /// An inference net's prepared weights carry their Winograd tile: F(4x4) up to 128 x 128
     /// channels on the default path (beyond training's 64 x 64), F(2x2) above and on the F(2x2)
     /// path; the forward on them is the convolution within F(4x4)'s rounding, also when handed to
@@ -1040,16 +1039,19 @@ mod tests {
                 for run_on in [path, f2] {
                     let mut y = vec![f32::NAN; c.out_dims(xd).len()];
                     c.forward_prepared(run_on, &w, Some(&p), &x, xd, &mut y, &Epilogue::default());
-                    let err = y.iter().zip(&want).fold(0.0f64, |m, (a, b)| {
-                        let e = (*a as f64 - b).abs();
-                        if e > m || e.is_nan() { e } else { m }
-                    });
+                    let err = worst(&y, &want);
                     assert!(err <= 5e-6 * top, "{ci}->{co} {tile:?} on {run_on:?}: {:.2e} of max", err / top);
                 }
             }
         }
     }
 
+    /// The per-CPU tuning (kernels/tuning.rs: the L2 the blocks are cut for, the 8- or 14-pixel
+    /// micro-kernel) moves where blocks start, never the order of a sum: every tuning gives the
+    /// same bits in all three passes, with the whole inference epilogue. Cases: widths 14 divides,
+    /// with source channels within the 14-pixel bound and beyond it; an odd width; a stride; the
+    /// stem's flat rows (and its few-channel weight gradient); weights cut into L2 chunks; one image
+    /// (split by channels across the threads).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn every_tuning_gives_the_same_bits() {
@@ -1237,13 +1239,6 @@ mod tests {
         let Some(cpu) = KernelPath::all_supported().into_iter().find_map(|p| p.avx512()) else {
             eprintln!("this CPU lacks AVX-512: no Winograd kernels to test");
             return;
-        };
-        // max |a - b|, NaN (a pixel never written) included
-        let worst = |a: &[f32], b: &[f64]| {
-            a.iter()
-                .zip(b)
-                .map(|(p, q)| (*p as f64 - q).abs())
-                .fold(0.0f64, |m, e| if e > m || e.is_nan() { e } else { m })
         };
         // h, w, cin, cout, n; U of 1 MiB and more runs in super-blocks (winograd::tiles): 128 x 128
         // (F(2x2) 1 MiB, F(4x4) 2.3 MiB); 192 -> 96 on the GEMM for any channel count, with few
