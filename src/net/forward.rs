@@ -135,11 +135,8 @@ impl Net {
         unit_forward(&plan.stem, stem, (params, stats, path, prepared, sync), input, n, train, None);
         if let Some((mp, d)) = plan.pool {
             let (sd, od) = (Dims { n, ..plan.stem.yd }, Dims { n, ..d });
-            if train {
-                mp.forward(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()], &mut pool_arg[..od.len()]);
-            } else {
-                mp.forward_values(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()]);
-            }
+            let arg = train.then_some(&mut pool_arg[..od.len()]);
+            mp.forward_indexed_if(&stem.out[..sd.len()], sd, &mut pool_out[..od.len()], arg);
         }
         for i in 0..blocks.len() {
             let (before, rest) = blocks.split_at_mut(i);

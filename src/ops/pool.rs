@@ -75,6 +75,15 @@ impl MaxPool {
         );
     }
 
+    /// [`MaxPool::forward`] where `arg` is given (training: backward needs the indices), else
+    /// [`MaxPool::forward_values`].
+    pub fn forward_indexed_if(&self, x: &[f32], xd: Dims, y: &mut [f32], arg: Option<&mut [u32]>) {
+        match arg {
+            Some(arg) => self.forward(x, xd, y, arg),
+            None => self.forward_values(x, xd, y),
+        }
+    }
+
     /// `f(base)` for each window tap inside the input of output pixel (row = n * OH + oh, ow),
     /// row by row: base = the tap's first value in x.
     #[inline(always)]
