@@ -181,8 +181,8 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Compute the tiles `tiles` (flat indices over the batch, images in order,
-/// row-major tiles) into `out` (the whole destination tensor, NHWC).
+/// Compute output channels `cols` of the tiles `tiles` (flat indices over the batch, images in
+/// order, row-major tiles) into `out` (the whole destination tensor, NHWC).
 /// `u`: transformed weights of `g.tile`. `l2`: the L2 bytes per core (`Tuning`), which sizes the
 /// super-blocks. `stream`: non-temporal stores (taken where `out` starts on a 64-byte line and
 /// nothing is accumulated).
@@ -200,6 +200,7 @@ pub unsafe fn tiles(
     src: &[f32],
     out: *mut f32,
     tiles: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
     l2: usize,
     accumulate: bool,
     stream: bool,
@@ -213,6 +214,10 @@ pub unsafe fn tiles(
     assert!(cin.is_multiple_of(16) && cout.is_multiple_of(16) && cin <= ZEROS.len(), "winograd: {cin} -> {cout}");
     assert!(u.len() >= np * cin * cout, "winograd: transformed weights");
     assert!(epi.fits_simd(cout), "winograd: epilogue does not fit {cout} channels");
+    assert!(
+        cols.start.is_multiple_of(16) && cols.end.is_multiple_of(16) && cols.start < cols.end && cols.end <= cout,
+        "winograd: output channels {cols:?} of {cout}"
+    );
     // Sub-blocks of T tiles per super-block. Where U outgrows the L2 (1 MiB and more: F(2x2) on
     // 256 x 256 channels is 4 MiB), a super-block of up to 16 sub-blocks runs the GEMMs position
     // by position, 32 output channels at a time over all its sub-blocks ([`gemm`]), so that each
@@ -248,14 +253,15 @@ pub unsafe fn tiles(
             }
             // np GEMMs per sub-block: M[pos][t][:] = V[pos][t][:] . U[pos]
             let (vp, up, mp) = (v.as_ptr(), u.as_ptr(), m.as_mut_ptr());
-            // SAFETY: v and m hold nts.len() sub-blocks, u np x cin x cout (checked).
+            let c = cols.clone();
+            // SAFETY: v and m hold nts.len() sub-blocks, u np x cin x cout, cols within cout (checked).
             unsafe {
                 match cin {
-                    16 => gemm::<16>(np, 16, cout, nts, vp, up, mp),
-                    32 => gemm::<32>(np, 32, cout, nts, vp, up, mp),
-                    64 => gemm::<64>(np, 64, cout, nts, vp, up, mp),
-                    128 => gemm::<128>(np, 128, cout, nts, vp, up, mp),
-                    _ => gemm::<0>(np, cin, cout, nts, vp, up, mp),
+                    16 => gemm::<16>(np, 16, cout, c, nts, vp, up, mp),
+                    32 => gemm::<32>(np, 32, cout, c, nts, vp, up, mp),
+                    64 => gemm::<64>(np, 64, cout, c, nts, vp, up, mp),
+                    128 => gemm::<128>(np, 128, cout, c, nts, vp, up, mp),
+                    _ => gemm::<0>(np, cin, cout, c, nts, vp, up, mp),
                 }
             };
             for (k, &nt) in nts.iter().enumerate() {
@@ -263,8 +269,8 @@ pub unsafe fn tiles(
                 // SAFETY: as the input transforms; out is this function's contract.
                 unsafe {
                     match g.tile {
-                        Tile::F2 => output_transform_f2(g, mk, out, t0 + k * T, nt, &how),
-                        Tile::F4 => output_transform_f4(g, mk, out, t0 + k * T, nt, &how),
+                        Tile::F2 => output_transform_f2(g, mk, out, t0 + k * T, nt, cols.clone(), &how),
+                        Tile::F4 => output_transform_f4(g, mk, out, t0 + k * T, nt, cols.clone(), &how),
                     }
                 };
             }
@@ -285,7 +291,7 @@ struct Out<'s, 'e> {
     epi: &'s Epilogue<'e>,
 }
 
-/// M_k[pos][t][:] = V_k[pos][t][:] . U[pos] for all `np` positions and every sub-block k of a
+/// M_k[pos][t][cols] = V_k[pos][t][:] . U[pos][:][cols] for all `np` positions and every sub-block k of a
 /// super-block (`nts[k]` tiles in it; tiles past a sub-block's end compute harmless leftovers):
 /// position by position, 32 output channels at a time over the sub-blocks, so that a (pos, 32
 /// columns) slice of U stays in cache across them. CIN: the input channels as a constant, so that
@@ -294,12 +300,13 @@ struct Out<'s, 'e> {
 ///
 /// # Safety
 /// AVX-512 code under the caller's proof; v holds nts.len() blocks of np x T x cin, m as many
-/// of np x T x cout, u np x cin x cout; cout a multiple of 16; CIN 0 or cin.
+/// of np x T x cout, u np x cin x cout; cols multiples of 16 within cout; CIN 0 or cin.
 #[target_feature(enable = "avx512f")]
 unsafe fn gemm<const CIN: usize>(
     np: usize,
     cin: usize,
     cout: usize,
+    cols: std::ops::Range<usize>,
     nts: &[usize],
     v: *const f32,
     u: *const f32,
@@ -308,11 +315,11 @@ unsafe fn gemm<const CIN: usize>(
     let (vstep, mstep) = (np * T * cin, np * T * cout);
     for pos in 0..np {
         // SAFETY (this loop): positions < np, sub-blocks k < nts.len(), channel blocks
-        // ob..ob + 16 nb <= cout: the sizes in the contract.
+        // ob..ob + 16 nb <= cols.end <= cout: the sizes in the contract.
         let up = unsafe { u.add(pos * cin * cout) };
-        let mut ob = 0;
-        while ob < cout {
-            let nb = if cout - ob >= 32 { 2 } else { 1 };
+        let mut ob = cols.start;
+        while ob < cols.end {
+            let nb = if cols.end - ob >= 32 { 2 } else { 1 };
             for (k, &nt) in nts.iter().enumerate() {
                 let (vp, mp) = unsafe { (v.add(k * vstep + pos * T * cin), m.add(k * mstep + pos * T * cout)) };
                 unsafe {
@@ -505,18 +512,27 @@ fn bt_f4(d: [__m512; 6]) -> [__m512; 6] {
     ]
 }
 
-/// The 2x2 outputs of each F(2x2) tile: A^T m A, then accumulate / epilogue, stored.
+/// The 2x2 outputs of each F(2x2) tile, channels `cols`: A^T m A, then accumulate / epilogue,
+/// stored.
 ///
 /// # Safety
 /// AVX-512 code under the caller's proof; m is 16 x T x cout, out an
-/// (n, h, w, cout) tensor holding the tiles, cout a multiple of 16, and the
-/// epilogue fits (`Epilogue::fits_simd`).
+/// (n, h, w, cout) tensor holding the tiles, cout and cols multiples of 16, cols within cout,
+/// and the epilogue fits (`Epilogue::fits_simd`).
 #[target_feature(enable = "avx512f")]
-unsafe fn output_transform_f2(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt: usize, how: &Out) {
+unsafe fn output_transform_f2(
+    g: &Wino,
+    m: &[f32],
+    out: *mut f32,
+    t0: usize,
+    nt: usize,
+    cols: std::ops::Range<usize>,
+    how: &Out,
+) {
     let cout = g.cout;
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
         let (y0, x0) = (2 * ty, 2 * tx);
-        for cv in (0..cout).step_by(16) {
+        for cv in cols.clone().step_by(16) {
             let mut mm = [_mm512_setzero_ps(); 16];
             for (pos, v) in mm.iter_mut().enumerate() {
                 // SAFETY: a checked slice start, cv + 16 <= cout.
@@ -544,16 +560,25 @@ unsafe fn output_transform_f2(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt:
     }
 }
 
-/// The 4x4 outputs of each F(4x4) tile: A^T m A, then accumulate / epilogue, stored.
+/// The 4x4 outputs of each F(4x4) tile, channels `cols`: A^T m A, then accumulate / epilogue,
+/// stored.
 ///
 /// # Safety
 /// As [`output_transform_f2`], with m 36 x T x cout.
 #[target_feature(enable = "avx512f")]
-unsafe fn output_transform_f4(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt: usize, how: &Out) {
+unsafe fn output_transform_f4(
+    g: &Wino,
+    m: &[f32],
+    out: *mut f32,
+    t0: usize,
+    nt: usize,
+    cols: std::ops::Range<usize>,
+    how: &Out,
+) {
     let cout = g.cout;
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
         let (y0, x0) = (4 * ty, 4 * tx);
-        for cv in (0..cout).step_by(16) {
+        for cv in cols.clone().step_by(16) {
             // A^T m: 4 x 6, column by column
             let mut a = [_mm512_setzero_ps(); 24];
             for c in 0..6 {
