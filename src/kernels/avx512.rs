@@ -415,37 +415,29 @@ pub fn pack_block_transposed(w: &[f32], taps: usize, cin: usize, cout: usize, b:
     }
 }
 
-/// P = 8 pixels x the channels `cols` (multiples of 16) of `co`, plain stores (the Winograd GEMM
-/// step): out[p][j] = sum_taps sum_c src[p][c] * w[c][j] for j in `cols`, pixel p at `out + p * co`.
+/// P = 8 pixels x NB*16 channels, plain stores (the Winograd GEMM step): out[p][j] = sum_taps
+/// sum_c src[p][c] * w[c][j] for j < 16 NB, w's rows `ws` apart (a packed block), pixel p at
+/// `out + p * ps`. `ob`: the block's first channel (for the epilogue, which is empty here).
 ///
 /// # Safety
 /// Called from AVX-512 code only (the caller's proof covers this); each tap's
-/// pointers have `cs` values, `w` (cs x co) and `out` (np x co) are in bounds, `cols` inside 0..co.
+/// pointers have `cs` values, `w` has cs rows of ws >= 16 NB, `out` np rows of ps from which
+/// 16 NB are written.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn tile_store(
+pub(crate) unsafe fn tile_store<const NB: usize>(
     taps: &[Tap<8>],
     cs: usize,
     w: *const f32,
-    co: usize,
+    ws: usize,
     out: *mut f32,
+    ps: usize,
     np: usize,
-    cols: std::ops::Range<usize>,
+    ob: usize,
 ) {
     let epi = Epilogue::default();
     let store = Store::<8> { accumulate: false, stream: false, epi: &epi, res: None };
-    let mut ob = cols.start;
-    while ob < cols.end {
-        // SAFETY: this function's contract, for the channels ob..ob + 16 NB <= cols.end <= co.
-        unsafe {
-            if cols.end - ob >= 32 {
-                tile::<8, 2>(taps, cs, w.add(ob), co, out.add(ob), co, np, ob, &store);
-                ob += 32;
-            } else {
-                tile::<8, 1>(taps, cs, w.add(ob), co, out.add(ob), co, np, ob, &store);
-                ob += 16;
-            }
-        }
-    }
+    // SAFETY: this function's contract.
+    unsafe { tile::<8, NB>(taps, cs, w, ws, out, ps, np, ob, &store) }
 }
 
 /// How a tile stores: add to what is there, then the epilogue; `res` holds

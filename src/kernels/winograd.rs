@@ -96,9 +96,9 @@ fn g_line(tile: Tile, a: &[f32], b: &[f32], d: &[f32], out: &mut [&mut [f32]]) {
 }
 
 /// `U[pos][ci][co] = (G g G^T)[pos]` for one input channel `ci` and every
-/// co, into `u_rows[pos]` (the rows `U[pos][ci][..]`, `cout` values each, one
-/// per position of `tile`); w is HWIO (3, 3, cin, cout). Vectorised over co; the
-/// caller runs the input channels in parallel (ops/conv.rs).
+/// co, into `u_rows[pos]` (`cout` values each, one per position of `tile`); w is HWIO
+/// (3, 3, cin, cout). Vectorised over co; the caller runs the input channels in parallel and
+/// stores the rows where [`tiles`] reads them ([`packed_row`]; ops/conv.rs).
 pub fn transform_weights_of_channel(
     w: &[f32],
     cin: usize,
@@ -122,6 +122,19 @@ pub fn transform_weights_of_channel(
             (&gg[(3 * r) * cout..][..cout], &gg[(3 * r + 1) * cout..][..cout], &gg[(3 * r + 2) * cout..][..cout]);
         g_line(tile, a, b, d, line);
     }
+}
+
+/// Where row `ci` of U[pos] (`cout` values) lies in the packed U that [`tiles`] reads: per
+/// position, a cin x cout matrix in blocks of 32 output channels (the last 16 wide where cout is
+/// an odd multiple of 16), each block's cin rows contiguous, as the direct kernel packs its
+/// weights (`avx512::pack_block`): the GEMM then streams a block's rows from memory in order, where
+/// in rows of cout they lie cout * 4 bytes apart (a stride the prefetchers do not follow across
+/// pages). Yields (offset into U, offset into the row, width) for each block.
+pub fn packed_row(cin: usize, cout: usize, pos: usize, ci: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..cout).step_by(32).map(move |ob| {
+        let width = (cout - ob).min(32);
+        (pos * cin * cout + ob * cin + ci * width, ob, width)
+    })
 }
 
 /// Geometry: source (h, w, cin) per image, destination (h, w, cout): same size; the tile.
@@ -183,7 +196,7 @@ thread_local! {
 
 /// Compute output channels `cols` of the tiles `tiles` (flat indices over the batch, images in
 /// order, row-major tiles) into `out` (the whole destination tensor, NHWC).
-/// `u`: transformed weights of `g.tile`. `l2`: the L2 bytes per core (`Tuning`), which sizes the
+/// `u`: transformed weights of `g.tile`, packed ([`packed_row`]). `l2`: the L2 bytes per core (`Tuning`), which sizes the
 /// super-blocks. `stream`: non-temporal stores (taken where `out` starts on a 64-byte line and
 /// nothing is accumulated).
 ///
@@ -215,7 +228,7 @@ pub unsafe fn tiles(
     assert!(u.len() >= np * cin * cout, "winograd: transformed weights");
     assert!(epi.fits_simd(cout), "winograd: epilogue does not fit {cout} channels");
     assert!(
-        cols.start.is_multiple_of(16) && cols.end.is_multiple_of(16) && cols.start < cols.end && cols.end <= cout,
+        cols.start.is_multiple_of(32) && cols.end.is_multiple_of(16) && cols.start < cols.end && cols.end <= cout,
         "winograd: output channels {cols:?} of {cout}"
     );
     // Sub-blocks of T tiles per super-block. Where U outgrows the L2 (1 MiB and more: F(2x2) on
@@ -300,7 +313,8 @@ struct Out<'s, 'e> {
 ///
 /// # Safety
 /// AVX-512 code under the caller's proof; v holds nts.len() blocks of np x T x cin, m as many
-/// of np x T x cout, u np x cin x cout; cols multiples of 16 within cout; CIN 0 or cin.
+/// of np x T x cout, u np x cin x cout packed ([`packed_row`]); cols within cout, from a
+/// multiple of 32 to one of 16; CIN 0 or cin.
 #[target_feature(enable = "avx512f")]
 unsafe fn gemm<const CIN: usize>(
     np: usize,
@@ -320,8 +334,10 @@ unsafe fn gemm<const CIN: usize>(
         let mut ob = cols.start;
         while ob < cols.end {
             let nb = if cols.end - ob >= 32 { 2 } else { 1 };
+            // the packed block of channels ob.. (`packed_row`): cin rows of `ws`
+            let (ub, ws) = (unsafe { up.add(ob * cin) }, (cout - ob).min(32));
             for (k, &nt) in nts.iter().enumerate() {
-                let (vp, mp) = unsafe { (v.add(k * vstep + pos * T * cin), m.add(k * mstep + pos * T * cout)) };
+                let (vp, mp) = unsafe { (v.add(k * vstep + pos * T * cin), m.add(k * mstep + pos * T * cout + ob)) };
                 unsafe {
                     match (CIN, nb) {
                         (0, _) => {
@@ -329,10 +345,14 @@ unsafe fn gemm<const CIN: usize>(
                             for t in 0..nt {
                                 tap[0].src[t] = vp.add(t * cin);
                             }
-                            tile_store(&tap, cin, up, cout, mp, nt, ob..ob + 16 * nb);
+                            if nb == 2 {
+                                tile_store::<2>(&tap, cin, ub, ws, mp, cout, nt, ob)
+                            } else {
+                                tile_store::<1>(&tap, cin, ub, ws, mp, cout, nt, ob)
+                            }
                         }
-                        (_, 2) => wblock::<CIN, 2>(vp, up.add(ob), cout, mp.add(ob)),
-                        _ => wblock::<CIN, 1>(vp, up.add(ob), cout, mp.add(ob)),
+                        (_, 2) => wblock::<CIN, 2>(vp, ub, ws, cout, mp),
+                        _ => wblock::<CIN, 1>(vp, ub, ws, cout, mp),
                     }
                 }
             }
@@ -344,17 +364,17 @@ unsafe fn gemm<const CIN: usize>(
 /// T tiles x NB*16 output channels of one position.
 ///
 /// # Safety
-/// AVX-512 code under the caller's proof; v is T x CIN, u has CIN rows of cout
+/// AVX-512 code under the caller's proof; v is T x CIN, u has CIN rows of ws
 /// from which NB*16 are read, m has T rows of cout with NB*16 writable.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
-unsafe fn wblock<const CIN: usize, const NB: usize>(v: *const f32, u: *const f32, cout: usize, m: *mut f32) {
+unsafe fn wblock<const CIN: usize, const NB: usize>(v: *const f32, u: *const f32, ws: usize, cout: usize, m: *mut f32) {
     let mut acc = [[_mm512_setzero_ps(); NB]; T];
     // SAFETY (this function): rows c < CIN, tiles t < T, lanes 16 j < 16 NB: the contract.
     for c in 0..CIN {
         let mut w = [_mm512_setzero_ps(); NB];
         for (j, wv) in w.iter_mut().enumerate() {
-            *wv = unsafe { _mm512_loadu_ps(u.add(c * cout + 16 * j)) };
+            *wv = unsafe { _mm512_loadu_ps(u.add(c * ws + 16 * j)) };
         }
         for t in 0..T {
             let x = _mm512_set1_ps(unsafe { *v.add(t * CIN + c) });

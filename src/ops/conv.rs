@@ -186,8 +186,9 @@ fn run_winograd(
     );
 }
 
-/// Winograd-transformed weights `U[pos][ci][co]` (positions x cin x cout) of `w`
-/// (HWIO, 3 x 3 x cin x cout) for `tile`, the input channels in parallel.
+/// Winograd-transformed weights `U[pos][ci][co]` (positions x cin x cout, each position's matrix
+/// packed in blocks of 32 output channels: `winograd::packed_row`) of `w` (HWIO, 3 x 3 x cin x
+/// cout) for `tile`, the input channels in parallel.
 #[cfg(target_arch = "x86_64")]
 fn winograd_weights(w: &[f32], cin: usize, cout: usize, tile: Tile) -> Vec<f32> {
     let np = tile.positions();
@@ -197,12 +198,17 @@ fn winograd_weights(w: &[f32], cin: usize, cout: usize, tile: Tile) -> Vec<f32> 
         cin,
         #[inline(always)]
         |ci| {
-            // SAFETY: task ci writes only the rows U[pos][ci][..] (disjoint across
-            // tasks), each `cout` values inside `u`, which outlives the loop.
-            let mut rows: Vec<&mut [f32]> = (0..np)
-                .map(|pos| unsafe { std::slice::from_raw_parts_mut(base.get().add((pos * cin + ci) * cout), cout) })
-                .collect();
-            crate::kernels::winograd::transform_weights_of_channel(w, cin, cout, ci, tile, &mut rows)
+            let mut flat = vec![0.0; np * cout];
+            let mut rows: Vec<&mut [f32]> = flat.chunks_exact_mut(cout).collect();
+            crate::kernels::winograd::transform_weights_of_channel(w, cin, cout, ci, tile, &mut rows);
+            for (pos, row) in flat.chunks_exact(cout).enumerate() {
+                for (at, ob, width) in crate::kernels::winograd::packed_row(cin, cout, pos, ci) {
+                    // SAFETY: task ci writes only row ci of each packed block (disjoint across
+                    // tasks), `width` values inside `u` (packed_row), which outlives the loop.
+                    unsafe { std::slice::from_raw_parts_mut(base.get().add(at), width) }
+                        .copy_from_slice(&row[ob..ob + width]);
+                }
+            }
         },
     );
     u
@@ -1274,7 +1280,13 @@ mod tests {
             for tile in [Tile::F2, Tile::F4] {
                 let u = winograd_weights(&wt, ci, co, tile);
                 // (F(4x4) rounds more with more input channels: 6.0e-6 at 512)
-                let bound = if tile == Tile::F2 { 1e-6 } else if ci <= 192 { 5e-6 } else { 8e-6 };
+                let bound = if tile == Tile::F2 {
+                    1e-6
+                } else if ci <= 192 {
+                    5e-6
+                } else {
+                    8e-6
+                };
                 // plain
                 let mut y = vec![f32::NAN; yd.len()];
                 run_winograd(cpu, xd, ci, co, tile, &u, &x, &mut y, false, &Epilogue::default());
