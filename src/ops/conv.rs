@@ -257,17 +257,31 @@ impl Conv {
     /// shapes): 48 2x2 tiles or more (batch 1 on 14x14 maps has 49: ResNet-50 inference
     /// there, its five 256->256 layers, 5.5 -> 4.3 ms per step, with the weights transformed
     /// once, [`Conv::prepare`], and read once per thread: `run_winograd`), and transformed
-    /// weights (16 x Cin x Cout) of at most 4 MiB (512 channels on 7x7 maps ran 2.4x slower;
-    /// with super-blocks, `winograd::tiles`, still no faster than direct).
+    /// weights (16 x Cin x Cout) of at most 4 MiB (512 channels on 7x7 maps: ResNet-50 training
+    /// at batch 16, its two backward passes on Winograd 89-126 against 68-71 ms per step;
+    /// inference goes beyond the bound, [`Conv::inference_winograd`]).
     pub fn winograd_applies(&self, x: Dims) -> bool {
-        let tiles = x.n * x.h.div_ceil(2) * x.w.div_ceil(2);
-        self.k == 3
-            && self.stride == 1
-            && self.pad == 1
-            && self.cin.is_multiple_of(16)
-            && self.cout.is_multiple_of(16)
-            && tiles >= 48
-            && 16 * self.cin * self.cout * 4 <= 4 << 20
+        self.winograd_shape() && Self::f2_tiles(x) >= 48 && 16 * self.cin * self.cout * 4 <= 4 << 20
+    }
+
+    /// Whether an inference net prepares Winograd weights for `x` ([`Conv::prepare`]): where
+    /// [`Conv::winograd_applies`], and beyond its 4 MiB bound on U from 16 tiles on: 512 x 512
+    /// channels on 7x7 maps, ResNet-50's stage 4, with U read once per thread's share of the
+    /// output channels and packed (`winograd::tiles`): its two layers at batch 1 2.1 -> 1.8-1.9
+    /// ms per step, at batch 16 29.7-30.4 -> 22.9-23.8 (F(2x2), 16 MiB of U each).
+    pub fn inference_winograd(&self, x: Dims) -> bool {
+        self.winograd_applies(x)
+            || (self.winograd_shape() && Self::f2_tiles(x) >= 16 && 16 * self.cin * self.cout * 4 > 4 << 20)
+    }
+
+    /// 3x3, stride 1, pad 1, channels in 16s: the convolutions the Winograd kernels compute.
+    fn winograd_shape(&self) -> bool {
+        self.k == 3 && self.stride == 1 && self.pad == 1 && self.cin.is_multiple_of(16) && self.cout.is_multiple_of(16)
+    }
+
+    /// F(2x2) tiles over `x`'s images.
+    fn f2_tiles(x: Dims) -> usize {
+        x.n * x.h.div_ceil(2) * x.w.div_ceil(2)
     }
 
     /// The Winograd tile on `path` where [`Conv::winograd_applies`]: F(4x4, 3x3) where the path
@@ -393,7 +407,7 @@ impl Conv {
         assert_eq!(w.len(), self.weight_len(), "{self:?}: {} weights", w.len());
         #[cfg(target_arch = "x86_64")]
         if path.avx512().is_some() {
-            if path.winograd() && self.winograd_applies(xd) {
+            if path.winograd() && self.inference_winograd(xd) {
                 let tile = self.inference_tile(path);
                 let data = winograd_weights(w, self.cin, self.cout, tile);
                 return Some(Prepared { form: Form::Winograd(tile), xd, data });
@@ -429,7 +443,8 @@ impl Conv {
         let prepared = prepared.filter(|p| p.xd == xd && p.data.len() >= w.len());
         #[cfg(target_arch = "x86_64")]
         if let Some(cpu) = path.avx512().filter(|_| epi.fits_simd(self.cout)) {
-            if path.winograd() && self.winograd_applies(xd) {
+            let wino_prepared = matches!(prepared, Some(Prepared { form: Form::Winograd(_), .. }));
+            if path.winograd() && (wino_prepared || self.winograd_applies(xd)) {
                 // the prepared weights' tile, else this path's
                 let made;
                 let (u, tile) = match prepared {
@@ -1043,16 +1058,30 @@ mod tests {
             return; // no Winograd kernels here
         };
         let (wino, f2) = (KernelPath::Winograd(cpu), KernelPath::WinogradF2(cpu));
-        for (ci, co, on_wino) in [(128, 128, Tile::F4), (64, 128, Tile::F4), (128, 256, Tile::F2)] {
+        // 128 F(2x2) tiles, where Winograd applies; and 512 x 512 channels on one 7x7 image (16
+        // tiles, 16 MiB of U), where it applies in inference alone
+        let cases = [
+            (128, 128, 16, 2, Tile::F4),
+            (64, 128, 16, 2, Tile::F4),
+            (128, 256, 16, 2, Tile::F2),
+            (512, 512, 7, 1, Tile::F2),
+        ];
+        for (ci, co, side, n, on_wino) in cases {
             let c = Conv::new(ci, co, 3, 1, 1);
-            let xd = Dims::new(2, 16, 16, ci); // 128 F(2x2) tiles: Winograd applies
-            assert!(c.winograd_applies(xd));
+            let xd = Dims::new(n, side, side, ci);
+            assert!(c.inference_winograd(xd));
+            assert_eq!(c.winograd_applies(xd), ci < 512);
             let (x, w) = (rand_vec(xd.len(), 7), rand_vec(c.weight_len(), 8));
             let want = definition(&c, &w, &x, xd);
             let top = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             for (path, tile) in [(wino, on_wino), (f2, Tile::F2)] {
                 let p = c.prepare(path, &w, xd).expect("prepared");
                 assert_eq!(p.form, Form::Winograd(tile), "{ci}->{co} on {path:?}");
+                // and the forward computes on them (zeroed, they give zeros)
+                let zeroed = Prepared { data: vec![0.0; p.data.len()], ..p.clone() };
+                let mut y = vec![f32::NAN; c.out_dims(xd).len()];
+                c.forward_prepared(path, &w, Some(&zeroed), &x, xd, &mut y, &Epilogue::default());
+                assert!(y.iter().all(|v| *v == 0.0), "{ci}->{co} on {path:?}: the prepared weights were not used");
                 for run_on in [path, f2] {
                     let mut y = vec![f32::NAN; c.out_dims(xd).len()];
                     c.forward_prepared(run_on, &w, Some(&p), &x, xd, &mut y, &Epilogue::default());
