@@ -297,15 +297,17 @@ impl Conv {
     }
 
     /// The Winograd tile of the weights an inference net prepares ([`Conv::prepare`]): F(4x4,
-    /// 3x3) where the path allows it up to 128 x 128 channels, beyond [`Conv::winograd_tile`]'s
+    /// 3x3) where the path allows it up to 256 x 256 channels, beyond [`Conv::winograd_tile`]'s
     /// bound. That bound is set by a training gradient's accuracy (the detector's); a forward
     /// alone on F(4x4) at 128 channels rounds within 3.3e-6 of max |y| (against 1.5e-6 for the
     /// direct form: the float64 test below) and runs faster (ResNet-50 inference at batch 16,
-    /// its three 28x28 128->128 layers: 18-21 against 27-28 ms per step). On 256 channels (14x14)
-    /// the gain did not stand out of the noise (41-50 against 46-50 ms).
+    /// its three 28x28 128->128 layers: 18-21 against 27-28 ms per step). On 256 channels (the
+    /// five 14x14 layers) it pays since U is packed (`winograd::packed_row`): 41.6-44.3 -> 35.7-37.5
+    /// ms per step at batch 16, 3.4-3.6 -> 3.1-3.2 at batch 1 (before the packing, 41-50 against
+    /// 46-50, within the noise). 512 x 512 (7x7 maps) keeps F(2x2): its U would be 38 MiB.
     #[cfg(target_arch = "x86_64")]
     pub fn inference_tile(&self, path: KernelPath) -> Tile {
-        if path.large_tiles() && self.cin * self.cout <= 128 * 128 { Tile::F4 } else { Tile::F2 }
+        if path.large_tiles() && self.cin * self.cout <= 256 * 256 { Tile::F4 } else { Tile::F2 }
     }
 
     /// The kernel path for this convolution on `x` when the batch's sums run in `order`. In leaf
@@ -1047,7 +1049,7 @@ mod tests {
         }
     }
 
-    /// An inference net's prepared weights carry their Winograd tile: F(4x4) up to 128 x 128
+    /// An inference net's prepared weights carry their Winograd tile: F(4x4) up to 256 x 256
     /// channels on the default path (beyond training's 64 x 64), F(2x2) above and on the F(2x2)
     /// path; the forward on them is the convolution within F(4x4)'s rounding, also when handed to
     /// a path that does not run their tile (it then transforms the weights for its own).
@@ -1058,19 +1060,21 @@ mod tests {
             return; // no Winograd kernels here
         };
         let (wino, f2) = (KernelPath::Winograd(cpu), KernelPath::WinogradF2(cpu));
-        // 128 F(2x2) tiles, where Winograd applies; and 512 x 512 channels on one 7x7 image (16
-        // tiles, 16 MiB of U), where it applies in inference alone
+        // two 16x16 images (128 F(2x2) tiles) or one 14x14 (49), where Winograd applies; and 512 x
+        // 512 channels on one 7x7 image (16 tiles, 16 MiB of U) and 256 x 512 (8 MiB), where it
+        // applies in inference alone
         let cases = [
             (128, 128, 16, 2, Tile::F4),
             (64, 128, 16, 2, Tile::F4),
-            (128, 256, 16, 2, Tile::F2),
+            (256, 256, 14, 1, Tile::F4),
+            (256, 512, 16, 2, Tile::F2),
             (512, 512, 7, 1, Tile::F2),
         ];
         for (ci, co, side, n, on_wino) in cases {
             let c = Conv::new(ci, co, 3, 1, 1);
             let xd = Dims::new(n, side, side, ci);
             assert!(c.inference_winograd(xd));
-            assert_eq!(c.winograd_applies(xd), ci < 512);
+            assert_eq!(c.winograd_applies(xd), ci * co <= 256 * 256); // U within 4 MiB
             let (x, w) = (rand_vec(xd.len(), 7), rand_vec(c.weight_len(), 8));
             let want = definition(&c, &w, &x, xd);
             let top = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -1086,7 +1090,9 @@ mod tests {
                     let mut y = vec![f32::NAN; c.out_dims(xd).len()];
                     c.forward_prepared(run_on, &w, Some(&p), &x, xd, &mut y, &Epilogue::default());
                     let err = worst(&y, &want);
-                    assert!(err <= 5e-6 * top, "{ci}->{co} {tile:?} on {run_on:?}: {:.2e} of max", err / top);
+                    // F(4x4) rounds more with more input channels (measured 5.8e-6 at 256)
+                    let bound = if ci <= 192 { 5e-6 } else { 8e-6 };
+                    assert!(err <= bound * top, "{ci}->{co} {tile:?} on {run_on:?}: {:.2e} of max", err / top);
                 }
             }
         }
