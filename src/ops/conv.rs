@@ -998,7 +998,8 @@ mod tests {
         [y, dx, dw]
     }
 
-    /// The fast path computes what the portable one does, on the network shapes.
+    /// The fast path computes what the portable one does, on the network shapes, the forward
+    /// with a block's epilogue.
     #[test]
     fn paths_agree_on_resnet_shapes() {
         let paths = KernelPath::all_supported();
@@ -1037,7 +1038,14 @@ mod tests {
             let x = rand_vec(xd.len(), 1);
             let w = rand_vec(c.weight_len(), 2);
             let dy = rand_vec(yd.len(), 3);
-            let run = |path: KernelPath| three_passes(&c, path, &w, &x, xd, &dy, &Epilogue::default());
+            // the forward through a block's whole epilogue: folded BN, residual, ReLU
+            let (scale, shift, residual) = (rand_vec(co, 4), rand_vec(co, 5), rand_vec(yd.len(), 6));
+            let epi = Epilogue {
+                affine: Some((&scale, &shift)),
+                residual: Some(crate::kernels::ShortcutSrc::Identity(&residual)),
+                relu: true,
+            };
+            let run = |path: KernelPath| three_passes(&c, path, &w, &x, xd, &dy, &epi);
             let reference = run(KernelPath::Portable);
             for &path in &paths[1..] {
                 for (what, (a, b)) in ["y", "dx", "dw"].iter().zip(run(path).iter().zip(&reference)) {
