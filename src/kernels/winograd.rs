@@ -196,9 +196,9 @@ thread_local! {
 
 /// Compute output channels `cols` of the tiles `tiles` (flat indices over the batch, images in
 /// order, row-major tiles) into `out` (the whole destination tensor, NHWC).
-/// `u`: transformed weights of `g.tile`, packed ([`packed_row`]). `l2`: the L2 bytes per core (`Tuning`), which sizes the
-/// super-blocks. `stream`: non-temporal stores (taken where `out` starts on a 64-byte line and
-/// nothing is accumulated).
+/// `u`: transformed weights of `g.tile`, packed ([`packed_row`]). `l2`: the L2 bytes per core
+/// (`Tuning`), which sizes the super-blocks. `stream`: non-temporal stores (taken where `out`
+/// starts on a 64-byte line and nothing is accumulated).
 ///
 /// # Safety
 /// The CPU's features are proven by `cpu`. The caller guarantees the memory:
@@ -304,12 +304,12 @@ struct Out<'s, 'e> {
     epi: &'s Epilogue<'e>,
 }
 
-/// M_k[pos][t][cols] = V_k[pos][t][:] . U[pos][:][cols] for all `np` positions and every sub-block k of a
-/// super-block (`nts[k]` tiles in it; tiles past a sub-block's end compute harmless leftovers):
-/// position by position, 32 output channels at a time over the sub-blocks, so that a (pos, 32
-/// columns) slice of U stays in cache across them. CIN: the input channels as a constant, so that
-/// every broadcast is one address register plus an immediate offset ([`wblock`]); 0 for any
-/// other count `cin` (the direct kernel's tile on the rows of V).
+/// M_k[pos][t][cols] = V_k[pos][t][:] . U[pos][:][cols] for all `np` positions and every
+/// sub-block k of a super-block (`nts[k]` tiles in it; tiles past a sub-block's end compute
+/// harmless leftovers): position by position, 32 output channels at a time over the sub-blocks,
+/// so that a (pos, 32 columns) packed block of U stays in cache across them. CIN: the input
+/// channels as a constant, so that every broadcast is one address register plus an immediate
+/// offset ([`wblock`]); 0 for any other count `cin` (the direct kernel's tile on the rows of V).
 ///
 /// # Safety
 /// AVX-512 code under the caller's proof; v holds nts.len() blocks of np x T x cin, m as many
