@@ -7,6 +7,9 @@
 use resnet::data::detection::Detection;
 use resnet::data::{coco, voc};
 use std::path::{Path, PathBuf};
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 #[path = "common/outcome.rs"]
 mod outcome;
 
@@ -25,11 +28,8 @@ fn needs(rel: &str, script: &str) -> PathBuf {
     p
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("resnet-detect-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> Scratch {
+    Scratch::new(&format!("detect-{tag}"))
 }
 
 fn resnet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
@@ -140,7 +140,6 @@ fn fashion_det_is_byte_identical_per_seed_and_scores_one_against_itself() {
     assert_eq!(v["stats"][0], 0.0);
     let text = ok(&resnet(&["eval-det", "--gt", gt_json.to_str().unwrap(), "--results", r.to_str().unwrap()]));
     assert!(text.contains("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.000"), "{text}");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -248,7 +247,6 @@ fn bad_ground_truth_and_results_are_refused_by_name() {
         &resnet(&["eval-det", "--gt", v.to_str().unwrap(), "--results", r.to_str().unwrap()]),
         &["000001.xml: no such file"],
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// A two-image set (100 x 80 and 60 x 40 JPEGs) as a VOC tree at `root` and as COCO JSON at
@@ -325,5 +323,4 @@ fn check_det_names_an_image_that_is_missing_or_of_another_size() {
     let lone = d.join("lone.json");
     std::fs::copy(&json, &lone).unwrap();
     fails(&resnet(&["data", "check-det", "--gt", lone.to_str().unwrap()]), &["where are the images of", "lone.json"]);
-    let _ = std::fs::remove_dir_all(&d);
 }

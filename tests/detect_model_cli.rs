@@ -13,6 +13,9 @@ use resnet::detect::preset::Preset;
 use resnet::net::Freeze;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 #[path = "common/outcome.rs"]
 mod outcome;
 
@@ -25,11 +28,8 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("resnet-detect-model-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> Scratch {
+    Scratch::new(&format!("detect-model-{tag}"))
 }
 
 fn resnet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
@@ -122,7 +122,6 @@ fn detect_prints_json_and_text_and_draws_pngs() {
         let img = image::open(drawn.join(name)).unwrap();
         assert_eq!((img.width() as f64, img.height() as f64), (iw, ih), "{name}");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -148,5 +147,4 @@ fn bad_inputs_are_refused_by_name() {
     fails(&resnet(&["detect", "--weights", w, "--draw", dir.to_str().unwrap(), i]), &["same file", "in.png"]);
     assert!(image::open(&img).unwrap().width() == 40, "the input is untouched");
     fails(&resnet(&["detect", "--weights", w, "--score-threshold", "2", i]), &["--score-threshold"]);
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -6,7 +6,10 @@ use md5::{Digest, Md5};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -173,11 +176,8 @@ fn md5_args(files: &[(&str, Vec<u8>)]) -> Vec<String> {
 }
 
 /// A fresh, empty directory for one test.
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fetch-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> Scratch {
+    Scratch::new(&format!("fetch-{name}"))
 }
 
 fn resnet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
@@ -228,7 +228,8 @@ fn names_in(dir: &Path) -> Vec<String> {
 fn fetches_an_idx_set_that_loads() {
     let files = idx_set();
     let server = Server::start(routes("/mnist", &files));
-    let dir = tmp("idx").join("mnist");
+    let top = tmp("idx");
+    let dir = top.join("mnist");
     let mut a = args(&["data", "fetch", "mnist", "--dir", dir.to_str().unwrap(), "--mirror"]);
     a.push(server.url("/mnist/"));
     a.extend(md5_args(&files));
@@ -254,7 +255,8 @@ fn fetches_an_idx_set_that_loads() {
 fn second_fetch_is_cached_and_a_bad_copy_is_replaced() {
     let files = idx_set();
     let server = Server::start(routes("/m", &files));
-    let dir = tmp("cached").join("fashion");
+    let top = tmp("cached");
+    let dir = top.join("fashion");
     let mut a = args(&["data", "fetch", "fashion-mnist", "--dir", dir.to_str().unwrap(), "--mirror"]);
     a.push(server.url("/m"));
     a.extend(md5_args(&files));

@@ -7,6 +7,9 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 use std::process::{Command, Output};
 
 fn resnet(args: &[&str]) -> Output {
@@ -34,14 +37,12 @@ fn train18<'a>(data: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     [&["train", "--arch", "resnet18", "--data", data, "--input-size", "32", "--quiet"][..], extra].concat()
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("resnet-folder-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tmpdir(tag: &str) -> Scratch {
+    Scratch::new(&format!("folder-{tag}"))
 }
 
 /// 4 Fashion-MNIST classes as JPEG files, 56x56 (x2 upscale), 100 train + 25 val per class.
-fn folder(tag: &str, train: usize, val: usize) -> PathBuf {
+fn folder(tag: &str, train: usize, val: usize) -> Scratch {
     let data = needs("data/fashion-mnist", "fetch-fashion-mnist.sh");
     let out = tmpdir(tag);
     let (t, v) = (train.to_string(), val.to_string());
@@ -157,8 +158,11 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     ]);
     assert_eq!(std::fs::read_to_string(figs.join("responses.csv")).unwrap().lines().count(), 1 + 16);
     // without --reset-head the 10-class head does not fit 4 classes: named, not a panic
-    let o =
-        resnet(&train18(d, &["--out", &format!("{f}-nohead"), "--epochs", "1", "--init-from", pth.to_str().unwrap()]));
+    let nohead = tmpdir("nohead");
+    let o = resnet(&train18(
+        d,
+        &["--out", nohead.to_str().unwrap(), "--epochs", "1", "--init-from", pth.to_str().unwrap()],
+    ));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(2) && err.contains("fc.weight: network [4, 512], file [10, 512]"), "{err}");
     // --freeze-backbone: only the fc moves (BN statistics still adapt)
@@ -186,9 +190,6 @@ fn resnet18_trains_on_an_image_folder_and_fine_tunes_from_torchvision_weights() 
     }
     assert_ne!(after.get("bn1.running_mean").unwrap().data, orig.get("bn1.running_mean").unwrap().data);
     assert_eq!(after.get("fc.weight").unwrap().shape, vec![4, 512]);
-    for p in [&data, &run, &ft, &fr] {
-        let _ = std::fs::remove_dir_all(p);
-    }
 }
 
 #[test]
@@ -205,8 +206,9 @@ fn a_corrupt_jpeg_stops_the_run_by_name_unless_skipped() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("corrupt.jpg") && !err.contains("panicked"), "{err}");
-    let skip = format!("{r}-skip");
-    let out = ok(&[&args[..], &["--out", &skip, "--skip-bad"]].concat());
+    let skip_run = tmpdir("skip");
+    let skip = skip_run.to_str().unwrap();
+    let out = ok(&[&args[..], &["--out", skip, "--skip-bad"]].concat());
     assert!(out.contains("finished") && out.contains("1 unreadable image(s) skipped"), "{out}");
     // evaluation, batched single view and the per-image protocols alike: stops naming the file, or
     // with --skip-bad leaves it out and counts it
@@ -222,9 +224,6 @@ fn a_corrupt_jpeg_stops_the_run_by_name_unless_skipped() {
         );
         let v: Value = serde_json::from_str(&ok(&[&args[..], &["--skip-bad"]].concat())).unwrap();
         assert_eq!((v["images"].as_u64(), v["skipped"].as_u64()), (Some(16), Some(1)), "{protocol}: {v}");
-    }
-    for p in [&data, &run, &PathBuf::from(skip)] {
-        let _ = std::fs::remove_dir_all(p);
     }
 }
 
@@ -244,8 +243,5 @@ fn an_image_folder_run_resumes_bit_identically() {
     assert_eq!(x.tensors.len(), y.tensors.len());
     for (n, t) in &x.tensors {
         assert!(y.get(n).is_some_and(|u| u.data == t.data), "{n} differs after resume");
-    }
-    for p in [&data, &a, &b] {
-        let _ = std::fs::remove_dir_all(p);
     }
 }

@@ -10,6 +10,9 @@ use resnet::weights::checkpoint::{self, Meta};
 use resnet::weights::{self, StateDict};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,11 +49,8 @@ fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
 }
 
 /// A fresh, empty directory for one test.
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hostile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> Scratch {
+    Scratch::new(&format!("hostile-{name}"))
 }
 
 fn s(p: &Path) -> &str {
@@ -173,7 +173,6 @@ fn an_output_that_is_an_input_is_refused_before_anything_is_written() {
     // a real output still works, and the export's input is left as it was
     ok(&["export", "--weights", s(&ck), "--onnx", s(&d.join("w.onnx"))]);
     assert_eq!(std::fs::read(&ck).unwrap(), before);
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 // ---- (8) a failed write prints no success line ----
@@ -194,7 +193,6 @@ fn a_convert_that_cannot_write_says_so_and_prints_no_success() {
     // the same with export
     let (out, _) = fails_with(&["export", "--weights", s(&ck), "--onnx", s(&d.join("afile/x.onnx"))], &["x.onnx"]);
     assert_eq!(out, "");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 // ---- (6) non-finite weights ----
@@ -242,7 +240,6 @@ fn weights_holding_nan_or_inf_are_refused_by_every_command_that_loads_them() {
     let fine = checkpoint_file(&d.join("fine.safetensors"), |_| {});
     let out = ok(&["predict", "--weights", s(&fine), s(&img)]);
     assert!(out.contains('%') && !out.contains("NaN"), "{out}");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 // ---- (5) bounded readers: decompression bombs, FIFOs ----
@@ -299,7 +296,6 @@ fn an_idx_gzip_bomb_is_refused_at_the_size_its_header_announces() {
         "an IDX bomb in a tar.gz",
         &["mnist.tar.gz:mnist/train-images-idx3-ubyte.gz", "announces 20 images"],
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -345,7 +341,6 @@ fn a_cifar_archive_bomb_is_refused_by_its_member_size_and_its_total() {
         &["cifar-10-binary.tar.gz: the archive decompresses to more than"],
     );
     assert!(!out.exists());
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 fn mkfifo(p: &Path) {
@@ -387,7 +382,6 @@ fn fifos_among_the_inputs_are_refused_by_name_without_hanging() {
     check_fails(&o, "FIFO weights", &["fifo.safetensors: a FIFO"]);
     let o = run_limited(&["convert", s(&d.join("fifo.safetensors")), s(&d.join("x.safetensors"))], MEM_KIB, 60);
     check_fails(&o, "convert FIFO weights", &["fifo.safetensors: a FIFO"]);
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 // ---- (11) messages ----
@@ -407,7 +401,6 @@ fn an_empty_class_folder_is_refused_naming_it() {
     fails_with(&[&args[..], &["--iters", "1", "--out", s(&run)]].concat(), &[&want]);
     let ck = checkpoint_file(&d.join("w.safetensors"), |_| {});
     fails_with(&["eval", "--weights", s(&ck), "--data", s(&folder)], &[&want]);
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -426,7 +419,6 @@ fn depths_and_sizes_out_of_reach_get_the_real_reason() {
         &["even one image needs about", "smaller input size"],
     );
     assert!(!err.contains("about 0 would fit"), "{err}");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// With --skip-bad, an unreadable image the mean-image pass leaves out is skipped; it must also be
@@ -449,7 +441,6 @@ fn an_unreadable_image_left_out_of_the_mean_image_is_counted() {
     let extra = ["--iters", "1", "--batch", "2", "--skip-bad", "--quiet", "--out", s(&run)];
     let out = ok(&[&args[..], &extra[..]].concat());
     assert!(out.contains("1 unreadable image(s) skipped"), "{out}");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 // ---- (5) the detection readers: FIFOs, files beyond their bounds, nesting, entity declarations ----
@@ -523,7 +514,6 @@ fn fifos_given_to_the_detection_readers_are_refused_by_name_without_hanging() {
     run(&["data", "check-det", "--gt", vs], "check-det, a FIFO as an image", &want);
     let want = fifo(&v.join("ImageSets/Main/val.txt"));
     run(&["eval-det", "--gt", vs, "--split", "val", "--results", rs], "a FIFO as the VOC image list", &want);
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// A PNG that says it is `w x h` (a valid IHDR, CRC and all) and holds no pixels.
@@ -630,7 +620,6 @@ fn detection_inputs_beyond_their_bounds_are_refused_within_a_memory_limit() {
         "an image announcing 65535 x 65535",
         &["000001.jpg: 65535 x 65535 pixels (width x height), but", "000001.xml: <size> says 100 x 80"],
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -661,5 +650,4 @@ fn xml_entity_declarations_and_references_are_refused_unexpanded() {
     std::fs::write(&xml, det_xml("").replace("<name>dog</name>", "<name>&#100;o&#x67;</name><pose>&lt;&amp;</pose>"))
         .unwrap();
     ok(&["eval-det", "--gt", s(&v), "--results", s(&r), "--protocol", "voc"]);
-    let _ = std::fs::remove_dir_all(&d);
 }

@@ -12,6 +12,8 @@ mod runs;
 
 use runs::{assert_same_last_checkpoint, data_dir, strs, tmp};
 use std::path::{Path, PathBuf};
+#[path = "common/scratch.rs"]
+mod scratch;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -238,7 +240,7 @@ fn a_failing_or_killed_rank_ends_the_job() {
     .args(["--ckpt-every", "5", "--quiet"])
     .env("RAYON_NUM_THREADS", "1");
     let killer = {
-        let run = run.clone();
+        let run = run.to_path_buf();
         std::thread::spawn(move || {
             let t = Instant::now();
             while !run.join("last.safetensors").exists() {

@@ -36,11 +36,9 @@ fn golden() -> Value {
     serde_json::from_slice(&std::fs::read(root().join("tests/golden/photos.json")).unwrap()).unwrap()
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("resnet-predict-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> common::scratch::Scratch {
+    use common::scratch::Scratch;
+    Scratch::new(&format!("predict-{tag}"))
 }
 
 /// The photos cut to their centre 256x256, as PNG files in `dir` (the fixture's cut, checked).

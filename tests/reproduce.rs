@@ -6,6 +6,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 fn tiny_cifar10(dir: &std::path::Path) -> PathBuf {
     let mut tar = tar::Builder::new(Vec::new());
@@ -45,10 +48,8 @@ fn tiny_cifar10(dir: &std::path::Path) -> PathBuf {
 }
 
 /// A fresh scratch directory holding a tiny CIFAR-10 archive.
-fn scratch_with_cifar10(name: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("resnet-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn scratch_with_cifar10(name: &str) -> (Scratch, PathBuf) {
+    let dir = Scratch::new(name);
     let data = tiny_cifar10(&dir);
     (dir, data)
 }
@@ -107,7 +108,6 @@ fn reproduce_cifar10_runs_end_to_end_and_skips_finished_runs() {
     let (code, err) =
         resnet(&["reproduce", "cifar10", "--data", dir.to_str().unwrap(), "--out", fm.to_str().unwrap(), "--yes"]);
     assert_eq!(code, Some(2), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -159,5 +159,4 @@ fn reproduce_degradation_reports_what_held_and_keeps_its_recipe() {
         "--no-flip",
     ]);
     assert!(code == Some(2) && err.contains("reproduce degradation"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,6 +7,8 @@ mod runs;
 
 use runs::{assert_same_last_checkpoint, data_dir, resnet, small_run, strs, tmp, train};
 use std::path::Path;
+#[path = "common/scratch.rs"]
+mod scratch;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -72,12 +74,6 @@ fn assert_once_in_order(keys: &[(u64, String)]) {
     assert!(keys.windows(2).all(|w| w[0].0 <= w[1].0), "iterations out of order: {keys:?}");
 }
 
-fn cleanup(dirs: &[&Path]) {
-    for d in dirs {
-        let _ = std::fs::remove_dir_all(d);
-    }
-}
-
 #[test]
 fn a_second_trainer_is_refused_and_the_first_is_unaffected() {
     let data = data_dir("lock");
@@ -112,7 +108,6 @@ fn a_second_trainer_is_refused_and_the_first_is_unaffected() {
     assert!(refused.1.contains("in use by process") || refused.1.contains("already holds a run"), "{refused:?}");
     let keys = metric_keys(&both);
     assert_eq!(keys.iter().filter(|(i, k)| *i == 30 && k == "train").count(), 1, "{keys:?}");
-    cleanup(&[&data, &run, &both]);
 }
 
 /// SIGTERM and SIGHUP save and exit with 143 / 129; resuming gives the uninterrupted run's weights
@@ -144,7 +139,6 @@ fn sigterm_and_sighup_then_resume_is_bit_identical() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(assert_same_last_checkpoint(&a, &b), 300);
     assert_eq!(metric_keys(&a), metric_keys(&b), "the same metrics lines, each once");
-    cleanup(&[&data, &a, &b]);
 }
 
 /// A config.toml edited by hand is checked with the command line's rules, and against the
@@ -192,7 +186,6 @@ fn hand_edited_configs_and_resume_flags() {
     let trains: Vec<u64> =
         metric_keys(&run).into_iter().filter(|(_, k)| k == "train").map(|(i, _)| i).filter(|&i| i > 8).collect();
     assert_eq!(trains, [12, 16, 20, 24, 28, 30], "--log-every 4 from the resume on");
-    cleanup(&[&data, &run]);
 }
 
 /// Without last.safetensors, or with a damaged one, a resume continues from the newest epoch
@@ -221,9 +214,7 @@ fn resume_falls_back_to_the_newest_epoch_checkpoint() {
         assert!(err.contains(why) && err.contains("continuing from epoch-0001.safetensors (iteration 6)"), "{err}");
         assert_eq!(assert_same_last_checkpoint(&straight, &run), 20);
         assert_eq!(metric_keys(&straight), metric_keys(&run), "metrics cut back to iteration 6, then continued");
-        cleanup(&[&run]);
     }
-    cleanup(&[&data, &straight]);
 }
 
 /// config.toml stores the data path absolute: the run resumes from another working directory.
@@ -254,7 +245,8 @@ fn a_run_resumes_from_another_directory() {
     std::fs::write(run.join("config.toml"), edited).unwrap();
     let err = failure(&["train", "--resume", run.to_str().unwrap()]);
     assert!(err.contains("named in") && err.contains("config.toml"), "{err}");
-    cleanup(&[&data.with_extension("moved"), &run]);
+    // (the moved data lies beside its scratch directory, not in it)
+    let _ = std::fs::remove_dir_all(data.with_extension("moved"));
 }
 
 /// Arguments that would make a nonsensical run are refused before anything is written.
@@ -276,5 +268,27 @@ fn nonsensical_arguments_are_refused_up_front() {
         assert!(err.contains(says), "{flags:?}: {err}");
         assert!(!run.exists(), "{flags:?} left {}", run.display());
     }
-    cleanup(&[&data]);
+}
+
+/// The tests' scratch directories (tests/common/scratch.rs): removed when a test passes, kept
+/// when it fails.
+#[test]
+fn scratch_directories_go_when_a_test_passes_and_stay_when_it_fails() {
+    use scratch::Scratch;
+    let path = {
+        let s = Scratch::new("scratch-pass");
+        std::fs::write(s.join("f"), b"x").unwrap();
+        s.to_path_buf()
+    };
+    assert!(!path.exists(), "{} outlived its test", path.display());
+    let kept = std::thread::spawn(|| {
+        let s = Scratch::new("scratch-fail");
+        std::fs::write(s.join("f"), b"x").unwrap();
+        std::panic::panic_any(s.to_path_buf())
+    })
+    .join()
+    .unwrap_err();
+    let kept = kept.downcast::<std::path::PathBuf>().unwrap();
+    assert!(kept.join("f").exists(), "a failed test's directory was removed");
+    std::fs::remove_dir_all(*kept).unwrap();
 }

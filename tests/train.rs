@@ -7,6 +7,8 @@ mod runs;
 
 use runs::{assert_same_last_checkpoint, data_dir, resnet, small_run, strs, tmp, train};
 use std::path::Path;
+#[path = "common/scratch.rs"]
+mod scratch;
 use std::process::Command;
 
 #[test]
@@ -87,9 +89,6 @@ fn stop_and_resume_is_bit_identical() {
     // a second start in the same directory is refused
     let o = resnet(&[&common[..], &["--out", a.to_str().unwrap()]].concat());
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--resume"));
-    for d in [data, a, b] {
-        let _ = std::fs::remove_dir_all(d);
-    }
 }
 
 #[test]
@@ -107,9 +106,6 @@ fn validation_split_keeps_the_best_checkpoint() {
     assert!(metrics.contains("\"split\":\"val\"") && metrics.contains("\"split\":\"test\""));
     // 80 training images of 16 a batch: an epoch every 5 iterations
     assert!(metrics.lines().filter(|l| l.contains("\"split\":\"val\"")).count() >= 2);
-    for d in [data, run] {
-        let _ = std::fs::remove_dir_all(d);
-    }
 }
 
 #[test]
@@ -132,9 +128,6 @@ fn a_diverging_run_stops_naming_the_iteration() {
     assert!(o.status.success(), "{err}");
     let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
     assert_eq!(cfg["schedule"]["lr"].as_float(), Some(0.1), "the new run's configuration: {cfg}");
-    for d in [data, run] {
-        let _ = std::fs::remove_dir_all(d);
-    }
 }
 
 /// kill -9 at any instant leaves the previous checkpoint loadable; Ctrl-C
@@ -165,9 +158,6 @@ fn kill_and_interrupt_leave_loadable_checkpoints() {
     assert_eq!(status.code(), Some(130), "Ctrl-C saves, then exits 128 + SIGINT: {status:?}");
     let after = resnet::weights::checkpoint::read(&last).unwrap().meta.iteration;
     assert!(after >= before && after < 100_000);
-    for d in [data, run] {
-        let _ = std::fs::remove_dir_all(d);
-    }
 }
 
 #[test]
@@ -226,7 +216,4 @@ fn train_images_trains_on_a_subset_and_counts_epochs_over_it() {
     assert!(!o.status.success(), "a resume takes its recipe from the run");
     train(&["train", "--resume", run3.to_str().unwrap(), "--quiet"]);
     assert_eq!(assert_same_last_checkpoint(&run, &run3), 6);
-    for d in [data, run, run2, run3] {
-        let _ = std::fs::remove_dir_all(d);
-    }
 }

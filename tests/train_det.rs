@@ -17,7 +17,10 @@ mod outcome;
 use outcome::{fails, ok};
 use resnet::rng::splitmix64;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_resnet");
@@ -26,11 +29,8 @@ fn resnet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(BIN).args(args).output().expect("run resnet")
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("resnet-train-det-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> Scratch {
+    Scratch::new(&format!("train-det-{tag}"))
 }
 
 /// `n` images under `root` (COCO layout: annotations/instances_<split>.json, JPEGImages/); images
@@ -137,7 +137,6 @@ fn a_detector_overfits_a_few_dozen_images() {
         text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()?.get("loss")?.as_f64()).collect();
     assert_eq!(losses.len(), 10, "{text}");
     assert!(losses[9] < 0.5 * losses[0], "{losses:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Stopped and resumed (at an iteration, or by SIGINT) = uninterrupted, byte for byte.
@@ -202,7 +201,6 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let o = resnet(&["detect", "--json", "--weights", last.to_str().unwrap(), img.to_str().unwrap()]);
     let v: Value = serde_json::from_str(&ok(&o)).unwrap();
     assert!(v[0]["detections"].is_array(), "{v}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -240,5 +238,4 @@ fn bad_runs_are_refused_by_name() {
     let err = String::from_utf8_lossy(&o.stderr);
     ok(&o);
     assert!(err.contains("cannot be loaded") && err.contains("iter-0000002.safetensors (iteration 2)"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,18 +2,18 @@
 //! crates that train (each crate uses some of them).
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+
+use super::scratch::Scratch;
 
 pub fn resnet(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).output().expect("run resnet")
 }
 
-pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("resnet-run-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory of the test's own (removed when it passes).
+pub fn tmp(name: &str) -> Scratch {
+    Scratch::new(&format!("run-test-{name}"))
 }
 
 /// IDX files of `n` 28x28 images whose brightness encodes the label (learnable).
@@ -36,7 +36,7 @@ pub fn write_idx(dir: &Path, prefix: &str, n: usize) {
 }
 
 /// A data directory of the test's own (tests run in parallel).
-pub fn data_dir(test: &str) -> PathBuf {
+pub fn data_dir(test: &str) -> Scratch {
     let d = tmp(&format!("data-{test}"));
     write_idx(&d, "train", 96);
     write_idx(&d, "t10k", 24);
