@@ -223,7 +223,7 @@ pub unsafe fn tiles(
     let (cin, cout, np) = (g.cin, g.cout, g.tile.positions());
     // every 16-channel vector of the output on a line: cout is a multiple of 16 (checked below)
     let stream = stream && !accumulate && (out as usize).is_multiple_of(64);
-    let how = Out { accumulate, stream, epi };
+    let how = Out { accumulate, stream, epi, cols: cols.clone() };
     assert!(cin.is_multiple_of(16) && cout.is_multiple_of(16) && cin <= ZEROS.len(), "winograd: {cin} -> {cout}");
     assert!(u.len() >= np * cin * cout, "winograd: transformed weights");
     assert!(epi.fits_simd(cout), "winograd: epilogue does not fit {cout} channels");
@@ -282,8 +282,8 @@ pub unsafe fn tiles(
                 // SAFETY: as the input transforms; out is this function's contract.
                 unsafe {
                     match g.tile {
-                        Tile::F2 => output_transform_f2(g, mk, out, t0 + k * T, nt, cols.clone(), &how),
-                        Tile::F4 => output_transform_f4(g, mk, out, t0 + k * T, nt, cols.clone(), &how),
+                        Tile::F2 => output_transform_f2(g, mk, out, t0 + k * T, nt, &how),
+                        Tile::F4 => output_transform_f4(g, mk, out, t0 + k * T, nt, &how),
                     }
                 };
             }
@@ -297,11 +297,12 @@ pub unsafe fn tiles(
 }
 
 /// How the output transform stores: added to what is there, streamed past the caches,
-/// through the epilogue.
+/// through the epilogue; which output channels (multiples of 16 within cout).
 struct Out<'s, 'e> {
     accumulate: bool,
     stream: bool,
     epi: &'s Epilogue<'e>,
+    cols: std::ops::Range<usize>,
 }
 
 /// M_k[pos][t][cols] = V_k[pos][t][:] . U[pos][:][cols] for all `np` positions and every
@@ -532,27 +533,19 @@ fn bt_f4(d: [__m512; 6]) -> [__m512; 6] {
     ]
 }
 
-/// The 2x2 outputs of each F(2x2) tile, channels `cols`: A^T m A, then accumulate / epilogue,
-/// stored.
+/// The 2x2 outputs of each F(2x2) tile, channels `how.cols`: A^T m A, then accumulate /
+/// epilogue, stored.
 ///
 /// # Safety
 /// AVX-512 code under the caller's proof; m is 16 x T x cout, out an
-/// (n, h, w, cout) tensor holding the tiles, cout and cols multiples of 16, cols within cout,
-/// and the epilogue fits (`Epilogue::fits_simd`).
+/// (n, h, w, cout) tensor holding the tiles, cout and `how.cols` multiples of 16, the columns
+/// within cout, and the epilogue fits (`Epilogue::fits_simd`).
 #[target_feature(enable = "avx512f")]
-unsafe fn output_transform_f2(
-    g: &Wino,
-    m: &[f32],
-    out: *mut f32,
-    t0: usize,
-    nt: usize,
-    cols: std::ops::Range<usize>,
-    how: &Out,
-) {
+unsafe fn output_transform_f2(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt: usize, how: &Out) {
     let cout = g.cout;
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
         let (y0, x0) = (2 * ty, 2 * tx);
-        for cv in cols.clone().step_by(16) {
+        for cv in how.cols.clone().step_by(16) {
             let mut mm = [_mm512_setzero_ps(); 16];
             for (pos, v) in mm.iter_mut().enumerate() {
                 // SAFETY: a checked slice start, cv + 16 <= cout.
@@ -580,25 +573,17 @@ unsafe fn output_transform_f2(
     }
 }
 
-/// The 4x4 outputs of each F(4x4) tile, channels `cols`: A^T m A, then accumulate / epilogue,
-/// stored.
+/// The 4x4 outputs of each F(4x4) tile, channels `how.cols`: A^T m A, then accumulate /
+/// epilogue, stored.
 ///
 /// # Safety
 /// As [`output_transform_f2`], with m 36 x T x cout.
 #[target_feature(enable = "avx512f")]
-unsafe fn output_transform_f4(
-    g: &Wino,
-    m: &[f32],
-    out: *mut f32,
-    t0: usize,
-    nt: usize,
-    cols: std::ops::Range<usize>,
-    how: &Out,
-) {
+unsafe fn output_transform_f4(g: &Wino, m: &[f32], out: *mut f32, t0: usize, nt: usize, how: &Out) {
     let cout = g.cout;
     for (t, (n, ty, tx)) in g.tiles_from(t0).take(nt).enumerate() {
         let (y0, x0) = (4 * ty, 4 * tx);
-        for cv in cols.clone().step_by(16) {
+        for cv in how.cols.clone().step_by(16) {
             // A^T m: 4 x 6, column by column
             let mut a = [_mm512_setzero_ps(); 24];
             for c in 0..6 {
