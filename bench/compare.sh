@@ -7,6 +7,7 @@
 # Usage: bench/compare.sh [--rounds R] [--quick] [--no-build] [WORKLOAD...]
 #   WORKLOAD    resnet20-train resnet56-train resnet110-train resnet50-infer-b16
 #               resnet50-infer-b1 resnet50-train-b16 resnet50-train-b32
+#               resnet18-infer-b16 resnet18-infer-b1
 #               (default: all of them)
 #   --rounds R  ours and each peer run alternately (A B C A B C ...), R rounds
 #               each (default 3), every run in a fresh process
@@ -26,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL="resnet20-train resnet56-train resnet110-train resnet50-infer-b16 resnet50-infer-b1 resnet50-train-b16 resnet50-train-b32"
+ALL="resnet20-train resnet56-train resnet110-train resnet50-infer-b16 resnet50-infer-b1 resnet50-train-b16 resnet50-train-b32 resnet18-infer-b16 resnet18-infer-b1"
 THREADS=2
 peers=""
 source bench/args.sh
@@ -38,6 +39,7 @@ ours_args() {
         resnet*-train) echo "--arch ${1%-train} --mode train --batch 128" ;;
         resnet50-infer-b16) echo "--arch resnet50 --stride-in 3x3 --mode infer --batch 16" ;;
         resnet50-infer-b1) echo "--arch resnet50 --stride-in 3x3 --mode infer --batch 1" ;;
+        resnet18-infer-b*) echo "--arch resnet18 --mode infer --batch ${1#resnet18-infer-b}" ;;
         resnet50-train-b*) echo "--arch resnet50 --stride-in 3x3 --mode train --batch ${1#resnet50-train-b}" ;;
     esac
 }

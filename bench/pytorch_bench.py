@@ -32,6 +32,8 @@ Workloads (names shared with bench/compare.sh):
                              One step = one forward pass.
     resnet50-train-b16       the same model training at batch 16 / 32 (one step
     resnet50-train-b32       as for the CIFAR nets).
+    resnet18-infer-b16       torchvision resnet18 (basic blocks, mostly 3x3
+    resnet18-infer-b1        convolutions), as resnet50-infer-*.
     matmul                   float32 4096x4096 @ 4096x4096: the machine's matmul
                              ceiling (best of --steps after --warmup).
 
@@ -70,6 +72,12 @@ def resnet50():
     return torchvision.models.resnet50(num_classes=1000)
 
 
+def resnet18():
+    import torchvision
+
+    return torchvision.models.resnet18(num_classes=1000)
+
+
 # name -> (model factory, mode, batch, input side, classes)
 WORKLOADS = {
     "resnet20-train": (lambda: CifarResNet(3), "train", 128, 32, 10),
@@ -79,6 +87,8 @@ WORKLOADS = {
     "resnet50-infer-b1": (resnet50, "infer", 1, 224, 1000),
     "resnet50-train-b16": (resnet50, "train", 16, 224, 1000),
     "resnet50-train-b32": (resnet50, "train", 32, 224, 1000),
+    "resnet18-infer-b16": (resnet18, "infer", 16, 224, 1000),
+    "resnet18-infer-b1": (resnet18, "infer", 1, 224, 1000),
 }
 PEERS = ("eager", "channels_last", "compile", "onnxruntime")
 ONNX_DIR = os.path.expanduser("~/.cache/resnet/onnx")
