@@ -1,6 +1,5 @@
 //! A test's scratch directory: made empty, removed when the test passes, kept (and named on
-//! stderr) when it fails, so that what the run left can be looked at. Earlier the tests left
-//! every directory behind, a hundred per run of the suite.
+//! stderr) when it fails, so that what the run left can be looked at.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
