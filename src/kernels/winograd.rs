@@ -98,7 +98,7 @@ fn g_line(tile: Tile, a: &[f32], b: &[f32], d: &[f32], out: &mut [&mut [f32]]) {
 /// `U[pos][ci][co] = (G g G^T)[pos]` for one input channel `ci` and every
 /// co, into `u_rows[pos]` (`cout` values each, one per position of `tile`); w is HWIO
 /// (3, 3, cin, cout). Vectorised over co; the caller runs the input channels in parallel and
-/// stores the rows where [`tiles`] reads them ([`packed_row`]; ops/conv.rs).
+/// packs the rows for [`tiles`] (ops/conv.rs).
 pub fn transform_weights_of_channel(
     w: &[f32],
     cin: usize,
@@ -122,19 +122,6 @@ pub fn transform_weights_of_channel(
             (&gg[(3 * r) * cout..][..cout], &gg[(3 * r + 1) * cout..][..cout], &gg[(3 * r + 2) * cout..][..cout]);
         g_line(tile, a, b, d, line);
     }
-}
-
-/// Where row `ci` of U[pos] (`cout` values) lies in the packed U that [`tiles`] reads: per
-/// position, a cin x cout matrix in blocks of 32 output channels (the last 16 wide where cout is
-/// an odd multiple of 16), each block's cin rows contiguous, as the direct kernel packs its
-/// weights (`avx512::pack_block`): the GEMM then streams a block's rows from memory in order, where
-/// in rows of cout they lie cout * 4 bytes apart (a stride the prefetchers do not follow across
-/// pages). Yields (offset into U, offset into the row, width) for each block.
-pub fn packed_row(cin: usize, cout: usize, pos: usize, ci: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-    (0..cout).step_by(32).map(move |ob| {
-        let width = (cout - ob).min(32);
-        (pos * cin * cout + ob * cin + ci * width, ob, width)
-    })
 }
 
 /// Geometry: source (h, w, cin) per image, destination (h, w, cout): same size; the tile.
@@ -195,10 +182,10 @@ thread_local! {
 }
 
 /// Compute output channels `cols` of the tiles `tiles` (flat indices over the batch, images in
-/// order, row-major tiles) into `out` (the whole destination tensor, NHWC).
-/// `u`: transformed weights of `g.tile`, packed ([`packed_row`]). `l2`: the L2 bytes per core
-/// (`Tuning`), which sizes the super-blocks. `stream`: non-temporal stores (taken where `out`
-/// starts on a 64-byte line and nothing is accumulated).
+/// order, row-major tiles) into `out` (the whole destination tensor, NHWC). `u`: transformed
+/// weights of `g.tile`, each position's cin x cout packed (`avx512::pack_block`). `l2`: the L2
+/// bytes per core (`Tuning`), which sizes the super-blocks. `stream`: non-temporal stores (taken
+/// where `out` starts on a 64-byte line and nothing is accumulated).
 ///
 /// # Safety
 /// The CPU's features are proven by `cpu`. The caller guarantees the memory:
@@ -314,8 +301,8 @@ struct Out<'s, 'e> {
 ///
 /// # Safety
 /// AVX-512 code under the caller's proof; v holds nts.len() blocks of np x T x cin, m as many
-/// of np x T x cout, u np x cin x cout packed ([`packed_row`]); cols within cout, from a
-/// multiple of 32 to one of 16; CIN 0 or cin.
+/// of np x T x cout, u np x cin x cout, each position packed (`avx512::pack_block`); cols
+/// within cout, from a multiple of 32 to one of 16; CIN 0 or cin.
 #[target_feature(enable = "avx512f")]
 unsafe fn gemm<const CIN: usize>(
     np: usize,
@@ -335,7 +322,7 @@ unsafe fn gemm<const CIN: usize>(
         let mut ob = cols.start;
         while ob < cols.end {
             let nb = if cols.end - ob >= 32 { 2 } else { 1 };
-            // the packed block of channels ob.. (`packed_row`): cin rows of `ws`
+            // the packed block of channels ob.. (`avx512::pack_block`): cin rows of `ws`
             let (ub, ws) = (unsafe { up.add(ob * cin) }, (cout - ob).min(32));
             for (k, &nt) in nts.iter().enumerate() {
                 let (vp, mp) = unsafe { (v.add(k * vstep + pos * T * cin), m.add(k * mstep + pos * T * cout + ob)) };

@@ -186,31 +186,37 @@ fn run_winograd(
     );
 }
 
-/// Winograd-transformed weights `U[pos][ci][co]` (positions x cin x cout, each position's matrix
-/// packed in blocks of 32 output channels: `winograd::packed_row`) of `w` (HWIO, 3 x 3 x cin x
-/// cout) for `tile`, the input channels in parallel.
+/// Winograd-transformed weights `U[pos][ci][co]` (positions x cin x cout) of `w` (HWIO, 3 x 3 x
+/// cin x cout) for `tile`, each position's cin x cout matrix packed in blocks of 32 output
+/// channels as the direct kernel's weights are (`avx512::pack_block`): `winograd::tiles` streams a
+/// block's cin rows in order, where in rows of cout they lie cout * 4 bytes apart (1 KiB at 256
+/// channels, a stride the prefetchers do not follow across pages).
 #[cfg(target_arch = "x86_64")]
 fn winograd_weights(w: &[f32], cin: usize, cout: usize, tile: Tile) -> Vec<f32> {
-    let np = tile.positions();
-    let mut u = vec![0.0; np * cin * cout];
-    let base = par::SyncPtr(u.as_mut_ptr());
+    let (np, matrix) = (tile.positions(), cin * cout);
+    // row by row, the input channels in parallel
+    let mut rows = vec![0.0; np * matrix];
+    let base = par::SyncPtr(rows.as_mut_ptr());
     par::for_each_index(
         cin,
         #[inline(always)]
         |ci| {
-            let mut flat = vec![0.0; np * cout];
-            let mut rows: Vec<&mut [f32]> = flat.chunks_exact_mut(cout).collect();
-            crate::kernels::winograd::transform_weights_of_channel(w, cin, cout, ci, tile, &mut rows);
-            for (pos, row) in flat.chunks_exact(cout).enumerate() {
-                for (at, ob, width) in crate::kernels::winograd::packed_row(cin, cout, pos, ci) {
-                    // SAFETY: task ci writes only row ci of each packed block (disjoint across
-                    // tasks), `width` values inside `u` (packed_row), which outlives the loop.
-                    unsafe { std::slice::from_raw_parts_mut(base.get().add(at), width) }
-                        .copy_from_slice(&row[ob..ob + width]);
-                }
-            }
+            // SAFETY: task ci writes only the rows U[pos][ci][..] (disjoint across
+            // tasks), each `cout` values inside `rows`, which outlives the loop.
+            let mut rows: Vec<&mut [f32]> = (0..np)
+                .map(|pos| unsafe { std::slice::from_raw_parts_mut(base.get().add(pos * matrix + ci * cout), cout) })
+                .collect();
+            crate::kernels::winograd::transform_weights_of_channel(w, cin, cout, ci, tile, &mut rows)
         },
     );
+    // packed, the positions in parallel
+    let mut u = vec![0.0; np * matrix];
+    par::for_chunks(&mut u, matrix, |pos, packed| {
+        let m = &rows[pos * matrix..][..matrix];
+        for (b, block) in packed.chunks_mut(32 * cin).enumerate() {
+            crate::kernels::avx512::pack_block(m, cin, cout, b, block);
+        }
+    });
     u
 }
 
@@ -302,7 +308,7 @@ impl Conv {
     /// alone on F(4x4) at 128 channels rounds within 3.3e-6 of max |y| (against 1.5e-6 for the
     /// direct form: the float64 test below) and runs faster (ResNet-50 inference at batch 16,
     /// its three 28x28 128->128 layers: 18-21 against 27-28 ms per step). On 256 channels (the
-    /// five 14x14 layers) it pays since U is packed (`winograd::packed_row`): 41.6-44.3 -> 35.7-37.5
+    /// five 14x14 layers) it pays since U is packed (`winograd_weights`): 41.6-44.3 -> 35.7-37.5
     /// ms per step at batch 16, 3.4-3.6 -> 3.1-3.2 at batch 1 (before the packing, 41-50 against
     /// 46-50, within the noise). 512 x 512 (7x7 maps) keeps F(2x2): its U would be 38 MiB.
     #[cfg(target_arch = "x86_64")]
