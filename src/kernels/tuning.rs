@@ -100,8 +100,13 @@ impl Tuning {
             });
             let forced = forced.unwrap_or_default();
             let l2 = forced.l2.unwrap_or_else(l2_of_this_cpu);
-            let probe = forced.pixels.is_none().then(|| measure_pixels(cpu, l2));
-            let pixels = forced.pixels.or(probe.map(|m| m.choice)).unwrap_or(Pixels::Eight);
+            let (pixels, probe) = match forced.pixels {
+                Some(pixels) => (pixels, None),
+                None => {
+                    let m = measure_pixels(cpu, l2);
+                    (m.choice, Some(m))
+                }
+            };
             (Tuning { l2, pixels }, probe)
         })
     }
