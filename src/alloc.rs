@@ -67,12 +67,31 @@ unsafe fn finish(raw: *mut u8) -> *mut u8 {
 thread_local! {
     /// Blocks this thread has allocated (the unit tests' count: `allocations_in`).
     static ALLOCATED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Of them, and of its reallocations, those of [`MIN_SIZE`] bytes or more
+    /// (`large_allocations_in`).
+    static LARGE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
-fn counted() {
+fn counted(size: usize) {
     // `try_with`: no count while the thread's locals are being torn down
     let _ = ALLOCATED.try_with(|c| c.set(c.get() + 1));
+    counted_large(size);
+}
+
+#[cfg(test)]
+fn counted_large(size: usize) {
+    if size >= MIN_SIZE {
+        let _ = LARGE.try_with(|c| c.set(c.get() + 1));
+    }
+}
+
+/// The blocks of [`MIN_SIZE`] bytes or more that `f` allocates or reallocates on this thread.
+#[cfg(test)]
+pub(crate) fn large_allocations_in(f: impl FnOnce()) -> usize {
+    let before = LARGE.with(std::cell::Cell::get);
+    f();
+    LARGE.with(std::cell::Cell::get) - before
 }
 
 /// The blocks `f` allocates on this thread (the unit tests run under this allocator; new blocks
@@ -90,7 +109,7 @@ pub(crate) fn allocations_in(f: impl FnOnce()) -> usize {
 unsafe impl GlobalAlloc for LineAligned {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         #[cfg(test)]
-        counted();
+        counted(layout.size());
         match outer(layout) {
             // SAFETY: `o` has a non-zero size; the result is an outer block for `finish`.
             Some(o) => unsafe { finish(System.alloc(o)) },
@@ -101,7 +120,7 @@ unsafe impl GlobalAlloc for LineAligned {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         #[cfg(test)]
-        counted();
+        counted(layout.size());
         match outer(layout) {
             // SAFETY: as in `alloc`; the header overwrites 8 bytes before the caller's block only.
             Some(o) => unsafe { finish(System.alloc_zeroed(o)) },
@@ -121,6 +140,8 @@ unsafe impl GlobalAlloc for LineAligned {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        #[cfg(test)]
+        counted_large(new_size);
         // SAFETY: the caller guarantees that `new_size`, rounded up to the alignment, fits isize.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         match (outer(layout), outer(new_layout)) {

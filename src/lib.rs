@@ -34,6 +34,7 @@ pub mod pickle;
 pub mod predict;
 pub mod profile;
 pub mod reproduce;
+pub mod reuse;
 pub mod rng;
 pub mod shape;
 #[cfg(test)]

@@ -566,7 +566,7 @@ pub unsafe fn wgrad_channels(
 unsafe fn wgrad_image_flat(g: &Gather, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let Gather { k, stride, pad, sh: h, sw: wd, cs: cin, oh, ow, co: cout, .. } = *g;
     let (hp, wp) = (h + 2 * pad, wd + 2 * pad);
-    let mut xp = vec![0.0f32; hp * wp * cin];
+    let mut xp = crate::reuse::Buffer::zeroed(hp * wp * cin);
     for (y, row) in x[..h * wd * cin].chunks_exact(wd * cin).enumerate() {
         xp[((y + pad) * wp + pad) * cin..][..wd * cin].copy_from_slice(row);
     }

@@ -27,6 +27,7 @@
 
 use super::avx512::{Tap, tile_store};
 use super::{Avx512Cpu, Epilogue, ZEROS};
+use crate::reuse::Buffer;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -112,7 +113,7 @@ pub fn transform_weights_of_channel(
     let p = tile.patch();
     let g = |kh: usize, kw: usize| &w[((kh * 3 + kw) * cin + ci) * cout..][..cout];
     // G g (p x 3 rows over co, row k * 3 + c), then (G g) G^T (p x p)
-    let mut gg = vec![0.0f32; 3 * p * cout];
+    let mut gg = Buffer::zeroed(3 * p * cout);
     for c in 0..3 {
         let mut rows: Vec<&mut [f32]> = gg.chunks_exact_mut(cout).skip(c).step_by(3).collect();
         g_line(tile, g(0, c), g(1, c), g(2, c), &mut rows);
@@ -705,8 +706,8 @@ unsafe fn weight_grad_blocks<const TB: usize>(
     du: &mut [f32],
 ) {
     let (cin, cout, np) = (g.cin, g.cout, g.tile.positions());
-    let mut v = vec![0.0f32; np * TB * cin];
-    let mut z = vec![0.0f32; np * TB * cout];
+    let mut v = Buffer::zeroed(np * TB * cin);
+    let mut z = Buffer::zeroed(np * TB * cout);
     let mut t0 = tiles.start;
     while t0 < tiles.end {
         let nt = TB.min(tiles.end - t0);

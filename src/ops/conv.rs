@@ -8,6 +8,8 @@
 use crate::kernels::winograd::Tile;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::{Avx512Cpu, ZEROS};
+#[cfg(target_arch = "x86_64")]
+use crate::reuse::{Buffer, Buffers};
 use crate::kernels::{Epilogue, KernelPath};
 use crate::par;
 use crate::shape::Dims;
@@ -192,10 +194,10 @@ fn run_winograd(
 /// block's cin rows in order, where in rows of cout they lie cout * 4 bytes apart (1 KiB at 256
 /// channels, a stride the prefetchers do not follow across pages).
 #[cfg(target_arch = "x86_64")]
-fn winograd_weights(w: &[f32], cin: usize, cout: usize, tile: Tile) -> Vec<f32> {
+fn winograd_weights(w: &[f32], cin: usize, cout: usize, tile: Tile) -> Buffer {
     let (np, matrix) = (tile.positions(), cin * cout);
     // row by row, the input channels in parallel
-    let mut rows = vec![0.0; np * matrix];
+    let mut rows = Buffer::zeroed(np * matrix);
     let base = par::SyncPtr(rows.as_mut_ptr());
     par::for_each_index(
         cin,
@@ -210,7 +212,7 @@ fn winograd_weights(w: &[f32], cin: usize, cout: usize, tile: Tile) -> Vec<f32> 
         },
     );
     // packed, the positions in parallel
-    let mut u = vec![0.0; np * matrix];
+    let mut u = Buffer::zeroed(np * matrix);
     par::for_chunks(&mut u, matrix, |pos, packed| {
         let m = &rows[pos * matrix..][..matrix];
         for (b, block) in packed.chunks_mut(32 * cin).enumerate() {
@@ -422,7 +424,7 @@ impl Conv {
         if path.avx512().is_some() {
             if path.winograd() && self.inference_winograd(xd) {
                 let tile = self.inference_tile(path);
-                let data = winograd_weights(w, self.cin, self.cout, tile);
+                let data = winograd_weights(w, self.cin, self.cout, tile).into_vec();
                 return Some(Prepared { form: Form::Winograd(tile), xd, data });
             }
             if self.cout.is_multiple_of(16) && self.cin <= ZEROS.len() {
@@ -564,7 +566,7 @@ impl Conv {
             if path.winograd() && self.winograd_applies(xd) {
                 transpose(wt);
                 // the transposed convolution of a 3x3/1/1 kernel: rotate it by 180 degrees
-                let mut wr = vec![0.0; self.weight_len()];
+                let mut wr = Buffer::zeroed(self.weight_len());
                 for t in 0..9 {
                     wr[(8 - t) * cout * cin..][..cout * cin].copy_from_slice(&wt[t * cout * cin..][..cout * cin]);
                 }
@@ -693,7 +695,7 @@ impl Conv {
                 par::SumOrder::Threads => (par::threads(), total.div_ceil(par::threads())),
                 par::SumOrder::Leaves { images } => (xd.n.div_ceil(images), images * g.tiles_per_image()),
             };
-            let mut dus = vec![vec![0.0f32; np * cin * cout]; parts];
+            let mut dus = Buffers::zeroed(parts, np * cin * cout);
             par::for_partials(
                 &mut dus,
                 total,
