@@ -8,10 +8,10 @@
 use crate::kernels::winograd::Tile;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::{Avx512Cpu, ZEROS};
-#[cfg(target_arch = "x86_64")]
-use crate::reuse::{Buffer, Buffers};
 use crate::kernels::{Epilogue, KernelPath};
 use crate::par;
+#[cfg(target_arch = "x86_64")]
+use crate::reuse::{Buffer, Buffers};
 use crate::shape::Dims;
 
 /// Run the AVX-512 gather kernel over all of `out` on every thread. Where the
