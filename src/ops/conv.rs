@@ -309,18 +309,24 @@ impl Conv {
         if path.large_tiles() && self.cin * self.cout <= 64 * 64 { Tile::F4 } else { Tile::F2 }
     }
 
-    /// The Winograd tile of the weights an inference net prepares ([`Conv::prepare`]): F(4x4,
-    /// 3x3) where the path allows it up to 256 x 256 channels, beyond [`Conv::winograd_tile`]'s
-    /// bound. That bound is set by a training gradient's accuracy (the detector's); a forward
-    /// alone on F(4x4) at 128 channels rounds within 3.3e-6 of max |y| (against 1.5e-6 for the
-    /// direct form: the float64 test below) and runs faster (ResNet-50 inference at batch 16,
-    /// its three 28x28 128->128 layers: 18-21 against 27-28 ms per step). On 256 channels (the
-    /// five 14x14 layers) it pays since U is packed (`winograd_weights`): 41.6-44.3 -> 35.7-37.5
-    /// ms per step at batch 16, 3.4-3.6 -> 3.1-3.2 at batch 1 (before the packing, 41-50 against
-    /// 46-50, within the noise). 512 x 512 (7x7 maps) keeps F(2x2): its U would be 38 MiB.
+    /// The Winograd tile of the weights an inference net prepares for `x` ([`Conv::prepare`]):
+    /// F(4x4, 3x3) where the path allows it up to 256 x 256 channels, beyond
+    /// [`Conv::winograd_tile`]'s bound, and beyond that from 16 F(4x4) tiles on. That bound is
+    /// set by a training gradient's accuracy (the detector's); a forward alone on F(4x4) at 128
+    /// channels rounds within 3.3e-6 of max |y| (against 1.5e-6 for the direct form: the float64
+    /// test below) and runs faster (ResNet-50 inference at batch 16, its three 28x28 128->128
+    /// layers: 18-21 against 27-28 ms per step). On 256 channels (the five 14x14 layers) it pays
+    /// since U is packed (`winograd_weights`): 41.6-44.3 -> 35.7-37.5 ms per step at batch 16,
+    /// 3.4-3.6 -> 3.1-3.2 at batch 1. On 512 x 512 (7x7 maps, ResNet-50's stage 4) U is 38 MiB,
+    /// read from memory once per thread's share of the channels: with few tiles that read is
+    /// the layer's time, so F(4x4) pays from 16 tiles on (measured on the AMD EPYC (Zen 5)
+    /// machine, its two layers per step, F(2x2) against F(4x4): batch 1 1.0 against 1.5-1.7 ms,
+    /// batch 4 (16 tiles) 2.9 against 2.5-2.7, batch 8 5.5-5.6 against 4.7-4.8, batch 16
+    /// 12.4-13.0 against 8.6-9.8).
     #[cfg(target_arch = "x86_64")]
-    pub fn inference_tile(&self, path: KernelPath) -> Tile {
-        if path.large_tiles() && self.cin * self.cout <= 256 * 256 { Tile::F4 } else { Tile::F2 }
+    pub fn inference_tile(&self, path: KernelPath, x: Dims) -> Tile {
+        let f4 = self.cin * self.cout <= 256 * 256 || x.n * x.h.div_ceil(4) * x.w.div_ceil(4) >= 16;
+        if path.large_tiles() && f4 { Tile::F4 } else { Tile::F2 }
     }
 
     /// The kernel path for this convolution on `x` when the batch's sums run in `order`. In leaf
@@ -423,7 +429,7 @@ impl Conv {
         #[cfg(target_arch = "x86_64")]
         if path.avx512().is_some() {
             if path.winograd() && self.inference_winograd(xd) {
-                let tile = self.inference_tile(path);
+                let tile = self.inference_tile(path, xd);
                 let data = winograd_weights(w, self.cin, self.cout, tile).into_vec();
                 return Some(Prepared { form: Form::Winograd(tile), xd, data });
             }
@@ -1088,14 +1094,16 @@ mod tests {
         };
         let (wino, f2) = (KernelPath::Winograd(cpu), KernelPath::WinogradF2(cpu));
         // two 16x16 images (128 F(2x2) tiles) or one 14x14 (49), where Winograd applies; and 512 x
-        // 512 channels on one 7x7 image (16 tiles, 16 MiB of U) and 256 x 512 (8 MiB), where it
-        // applies in inference alone
+        // 512 channels on 7x7 images (16 tiles per image, 16 MiB of U) and 256 x 512 (8 MiB),
+        // where it applies in inference alone: F(4x4) beyond 256 x 256 channels from 16 of its
+        // tiles on (4 per 7x7 image, 32 over two 16x16)
         let cases = [
             (128, 128, 16, 2, Tile::F4),
             (64, 128, 16, 2, Tile::F4),
             (256, 256, 14, 1, Tile::F4),
-            (256, 512, 16, 2, Tile::F2),
+            (256, 512, 16, 2, Tile::F4),
             (512, 512, 7, 1, Tile::F2),
+            (512, 512, 7, 4, Tile::F4),
         ];
         for (ci, co, side, n, on_wino) in cases {
             let c = Conv::new(ci, co, 3, 1, 1);
