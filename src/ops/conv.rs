@@ -310,22 +310,25 @@ impl Conv {
     }
 
     /// The Winograd tile of the weights an inference net prepares for `x` ([`Conv::prepare`]):
-    /// F(4x4, 3x3) where the path allows it up to 256 x 256 channels, beyond
-    /// [`Conv::winograd_tile`]'s bound, and beyond that from 16 F(4x4) tiles on. That bound is
-    /// set by a training gradient's accuracy (the detector's); a forward alone on F(4x4) at 128
-    /// channels rounds within 3.3e-6 of max |y| (against 1.5e-6 for the direct form: the float64
-    /// test below) and runs faster (ResNet-50 inference at batch 16, its three 28x28 128->128
-    /// layers: 18-21 against 27-28 ms per step). On 256 channels (the five 14x14 layers) it pays
-    /// since U is packed (`winograd_weights`): 41.6-44.3 -> 35.7-37.5 ms per step at batch 16,
-    /// 3.4-3.6 -> 3.1-3.2 at batch 1. On 512 x 512 (7x7 maps, ResNet-50's stage 4) U is 38 MiB,
-    /// read from memory once per thread's share of the channels: with few tiles that read is
-    /// the layer's time, so F(4x4) pays from 16 tiles on (measured on the AMD EPYC (Zen 5)
-    /// machine, its two layers per step, F(2x2) against F(4x4): batch 1 1.0 against 1.5-1.7 ms,
-    /// batch 4 (16 tiles) 2.9 against 2.5-2.7, batch 8 5.5-5.6 against 4.7-4.8, batch 16
-    /// 12.4-13.0 against 8.6-9.8).
+    /// F(4x4, 3x3) where the path allows it and `x` has 64 of its tiles or more, else F(2x2),
+    /// on any channel count. Beyond [`Conv::winograd_tile`]'s bound, which is set by a training
+    /// gradient's accuracy (the detector's): a forward alone on F(4x4) rounds within 3.3e-6 of
+    /// max |y| at 128 channels and 5.8e-6 at 256 (against 1.5e-6 for the direct form: the
+    /// float64 tests below). F(4x4) computes 2.25 times fewer products than F(2x2) but reads a U
+    /// 2.25 times larger (packed, `winograd_weights`), from memory where it outgrows the caches,
+    /// once per thread's share of the channels: with few tiles that read is the layer's time.
+    /// Measured, F(2x2) against F(4x4), ms per step of ResNet-50's layers:
+    /// - batch 16, on the earlier AMD EPYC (one FMA unit per core): 28x28 128->128 27-28 against 18-21; 14x14
+    ///   256->256 41.6-44.3 against 35.7-37.5; on the Zen 5 machine, 7x7 512->512 (64 tiles, U of
+    ///   38 MiB) 12.2-12.6 against 8.7-9.3;
+    /// - batch 1, Zen 5: 14x14 256->256 (16 tiles) 1.9-2.0 against 2.1-2.3, 28x28 128->128 (49)
+    ///   1.0 against 1.1-1.2, 7x7 512->512 (4) 1.0 against 1.5-1.7; 56x56 64->64 (196) 0.9
+    ///   against 0.8;
+    /// - between, 7x7 512->512 at batch 4 (16 tiles) 2.9 against 2.5-2.7 and batch 8 5.5 against
+    ///   4.7: F(2x2) there costs under 1% of the net.
     #[cfg(target_arch = "x86_64")]
     pub fn inference_tile(&self, path: KernelPath, x: Dims) -> Tile {
-        let f4 = self.cin * self.cout <= 256 * 256 || x.n * x.h.div_ceil(4) * x.w.div_ceil(4) >= 16;
+        let f4 = x.n * x.h.div_ceil(4) * x.w.div_ceil(4) >= 64;
         if path.large_tiles() && f4 { Tile::F4 } else { Tile::F2 }
     }
 
@@ -1093,17 +1096,18 @@ mod tests {
             return; // no Winograd kernels here
         };
         let (wino, f2) = (KernelPath::Winograd(cpu), KernelPath::WinogradF2(cpu));
-        // two 16x16 images (128 F(2x2) tiles) or one 14x14 (49), where Winograd applies; and 512 x
-        // 512 channels on 7x7 images (16 tiles per image, 16 MiB of U) and 256 x 512 (8 MiB),
-        // where it applies in inference alone: F(4x4) beyond 256 x 256 channels from 16 of its
-        // tiles on (4 per 7x7 image, 32 over two 16x16)
+        // 16x16 images (64 F(2x2) tiles each) or 14x14 (49), where Winograd applies; and 512 x 512
+        // channels on 7x7 images (16 F(2x2) tiles each, 16 MiB of U) and 256 x 512 (8 MiB), where
+        // it applies in inference alone. F(4x4) from 64 of its tiles on: 16 per 16x16 or 14x14
+        // image, 4 per 7x7
         let cases = [
-            (128, 128, 16, 2, Tile::F4),
-            (64, 128, 16, 2, Tile::F4),
-            (256, 256, 14, 1, Tile::F4),
-            (256, 512, 16, 2, Tile::F4),
+            (128, 128, 16, 4, Tile::F4),
+            (64, 128, 16, 2, Tile::F2),
+            (256, 256, 14, 4, Tile::F4),
+            (256, 256, 14, 1, Tile::F2),
+            (256, 512, 16, 2, Tile::F2),
             (512, 512, 7, 1, Tile::F2),
-            (512, 512, 7, 4, Tile::F4),
+            (512, 512, 7, 16, Tile::F4),
         ];
         for (ci, co, side, n, on_wino) in cases {
             let c = Conv::new(ci, co, 3, 1, 1);
