@@ -323,7 +323,8 @@ impl Conv {
     ///   38 MiB) 12.2-12.6 against 8.7-9.3;
     /// - batch 1, Zen 5: 14x14 256->256 (16 tiles) 1.9-2.0 against 2.1-2.3, 28x28 128->128 (49)
     ///   1.0 against 1.1-1.2, 7x7 512->512 (4) 1.0 against 1.5-1.7; 56x56 64->64 (196) 0.9
-    ///   against 0.8;
+    ///   against 0.8 (on the earlier EPYC, half the FMA throughput, 14x14 256->256 at batch 1
+    ///   measured the other way: 3.4-3.6 against 3.1-3.2, about 1% of its pass);
     /// - between, 7x7 512->512 at batch 4 (16 tiles) 2.9 against 2.5-2.7 and batch 8 5.5 against
     ///   4.7: F(2x2) there costs under 1% of the net.
     #[cfg(target_arch = "x86_64")]
