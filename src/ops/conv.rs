@@ -310,8 +310,10 @@ impl Conv {
     }
 
     /// The Winograd tile of the weights an inference net prepares for `x` ([`Conv::prepare`]):
-    /// F(4x4, 3x3) where the path allows it and `x` has 64 of its tiles or more, else F(2x2),
-    /// on any channel count. Beyond [`Conv::winograd_tile`]'s bound, which is set by a training
+    /// F(4x4, 3x3) where the path allows it and either [`Conv::winograd_tile`] takes it too (up to
+    /// 64 x 64 channels: a forward on unprepared weights, a detector's network parts, then gives
+    /// the same bits) or `x` has 64 of its tiles or more, else F(2x2). Beyond
+    /// [`Conv::winograd_tile`]'s bound, which is set by a training
     /// gradient's accuracy (the detector's): a forward alone on F(4x4) rounds within 3.3e-6 of
     /// max |y| at 128 channels and 5.8e-6 at 256 (against 1.5e-6 for the direct form: the
     /// float64 tests below). F(4x4) computes 2.25 times fewer products than F(2x2) but reads a U
@@ -329,7 +331,7 @@ impl Conv {
     ///   4.7: F(2x2) there costs under 1% of the net.
     #[cfg(target_arch = "x86_64")]
     pub fn inference_tile(&self, path: KernelPath, x: Dims) -> Tile {
-        let f4 = x.n * x.h.div_ceil(4) * x.w.div_ceil(4) >= 64;
+        let f4 = self.cin * self.cout <= 64 * 64 || x.n * x.h.div_ceil(4) * x.w.div_ceil(4) >= 64;
         if path.large_tiles() && f4 { Tile::F4 } else { Tile::F2 }
     }
 
